@@ -1,0 +1,324 @@
+"""Converters from real data formats to records. Each is ``fn(row, *, file, line, **options) -> record``
+and raises DataError naming file, line and field for a row it cannot convert.
+
+Formats (``FORMATS[(kind, name)]``):
+
+| kind       | name              | row                                                                 |
+|------------|-------------------|---------------------------------------------------------------------|
+| sft        | messages          | ``{messages: [{role, content}, ...]}``                              |
+| sft        | sharegpt          | ``{conversations: [{from: human/gpt/system, value}, ...]}``         |
+| sft        | prompt_completion | ``{prompt: str or messages, completion: str or [assistant msg]}``   |
+| sft        | gsm8k             | ``{question, answer}``; answer ends ``#### N``                      |
+| sft        | math              | ``{problem, solution}`` (MATH; solution holds ``\\boxed{}``)         |
+| preference | pairs             | ``{prompt, chosen, rejected}``, or chosen/rejected message lists    |
+|            |                   | sharing a prefix (the "implicit prompt" form)                       |
+| preference | hh-rlhf           | ``{chosen, rejected}`` dialogues ``\\n\\nHuman: ...\\n\\nAssistant: ...``|
+| prompt     | prompt            | ``{prompt, answer?}``                                               |
+| prompt     | messages          | ``{messages}``; a final assistant turn becomes the answer           |
+| prompt     | gsm8k             | ``{question, answer}`` → answer N                                   |
+| prompt     | math              | ``{problem, answer}`` or the last ``\\boxed{}`` of ``solution``      |
+| prompt     | hh-rlhf           | ``{chosen, ...}`` → the dialogue before the final Assistant turn    |
+
+GSM8K solutions: the ``<<a*b=c>>`` calculator notes are removed and the ``#### N`` line is replaced by a
+final-answer line chosen by ``answer_style``: ``"answer_is"`` (default) → ``The answer is N.``,
+``"boxed"`` → ``The answer is $\\boxed{N}$.``, ``"hash"`` → ``#### N`` (the original). N is written
+without thousands separators (``1,080`` → ``1080``), the same string as ``PromptRecord.answer``.
+
+HH-RLHF: both strings are split into turns at ``\\n\\nHuman:`` / ``\\n\\nAssistant:``; consecutive
+segments of the same role (a reply split by a stray ``\\n\\nAssistant:``) are joined with a blank line;
+turn contents are stripped. The prompt is every turn before the final Assistant turn and must be the
+same in chosen and rejected; chosen/rejected are the final Assistant replies. Role words inside a turn
+(e.g. a reply that starts "Human: ...") are kept verbatim. A row whose final reply is empty, whose two
+dialogues differ before the final reply, or which does not end with an Assistant turn is invalid.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from posttrain.data.records import (Conversation, PreferencePair, PromptRecord, _as_prompt, _as_response, _meta,
+                                    _require, validate_messages)
+from posttrain.errors import DataError
+
+# ---------------------------------------------------------------- helpers
+
+
+def _str_field(row: dict, key: str, file, line) -> str:
+    value = _require(row, key, file, line)
+    if not isinstance(value, str):
+        raise DataError(f"expected a string, got {'null' if value is None else type(value).__name__}",
+                        file=file, line=line, field=key)
+    if not value.strip():
+        raise DataError("empty string", file=file, line=line, field=key)
+    return value
+
+
+# ---------------------------------------------------------------- GSM8K
+
+_CALC = re.compile(r"<<[^<>]*>>")
+_FINAL = re.compile(r"####\s*(.*?)\s*$", re.S)
+ANSWER_STYLES = ("answer_is", "boxed", "hash")
+
+
+def gsm8k_final_answer(answer: str) -> str:
+    """The number after ``####``, without thousands separators; ValueError when there is none."""
+    m = _FINAL.search(answer)
+    if not m or not m.group(1):
+        raise ValueError("no final answer line '#### N'")
+    return m.group(1).replace(",", "").strip()
+
+
+def final_answer_line(n: str, style: str = "answer_is") -> str:
+    if style == "answer_is":
+        return f"The answer is {n}."
+    if style == "boxed":
+        return f"The answer is $\\boxed{{{n}}}$."
+    if style == "hash":
+        return f"#### {n}"
+    raise ValueError(f"unknown answer_style {style!r}; expected one of {', '.join(ANSWER_STYLES)}")
+
+
+def clean_gsm8k_solution(answer: str, style: str = "answer_is") -> str:
+    """Remove ``<<...>>`` calculator notes and end with the final-answer line of ``style``."""
+    n = gsm8k_final_answer(answer)
+    body = _CALC.sub("", answer[:_FINAL.search(answer).start()]).rstrip()
+    line = final_answer_line(n, style)
+    return f"{body}\n{line}" if body else line
+
+
+def _gsm8k_parts(row, file, line, style="answer_is"):
+    question = _str_field(row, "question", file, line)
+    answer = _str_field(row, "answer", file, line)
+    try:
+        solution = clean_gsm8k_solution(answer, style)
+        n = gsm8k_final_answer(answer)
+    except ValueError as e:
+        raise DataError(str(e), file=file, line=line, field="answer") from None
+    return question, solution, n
+
+
+def gsm8k_to_conversation(row: dict, *, file=None, line=None, answer_style: str = "answer_is") -> Conversation:
+    question, solution, n = _gsm8k_parts(row, file, line, answer_style)
+    meta = {"answer": n, **_meta(row, ("question", "answer"), file, line)}
+    return Conversation([{"role": "user", "content": question}, {"role": "assistant", "content": solution}],
+                        meta, file=file, line=line)
+
+
+def gsm8k_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
+    question, _, n = _gsm8k_parts(row, file, line)
+    return PromptRecord(question, n, _meta(row, ("question", "answer"), file, line), file=file, line=line)
+
+
+# ---------------------------------------------------------------- MATH
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced; None when absent."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
+
+
+def math_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
+    problem = _str_field(row, "problem", file, line)
+    solution = _str_field(row, "solution", file, line)
+    return Conversation([{"role": "user", "content": problem}, {"role": "assistant", "content": solution}],
+                        _meta(row, ("problem", "solution"), file, line), file=file, line=line)
+
+
+def math_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
+    problem = _str_field(row, "problem", file, line)
+    if "answer" in row:
+        answer = row["answer"]
+    else:
+        answer = last_boxed(_str_field(row, "solution", file, line))
+        if answer is None:
+            raise DataError("no 'answer' field and no \\boxed{} in the solution", file=file, line=line,
+                            field="solution")
+    return PromptRecord(problem, answer, _meta(row, ("problem", "answer"), file, line), file=file, line=line)
+
+
+# ---------------------------------------------------------------- generic chat formats
+
+
+def messages_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
+    return Conversation.from_row(row, file=file, line=line)
+
+
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "chatgpt": "assistant", "system": "system"}
+
+
+def sharegpt_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
+    turns = _require(row, "conversations", file, line)
+    if not isinstance(turns, list):
+        raise DataError(f"expected a list, got {type(turns).__name__}", file=file, line=line, field="conversations")
+    msgs = []
+    for i, t in enumerate(turns):
+        if not isinstance(t, dict) or "from" not in t or "value" not in t:
+            raise DataError("expected {from, value}", file=file, line=line, field=f"conversations[{i}]")
+        role = _SHAREGPT_ROLES.get(t["from"])
+        if role is None:
+            raise DataError(f"unknown speaker {t['from']!r}; allowed: {', '.join(_SHAREGPT_ROLES)}",
+                            file=file, line=line, field=f"conversations[{i}].from")
+        msgs.append({"role": role, "content": t["value"]})
+    return Conversation(msgs, _meta(row, ("conversations",), file, line), file=file, line=line)
+
+
+def prompt_completion_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
+    prompt = _as_prompt(_require(row, "prompt", file, line), fld="prompt", file=file, line=line)
+    reply = _as_response(_require(row, "completion", file, line), fld="completion", file=file, line=line)
+    return Conversation(prompt + [{"role": "assistant", "content": reply}],
+                        _meta(row, ("prompt", "completion"), file, line), file=file, line=line)
+
+
+def messages_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
+    msgs = validate_messages(_require(row, "messages", file, line), file=file, line=line)
+    answer = None
+    if msgs[-1]["role"] == "assistant":
+        answer = msgs.pop()["content"]
+    return PromptRecord(msgs, answer, _meta(row, ("messages",), file, line), file=file, line=line)
+
+
+def prompt_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
+    return PromptRecord.from_row(row, file=file, line=line)
+
+
+def pairs_to_pair(row: dict, *, file=None, line=None) -> PreferencePair:
+    """``{prompt, chosen, rejected}``; without ``prompt``, chosen and rejected may be full message lists
+    that share every message but the last (assistant) one."""
+    if "prompt" in row or not (isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list)):
+        return PreferencePair.from_row(row, file=file, line=line)
+    chosen = validate_messages(row["chosen"], fld="chosen", file=file, line=line)
+    rejected = validate_messages(row["rejected"], fld="rejected", file=file, line=line)
+    if chosen[:-1] != rejected[:-1]:
+        raise DataError("without a 'prompt' field, chosen and rejected must share all messages but the last",
+                        file=file, line=line, field="rejected")
+    for name, msgs in (("chosen", chosen), ("rejected", rejected)):
+        if msgs[-1]["role"] != "assistant":
+            raise DataError(f"expected role 'assistant', got {msgs[-1]['role']!r}", file=file, line=line,
+                            field=f"{name}[{len(msgs) - 1}].role")
+    if len(chosen) < 2:
+        raise DataError("no prompt: chosen has only the reply", file=file, line=line, field="prompt")
+    return PreferencePair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"],
+                          _meta(row, ("chosen", "rejected"), file, line), file=file, line=line)
+
+
+# ---------------------------------------------------------------- HH-RLHF
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_hh_dialogue(text: str) -> list[dict]:
+    """Split an HH-RLHF dialogue into messages (user/assistant), joining consecutive same-role segments.
+
+    Contents are stripped; an empty content stays empty (the record types reject it with a field name).
+    ValueError if there is text before the first turn or no turn at all.
+    """
+    parts = _HH_TURN.split(text)
+    if parts[0].strip():
+        raise ValueError("text before the first '\\n\\nHuman:' turn")
+    if len(parts) < 3:
+        raise ValueError("no '\\n\\nHuman:' / '\\n\\nAssistant:' turns")
+    msgs: list[dict] = []
+    for word, content in zip(parts[1::2], parts[2::2]):
+        role = "user" if word == "Human" else "assistant"
+        content = content.strip()
+        if msgs and msgs[-1]["role"] == role:
+            msgs[-1]["content"] = "\n\n".join(c for c in (msgs[-1]["content"], content) if c)
+        else:
+            msgs.append({"role": role, "content": content})
+    return msgs
+
+
+def _hh_split(row, file, line, key):
+    text = _str_field(row, key, file, line)
+    try:
+        msgs = parse_hh_dialogue(text)
+    except ValueError as e:
+        raise DataError(str(e), file=file, line=line, field=key) from None
+    if msgs[-1]["role"] != "assistant":
+        raise DataError("the dialogue does not end with an Assistant turn", file=file, line=line, field=key)
+    if not msgs[-1]["content"]:
+        raise DataError("empty response (the final Assistant turn is empty)", file=file, line=line, field=key)
+    if len(msgs) < 2:
+        raise DataError("no Human turn before the final Assistant turn", file=file, line=line, field=key)
+    return msgs[:-1], msgs[-1]["content"]
+
+
+def hh_rlhf_to_pair(row: dict, *, file=None, line=None) -> PreferencePair:
+    prompt_c, chosen = _hh_split(row, file, line, "chosen")
+    prompt_r, rejected = _hh_split(row, file, line, "rejected")
+    if prompt_c != prompt_r:
+        k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b), min(len(prompt_c), len(prompt_r)))
+        raise DataError(f"chosen and rejected dialogues differ before the final reply (at turn {k + 1})",
+                        file=file, line=line, field="rejected")
+    return PreferencePair(prompt_c, chosen, rejected, _meta(row, ("chosen", "rejected"), file, line),
+                          file=file, line=line)
+
+
+def hh_rlhf_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
+    """The dialogue before the final Assistant turn of ``chosen``, for sampling (no reference answer)."""
+    key = "chosen" if "chosen" in row else "prompt"
+    text = _str_field(row, key, file, line)
+    try:
+        msgs = parse_hh_dialogue(text)
+    except ValueError as e:
+        raise DataError(str(e), file=file, line=line, field=key) from None
+    if msgs[-1]["role"] == "assistant":
+        msgs = msgs[:-1]
+    if not msgs:
+        raise DataError("no Human turn", file=file, line=line, field=key)
+    return PromptRecord(msgs, None, _meta(row, ("chosen", "rejected", "prompt"), file, line), file=file, line=line)
+
+
+# ---------------------------------------------------------------- registry and detection
+
+FORMATS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("sft", "messages"): messages_to_conversation,
+    ("sft", "sharegpt"): sharegpt_to_conversation,
+    ("sft", "prompt_completion"): prompt_completion_to_conversation,
+    ("sft", "gsm8k"): gsm8k_to_conversation,
+    ("sft", "math"): math_to_conversation,
+    ("preference", "pairs"): pairs_to_pair,
+    ("preference", "hh-rlhf"): hh_rlhf_to_pair,
+    ("prompt", "prompt"): prompt_to_prompt,
+    ("prompt", "messages"): messages_to_prompt,
+    ("prompt", "gsm8k"): gsm8k_to_prompt,
+    ("prompt", "math"): math_to_prompt,
+    ("prompt", "hh-rlhf"): hh_rlhf_to_prompt,
+}
+
+
+def _is_hh(row: dict) -> bool:
+    return isinstance(row.get("chosen"), str) and "\n\nAssistant:" in row["chosen"]
+
+
+def detect_format(row: dict, kind: str, *, file: str | None = None, line: int | None = None) -> str:
+    """Pick a format name from a row's fields; DataError listing the fields when nothing fits."""
+    keys = set(row) if isinstance(row, dict) else set()
+    rules = {
+        "sft": [({"messages"}, "messages"), ({"conversations"}, "sharegpt"),
+                ({"prompt", "completion"}, "prompt_completion"), ({"question", "answer"}, "gsm8k"),
+                ({"problem", "solution"}, "math")],
+        "preference": [({"prompt", "chosen", "rejected"}, "pairs")],
+        "prompt": [({"prompt"}, "prompt"), ({"messages"}, "messages"), ({"question", "answer"}, "gsm8k"),
+                   ({"problem"}, "math")],
+    }[kind]
+    for need, name in rules:
+        if need <= keys:
+            return name
+    if kind in ("preference", "prompt") and {"chosen"} <= keys and _is_hh(row):
+        return "hh-rlhf"
+    if kind == "preference" and {"chosen", "rejected"} <= keys:
+        return "pairs"
+    known = sorted(f for k, f in FORMATS if k == kind)
+    raise DataError(f"cannot tell the format of {kind} data from fields {sorted(map(str, keys))}; "
+                    f"pass fmt= one of {', '.join(known)}", file=file, line=line)

@@ -1,0 +1,51 @@
+"""Turn a recipe's data source (a file or a built-in generator) into validated records."""
+from __future__ import annotations
+
+from posttrain.config import DataSource
+from posttrain.data import synthetic
+from posttrain.data.readers import load_records
+from posttrain.data.records import Conversation, PreferencePair, PromptRecord
+from posttrain.errors import RecipeError
+
+RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord}
+
+
+def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[dict]:
+    spec = src.synthetic
+    if spec.task not in synthetic.TASKS:
+        raise RecipeError(f"data synthetic.task: unknown task {spec.task!r}; allowed: {', '.join(sorted(synthetic.TASKS))}")
+    try:
+        problems = synthetic.generate(spec.task, spec.n, seed=spec.seed, **spec.options)
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"data synthetic.options for {spec.task!r}: {e}") from None
+    if kind == "sft":
+        return synthetic.to_sft_rows(problems, instruction=instruction)
+    if kind == "prompt":
+        return synthetic.to_prompt_rows(problems, instruction=instruction)
+    raise RecipeError(f"synthetic task {spec.task!r} gives sft or prompt records, not {kind!r}")
+
+
+def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
+                system_prompt: str | None = None) -> list:
+    """Records of `kind` ("sft", "preference", "prompt"), validated before any training starts."""
+    if src.synthetic is not None:
+        cls = RECORD_TYPES[kind]
+        name = f"synthetic:{src.synthetic.task}"
+        records = [cls.from_row(row, file=name, line=i + 1)
+                   for i, row in enumerate(synthetic_rows(src, kind, instruction))]
+    else:
+        records = load_records(src.path, kind, fmt=src.format, limit=src.limit)
+    if src.limit is not None:
+        records = records[:src.limit]
+    if system_prompt is not None:
+        for r in records:
+            msgs = r.messages if kind == "sft" else r.prompt
+            if not msgs or msgs[0]["role"] != "system":
+                msgs.insert(0, {"role": "system", "content": system_prompt})
+    return records
+
+
+def prompt_text(record) -> str:
+    """The question a record asks (its last user turn), used to keep eval prompts out of training."""
+    msgs = record.messages if isinstance(record, Conversation) else record.prompt
+    return next(m["content"] for m in reversed(msgs) if m["role"] == "user")

@@ -1,0 +1,294 @@
+"""Chat templating, loss masks and truncation.
+
+Masks are built by rendering the conversation prefix by prefix with the tokenizer's own chat template:
+for each assistant turn i, ``render(messages[:i], add_generation_prompt=True)`` ends right where the
+reply starts, and ``render(messages[:i+1])`` right after it. The reply's tokens up to and including its
+end-of-turn token (the last special token of the turn, e.g. ``<|im_end|>``) are supervised; everything
+else (system, user, role headers such as ``<|im_start|>assistant\\n``, the newline after
+``<|im_end|>``) gets label -100. This needs no ``{% generation %}`` markers, but it needs the template to
+be *prefix-stable*: each rendered prefix must be a prefix of the full rendering. That is checked on
+every example; a template that breaks it raises TemplateError. (A single token merged across the
+boundary, e.g. ``"\\n" + "\\nHello"`` → ``"\\n\\n"``, is tolerated: it is counted in the reply.)
+
+Truncation is prompt-first: a prompt (everything before the final reply) longer than
+``max_prompt_length`` loses tokens from the LEFT (its end is kept); then the reply is cut from the right
+to fit ``max_length``. A reply is never dropped silently: if fewer than ``min_response_tokens`` of it
+fit, the example raises DataError, or with ``on_overflow="skip"`` is dropped and counted.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from posttrain.errors import DataError, PosttrainError
+
+log = logging.getLogger("posttrain.data")
+
+IGNORE_INDEX = -100
+_MERGE_TOLERANCE = 2  # tokens a boundary merge may swallow before we call the template unstable
+
+
+class TemplateError(PosttrainError):
+    """The tokenizer's chat template cannot be used to build masks (missing, or not prefix-stable)."""
+
+
+@dataclass
+class TruncationStats:
+    """Counts over a run of encode_* calls (pass the same object to each)."""
+    examples: int = 0
+    truncated: int = 0          # examples that lost any token
+    prompt_truncated: int = 0   # ... from the left of the prompt
+    response_truncated: int = 0  # ... from the right of a reply
+    skipped: int = 0            # dropped with on_overflow="skip"
+
+    def __str__(self) -> str:
+        return (f"{self.examples} examples: {self.truncated} truncated ({self.prompt_truncated} prompt, "
+                f"{self.response_truncated} response), {self.skipped} skipped")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool = False) -> str:
+    """The chat template's text for ``messages`` (no tokenization)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TemplateError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template")
+    return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def _tok(tokenizer, text: str) -> list[int]:
+    # The template already wrote any BOS it wants; adding special tokens again would double it.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _special_ids(tokenizer) -> set[int]:
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    return ids
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _prefix_len(part: Sequence[int], full: Sequence[int], what: str) -> int:
+    n = _common_prefix(part, full)
+    if n < len(part) - _MERGE_TOLERANCE:
+        raise TemplateError(f"chat template is not prefix-stable: the tokens of {what} are not a prefix of the "
+                            f"tokens of the whole conversation (they differ at token {n} of {len(part)}); "
+                            "assistant masks cannot be built by prefix rendering")
+    return n
+
+
+def _check_text_prefix(part: str, full: str, what: str) -> None:
+    if not full.startswith(part):
+        n = _common_prefix(part, full)
+        raise TemplateError(
+            f"chat template is not prefix-stable: {what} renders as text that is not a prefix of the whole "
+            f"conversation (they differ at character {n}: {part[n:n + 40]!r} vs {full[n:n + 40]!r}); "
+            "assistant masks cannot be built by prefix rendering")
+
+
+def _reply_end(ids: Sequence[int], start: int, stop: int, special: set[int]) -> int:
+    """End (exclusive) of a reply in ids[start:stop]: just after its last special token (end of turn)."""
+    for j in range(stop - 1, start - 1, -1):
+        if ids[j] in special:
+            return j + 1
+    return stop
+
+
+def assistant_spans(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of the whole conversation and the ``[start, end)`` token span of each assistant reply
+    (content + end-of-turn token). Raises TemplateError if the template is not prefix-stable."""
+    full_text = render(tokenizer, messages)
+    ids = _tok(tokenizer, full_text)
+    special = _special_ids(tokenizer)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = render(tokenizer, messages[:i], add_generation_prompt=True)
+        after = full_text if i == len(messages) - 1 else render(tokenizer, messages[:i + 1])
+        _check_text_prefix(before, full_text, f"messages[:{i}] with the generation prompt")
+        _check_text_prefix(after, full_text, f"messages[:{i + 1}]")
+        start = _prefix_len(_tok(tokenizer, before), ids, f"messages[:{i}] with the generation prompt")
+        stop = _prefix_len(_tok(tokenizer, after), ids, f"messages[:{i + 1}]")
+        end = _reply_end(ids, start, stop, special)
+        if end <= start:
+            raise TemplateError(f"assistant message {i} renders to no tokens")
+        spans.append((start, end))
+    return ids, spans
+
+
+# ---------------------------------------------------------------- truncation
+
+
+def _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow):
+    if not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    if max_prompt_length is not None and (not isinstance(max_prompt_length, int) or max_prompt_length < 0):
+        raise ValueError(f"max_prompt_length must be a non-negative integer or None, got {max_prompt_length!r}")
+    if not isinstance(min_response_tokens, int) or min_response_tokens < 1:
+        raise ValueError(f"min_response_tokens must be an integer >= 1, got {min_response_tokens!r}")
+    if on_overflow not in ("raise", "skip"):
+        raise ValueError(f"on_overflow must be 'raise' or 'skip', got {on_overflow!r}")
+
+
+def _overflow(n_prompt: int, room: int, *, max_length, min_response_tokens, file, line, fld):
+    return DataError(
+        f"the prompt takes {n_prompt} of max_length={max_length} tokens, leaving room for {max(room, 0)} "
+        f"response token(s), fewer than min_response_tokens={min_response_tokens}; raise max_length, set "
+        "max_prompt_length to truncate the prompt from the left, or pass on_overflow='skip'",
+        file=file, line=line, field=fld)
+
+
+def _fit(n_prompt: int, n_responses: Sequence[int], *, max_length, max_prompt_length, min_response_tokens,
+         file, line, fld) -> tuple[int, list[int]]:
+    """How many prompt tokens to cut from the left and how many tokens of each reply to keep."""
+    cut = max(0, n_prompt - max_prompt_length) if max_prompt_length is not None else 0
+    room = max_length - (n_prompt - cut)
+    keep = [min(n, room) for n in n_responses]
+    if any(k < min(min_response_tokens, n) for k, n in zip(keep, n_responses)):
+        raise _overflow(n_prompt - cut, room, max_length=max_length, min_response_tokens=min_response_tokens,
+                        file=file, line=line, fld=fld)
+    return cut, keep
+
+
+def _count(stats: TruncationStats | None, cut: int, resp_cut: bool) -> None:
+    if stats is None:
+        return
+    stats.examples += 1
+    stats.prompt_truncated += cut > 0
+    stats.response_truncated += resp_cut
+    stats.truncated += cut > 0 or resp_cut
+
+
+# ---------------------------------------------------------------- public encoders
+
+
+def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
+                        max_prompt_length: int | None = None, min_response_tokens: int = 1,
+                        on_overflow: str = "raise", stats: TruncationStats | None = None,
+                        file: str | None = None, line: int | None = None) -> dict | None:
+    """Tokenize a chat for SFT: ``{"input_ids", "labels"}`` with labels -100 on every token that is not
+    assistant content or an assistant end-of-turn token; every assistant turn is supervised.
+
+    The sequence ends with the final reply's end-of-turn token. The "prompt" for truncation is everything
+    before the final reply (earlier replies included, and still supervised if kept). Returns None only
+    when the example overflows and ``on_overflow="skip"``.
+    """
+    _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow)
+    messages = list(messages)
+    if not any(m.get("role") == "assistant" for m in messages):
+        raise DataError("no assistant turn: nothing to train on", file=file, line=line, field="messages")
+    ids, spans = assistant_spans(tokenizer, messages)
+    labels = [IGNORE_INDEX] * len(ids)
+    for s, e in spans:
+        labels[s:e] = ids[s:e]
+    p, end = spans[-1]
+    ids, labels = ids[:end], labels[:end]  # nothing after the last end-of-turn is worth a position
+    try:
+        cut, (keep,) = _fit(p, [end - p], max_length=max_length, max_prompt_length=max_prompt_length,
+                            min_response_tokens=min_response_tokens, file=file, line=line, fld="messages")
+    except DataError:
+        if on_overflow == "raise":
+            raise
+        if stats is not None:
+            stats.skipped += 1
+        return None
+    _count(stats, cut, keep < end - p)
+    stop = p + keep
+    return {"input_ids": ids[cut:stop], "labels": labels[cut:stop]}
+
+
+def encode_prompt(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> list[int]:
+    """Prompt ids ending with the generation prompt (e.g. ``<|im_start|>assistant\\n``), for sampling.
+    With ``max_length``, a longer prompt keeps its last ``max_length`` tokens."""
+    ids = _tok(tokenizer, render(tokenizer, messages, add_generation_prompt=True))
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[len(ids) - max_length:]
+    return ids
+
+
+def encode_pair(tokenizer, prompt_messages: Sequence[dict], chosen: str, rejected: str, *, max_length: int,
+                max_prompt_length: int | None = None, min_response_tokens: int = 1, on_overflow: str = "raise",
+                stats: TruncationStats | None = None, file: str | None = None,
+                line: int | None = None) -> dict | None:
+    """Tokenize a preference pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``.
+
+    ``prompt_ids`` end with the generation prompt; each completion is the reply's tokens plus its
+    end-of-turn token. ``prompt + chosen`` and ``prompt + rejected`` each fit ``max_length``.
+    Returns None only when the pair overflows and ``on_overflow="skip"``.
+    """
+    _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow)
+    prompt_messages = list(prompt_messages)
+    special = _special_ids(tokenizer)
+    prompt_text = render(tokenizer, prompt_messages, add_generation_prompt=True)
+    prompt_ids = _tok(tokenizer, prompt_text)
+    fulls, starts = [], []
+    for reply in (chosen, rejected):
+        text = render(tokenizer, prompt_messages + [{"role": "assistant", "content": reply}])
+        _check_text_prefix(prompt_text, text, "the prompt with the generation prompt")
+        full = _tok(tokenizer, text)
+        starts.append(_prefix_len(prompt_ids, full, "the prompt with the generation prompt"))
+        fulls.append(full)
+    p = min(starts)  # equal unless a token merged across the boundary
+    prompt_ids = prompt_ids[:p]
+    completions = [full[p:_reply_end(full, p, len(full), special)] for full in fulls]
+    try:
+        cut, keep = _fit(p, [len(c) for c in completions], max_length=max_length,
+                         max_prompt_length=max_prompt_length, min_response_tokens=min_response_tokens,
+                         file=file, line=line, fld="prompt")
+    except DataError:
+        if on_overflow == "raise":
+            raise
+        if stats is not None:
+            stats.skipped += 1
+        return None
+    _count(stats, cut, any(k < len(c) for k, c in zip(keep, completions)))
+    return {"prompt_ids": prompt_ids[cut:], "chosen_ids": completions[0][:keep[0]],
+            "rejected_ids": completions[1][:keep[1]]}
+
+
+def _report(what: str, stats: TruncationStats) -> None:
+    if stats.truncated or stats.skipped:
+        log.warning("%s: %s", what, stats)
+
+
+def encode_conversations(tokenizer, records: Iterable, *, max_length: int, max_prompt_length: int | None = None,
+                         min_response_tokens: int = 1,
+                         on_overflow: str = "raise") -> tuple[list[dict], TruncationStats]:
+    """Encode many Conversations (or message lists); returns the features and the truncation counts.
+    Errors name the record's file and line."""
+    stats, out = TruncationStats(), []
+    for rec in records:
+        msgs = rec if isinstance(rec, list) else rec.messages
+        f = encode_conversation(tokenizer, msgs, max_length=max_length, max_prompt_length=max_prompt_length,
+                                min_response_tokens=min_response_tokens, on_overflow=on_overflow, stats=stats,
+                                file=getattr(rec, "file", None), line=getattr(rec, "line", None))
+        if f is not None:
+            out.append(f)
+    _report("SFT encoding", stats)
+    return out, stats
+
+
+def encode_pairs(tokenizer, pairs: Iterable, *, max_length: int, max_prompt_length: int | None = None,
+                 min_response_tokens: int = 1, on_overflow: str = "raise") -> tuple[list[dict], TruncationStats]:
+    """Encode many PreferencePairs; returns the features and the truncation counts."""
+    stats, out = TruncationStats(), []
+    for pair in pairs:
+        f = encode_pair(tokenizer, pair.prompt, pair.chosen, pair.rejected, max_length=max_length,
+                        max_prompt_length=max_prompt_length, min_response_tokens=min_response_tokens,
+                        on_overflow=on_overflow, stats=stats, file=pair.file, line=pair.line)
+        if f is not None:
+            out.append(f)
+    _report("preference encoding", stats)
+    return out, stats

@@ -1,0 +1,367 @@
+"""THE training loop. Every method plugs in an Objective; the engine knows nothing of any method.
+
+Exactness choices:
+- An objective returns a loss SUM and its normaliser ("units": tokens, sequences, pairs). The engine
+  divides by the units of the whole optimisation step (all micro-batches, all processes), so
+  accumulating 4 micro-batches of 2 gives the same update as one batch of 8.
+- The order of examples is a pure function of (seed, epoch); a checkpoint stores the step, so resume
+  continues with exactly the batches an uninterrupted run would have seen, and RNG states are restored.
+- Checkpoints are written to a temporary folder and renamed: a crash mid-write leaves the previous
+  checkpoint intact. A non-finite loss stops the run before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from posttrain.config import TrainSettings
+from posttrain.errors import TrainingError
+from posttrain.models import load_weights_, save_weights
+
+Batch = dict[str, Any]
+
+
+class Objective(Protocol):
+    """batch -> (loss summed over units, number of units, metrics summed over units).
+
+    Objectives should also offer `units(batch)`, so the engine knows a step's normaliser before
+    the first backward. Metrics named `*_count` are totals; all others are reported as means."""
+
+    def __call__(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]: ...
+
+
+class Stage(Protocol):
+    """Optional hook run before each optimisation step (e.g. an online method's rollout)."""
+
+    def __call__(self, engine: "Engine", step: int) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_time: float = 0.0
+    checkpoint: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def step_indices(n: int, global_batch: int, step: int, seed: int) -> list[int]:
+    """Example indices of optimisation step `step` (0-based) in an endless stream of shuffled epochs."""
+    out = []
+    for i in range(step * global_batch, (step + 1) * global_batch):
+        epoch, pos = divmod(i, n)
+        out.append(epoch_order(n, seed, epoch)[pos])
+    return out
+
+
+def total_steps(cfg: TrainSettings, n_examples: int, world: int = 1) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    global_batch = cfg.micro_batch_size * cfg.grad_accum * world
+    return max(1, math.ceil(cfg.epochs * n_examples / global_batch))
+
+
+def lr_lambda(cfg: TrainSettings, steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
+    return f
+
+
+def build_optimizer(cfg: TrainSettings, model) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _rng_state() -> dict:
+    # numpy's state as plain lists: torch.load(weights_only=True) then needs no allow-listed globals
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: p.name)
+    return ckpts[-1] if ckpts else None
+
+
+class MetricsLog:
+    """metrics.jsonl always; TensorBoard when it is installed."""
+
+    def __init__(self, run_dir: Path, resume_step: int):
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.exists():
+            # a resumed run rewrites history after its checkpoint, so the log has one line per step
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard not installed: JSONL only
+            pass
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _reduce_metrics(sums: dict[str, float], units: float) -> dict[str, float]:
+    """Objective metrics are sums over units, reported as means; `*_count` metrics stay totals."""
+    return {k: v if k.endswith("_count") else v / max(units, 1e-12) for k, v in sums.items()}
+
+
+class Engine:
+    def __init__(self, model, objective: Objective, train_data: Sequence[Any],
+                 collate: Callable[[list[Any]], Batch], cfg: TrainSettings, *, run_dir: str | Path,
+                 seed: int = 0, eval_data: Sequence[Any] | None = None,
+                 eval_fn: Callable[[Any], dict[str, float]] | None = None,
+                 stage: Stage | None = None, tokenizer=None, show_progress: bool = True):
+        if len(train_data) == 0:
+            raise TrainingError("the training set is empty")
+        self.cfg, self.seed, self.objective, self.collate = cfg, seed, objective, collate
+        self.train_data, self.eval_data, self.eval_fn, self.stage = train_data, eval_data, eval_fn, stage
+        self.tokenizer, self.show_progress = tokenizer, show_progress
+        self.run_dir = Path(run_dir)
+        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+                                       cpu=not torch.cuda.is_available())
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()
+        self.steps = total_steps(cfg, len(train_data), self.accelerator.num_processes)
+        optimizer = build_optimizer(cfg, model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.step = 0
+
+    # ---- data ---------------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[Batch]:
+        cfg, acc = self.cfg, self.accelerator
+        per_rank = cfg.micro_batch_size * cfg.grad_accum
+        idx = step_indices(len(self.train_data), per_rank * acc.num_processes, step, self.seed)
+        mine = idx[acc.process_index * per_rank:(acc.process_index + 1) * per_rank]
+        return [self._to_device(self.collate([self.train_data[i] for i in mine[s:s + cfg.micro_batch_size]]))
+                for s in range(0, per_rank, cfg.micro_batch_size)]
+
+    def _to_device(self, batch: Batch) -> Batch:
+        dev = self.accelerator.device
+        return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    # ---- one optimisation step ----------------------------------------------------------------
+    def train_step(self, batches: list[Batch]) -> dict[str, float]:
+        acc, model = self.accelerator, self.model
+        model.train()
+        # units of the whole step, summed over processes, known before any backward
+        units = [torch.as_tensor(self._units(b), dtype=torch.float64, device=acc.device) for b in batches]
+        total_units = acc.reduce(torch.stack(units).sum(), reduction="sum").item()
+        if total_units <= 0:
+            raise TrainingError(f"step {self.step + 1}: the batch has nothing to train on (0 units)")
+        sums: dict[str, float] = {}
+        loss_total, tokens = 0.0, 0
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1
+            ctx = acc.no_sync(model) if not sync else nullcontext()
+            with ctx, acc.autocast():
+                loss_sum, _, metrics = self.objective(model, batch)
+                # DDP averages gradients over processes; scale back up so the step is a true mean
+                loss = loss_sum * (acc.num_processes / total_units)
+                acc.backward(loss)
+            loss_total += loss_sum.detach().item()
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        loss_mean = acc.reduce(torch.tensor(loss_total, device=acc.device), reduction="sum").item() / total_units
+        if not math.isfinite(loss_mean):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingError(f"non-finite loss ({loss_mean}) at step {self.step + 1}; stopped without "
+                                f"updating. Last good checkpoint: {last if last else 'none written yet'}")
+        grad_norm = None
+        if self.cfg.max_grad_norm is not None:
+            grad_norm = float(acc.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        out = {"loss": loss_mean, "lr": self.scheduler.get_last_lr()[0], "units": total_units, "tokens": tokens}
+        if grad_norm is not None:
+            out["grad_norm"] = grad_norm
+        out.update(_reduce_metrics(sums, total_units))
+        return out
+
+    def _units(self, batch: Batch) -> float:
+        units_fn = getattr(self.objective, "units", None)
+        if units_fn is not None:
+            return float(units_fn(batch))
+        with torch.no_grad():  # fall back to a forward pass; objectives should provide units()
+            return float(self.objective(self.model, batch)[1])
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        self.model.eval()
+        if self.eval_data:
+            loss, units, sums = 0.0, 0.0, {}
+            bs = self.cfg.micro_batch_size
+            for s in range(0, len(self.eval_data), bs):
+                batch = self._to_device(self.collate(list(self.eval_data[s:s + bs])))
+                with self.accelerator.autocast():
+                    l, u, m = self.objective(self.model, batch)
+                loss, units = loss + float(l), units + float(u)
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+            out["eval/loss"] = loss / max(units, 1e-12)
+            out.update({f"eval/{k}": v for k, v in _reduce_metrics(sums, units).items()})
+        if self.eval_fn is not None:
+            out.update({f"eval/{k}": v for k, v in self.eval_fn(self.accelerator.unwrap_model(self.model)).items()})
+        self.model.train()
+        return out
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        final = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
+        if not acc.is_main_process:
+            acc.wait_for_everyone()
+            return final
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            save_weights(acc.unwrap_model(self.model), tmp / "model")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(_rng_state(), tmp / "rng.pt")
+            state = {"step": self.step, "seed": self.seed, "examples_seen": self.step * self._global_batch(),
+                     "epoch": self.step * self._global_batch() / len(self.train_data)}
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in sorted(final.parent.glob("step-*"))[:-self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        load_weights_(self.accelerator.unwrap_model(self.model), path / "model")
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+        self.step = json.loads((path / "state.json").read_text())["step"]
+
+    def _global_batch(self) -> int:
+        return self.cfg.micro_batch_size * self.cfg.grad_accum * self.accelerator.num_processes
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def train(self, *, resume: bool = True, stop_after: int | None = None) -> TrainResult:
+        """Train to the configured length. `stop_after` ends early after that many steps in total
+        (used to simulate an interruption); resume=True continues from the latest checkpoint."""
+        start_time = time.time()
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        log = MetricsLog(self.run_dir, self.step) if self.accelerator.is_main_process else None
+        history: list[dict] = []
+        end = min(self.steps, stop_after) if stop_after else self.steps
+        bar = tqdm(total=self.steps, initial=self.step, disable=not (self.show_progress and
+                   self.accelerator.is_main_process), desc=self.run_dir.name, unit="step", dynamic_ncols=True)
+        last: dict[str, float] = {}
+        last_ckpt = ckpt
+        try:
+            while self.step < end:
+                if self.stage is not None:
+                    self.stage(self, self.step)
+                t0 = time.time()
+                metrics = self.train_step(self.micro_batches(self.step))
+                dt = time.time() - t0
+                metrics["tokens_per_s"] = metrics["tokens"] / dt if dt > 0 else 0.0
+                metrics["step_time"] = dt
+                metrics["elapsed"] = time.time() - start_time
+                cfg = self.cfg
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == self.steps):
+                    metrics.update(self.evaluate())
+                record = {"step": self.step, **metrics}
+                history.append(record)
+                last = metrics
+                if log is not None and (self.step % cfg.log_every == 0 or self.step == end):
+                    log.write(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    last_ckpt = self.save_checkpoint()
+            if self.step == self.steps and (last_ckpt is None or not last_ckpt.name.endswith(f"{self.step:07d}")):
+                last_ckpt = self.save_checkpoint()
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
+
+
+def run_training(model, objective: Objective, train_data: Sequence[Any], collate, cfg: TrainSettings,
+                 **kwargs) -> TrainResult:
+    return Engine(model, objective, train_data, collate, cfg, **kwargs).train()
+
+
+__all__ = ["Engine", "Objective", "Stage", "TrainResult", "run_training", "seed_everything",
+           "step_indices", "latest_checkpoint"]

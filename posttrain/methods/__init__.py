@@ -1,0 +1,17 @@
+"""Method registry: a method = data prep + objective (+ rollout stage) on the shared engine."""
+from __future__ import annotations
+
+from posttrain.errors import RecipeError
+from posttrain.methods import sft
+from posttrain.methods.base import Built, MethodSpec
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (sft.SPEC,)}
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise RecipeError(f"method.name: unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "get_method", "Built", "MethodSpec"]

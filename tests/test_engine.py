@@ -1,0 +1,141 @@
+import json
+
+import pytest
+import torch
+
+from posttrain.config import TrainSettings
+from posttrain.engine import Engine, latest_checkpoint, step_indices
+from posttrain.errors import TrainingError
+from posttrain.methods.sft import SFTObjective
+from tests.helpers import pad, random_features, tiny_llama
+
+
+def settings(**kw) -> TrainSettings:
+    base = dict(optimizer="adamw", lr=1e-2, micro_batch_size=2, grad_accum=1, max_steps=6, warmup_steps=2,
+                schedule="cosine", max_grad_norm=None)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def engine(tmp_path, cfg, *, seed=0, model=None, data=None, objective=None, name="run"):
+    return Engine(model if model is not None else tiny_llama(), objective or SFTObjective("token"),
+                  data if data is not None else random_features(24),
+                  pad, cfg, run_dir=tmp_path / name, seed=seed, show_progress=False)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_params_close(a, b, atol):
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= atol, f"max parameter difference {worst}"
+
+
+def test_step_indices_cover_each_epoch_once_and_depend_on_seed():
+    seen = sum((step_indices(10, 5, s, seed=3) for s in range(2)), [])
+    assert sorted(seen) == list(range(10))
+    assert step_indices(10, 5, 0, seed=3) != step_indices(10, 5, 0, seed=4)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("normalization", ["token", "sequence"])
+def test_gradient_accumulation_is_exact(tmp_path, optimizer, normalization):
+    """One step of batch 8 == 4 accumulated micro-batches of 2 (same update), with unequal lengths."""
+    data = random_features(8, seed=5, min_len=4, max_len=30)
+    results = []
+    for micro, accum in ((8, 1), (2, 4)):
+        cfg = settings(optimizer=optimizer, lr=0.05, micro_batch_size=micro, grad_accum=accum, max_steps=1,
+                       warmup_steps=0, schedule="constant")
+        e = engine(tmp_path, cfg, data=data, objective=SFTObjective(normalization), name=f"{micro}x{accum}")
+        before = params(e.model)
+        m = e.train_step(e.micro_batches(0))
+        after = params(e.model)
+        assert any((before[k] - after[k]).abs().max() > 0 for k in before)
+        results.append((after, m["loss"]))
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-6)
+    assert_params_close(results[0][0], results[1][0], atol=1e-6)
+
+
+def test_resume_is_exact(tmp_path):
+    """6 steps straight == 3 steps, stop, resume 3 more — with dropout, warmup, cosine and AdamW."""
+    cfg = settings(max_steps=6, save_every=3)
+
+    def dropout_model():
+        m = tiny_llama()
+        m.config.attention_dropout = 0.2
+        for layer in m.model.layers:
+            layer.self_attn.attention_dropout = 0.2
+        return m
+
+    straight = engine(tmp_path, cfg, model=dropout_model(), name="straight")
+    straight.train()
+    interrupted = engine(tmp_path, cfg, model=dropout_model(), name="resumed")
+    interrupted.train(stop_after=3)
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-0000003"
+    torch.manual_seed(1234)  # disturb the global RNG: resume must restore it
+    resumed = engine(tmp_path, cfg, model=tiny_llama(seed=99), name="resumed")  # different init, overwritten
+    res = resumed.train()
+    assert res.steps == 6
+    assert_params_close(params(straight.model), params(resumed.model), atol=1e-6)
+    lines = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    ref = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in lines] == pytest.approx(ref, rel=1e-6)
+
+
+def test_crash_while_checkpointing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    cfg = settings(max_steps=6, save_every=3)
+    e = engine(tmp_path, cfg)
+    real_save = torch.save
+
+    def failing_save(obj, path, *a, **kw):
+        if e.step == 6 and str(path).endswith("rng.pt"):
+            raise OSError("disk full (simulated)")
+        return real_save(obj, path, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        e.train()
+    monkeypatch.setattr(torch, "save", real_save)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step-0000003"], ckpts  # no half-written step 6, no temp folder left
+    again = engine(tmp_path, cfg, model=tiny_llama(seed=7))
+    again.train()
+    assert again.step == 6 and latest_checkpoint(tmp_path / "run").name == "step-0000006"
+
+
+class ExplodingObjective(SFTObjective):
+    def __init__(self, at_call):
+        super().__init__("token")
+        self.calls, self.at_call = 0, at_call
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        loss_sum, units, m = super().__call__(model, batch)
+        return (loss_sum * float("nan") if self.calls == self.at_call else loss_sum), units, m
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    e = engine(tmp_path, settings(max_steps=6, save_every=2), objective=ExplodingObjective(at_call=3))
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step 3.*step-0000002"):
+        e.train()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000002"]
+
+
+def test_loss_goes_down_on_a_memorisable_set(tmp_path):
+    data = random_features(4, seed=11, min_len=8, max_len=12)
+    e = engine(tmp_path, settings(lr=3e-3, micro_batch_size=4, max_steps=60, warmup_steps=0), data=data)
+    res = e.train()
+    losses = [h["loss"] for h in res.history]
+    assert losses[-1] < 0.2 * losses[0], losses[::10]
+
+
+def test_empty_training_set_and_no_trainable_params(tmp_path):
+    with pytest.raises(TrainingError, match="empty"):
+        engine(tmp_path, settings(), data=[])
+    frozen = tiny_llama()
+    frozen.requires_grad_(False)
+    with pytest.raises(TrainingError, match="no trainable"):
+        engine(tmp_path, settings(), model=frozen)
