@@ -134,6 +134,7 @@ class MetricsLog:
     """metrics.jsonl always; TensorBoard when it is installed."""
 
     def __init__(self, run_dir: Path, resume_step: int):
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
         if self.path.exists():
             # a resumed run rewrites history after its checkpoint, so the log has one line per step
@@ -158,6 +159,15 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _count_tokens(batch: Batch) -> int:
+    """Tokens the model processed: real tokens of a padded batch, every position of a packed one."""
+    attn = batch.get("attention_mask")
+    if isinstance(attn, torch.Tensor) and attn.dim() == 2:
+        return int(attn.sum())
+    ids = batch.get("input_ids")
+    return int(ids.numel()) if isinstance(ids, torch.Tensor) else 0
 
 
 def _reduce_metrics(sums: dict[str, float], units: float) -> dict[str, float]:
@@ -222,7 +232,7 @@ class Engine:
                 loss = loss_sum * (acc.num_processes / total_units)
                 acc.backward(loss)
             loss_total += loss_sum.detach().item()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            tokens += _count_tokens(batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         loss_mean = acc.reduce(torch.tensor(loss_total, device=acc.device), reduction="sum").item() / total_units

@@ -49,7 +49,8 @@ def test_pack_features_layout():
     with pytest.raises(ValueError, match="more than max_length=3"):
         pack_features(feats, max_length=3)
     b = PackingCollator(max_length=8, pad_token_id=0)(feats)
-    assert set(b) == {"input_ids", "labels", "position_ids", "weights"}  # NO attention_mask: see module doc
+    assert set(b) == {"input_ids", "labels", "position_ids", "weights", "num_sequences"}  # NO attention_mask
+    assert b["num_sequences"].item() == 4
     assert b["input_ids"].shape == (2, 8)  # next_fit: [3, 2] then 4 does not fit in the 3 left
     assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], [0, 1, 2, 3, 0, 0, 1, 2]]
     two = PackingCollator(max_length=6, pad_token_id=0)(feats)

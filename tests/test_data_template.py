@@ -89,6 +89,23 @@ def test_template_must_be_prefix_stable(tok):
     assert encode_conversation(tok, CHAT, max_length=512)["labels"][-1] != IGNORE_INDEX
 
 
+def test_token_merged_across_the_boundary_is_tolerated(tok):
+    original = tok.chat_template
+    # The generation prompt ends with a space, which the tokenizer merges with the reply's first word
+    # ("assistant " + "Hello" -> "assistant", " Hello"): text prefix-stable, tokens off by one.
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
+    try:
+        f = encode_conversation(tok, [{"role": "user", "content": "Hi"},
+                                      {"role": "assistant", "content": "Hello there"}], max_length=64)
+        p = encode_pair(tok, [{"role": "user", "content": "Hi"}], "Hello there", "Go", max_length=64)
+    finally:
+        tok.chat_template = original
+    assert supervised_segments(tok, f) == [" Hello there" + EOT]
+    assert tok.decode(p["chosen_ids"]) == " Hello there" + EOT and tok.decode(p["rejected_ids"]) == " Go" + EOT
+    assert tok.decode(p["prompt_ids"]).endswith("<|im_start|>assistant")
+
+
 def test_encode_prompt_and_pair(tok):
     p = encode_prompt(tok, CHAT[:1])
     assert tok.decode(p).endswith("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")

@@ -39,14 +39,16 @@ def test_step_indices_cover_each_epoch_once_and_depend_on_seed():
     assert step_indices(10, 5, 0, seed=3) != step_indices(10, 5, 0, seed=4)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 @pytest.mark.parametrize("normalization", ["token", "sequence"])
-def test_gradient_accumulation_is_exact(tmp_path, optimizer, normalization):
-    """One step of batch 8 == 4 accumulated micro-batches of 2 (same update), with unequal lengths."""
+def test_gradient_accumulation_is_exact(tmp_path, normalization):
+    """One step of batch 8 == 4 accumulated micro-batches of 2 (same update), with unequal lengths.
+
+    SGD's update is lr*grad, so equal parameters mean equal accumulated gradients (Adam's first update,
+    lr*g/(|g|+eps), amplifies float noise in near-zero gradients and would hide the check)."""
     data = random_features(8, seed=5, min_len=4, max_len=30)
     results = []
     for micro, accum in ((8, 1), (2, 4)):
-        cfg = settings(optimizer=optimizer, lr=0.05, micro_batch_size=micro, grad_accum=accum, max_steps=1,
+        cfg = settings(optimizer="sgd", lr=0.05, micro_batch_size=micro, grad_accum=accum, max_steps=1,
                        warmup_steps=0, schedule="constant")
         e = engine(tmp_path, cfg, data=data, objective=SFTObjective(normalization), name=f"{micro}x{accum}")
         before = params(e.model)
@@ -62,8 +64,8 @@ def test_resume_is_exact(tmp_path):
     """6 steps straight == 3 steps, stop, resume 3 more — with dropout, warmup, cosine and AdamW."""
     cfg = settings(max_steps=6, save_every=3)
 
-    def dropout_model():
-        m = tiny_llama()
+    def dropout_model(seed=0):
+        m = tiny_llama(seed)
         m.config.attention_dropout = 0.2
         for layer in m.model.layers:
             layer.self_attn.attention_dropout = 0.2
@@ -75,7 +77,7 @@ def test_resume_is_exact(tmp_path):
     interrupted.train(stop_after=3)
     assert latest_checkpoint(tmp_path / "resumed").name == "step-0000003"
     torch.manual_seed(1234)  # disturb the global RNG: resume must restore it
-    resumed = engine(tmp_path, cfg, model=tiny_llama(seed=99), name="resumed")  # different init, overwritten
+    resumed = engine(tmp_path, cfg, model=dropout_model(seed=99), name="resumed")  # other init, overwritten
     res = resumed.train()
     assert res.steps == 6
     assert_params_close(params(straight.model), params(resumed.model), atol=1e-6)
@@ -126,10 +128,11 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_loss_goes_down_on_a_memorisable_set(tmp_path):
     data = random_features(4, seed=11, min_len=8, max_len=12)
-    e = engine(tmp_path, settings(lr=3e-3, micro_batch_size=4, max_steps=60, warmup_steps=0), data=data)
+    e = engine(tmp_path, settings(lr=1e-2, micro_batch_size=4, max_steps=60, warmup_steps=0,
+                                        schedule="constant"), data=data)
     res = e.train()
     losses = [h["loss"] for h in res.history]
-    assert losses[-1] < 0.2 * losses[0], losses[::10]
+    assert losses[-1] < 0.05 * losses[0], losses[::10]
 
 
 def test_empty_training_set_and_no_trainable_params(tmp_path):

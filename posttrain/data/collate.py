@@ -146,8 +146,10 @@ class PackingCollator:
     them (:func:`pack_features`); called with rows already packed by :func:`pack_features` (they carry
     ``position_ids``), it only pads. Rows are right-padded to ``max_length`` (or to the longest row with
     ``pad_to_max_length=False``); the padding is a segment of its own (positions 0, 1, ...) with labels
-    -100 and weights 0. Output: ``input_ids``, ``labels``, ``position_ids`` (+ per-token extras); pass it
-    through :func:`model_inputs` so the forward runs with ``use_cache=False``.
+    -100 and weights 0. Output: ``input_ids``, ``labels``, ``position_ids``, ``num_sequences`` (a scalar:
+    examples in the batch, padding not counted) and per-token extras such as ``weights``. There is no
+    ``attention_mask`` on purpose; pass the batch through :func:`model_inputs` so the forward gets only
+    the model's tensors and ``use_cache=False``.
     """
 
     def __init__(self, max_length: int, pad_token_id: int, *, strategy: str = "next_fit",
@@ -166,9 +168,11 @@ class PackingCollator:
             "labels": _pad_rows([r["labels"] for r in rows], length, IGNORE_INDEX, torch.long),
             "position_ids": _pad_rows([list(r["position_ids"]) + list(range(length - len(r["position_ids"])))
                                        for r in rows], length, 0, torch.long),
+            "num_sequences": torch.tensor(sum(len(r["seq_lens"]) if "seq_lens" in r else int(
+                (torch.tensor(r["position_ids"]) == 0).sum()) for r in rows)),
         }
         for key in rows[0]:
-            if key in batch or key in ("seq_lens", "attention_mask"):
+            if key in batch or key in ("seq_lens", "attention_mask", "num_sequences"):
                 continue
             values = [r[key] for r in rows]
             if all(_is_per_token(v, len(r["input_ids"])) for v, r in zip(values, rows)):

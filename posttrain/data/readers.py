@@ -217,7 +217,7 @@ def load_records(path: str | Path, kind: str, fmt: str = "auto", limit: int | No
 
     if kind not in KINDS:
         raise DataError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}", field="kind")
-    if on_invalid not in ("raise", "skip"):
+    if on_invalid not in ("raise", "error", "skip"):  # "error" is the recipes' spelling of "raise"
         raise DataError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}", field="on_invalid")
     out = RecordList()
     convert: Callable | None = None
@@ -234,7 +234,7 @@ def load_records(path: str | Path, kind: str, fmt: str = "auto", limit: int | No
         try:
             out.append(convert(row, file=file, line=n, **options))
         except DataError as e:
-            if on_invalid == "raise":
+            if on_invalid != "skip":
                 raise
             out.skipped.append(e)
     if out.skipped:

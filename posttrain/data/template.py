@@ -138,8 +138,8 @@ def _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow)
         raise ValueError(f"max_prompt_length must be a non-negative integer or None, got {max_prompt_length!r}")
     if not isinstance(min_response_tokens, int) or min_response_tokens < 1:
         raise ValueError(f"min_response_tokens must be an integer >= 1, got {min_response_tokens!r}")
-    if on_overflow not in ("raise", "skip"):
-        raise ValueError(f"on_overflow must be 'raise' or 'skip', got {on_overflow!r}")
+    if on_overflow not in ("raise", "error", "skip"):  # "error" is the recipes' spelling of "raise"
+        raise ValueError(f"on_overflow must be 'raise' (or 'error') or 'skip', got {on_overflow!r}")
 
 
 def _overflow(n_prompt: int, room: int, *, max_length, min_response_tokens, file, line, fld):
@@ -199,7 +199,7 @@ def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
         cut, (keep,) = _fit(p, [end - p], max_length=max_length, max_prompt_length=max_prompt_length,
                             min_response_tokens=min_response_tokens, file=file, line=line, fld="messages")
     except DataError:
-        if on_overflow == "raise":
+        if on_overflow != "skip":
             raise
         if stats is not None:
             stats.skipped += 1
@@ -248,7 +248,7 @@ def encode_pair(tokenizer, prompt_messages: Sequence[dict], chosen: str, rejecte
                          max_prompt_length=max_prompt_length, min_response_tokens=min_response_tokens,
                          file=file, line=line, fld="prompt")
     except DataError:
-        if on_overflow == "raise":
+        if on_overflow != "skip":
             raise
         if stats is not None:
             stats.skipped += 1

@@ -8,7 +8,7 @@ import torch
 from posttrain.config import Section
 from posttrain.data.collate import PackingCollator, pad_collate
 from posttrain.data.sources import load_source
-from posttrain.data.template import encode_conversation
+from posttrain.data.template import encode_conversations
 from posttrain.logprobs import IGNORE, completion_logprobs
 from posttrain.losses.sft import sft_loss
 from posttrain.errors import RecipeError
@@ -35,22 +35,15 @@ class SFTObjective:
 
     def __call__(self, model, batch):
         extra = {k: v for k, v in batch.items() if k not in MODEL_INPUTS and k != "num_sequences"}
-        token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"],
+        token_logps, mask = completion_logprobs(model, batch["input_ids"], batch.get("attention_mask"),
                                                 batch["labels"], **extra)
         return sft_loss(token_logps, mask, batch.get("weights"), self.normalization)
 
 
 def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
-    feats, skipped = [], 0
-    for r in records:
-        f = encode_conversation(tokenizer, r.messages, max_length=data.max_length,
-                                max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
-        if f is None:
-            skipped += 1
-        else:
-            feats.append(f)
-    truncated = sum(bool(f.get("truncated")) for f in feats)
-    return feats, {"examples": len(feats), "skipped_overflow": skipped, "truncated": truncated}
+    feats, stats = encode_conversations(tokenizer, records, max_length=data.max_length,
+                                        max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
+    return feats, {**vars(stats), "examples": len(feats)}
 
 
 def build(recipe, params: SFTParams, model, tokenizer) -> Built:
