@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # per-shard bars from transformers drown our own progress output
     try:
         return args.fn(args)
     except PosttrainError as e:

@@ -187,10 +187,14 @@ class Engine:
         self.train_data, self.eval_data, self.eval_fn, self.stage = train_data, eval_data, eval_fn, stage
         self.tokenizer, self.show_progress = tokenizer, show_progress
         self.run_dir = Path(run_dir)
-        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
-                                       cpu=not torch.cuda.is_available())
+        # precision is our autocast, not accelerate's: its state is a process-wide singleton that
+        # refuses a second Engine with another precision in the same process
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         self.steps = total_steps(cfg, len(train_data), self.accelerator.num_processes)
@@ -198,6 +202,10 @@ class Engine:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.step = 0
+
+    def autocast(self):
+        return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.precision == "bf16")
 
     # ---- data ---------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[Batch]:
@@ -226,7 +234,7 @@ class Engine:
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1
             ctx = acc.no_sync(model) if not sync else nullcontext()
-            with ctx, acc.autocast():
+            with ctx, self.autocast():
                 loss_sum, _, metrics = self.objective(model, batch)
                 # DDP averages gradients over processes; scale back up so the step is a true mean
                 loss = loss_sum * (acc.num_processes / total_units)
@@ -271,7 +279,7 @@ class Engine:
             bs = self.cfg.micro_batch_size
             for s in range(0, len(self.eval_data), bs):
                 batch = self._to_device(self.collate(list(self.eval_data[s:s + bs])))
-                with self.accelerator.autocast():
+                with self.autocast():
                     l, u, m = self.objective(self.model, batch)
                 loss, units = loss + float(l), units + float(u)
                 for k, v in m.items():

@@ -142,3 +142,27 @@ def test_empty_training_set_and_no_trainable_params(tmp_path):
     frozen.requires_grad_(False)
     with pytest.raises(TrainingError, match="no trainable"):
         engine(tmp_path, settings(), model=frozen)
+
+
+def test_gradient_checkpointing_gives_the_same_update(tmp_path):
+    data = random_features(4, seed=3)
+    out = []
+    for gc in (False, True):
+        cfg = settings(optimizer="sgd", lr=0.05, micro_batch_size=4, max_steps=1, warmup_steps=0,
+                       gradient_checkpointing=gc)
+        e = engine(tmp_path, cfg, data=data, name=f"gc{gc}")
+        e.train_step(e.micro_batches(0))
+        out.append(params(e.model))
+    assert_params_close(out[0], out[1], atol=1e-6)
+
+
+def test_bf16_autocast_trains(tmp_path):
+    e = engine(tmp_path, settings(precision="bf16", max_steps=3, lr=1e-2, warmup_steps=0))
+    res = e.train()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
+    assert next(e.model.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+def test_epochs_set_the_number_of_steps(tmp_path):
+    e = engine(tmp_path, settings(max_steps=None, epochs=1.5, micro_batch_size=4, grad_accum=2), data=random_features(20))
+    assert e.steps == 4  # ceil(1.5 * 20 / 8)

@@ -1,0 +1,22 @@
+"""Every shipped recipe validates, its method params validate, and its data loads."""
+from pathlib import Path
+
+import pytest
+
+from posttrain.config import load_recipe, validate_section
+from posttrain.data.sources import load_source
+from posttrain.methods import get_method
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_is_valid_and_its_data_loads(path):
+    recipe = load_recipe(path)
+    spec = get_method(recipe.method_name)
+    validate_section(spec.params, recipe.method, str(path))
+    src = recipe.data.train
+    if src.path is not None and not Path(src.path).exists():
+        pytest.skip(f"{src.path} is absent (../shared/data not present here)")
+    records = load_source(src.model_copy(update={"limit": 20}), "sft")
+    assert len(records) == 20 if src.path else len(records) > 0
