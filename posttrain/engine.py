@@ -199,8 +199,10 @@ class Engine:
                 model.enable_input_require_grads()
         self.steps = total_steps(cfg, len(train_data), self.accelerator.num_processes)
         optimizer = build_optimizer(cfg, model)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps))
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # the schedule counts optimisation steps; accelerate's scheduler wrapper would step it once per
+        # process, so it stays a plain scheduler on the raw optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps))
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0
 
     def autocast(self):
@@ -245,13 +247,12 @@ class Engine:
                 sums[k] = sums.get(k, 0.0) + float(v)
         loss_mean = acc.reduce(torch.tensor(loss_total, device=acc.device), reduction="sum").item() / total_units
         if not math.isfinite(loss_mean):
-            self.optimizer.zero_grad(set_to_none=True)
-            last = latest_checkpoint(self.run_dir)
-            raise TrainingError(f"non-finite loss ({loss_mean}) at step {self.step + 1}; stopped without "
-                                f"updating. Last good checkpoint: {last if last else 'none written yet'}")
+            self._stop(f"non-finite loss ({loss_mean})")
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
             grad_norm = float(acc.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm))
+            if not math.isfinite(grad_norm):
+                self._stop(f"non-finite gradient norm ({grad_norm})")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -261,6 +262,13 @@ class Engine:
             out["grad_norm"] = grad_norm
         out.update(_reduce_metrics(sums, total_units))
         return out
+
+    def _stop(self, what: str) -> None:
+        """Refuse the update: nothing is stepped or saved, the last checkpoint stays the good one."""
+        self.optimizer.zero_grad(set_to_none=True)
+        last = latest_checkpoint(self.run_dir)
+        raise TrainingError(f"{what} at step {self.step + 1}; stopped without updating. "
+                            f"Last good checkpoint: {last if last else 'none written yet'}")
 
     def _units(self, batch: Batch) -> float:
         units_fn = getattr(self.objective, "units", None)
