@@ -44,3 +44,13 @@ def test_tiny_sft_with_lora_and_packing(tmp_path):
     hist = read_history(recipe.run_dir)
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert (recipe.run_dir / "checkpoints" / "step-0000040" / "model" / "adapter_model.safetensors").exists()
+
+
+def test_same_recipe_and_seed_give_the_same_numbers(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = run(tmp_path / "a")[0]
+    b = run(tmp_path / "b")[0]
+    la = [h["loss"] for h in read_history(a.run_dir)]
+    lb = [h["loss"] for h in read_history(b.run_dir)]
+    assert la == lb

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from posttrain.config import DataSource
 from posttrain.data import synthetic
+from posttrain.data.synthetic_pairs import generate_pairs
 from posttrain.data.readers import load_records
 from posttrain.data.records import Conversation, PreferencePair, PromptRecord
 from posttrain.errors import RecipeError
@@ -14,15 +15,20 @@ def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[
     spec = src.synthetic
     if spec.task not in synthetic.TASKS:
         raise RecipeError(f"data synthetic.task: unknown task {spec.task!r}; allowed: {', '.join(sorted(synthetic.TASKS))}")
+    options = dict(spec.options)
+    flip_rate = options.pop("flip_rate", 0.0)  # only pairs have labels to flip; prompts ignore it
     try:
-        problems = synthetic.generate(spec.task, spec.n, seed=spec.seed, **spec.options)
+        if kind == "preference":
+            return generate_pairs(spec.task, spec.n, seed=spec.seed, flip_rate=flip_rate,
+                                  instruction=instruction, **options)
+        problems = synthetic.generate(spec.task, spec.n, seed=spec.seed, **options)
     except (TypeError, ValueError) as e:
         raise RecipeError(f"data synthetic.options for {spec.task!r}: {e}") from None
     if kind == "sft":
         return synthetic.to_sft_rows(problems, instruction=instruction)
     if kind == "prompt":
         return synthetic.to_prompt_rows(problems, instruction=instruction)
-    raise RecipeError(f"synthetic task {spec.task!r} gives sft or prompt records, not {kind!r}")
+    raise RecipeError(f"synthetic task {spec.task!r} gives sft, preference or prompt records, not {kind!r}")
 
 
 def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
