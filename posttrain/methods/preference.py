@@ -1,0 +1,197 @@
+"""Offline preference optimisation (DPO, cDPO, rDPO, IPO, SLiC/RSO hinge, RPO) on the shared engine.
+
+Data prep: pairs → (prompt, chosen, rejected) token ids. Objective: one concatenated forward of
+[chosen..., rejected...] gives per-sequence log-probs; the reference log-probs come from one of three
+sources (`reference:` in the recipe):
+- `precomputed` (default): one pass with the starting model before training, cached on disk under
+  POSTTRAIN_CACHE keyed by the model and the exact token ids (so data, template and truncation), and
+  reused across runs. The cheapest: training then does one forward per step, not two.
+- `lora_disabled`: the policy with its adapter switched off, computed live (LoRA runs only).
+- `frozen_copy`: a frozen copy of the starting model, computed live (costs a second model in memory).
+The loss is a pure function from posttrain/losses/preference.py, picked by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import nullcontext
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pydantic import Field
+
+from posttrain.config import Section
+from posttrain.data.collate import pair_collate
+from posttrain.data.sources import load_source
+from posttrain.data.template import encode_pairs
+from posttrain.errors import RecipeError
+from posttrain.logprobs import completion_logprobs
+from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
+from posttrain.methods.base import Built, MethodSpec
+from posttrain.models import cache_dir, frozen_copy, is_lora, reference_model, unwrap
+
+LOSS_NAMES = tuple(PREFERENCE_LOSSES)
+
+
+class PreferenceParams(Section):
+    name: Literal[("preference",) + LOSS_NAMES]  # type: ignore[valid-type]
+    loss: Literal[LOSS_NAMES] | None = None  # type: ignore[valid-type]  # default: the method name
+    beta: float = 0.1
+    eps: float = Field(0.0, ge=0.0, lt=0.5)  # assumed label-flip rate (cdpo, rdpo); 0.5 is pure noise
+    tau: float = 0.1  # ipo
+    gamma: float = 0.05  # hinge, hinge_norm
+    eta: float = 0.005  # rpo (summed NLL, coefficient eta*beta)
+    alpha: float = 0.2  # rpo_token_mean
+    reference: Literal["precomputed", "lora_disabled", "frozen_copy"] = "precomputed"
+    reference_batch_size: int = 8
+
+    @property
+    def loss_name(self) -> str:
+        if self.loss is not None:
+            return self.loss
+        if self.name == "preference":
+            raise ValueError("method.loss is required when method.name is 'preference'")
+        return self.name
+
+    def loss_kwargs(self) -> dict:
+        _, _, names = PREFERENCE_LOSSES[self.loss_name]
+        return {k: getattr(self, k) for k in names}
+
+
+def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen logp, rejected logp, chosen tokens, rejected tokens), from one concatenated forward."""
+    token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    seq, ntok = (token_logps * mask).sum(-1), mask.sum(-1)
+    b = seq.shape[0] // 2
+    return seq[:b], seq[b:], ntok[:b], ntok[b:]
+
+
+class PreferenceObjective:
+    def __init__(self, params: PreferenceParams, ref_model=None):
+        self.params = params
+        self.fn, self.needs_ref, _ = PREFERENCE_LOSSES[params.loss_name]
+        self.kwargs = params.loss_kwargs()
+        self.ref_model = ref_model  # only for reference="frozen_copy"
+
+    def units(self, batch) -> float:
+        return batch["input_ids"].shape[0] // 2
+
+    @torch.no_grad()
+    def reference_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if "ref_chosen" in batch:
+            return batch["ref_chosen"], batch["ref_rejected"]
+        if self.params.reference == "frozen_copy":
+            rc, rr, _, _ = pair_logps(self.ref_model, batch)
+            return rc, rr
+        with reference_model(unwrap(model)) as ref:
+            rc, rr, _, _ = pair_logps(ref, batch)
+        return rc, rr
+
+    def __call__(self, model, batch):
+        pc, pr, nc, nr = pair_logps(model, batch)
+        rc = rr = None
+        if self.needs_ref:
+            rc, rr = self.reference_logps(model, batch)
+        lp = PairLogps(pc, pr, rc, rr, nc.to(pc.dtype), nr.to(pr.dtype))
+        losses, metrics = self.fn(lp, **self.kwargs)
+        return losses.sum(), float(losses.shape[0]), {k: v.detach().sum() for k, v in metrics.items()}
+
+
+# ---- precomputed reference log-probs ----------------------------------------------------------
+def reference_key(model_name: str, feats: list[dict]) -> str:
+    h = hashlib.sha256(model_name.encode())
+    for f in feats:
+        for k in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            h.update(json.dumps(f[k]).encode())
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = model.training
+    model.eval()
+    ctx = reference_model(model) if is_lora(model) else nullcontext()
+    chosen, rejected = [], []
+    try:
+        with ctx as ref:
+            ref = ref if ref is not None else model
+            for s in range(0, len(feats), batch_size):
+                rc, rr, _, _ = pair_logps(ref, pair_collate(feats[s:s + batch_size], pad_id))
+                chosen.append(rc)
+                rejected.append(rr)
+    finally:
+        model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, batch_size: int) -> dict:
+    """Fill each feature's ref_chosen / ref_rejected, from the disk cache when the key matches."""
+    if not feats:
+        return {"reference_cache": "empty"}
+    path = cache_dir() / "reference_logps" / f"{reference_key(model_name, feats)}.safetensors"
+    status = "hit"
+    if path.exists():
+        t = load_file(str(path))
+        rc, rr = t["chosen"], t["rejected"]
+    else:
+        status = "computed"
+        rc, rr = compute_reference(model, feats, pad_id, batch_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
+        tmp.replace(path)
+    for f, c, r in zip(feats, rc.tolist(), rr.tolist()):
+        f["ref_chosen"], f["ref_rejected"] = c, r
+    return {"reference_cache": status, "reference_cache_file": str(path)}
+
+
+def collate_pairs(pad_id: int):
+    def collate(feats: list[dict]) -> dict:
+        batch = pair_collate(feats, pad_id)
+        if all("ref_chosen" in f for f in feats):
+            batch["ref_chosen"] = torch.tensor([f["ref_chosen"] for f in feats], dtype=torch.float32)
+            batch["ref_rejected"] = torch.tensor([f["ref_rejected"] for f in feats], dtype=torch.float32)
+        return batch
+    return collate
+
+
+def encode(records, tokenizer, data) -> tuple[list[dict], dict]:
+    feats, stats = encode_pairs(tokenizer, records, max_length=data.max_length,
+                                max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
+    for f, r in zip(feats, records):
+        f["meta"] = r.meta
+    return feats, {**vars(stats), "examples": len(feats)}
+
+
+def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
+    try:
+        loss_name = params.loss_name
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    _, needs_ref, _ = PREFERENCE_LOSSES[loss_name]
+    if params.reference == "lora_disabled" and not is_lora(model):
+        raise RecipeError("method.reference 'lora_disabled' needs model.lora; use 'frozen_copy' or 'precomputed'")
+    data = recipe.data
+    kw = dict(instruction=data.instruction, system_prompt=data.system_prompt)
+    train = load_source(data.train, "preference", **kw)
+    feats, stats = encode(train, tokenizer, data)
+    eval_feats = None
+    if data.eval is not None:
+        eval_feats, _ = encode(load_source(data.eval, "preference", **kw), tokenizer, data)
+    pad = tokenizer.pad_token_id
+    ref_model = None
+    if needs_ref and params.reference == "precomputed":
+        name = f"{recipe.model.name}|{recipe.model.dtype}|seed={recipe.model.seed}"
+        stats.update(attach_reference(model, name, feats, pad, params.reference_batch_size))
+        if eval_feats:
+            attach_reference(model, name, eval_feats, pad, params.reference_batch_size)
+    elif needs_ref and params.reference == "frozen_copy":
+        ref_model = frozen_copy(model)
+    objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}), ref_model)
+    return Built(objective, feats, collate_pairs(pad), eval_feats, stats=stats)
+
+
+SPECS = [MethodSpec(name, PreferenceParams, build, f"preference optimisation with the {name} loss")
+         for name in ("preference",) + LOSS_NAMES]
