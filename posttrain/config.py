@@ -47,6 +47,7 @@ class DataSource(Section):
     path: str | None = None
     format: str = "auto"
     limit: int | None = Field(None, gt=0)
+    on_invalid: Literal["raise", "skip"] = "raise"  # skip: drop bad rows, count and log them
     synthetic: SyntheticSource | None = None
 
     @model_validator(mode="after")

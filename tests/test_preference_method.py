@@ -109,3 +109,13 @@ def test_bad_pairs_and_bad_eps_are_refused(tmp_path, cache):
         run_recipe(recipe(tmp_path, name="bad2", reference="lora_disabled", lora=False), show_progress=False)
     with pytest.raises(RecipeError, match="method.loss"):
         run_recipe(recipe(tmp_path, name="bad3", extra=["method.name=preference"]), show_progress=False)
+
+
+def test_precompute_covers_exactly_the_pairs_a_short_run_uses(tmp_path, cache):
+    from posttrain.engine import step_indices
+    from posttrain.methods.preference import examples_used
+    r = recipe(tmp_path, steps=2)  # 2 steps x 4 pairs of 16
+    used = examples_used(r, 16)
+    assert used == sorted(set(step_indices(16, 4, 0, 0) + step_indices(16, 4, 1, 0)))
+    assert len(used) == 8
+    run_recipe(r, show_progress=False)  # every batch it trains on has its reference

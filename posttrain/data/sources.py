@@ -40,7 +40,7 @@ def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
         records = [cls.from_row(row, file=name, line=i + 1)
                    for i, row in enumerate(synthetic_rows(src, kind, instruction))]
     else:
-        records = load_records(src.path, kind, fmt=src.format, limit=src.limit)
+        records = load_records(src.path, kind, fmt=src.format, limit=src.limit, on_invalid=src.on_invalid)
     if src.limit is not None:
         records = records[:src.limit]
     if system_prompt is not None:

@@ -14,7 +14,8 @@ def wrong_answer(answer: str, rng: random.Random) -> str:
     gold = int(answer)
     while True:
         delta = rng.choice([1, 2, 3, 5, 10, 20]) * rng.choice([-1, 1])
-        cand = gold + delta if rng.random() < 0.7 else gold + rng.randint(-gold // 2 - 10, gold // 2 + 10)
+        spread = abs(gold) // 2 + 10
+        cand = gold + delta if rng.random() < 0.7 else gold + rng.randint(-spread, spread)
         if cand != gold:
             return str(cand)
 

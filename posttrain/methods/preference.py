@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from typing import Literal
 
 import torch
+from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 
 from pydantic import Field
@@ -26,6 +27,7 @@ from posttrain.config import Section
 from posttrain.data.collate import pair_collate
 from posttrain.data.sources import load_source
 from posttrain.data.template import encode_pairs
+from posttrain.engine import step_indices, total_steps
 from posttrain.errors import RecipeError
 from posttrain.logprobs import completion_logprobs
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
@@ -147,6 +149,18 @@ def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, bat
     return {"reference_cache": status, "reference_cache_file": str(path)}
 
 
+def examples_used(recipe, n: int) -> list[int]:
+    """Indices of the training examples this run will see: a short run over a large set only pays
+    the reference pass for the pairs it trains on (the order is the engine's, a function of the seed)."""
+    world = PartialState().num_processes
+    cfg = recipe.train
+    steps = total_steps(cfg, n, world)
+    global_batch = cfg.micro_batch_size * cfg.grad_accum * world
+    if steps * global_batch >= n:
+        return list(range(n))
+    return sorted({i for s in range(steps) for i in step_indices(n, global_batch, s, recipe.seed)})
+
+
 def collate_pairs(pad_id: int):
     def collate(feats: list[dict]) -> dict:
         batch = pair_collate(feats, pad_id)
@@ -184,7 +198,8 @@ def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
     ref_model = None
     if needs_ref and params.reference == "precomputed":
         name = f"{recipe.model.name}|{recipe.model.dtype}|seed={recipe.model.seed}"
-        stats.update(attach_reference(model, name, feats, pad, params.reference_batch_size))
+        used = [feats[i] for i in examples_used(recipe, len(feats))]
+        stats.update(attach_reference(model, name, used, pad, params.reference_batch_size))
         if eval_feats:
             attach_reference(model, name, eval_feats, pad, params.reference_batch_size)
     elif needs_ref and params.reference == "frozen_copy":

@@ -1,0 +1,38 @@
+"""Run one base recipe under several sets of overrides and collect what each run measured.
+
+Every run is an ordinary `posttrain train` of the base recipe plus its overrides (each row records
+them), so any single cell of a result table can be reproduced by hand. Finished runs are reused:
+a sweep killed halfway continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from posttrain.config import load_recipe
+from posttrain.runner import read_history, run_recipe
+
+
+def run_variant(base: Path, overrides: list[str], *, show_progress: bool = False) -> dict:
+    """Train one variant (or read its summary if that run already finished) and return one row."""
+    recipe = load_recipe(base, overrides)
+    summary_path = recipe.run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+    else:
+        summary = run_recipe(recipe, resume=True, show_progress=show_progress)
+    history = read_history(recipe.run_dir)
+    row = {"name": recipe.name, "overrides": overrides, "seed": recipe.seed, "steps": summary["train"]["steps"],
+           "wall_time_s": summary["wall_time_s"], "train_time_s": summary["train"]["wall_time_s"],
+           "history": history}
+    for phase in ("before", "after"):
+        if phase in summary:
+            row[f"{phase}_accuracy"] = summary[phase]["accuracy"]
+    last_eval = next((h for h in reversed(history) if "eval/loss" in h), {})
+    row.update({k: v for k, v in last_eval.items() if k.startswith("eval/")})
+    return row
+
+
+def curve(row: dict, key: str) -> tuple[list[int], list[float]]:
+    pts = [(h["step"], h[key]) for h in row["history"] if key in h]
+    return [p[0] for p in pts], [p[1] for p in pts]
