@@ -1,6 +1,7 @@
 """Run a recipe: load the model, let the method build its data and objective, train, evaluate, report."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from posttrain.engine import Engine, TrainResult, seed_everything
 from posttrain.eval.generation import answer_accuracy
 from posttrain.eval.report import atomic_write_text
 from posttrain.methods import get_method
-from posttrain.models import apply_lora, load_model
+from posttrain.models import apply_lora, cache_dir, load_model
 
 
 def load_policy(recipe: Recipe):
@@ -41,6 +42,23 @@ def generation_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
                            max_new_tokens=g.max_new_tokens, batch_size=g.batch_size)
 
 
+def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
+    """The generation eval of the starting model, cached: every run of a sweep starts from the same
+    model (a fresh LoRA adapter is the identity), so only the first pays for it."""
+    m, g = recipe.model, recipe.generation_eval
+    folder = Path(m.name)
+    # a model folder retrained in place must not hit an old entry: its files' times enter the key
+    stamp = sorted((f.name, f.stat().st_mtime_ns) for f in folder.iterdir()) if folder.is_dir() else None
+    key = hashlib.sha256(json.dumps([m.name, stamp, m.dtype, m.seed, g.max_new_tokens,
+                                     [r.prompt for r in prompts], [r.answer for r in prompts]]).encode()).hexdigest()[:32]
+    path = cache_dir() / "generation_eval" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = generation_eval(recipe, model, tokenizer, prompts)
+    atomic_write_text(path, json.dumps(result))
+    return result
+
+
 def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = True) -> dict:
     """Train as the recipe says and return a summary (also written to <run_dir>/summary.json)."""
     t_start = time.time()
@@ -64,13 +82,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         train_q = {prompt_text(r) for r in load_source(recipe.data.train, "prompt")} \
             if recipe.data.train.synthetic is not None else set()
         prompts = eval_prompts(recipe, train_q)
-    before_path = run_dir / "eval_before.json"
     if prompts and recipe.generation_eval.at_start:
-        if resume and before_path.exists():
-            summary["before"] = json.loads(before_path.read_text())
-        else:
-            summary["before"] = generation_eval(recipe, model, tokenizer, prompts)
-            atomic_write_text(before_path, json.dumps(summary["before"], indent=1))
+        summary["before"] = starting_eval(recipe, model, tokenizer, prompts)
+        atomic_write_text(run_dir / "eval_before.json", json.dumps(summary["before"], indent=1))
 
     engine = Engine(model, built.objective, built.train_data, built.collate, recipe.train,
                     run_dir=run_dir, seed=recipe.seed, eval_data=built.eval_data, stage=built.stage,

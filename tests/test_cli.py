@@ -79,13 +79,14 @@ def test_models_list(capsys):
 
 def test_demo_runs_on_a_tiny_model(tmp_path, capsys):
     rc = main(["demo", "--out", str(tmp_path / "demo"), "--quiet", "model.name=tiny-llama", "model.lora=null",
-               "train.max_steps=3", "data.train.synthetic.n=16", "generation_eval.n=4",
+               "train.max_steps=2", "data.train.synthetic.n=16", "data.eval.synthetic.n=8", "generation_eval.n=4",
                "generation_eval.max_new_tokens=4"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| before |" in out and "| after |" in out
+    assert "| DPO |" in out and "| rDPO |" in out
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "loss.png" in report and (tmp_path / "demo" / "loss.png").stat().st_size > 1000
+    assert "training.png" in report and (tmp_path / "demo" / "training.png").stat().st_size > 1000
+    assert (tmp_path / "demo" / "rdpo" / "summary.json").exists()
 
 
 def test_models_convert_rejects_other_names(capsys):

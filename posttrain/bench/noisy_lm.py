@@ -54,7 +54,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             if not cell:
                 continue
             acc = mean_ci([r["after_accuracy"] for r in cell])
-            pref = mean_ci([r["eval/rewards/accuracy"] for r in cell])
+            pref = mean_ci([r["eval/rewards/accuracy"] for r in cell if "eval/rewards/accuracy" in r])
             out.append({"method": m, "eps": eps, "n": len(cell), "accuracy": acc, "pair_accuracy": pref})
     return out
 

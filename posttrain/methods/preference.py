@@ -200,7 +200,7 @@ def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
         name = f"{recipe.model.name}|{recipe.model.dtype}|seed={recipe.model.seed}"
         used = [feats[i] for i in examples_used(recipe, len(feats))]
         stats.update(attach_reference(model, name, used, pad, params.reference_batch_size))
-        if eval_feats:
+        if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
             attach_reference(model, name, eval_feats, pad, params.reference_batch_size)
     elif needs_ref and params.reference == "frozen_copy":
         ref_model = frozen_copy(model)
