@@ -28,3 +28,11 @@ def test_corrupted_solution_changes_the_last_equation_too():
 
 def test_same_seed_same_pairs():
     assert generate_pairs("word_problems", 20, seed=1, flip_rate=0.3) == generate_pairs("word_problems", 20, seed=1, flip_rate=0.3)
+
+
+def test_word_problem_corruption_reaches_the_last_equation_with_units():
+    from posttrain.data.synthetic import word_problems
+    rng = random.Random(2)
+    for p in word_problems(50, seed=4):
+        bad = corrupt_solution(p, rng)
+        assert bad.splitlines()[-2] != p.solution.splitlines()[-2], (p.solution, bad)

@@ -4,6 +4,7 @@ known rate, so label-noise methods (cDPO, rDPO) can be measured against the trut
 from __future__ import annotations
 
 import random
+import re
 
 from posttrain.data import synthetic
 from posttrain.data.synthetic import Problem
@@ -21,17 +22,16 @@ def wrong_answer(answer: str, rng: random.Random) -> str:
 
 
 def corrupt_solution(problem: Problem, rng: random.Random) -> str:
-    """The gold solution with its final result (and the last equation's result) replaced by a wrong one."""
+    """The gold solution with its final result (and the last equation's result, units and all:
+    "= 67 km.") replaced by a wrong one, so the rejected reply is wrong where the work is shown too."""
     wrong = wrong_answer(problem.answer, rng)
-    lines = problem.solution.splitlines()
-    out = []
-    for ln in lines[:-1]:
-        out.append(ln)
-    if out and out[-1].rstrip(".").endswith(f"= {problem.answer}"):
-        out[-1] = out[-1][: out[-1].rfind(f"= {problem.answer}")] + f"= {wrong}" + (
-            "." if out[-1].endswith(".") else "")
-    out.append(f"The answer is {wrong}.")
-    return "\n".join(out)
+    lines = problem.solution.splitlines()[:-1]
+    if lines:
+        hits = list(re.finditer(rf"= {re.escape(problem.answer)}(?!\d)", lines[-1]))
+        if hits:
+            h = hits[-1]
+            lines[-1] = f"{lines[-1][:h.start()]}= {wrong}{lines[-1][h.end():]}"
+    return "\n".join(lines + [f"The answer is {wrong}."])
 
 
 def pairs_from_problems(problems: list[Problem], *, seed: int, flip_rate: float = 0.0,

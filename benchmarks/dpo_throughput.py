@@ -1,0 +1,325 @@
+"""DPO training throughput (pairs/s) and peak memory: TRL's DPOTrainer vs posttrain, same model, pairs,
+batch and lengths. Usage:
+
+    python benchmarks/dpo_throughput.py [--steps 3] [--batch 4] [--threads 2] [--configs lora-precomputed,...]
+
+On a CPU shared with other jobs, --threads 1 is much steadier: two OpenMP threads on two busy cores wait
+on each other at every parallel region (steps measured 3-5x slower than with one thread).
+
+Configurations (fine-tune x reference):
+- lora-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference "precomputed"
+- full-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference "precomputed"
+- lora-live         TRL peft_config (adapter-disabled ref)     vs posttrain reference "lora_disabled"
+- full-live         TRL ref_model = a frozen copy              vs posttrain reference "frozen_copy"
+
+Every (configuration, library) pair runs in its own subprocess (this file with --worker), so each peak
+RSS (getrusage ru_maxrss of that process) is its own; TRL and posttrain alternate within one run. Both
+train the embedded SmolLM2-135M-Instruct in float32 with AdamW, constant lr, grad-norm clip 1.0, no
+gradient checkpointing, on the same synthetic word-problem pairs in the same order (posttrain's
+engine order; TRL gets the dataset in that order with a sequential sampler), so each step sees the same
+pairs. Steady-state throughput times steps 2..N+1 of N+1 (end of step 1 to end of step N+1, data
+collation included); the one-time reference pass of the "precomputed" modes is timed separately.
+One JSON line per run and per configuration, then a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+CONFIGS = {  # name: (lora?, posttrain reference, TRL precompute_ref_log_probs)
+    "lora-precomputed": (True, "precomputed", True),
+    "full-precomputed": (False, "precomputed", True),
+    "lora-live": (True, "lora_disabled", False),
+    "full-live": (False, "frozen_copy", False),
+}
+MODEL = "smollm2-135m-instruct"
+LORA = dict(r=16, alpha=32, targets="all-linear")
+BETA, LR = 0.1, 5e-6
+
+
+def _machine() -> str:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} cpus ({cpu})"
+
+
+def _rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rows(tok, n: int, seed: int) -> list[dict]:
+    from posttrain.data.synthetic_pairs import generate_pairs
+    return generate_pairs("word_problems", n, seed=seed)
+
+
+def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
+    """Example indices step by step, as posttrain's engine visits them."""
+    from posttrain.engine import step_indices
+    return [i for s in range(steps) for i in step_indices(n, batch, s, seed)]
+
+
+# ---- posttrain ----------------------------------------------------------------------------------
+def run_posttrain(config: str, a) -> dict:
+    import uuid
+
+    from posttrain.config import TrainSettings
+    from posttrain.data.template import encode_pair
+    from posttrain.engine import Engine
+    from posttrain.methods.preference import (PreferenceObjective, PreferenceParams, attach_reference,
+                                              collate_pairs)
+    from posttrain.models import apply_lora, frozen_copy, load_model
+
+    lora, reference, _ = CONFIGS[config]
+    t0 = time.perf_counter()
+    model, tok = load_model(MODEL)
+    if lora:
+        model = apply_lora(model, **LORA)
+    n = a.batch * (a.steps + 1)
+    rows = _rows(tok, n, a.seed)
+    feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
+                         max_length=a.max_length) for r in rows]
+    pad = tok.pad_token_id
+    out = {}
+    ref_model = frozen_copy(model) if reference == "frozen_copy" else None
+    if reference == "precomputed":
+        # a fresh cache key, so the pass is really computed (not a hit from an earlier run); removed after
+        name = f"{MODEL}|float32|bench-{uuid.uuid4().hex}"
+        tp = time.perf_counter()
+        info = attach_reference(model, name, feats, pad, a.batch)
+        out["precompute_s"] = round(time.perf_counter() - tp, 2)
+        os.remove(info["reference_cache_file"])
+    params = PreferenceParams(name="dpo", beta=BETA, reference=reference, reference_batch_size=a.batch)
+    objective = PreferenceObjective(params, ref_model)
+    cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
+                        schedule="constant", max_grad_norm=1.0)
+    eng = Engine(model, objective, feats, collate_pairs(pad), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
+                 seed=a.seed, show_progress=False)
+    order = _order(n, a.batch, a.steps + 1, a.seed)
+    assert sorted(order) == list(range(n))
+    out["setup_s"] = round(time.perf_counter() - t0, 2)
+    out["rss_before_train_mb"] = round(_rss_mb())
+    eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
+    ends = [time.perf_counter()]
+    tokens, padded = 0, 0
+    for s in range(1, a.steps + 1):
+        batches = eng.micro_batches(s)
+        padded += sum(b["input_ids"].numel() for b in batches)
+        tokens += eng.train_step(batches)["tokens"]
+        ends.append(time.perf_counter())
+    timed = [feats[i] for i in order[a.batch:]]
+    out.update(_summary(a, ends, timed, tokens, padded))
+    out["first_step_pairs"] = order[:a.batch]
+    return out
+
+
+# ---- TRL ----------------------------------------------------------------------------------------
+def run_trl(config: str, a) -> dict:
+    import copy
+
+    import datasets
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from posttrain.models import load_model
+
+    if a.hash_patch:
+        # datasets' fingerprinting (pickling map functions / tokenizers) failed with a PicklingError
+        # (MonthDayNano) on some setups; a random fingerprint sidesteps it and also disables the cache
+        from datasets.fingerprint import Hasher
+        Hasher.hash = classmethod(lambda cls, value: os.urandom(8).hex())
+    datasets.disable_progress_bars()
+    lora, _, precompute = CONFIGS[config]
+    t0 = time.perf_counter()
+    model, tok = load_model(MODEL)
+    n = a.batch * (a.steps + 1)
+    rows = _rows(tok, n, a.seed)
+    order = _order(n, a.batch, a.steps + 1, a.seed)
+    data = datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": rows[i]["prompt"]}],
+         "chosen": [{"role": "assistant", "content": rows[i]["chosen"]}],
+         "rejected": [{"role": "assistant", "content": rows[i]["rejected"]}]} for i in order])
+    ref_model = None
+    if not lora and not precompute:
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    peft_config = None
+    if lora:
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
+                                 target_modules=LORA["targets"])
+    args = DPOConfig(
+        output_dir=f"{a.tmp}/trl-{config}", per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
+        max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1.0, beta=BETA, loss_type=["sigmoid"], max_length=a.max_length,
+        precompute_ref_log_probs=precompute, precompute_ref_batch_size=a.batch,
+        bf16=False, gradient_checkpointing=False,  # TRL's defaults are bf16=True, gradient_checkpointing=True
+        train_sampling_strategy="sequential", seed=a.seed, use_cpu=True, dataloader_num_workers=0,
+        dataloader_pin_memory=False, report_to="none", logging_strategy="no", save_strategy="no",
+        eval_strategy="no", disable_tqdm=True)
+    out = {}
+    orig = DPOTrainer._precompute_ref_logps
+
+    def timed_precompute(self, *args_, **kw):
+        tp = time.perf_counter()
+        r = orig(self, *args_, **kw)
+        out["precompute_s"] = round(time.perf_counter() - tp, 2)
+        return r
+
+    DPOTrainer._precompute_ref_logps = timed_precompute
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=peft_config)
+    ends = []
+
+    class StepTimes(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            ends.append(time.perf_counter())
+
+    trainer.add_callback(StepTimes())
+    out["setup_s"] = round(time.perf_counter() - t0, 2)
+    out["rss_before_train_mb"] = round(_rss_mb())
+    trainer.train()
+    assert len(ends) == a.steps + 1, ends
+    ds = trainer.train_dataset
+    timed = [{"prompt_ids": ds[i]["prompt_ids"], "chosen_ids": ds[i]["chosen_ids"],
+              "rejected_ids": ds[i]["rejected_ids"]} for i in range(a.batch, n)]
+    # tokens / padded positions of the timed steps, as TRL's collator builds them
+    coll = trainer.data_collator
+    tokens = padded = 0
+    for s in range(1, a.steps + 1):
+        b = coll([dict(ds[i]) for i in range(s * a.batch, (s + 1) * a.batch)])
+        tokens += int(b["attention_mask"].sum())
+        padded += b["input_ids"].numel()
+    out.update(_summary(a, ends, timed, tokens, padded))
+    out["first_step_pairs"] = order[:a.batch]
+    return out
+
+
+def _summary(a, ends: list[float], timed: list[dict], tokens: int, padded: int) -> dict:
+    """`ends`: the end time of the warm-up step, then of each timed step."""
+    import statistics
+    n, dt = len(timed), ends[-1] - ends[0]
+    steps = [b - e for e, b in zip(ends, ends[1:])]
+    mean = lambda k: round(sum(len(f[k]) for f in timed) / n, 1)  # noqa: E731
+    return {"pairs_per_s": round(n / dt, 3), "s_per_step": round(dt / a.steps, 2),
+            "pairs_per_s_median_step": round(a.batch / statistics.median(steps), 3),
+            "step_s": [round(x, 2) for x in steps],
+            "tokens_per_s": round(tokens / dt, 1), "tokens_per_step": tokens // a.steps,
+            "padded_positions_per_step": padded // a.steps,
+            "mean_prompt_tokens": mean("prompt_ids"), "mean_chosen_tokens": mean("chosen_ids"),
+            "mean_rejected_tokens": mean("rejected_ids")}
+
+
+def worker(a) -> None:
+    import torch
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    fn = run_trl if a.impl == "trl" else run_posttrain
+    out = {"impl": a.impl, "config": a.config, **fn(a.config, a)}
+    out["peak_rss_mb"] = round(_rss_mb())
+    out["threads"] = torch.get_num_threads()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# ---- driver -------------------------------------------------------------------------------------
+def spawn(impl: str, config: str, a) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl, "--config", config,
+           "--steps", str(a.steps), "--batch", str(a.batch), "--max-length", str(a.max_length),
+           "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp]
+    if a.hash_patch:
+        cmd.append("--hash-patch")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-6000:])
+        return {"impl": impl, "config": config, "error": f"exit {p.returncode}: {p.stderr.strip()[-300:]}"}
+    out = json.loads(lines[-1][len("RESULT "):])
+    out["process_s"] = round(time.perf_counter() - t, 1)
+    return out
+
+
+def table(results: list[dict]) -> str:
+    head = ("| config | TRL pairs/s | posttrain pairs/s | speed ratio (pt/TRL) | TRL peak RSS MB | "
+            "posttrain peak RSS MB | RSS ratio (pt/TRL) | ref precompute s (TRL / pt) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in results:
+        t, p = r["trl"], r["posttrain"]
+        if "error" in t or "error" in p:
+            lines.append(f"| {r['config']} | failed: {t.get('error', 'ok')} | {p.get('error', 'ok')} | | | | | |")
+            continue
+        pre = (f"{t['precompute_s']} / {p['precompute_s']}" if "precompute_s" in t else "n/a (live)")
+        lines.append(
+            f"| {r['config']} | {t['pairs_per_s']:.3f} ({t['pairs_per_s_median_step']:.3f}) | "
+            f"{p['pairs_per_s']:.3f} ({p['pairs_per_s_median_step']:.3f}) | "
+            f"{r['speed_ratio']:.2f} ({r['speed_ratio_median']:.2f}) | {t['peak_rss_mb']} | {p['peak_rss_mb']} | "
+            f"{r['rss_ratio']:.2f} | {pre} |")
+    lines.append("\npairs/s = timed pairs / wall time of the timed steps; in parentheses: batch / median step time.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (one more, untimed, runs first)")
+    ap.add_argument("--batch", type=int, default=4, help="pairs per optimisation step")
+    ap.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + completion (both sides)")
+    ap.add_argument("--configs", default="lora-precomputed,full-precomputed,lora-live,full-live")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tmp", default="runs/bench-dpo")
+    ap.add_argument("--hash-patch", action="store_true",
+                    help="TRL run: replace datasets' fingerprint hashing by random ids (a workaround for a "
+                         "PicklingError seen on another machine; not needed here)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--impl", choices=("trl", "posttrain"), help=argparse.SUPPRESS)
+    ap.add_argument("--config", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a)
+    configs = [c.strip() for c in a.configs.split(",") if c.strip()]
+    for c in configs:
+        if c not in CONFIGS:
+            raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
+    start = time.perf_counter()
+    meta = {"model": MODEL, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
+            "threads": a.threads, "machine": _machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(json.dumps({"meta": meta}), flush=True)
+    results = []
+    for k, config in enumerate(configs):
+        order = ("trl", "posttrain") if k % 2 == 0 else ("posttrain", "trl")  # alternate who runs first
+        r = {"config": config}
+        for impl in order:
+            r[impl] = spawn(impl, config, a)
+            print(json.dumps(r[impl]), flush=True)
+        t, p = r["trl"], r["posttrain"]
+        if "error" not in t and "error" not in p:
+            r["speed_ratio"] = p["pairs_per_s"] / t["pairs_per_s"]
+            r["speed_ratio_median"] = p["pairs_per_s_median_step"] / t["pairs_per_s_median_step"]
+            r["rss_ratio"] = p["peak_rss_mb"] / t["peak_rss_mb"]
+            print(json.dumps({"config": config, "trl_pairs_per_s": t["pairs_per_s"],
+                              "posttrain_pairs_per_s": p["pairs_per_s"],
+                              "speed_ratio": round(r["speed_ratio"], 3),
+                              "speed_ratio_median_step": round(r["speed_ratio_median"], 3),
+                              "trl_peak_rss_mb": t["peak_rss_mb"], "posttrain_peak_rss_mb": p["peak_rss_mb"],
+                              "rss_ratio": round(r["rss_ratio"], 3)}), flush=True)
+        results.append(r)
+    print()
+    print(table(results))
+    print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
