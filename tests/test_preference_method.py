@@ -3,7 +3,6 @@ the reference cache is reused, and bad input is refused before training."""
 import json
 
 import pytest
-import torch
 
 from posttrain.config import load_recipe
 from posttrain.errors import DataError, RecipeError

@@ -151,12 +151,17 @@ def _overflow(n_prompt: int, room: int, *, max_length, min_response_tokens, file
 
 
 def _fit(n_prompt: int, n_responses: Sequence[int], *, max_length, max_prompt_length, min_response_tokens,
-         file, line, fld) -> tuple[int, list[int]]:
-    """How many prompt tokens to cut from the left and how many tokens of each reply to keep."""
+         on_overflow, stats, file, line, fld) -> tuple[int, list[int]] | None:
+    """How many prompt tokens to cut from the left and how many tokens of each reply to keep;
+    None when the example overflows and on_overflow is "skip" (counted in stats)."""
     cut = max(0, n_prompt - max_prompt_length) if max_prompt_length is not None else 0
     room = max_length - (n_prompt - cut)
     keep = [min(n, room) for n in n_responses]
     if any(k < min(min_response_tokens, n) for k, n in zip(keep, n_responses)):
+        if on_overflow == "skip":
+            if stats is not None:
+                stats.skipped += 1
+            return None
         raise _overflow(n_prompt - cut, room, max_length=max_length, min_response_tokens=min_response_tokens,
                         file=file, line=line, fld=fld)
     return cut, keep
@@ -195,15 +200,12 @@ def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
         labels[s:e] = ids[s:e]
     p, end = spans[-1]
     ids, labels = ids[:end], labels[:end]  # nothing after the last end-of-turn is worth a position
-    try:
-        cut, (keep,) = _fit(p, [end - p], max_length=max_length, max_prompt_length=max_prompt_length,
-                            min_response_tokens=min_response_tokens, file=file, line=line, fld="messages")
-    except DataError:
-        if on_overflow != "skip":
-            raise
-        if stats is not None:
-            stats.skipped += 1
+    fit = _fit(p, [end - p], max_length=max_length, max_prompt_length=max_prompt_length,
+               min_response_tokens=min_response_tokens, on_overflow=on_overflow, stats=stats,
+               file=file, line=line, fld="messages")
+    if fit is None:
         return None
+    cut, (keep,) = fit
     _count(stats, cut, keep < end - p)
     stop = p + keep
     return {"input_ids": ids[cut:stop], "labels": labels[cut:stop]}
@@ -243,16 +245,12 @@ def encode_pair(tokenizer, prompt_messages: Sequence[dict], chosen: str, rejecte
     p = min(starts)  # equal unless a token merged across the boundary
     prompt_ids = prompt_ids[:p]
     completions = [full[p:_reply_end(full, p, len(full), special)] for full in fulls]
-    try:
-        cut, keep = _fit(p, [len(c) for c in completions], max_length=max_length,
-                         max_prompt_length=max_prompt_length, min_response_tokens=min_response_tokens,
-                         file=file, line=line, fld="prompt")
-    except DataError:
-        if on_overflow != "skip":
-            raise
-        if stats is not None:
-            stats.skipped += 1
+    fit = _fit(p, [len(c) for c in completions], max_length=max_length, max_prompt_length=max_prompt_length,
+               min_response_tokens=min_response_tokens, on_overflow=on_overflow, stats=stats,
+               file=file, line=line, fld="prompt")
+    if fit is None:
         return None
+    cut, keep = fit
     _count(stats, cut, any(k < len(c) for k, c in zip(keep, completions)))
     return {"prompt_ids": prompt_ids[cut:], "chosen_ids": completions[0][:keep[0]],
             "rejected_ids": completions[1][:keep[1]]}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 
 from posttrain.config import Section
 from posttrain.data.collate import PackingCollator, pad_collate
