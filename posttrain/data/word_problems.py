@@ -200,7 +200,7 @@ def _t_travel(rng: random.Random, k: int):
         hours = "hour" if h == 1 else "hours"
         legs.append(f"at {s} km per hour for {h} {hours}")
         leg = c.step(s, "*", h, f"At {s} km per hour for {h} {hours} {it} covers {{eq}} km.")
-        total = leg if i == 0 else c.step(total, "+", leg, f"So far that is {{eq}} km.")
+        total = leg if i == 0 else c.step(total, "+", leg, "So far that is {eq} km.")
     if m == 1:
         q = f"{who} {verb} {legs[0]}."
     elif m == 2:
@@ -209,7 +209,7 @@ def _t_travel(rng: random.Random, k: int):
         q = f"{who} {verb} {', then '.join(legs[:-1])}, and finally {legs[-1]}."
     if remaining:
         trip = total + rng.randint(3, 150)
-        c.step(trip, "-", total, f"The distance left is {{eq}} km.")
+        c.step(trip, "-", total, "The distance left is {eq} km.")
         q += f" The whole trip is {trip} km long. How many kilometres are left to go?"
     else:
         q += f" How many kilometres does {it} {verb[:-1]} in total?" if m > 1 else \
