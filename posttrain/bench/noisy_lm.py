@@ -84,7 +84,7 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
              "`recipe.yaml`).", "",
              "- model: SmolLM2-135M-Instruct (embedded), LoRA; reference = the starting model (precomputed)",
              "- data: built-in arithmetic pairs (chosen = correct answer, rejected = a wrong answer in the same "
-             f"format), labels flipped at rate eps; cDPO and rDPO are given the true eps",
+             "format), labels flipped at rate eps; cDPO and rDPO are given the true eps",
              f"- steps per run: {r0['steps']}; seeds: {seeds}; eps: {eps_values}; "
              f"total wall time {wall / 60:.1f} min on 2 CPU cores (about {r0['train_time_s']:.0f} s of training per run)",
              f"- gold reward: greedy answer accuracy on held-out problems (start: {before[0]:.3f}); pair accuracy: "
