@@ -7,9 +7,9 @@ from posttrain.data import (IGNORE_INDEX, PackingCollator, encode_conversation, 
                             pad_collate, pair_collate, segment_ids)
 
 try:
-    from test_data_helpers import load_smollm2_tokenizer
+    from data_helpers import load_smollm2_tokenizer
 except ImportError:  # tests/ became a package
-    from tests.test_data_helpers import load_smollm2_tokenizer
+    from tests.data_helpers import load_smollm2_tokenizer
 
 
 def test_pad_collate_shapes_and_values():

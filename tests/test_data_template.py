@@ -7,9 +7,9 @@ from posttrain.data.records import PreferencePair
 from posttrain.errors import DataError
 
 try:
-    from test_data_helpers import load_smollm2_tokenizer, require_data
+    from data_helpers import load_smollm2_tokenizer, require_data
 except ImportError:  # tests/ became a package
-    from tests.test_data_helpers import load_smollm2_tokenizer, require_data
+    from tests.data_helpers import load_smollm2_tokenizer, require_data
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 EOT = "<|im_end|>"
