@@ -37,10 +37,12 @@ Batch = dict[str, Any]
 class Objective(Protocol):
     """batch -> (loss summed over units, number of units, metrics summed over units).
 
-    Objectives should also offer `units(batch)`, so the engine knows a step's normaliser before
-    the first backward. Metrics named `*_count` are totals; all others are reported as means."""
+    `units(batch)` gives the normaliser without a forward pass, so the engine knows a step's total
+    before the first backward. Metrics named `*_count` are totals; all others are reported as means."""
 
     def __call__(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]: ...
+
+    def units(self, batch: Batch) -> float: ...
 
 
 class Stage(Protocol):
@@ -71,10 +73,13 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def step_indices(n: int, global_batch: int, step: int, seed: int) -> list[int]:
     """Example indices of optimisation step `step` (0-based) in an endless stream of shuffled epochs."""
+    orders: dict[int, list[int]] = {}  # a step spans at most a few epochs: shuffle each once
     out = []
     for i in range(step * global_batch, (step + 1) * global_batch):
         epoch, pos = divmod(i, n)
-        out.append(epoch_order(n, seed, epoch)[pos])
+        if epoch not in orders:
+            orders[epoch] = epoch_order(n, seed, epoch)
+        out.append(orders[epoch][pos])
     return out
 
 
@@ -183,12 +188,12 @@ class Engine:
                  collate: Callable[[list[Any]], Batch], cfg: TrainSettings, *, run_dir: str | Path,
                  seed: int = 0, eval_data: Sequence[Any] | None = None,
                  eval_fn: Callable[[Any], dict[str, float]] | None = None,
-                 stage: Stage | None = None, tokenizer=None, show_progress: bool = True):
+                 stage: Stage | None = None, show_progress: bool = True):
         if len(train_data) == 0:
             raise TrainingError("the training set is empty")
         self.cfg, self.seed, self.objective, self.collate = cfg, seed, objective, collate
         self.train_data, self.eval_data, self.eval_fn, self.stage = train_data, eval_data, eval_fn, stage
-        self.tokenizer, self.show_progress = tokenizer, show_progress
+        self.show_progress = show_progress
         self.run_dir = Path(run_dir)
         # precision is our autocast, not accelerate's: its state is a process-wide singleton that
         # refuses a second Engine with another precision in the same process
@@ -230,7 +235,8 @@ class Engine:
         acc, model = self.accelerator, self.model
         model.train()
         # units of the whole step, summed over processes, known before any backward
-        units = [torch.as_tensor(self._units(b), dtype=torch.float64, device=acc.device) for b in batches]
+        units = [torch.as_tensor(float(self.objective.units(b)), dtype=torch.float64, device=acc.device)
+                 for b in batches]
         total_units = acc.reduce(torch.stack(units).sum(), reduction="sum").item()
         if total_units <= 0:
             raise TrainingError(f"step {self.step + 1}: the batch has nothing to train on (0 units)")
@@ -272,13 +278,6 @@ class Engine:
         last = latest_checkpoint(self.run_dir)
         raise TrainingError(f"{what} at step {self.step + 1}; stopped without updating. "
                             f"Last good checkpoint: {last if last else 'none written yet'}")
-
-    def _units(self, batch: Batch) -> float:
-        units_fn = getattr(self.objective, "units", None)
-        if units_fn is not None:
-            return float(units_fn(batch))
-        with torch.no_grad():  # fall back to a forward pass; objectives should provide units()
-            return float(self.objective(self.model, batch)[1])
 
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -387,10 +386,5 @@ class Engine:
         return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
 
 
-def run_training(model, objective: Objective, train_data: Sequence[Any], collate, cfg: TrainSettings,
-                 **kwargs) -> TrainResult:
-    return Engine(model, objective, train_data, collate, cfg, **kwargs).train()
-
-
-__all__ = ["Engine", "Objective", "Stage", "TrainResult", "run_training", "seed_everything",
+__all__ = ["Engine", "Objective", "Stage", "TrainResult", "seed_everything",
            "step_indices", "latest_checkpoint"]

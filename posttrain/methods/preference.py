@@ -29,7 +29,7 @@ from posttrain.data.sources import load_source
 from posttrain.data.template import encode_pairs
 from posttrain.engine import step_indices, total_steps
 from posttrain.errors import RecipeError
-from posttrain.logprobs import completion_logprobs
+from posttrain.logprobs import completion_logprobs, sequence_logprobs
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
 from posttrain.methods.base import Built, MethodSpec
 from posttrain.models import cache_dir, frozen_copy, is_lora, reference_model, unwrap
@@ -65,7 +65,7 @@ class PreferenceParams(Section):
 def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(chosen logp, rejected logp, chosen tokens, rejected tokens), from one concatenated forward."""
     token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    seq, ntok = (token_logps * mask).sum(-1), mask.sum(-1)
+    seq, ntok = sequence_logprobs(token_logps, mask), mask.sum(-1)
     b = seq.shape[0] // 2
     return seq[:b], seq[b:], ntok[:b], ntok[b:]
 
