@@ -89,20 +89,22 @@ def run_posttrain(config: str, a) -> dict:
     feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
                          max_length=a.max_length) for r in rows]
     pad = tok.pad_token_id
-    out = {}
+    out = {"pair_forward": a.pair_forward}
+    shared = a.pair_forward == "shared_prefix"
     ref_model = frozen_copy(model) if reference == "frozen_copy" else None
     if reference == "precomputed":
         # a fresh cache key, so the pass is really computed (not a hit from an earlier run); removed after
         name = f"{MODEL}|float32|bench-{uuid.uuid4().hex}"
         tp = time.perf_counter()
-        info = attach_reference(model, name, feats, pad, a.batch)
+        info = attach_reference(model, name, feats, pad, a.batch, shared)
         out["precompute_s"] = round(time.perf_counter() - tp, 2)
         os.remove(info["reference_cache_file"])
-    params = PreferenceParams(name="dpo", beta=BETA, reference=reference, reference_batch_size=a.batch)
+    params = PreferenceParams(name="dpo", beta=BETA, reference=reference, reference_batch_size=a.batch,
+                              pair_forward=a.pair_forward)
     objective = PreferenceObjective(params, ref_model)
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
                         schedule="constant", max_grad_norm=1.0)
-    eng = Engine(model, objective, feats, collate_pairs(pad), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
+    eng = Engine(model, objective, feats, collate_pairs(pad, shared), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
                  seed=a.seed, show_progress=False)
     order = _order(n, a.batch, a.steps + 1, a.seed)
     assert sorted(order) == list(range(n))
@@ -233,7 +235,7 @@ def worker(a) -> None:
 def spawn(impl: str, config: str, a) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl, "--config", config,
            "--steps", str(a.steps), "--batch", str(a.batch), "--max-length", str(a.max_length),
-           "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp]
+           "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp, "--pair-forward", a.pair_forward]
     if a.hash_patch:
         cmd.append("--hash-patch")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -278,6 +280,8 @@ def main() -> None:
     ap.add_argument("--configs", default="lora-precomputed,full-precomputed,lora-live,full-live")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pair-forward", choices=("shared_prefix", "concatenated"), default="shared_prefix",
+                    help="posttrain's pair layout (default: the library default, shared_prefix)")
     ap.add_argument("--tmp", default="runs/bench-dpo")
     ap.add_argument("--hash-patch", action="store_true",
                     help="TRL run: replace datasets' fingerprint hashing by random ids (a workaround for a "
@@ -293,7 +297,7 @@ def main() -> None:
         if c not in CONFIGS:
             raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     start = time.perf_counter()
-    meta = {"model": MODEL, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
+    meta = {"model": MODEL, "pair_forward": a.pair_forward, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
             "threads": a.threads, "machine": _machine(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps({"meta": meta}), flush=True)

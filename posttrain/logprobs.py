@@ -48,3 +48,60 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
 def sequence_logprobs(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Summed log-prob per sequence (the `logp(y|x)` of METHODS.md)."""
     return (token_logps * mask).sum(-1)
+
+
+def shared_prefix_mask(segments: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, L, L] attention mask for ``shared_prefix_collate`` rows: causal, and a completion token
+    sees the prompt and its own completion only. Padding queries see themselves (no all-masked row, so
+    no NaN from the softmax); their outputs are never read. sdpa takes it as booleans (True = attend),
+    eager attention as an additive float mask."""
+    valid = segments >= 0
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    same = (segments[:, None, :] == 0) | (segments[:, :, None] == segments[:, None, :])
+    mask = causal & same & valid[:, None, :] & valid[:, :, None]
+    mask |= torch.eye(length, dtype=torch.bool, device=segments.device)
+    mask = mask[:, None]
+    if attn_implementation == "sdpa":
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+SHARED_PREFIX_ATTENTION = ("sdpa", "eager")
+
+
+def supports_shared_prefix(model) -> bool:
+    """Custom 4D masks reach the kernel unchanged only with sdpa and eager attention."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) in SHARED_PREFIX_ATTENTION
+
+
+def shared_prefix_pair_logprobs(model, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-token log-probs of both completions from one forward over ``shared_prefix_collate`` rows.
+
+    Returns {"chosen": (token_logps [B, C], mask), "rejected": (token_logps [B, R], mask)}, equal (to
+    float rounding) to ``completion_logprobs`` on the concatenated ``pair_collate`` batch.
+    """
+    segments = batch["pair_segments"]
+    impl = model.config._attn_implementation
+    dtype = next(p for p in model.parameters()).dtype
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        dtype = torch.float32
+    keep = torch.zeros(segments.shape, dtype=torch.bool, device=segments.device)
+    masks = {}
+    for side in ("chosen", "rejected"):
+        masks[side] = batch[f"{side}_targets"] != IGNORE
+        rows, cols = masks[side].nonzero(as_tuple=True)
+        keep[rows, batch[f"{side}_index"][rows, cols]] = True
+    out = model(input_ids=batch["input_ids"], attention_mask=shared_prefix_mask(segments, impl, dtype),
+                position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
+    logits = out.logits.reshape(-1, out.logits.shape[-1])
+    row_of = (keep.reshape(-1).cumsum(0) - 1).reshape(keep.shape)  # logits row of each kept position
+    result = {}
+    for side in ("chosen", "rejected"):
+        m = masks[side]
+        rows = row_of.gather(1, batch[f"{side}_index"])[m]
+        token_logps = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
+        token_logps = token_logps.masked_scatter(m, gather_logprobs(logits[rows], batch[f"{side}_targets"][m]))
+        result[side] = (token_logps, m)
+    return result

@@ -1,6 +1,10 @@
+import pytest
 import torch
 
-from posttrain.logprobs import completion_logprobs, gather_logprobs, sequence_logprobs
+from posttrain.data.collate import pair_collate, shared_prefix_collate
+
+from posttrain.logprobs import (completion_logprobs, gather_logprobs, sequence_logprobs, shared_prefix_mask,
+                                shared_prefix_pair_logprobs)
 from tests.helpers import pad, random_features, tiny_llama
 
 
@@ -50,3 +54,55 @@ def test_no_supervised_tokens_gives_zeros_without_forward():
     batch = pad([{"input_ids": [1, 2, 3], "labels": [-100, -100, -100]}])
     tok, mask = completion_logprobs(model, **batch)
     assert tok.shape == (1, 3) and not mask.any()
+
+
+def _random_pairs(n: int, seed: int, vocab: int = 64) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda lo, hi: torch.randint(1, vocab, (int(torch.randint(lo, hi, (1,), generator=g)),),  # noqa: E731
+                                       generator=g).tolist()
+    return [{"prompt_ids": rnd(1, 9), "chosen_ids": rnd(1, 7), "rejected_ids": rnd(1, 11)} for _ in range(n)]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prefix_equals_concatenated_forward(attn):
+    model = tiny_llama()
+    model.config._attn_implementation = attn
+    feats = _random_pairs(6, seed=3)
+    concat = pair_collate(feats, 0)
+    tok, mask = completion_logprobs(model, concat["input_ids"], concat["attention_mask"], concat["labels"])
+    seq = sequence_logprobs(tok, mask)
+    shared = shared_prefix_pair_logprobs(model, shared_prefix_collate(feats, 0))
+    for k, side in enumerate(("chosen", "rejected")):
+        t, m = shared[side]
+        assert m.sum(-1).tolist() == [len(f[f"{side}_ids"]) for f in feats]
+        # per token too: the completion's tokens in order
+        ref_tok = [tok[k * 6 + b][mask[k * 6 + b]] for b in range(6)]
+        for b in range(6):
+            assert torch.allclose(t[b][m[b]], ref_tok[b], atol=1e-5)
+        assert torch.allclose(sequence_logprobs(t, m), seq[k * 6:(k + 1) * 6], atol=1e-5)
+    # gradients agree as well
+    model.zero_grad()
+    sequence_logprobs(*completion_logprobs(model, concat["input_ids"], concat["attention_mask"],
+                                           concat["labels"])).sum().backward()
+    g_ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out = shared_prefix_pair_logprobs(model, shared_prefix_collate(feats, 0))
+    (sequence_logprobs(*out["chosen"]).sum() + sequence_logprobs(*out["rejected"]).sum()).backward()
+    for p, g in zip(model.parameters(), g_ref):
+        assert torch.allclose(p.grad, g, atol=1e-5)
+
+
+def test_shared_prefix_collate_layout():
+    b = shared_prefix_collate([{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5]},
+                               {"prompt_ids": [6], "chosen_ids": [7], "rejected_ids": [8, 9, 10]}], 0)
+    assert b["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
+    assert b["position_ids"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 1, 2, 3]]
+    assert b["pair_segments"].tolist() == [[0, 0, 1, 1, 2], [0, 1, 2, 2, 2]]
+    assert b["chosen_index"].tolist() == [[1, 2], [0, 0]] and b["chosen_targets"].tolist() == [[3, 4], [7, -100]]
+    assert b["rejected_index"].tolist() == [[1, 0, 0], [0, 2, 3]]
+    assert b["rejected_targets"].tolist() == [[5, -100, -100], [8, 9, 10]]
+    mask = shared_prefix_mask(b["pair_segments"], "sdpa", torch.float32)[1, 0]
+    # row 1, token 8 (position 2 in the row) sees the prompt and itself, not the chosen token 7
+    assert mask[2].tolist() == [True, False, True, False, False]
+    with pytest.raises(ValueError):
+        shared_prefix_collate([{"prompt_ids": [], "chosen_ids": [1], "rejected_ids": [2]}], 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from contextlib import nullcontext
 from typing import Literal
 
@@ -24,17 +25,19 @@ from safetensors.torch import load_file, save_file
 from pydantic import Field
 
 from posttrain.config import Section
-from posttrain.data.collate import pair_collate
+from posttrain.data.collate import pair_collate, shared_prefix_collate
 from posttrain.data.sources import load_source
 from posttrain.data.template import encode_pairs
 from posttrain.engine import step_indices, total_steps
 from posttrain.errors import RecipeError
-from posttrain.logprobs import completion_logprobs, sequence_logprobs
+from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
+                                supports_shared_prefix)
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
 from posttrain.methods.base import Built, MethodSpec
 from posttrain.models import cache_dir, frozen_copy, is_lora, reference_model, unwrap
 
 LOSS_NAMES = tuple(PREFERENCE_LOSSES)
+log = logging.getLogger(__name__)
 
 
 class PreferenceParams(Section):
@@ -48,6 +51,9 @@ class PreferenceParams(Section):
     alpha: float = 0.2  # rpo_token_mean
     reference: Literal["precomputed", "lora_disabled", "frozen_copy"] = "precomputed"
     reference_batch_size: int = 8
+    # shared_prefix: one row per pair (prompt once, rejected masked from chosen); concatenated: 2B rows.
+    # Same log-probs to float rounding; shared_prefix is faster and lighter, and needs sdpa/eager attention.
+    pair_forward: Literal["shared_prefix", "concatenated"] = "shared_prefix"
 
     @property
     def loss_name(self) -> str:
@@ -63,11 +69,21 @@ class PreferenceParams(Section):
 
 
 def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(chosen logp, rejected logp, chosen tokens, rejected tokens), from one concatenated forward."""
+    """(chosen logp, rejected logp, chosen tokens, rejected tokens), from one forward: shared-prefix rows
+    (the prompt once per pair) or the concatenated [chosen..., rejected...] rows."""
+    if "pair_segments" in batch:
+        out = shared_prefix_pair_logprobs(model, batch)
+        (tc, mc), (tr, mr) = out["chosen"], out["rejected"]
+        return sequence_logprobs(tc, mc), sequence_logprobs(tr, mr), mc.sum(-1), mr.sum(-1)
     token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     seq, ntok = sequence_logprobs(token_logps, mask), mask.sum(-1)
     b = seq.shape[0] // 2
     return seq[:b], seq[b:], ntok[:b], ntok[b:]
+
+
+def n_pairs(batch: dict) -> int:
+    rows = batch["input_ids"].shape[0]
+    return rows if "pair_segments" in batch else rows // 2
 
 
 class PreferenceObjective:
@@ -78,7 +94,7 @@ class PreferenceObjective:
         self.ref_model = ref_model  # only for reference="frozen_copy"
 
     def units(self, batch) -> float:
-        return batch["input_ids"].shape[0] // 2
+        return n_pairs(batch)
 
     @torch.no_grad()
     def reference_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +127,8 @@ def reference_key(model_name: str, feats: list[dict]) -> str:
 
 
 @torch.no_grad()
-def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int,
+                      shared_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     was_training = model.training
     model.eval()
     ctx = reference_model(model) if is_lora(model) else nullcontext()
@@ -120,7 +137,7 @@ def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int) ->
         with ctx as ref:
             ref = ref if ref is not None else model
             for s in range(0, len(feats), batch_size):
-                rc, rr, _, _ = pair_logps(ref, pair_collate(feats[s:s + batch_size], pad_id))
+                rc, rr, _, _ = pair_logps(ref, collate_pairs(pad_id, shared_prefix)(feats[s:s + batch_size]))
                 chosen.append(rc)
                 rejected.append(rr)
     finally:
@@ -128,7 +145,8 @@ def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int) ->
     return torch.cat(chosen), torch.cat(rejected)
 
 
-def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, batch_size: int) -> dict:
+def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, batch_size: int,
+                     shared_prefix: bool = False) -> dict:
     """Fill each feature's ref_chosen / ref_rejected, from the disk cache when the key matches."""
     if not feats:
         return {"reference_cache": "empty"}
@@ -139,7 +157,7 @@ def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, bat
         rc, rr = t["chosen"], t["rejected"]
     else:
         status = "computed"
-        rc, rr = compute_reference(model, feats, pad_id, batch_size)
+        rc, rr = compute_reference(model, feats, pad_id, batch_size, shared_prefix)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
@@ -161,9 +179,9 @@ def examples_used(recipe, n: int) -> list[int]:
     return sorted({i for s in range(steps) for i in step_indices(n, global_batch, s, recipe.seed)})
 
 
-def collate_pairs(pad_id: int):
+def collate_pairs(pad_id: int, shared_prefix: bool = False):
     def collate(feats: list[dict]) -> dict:
-        batch = pair_collate(feats, pad_id)
+        batch = shared_prefix_collate(feats, pad_id) if shared_prefix else pair_collate(feats, pad_id)
         if all("ref_chosen" in f for f in feats):
             batch["ref_chosen"] = torch.tensor([f["ref_chosen"] for f in feats], dtype=torch.float32)
             batch["ref_rejected"] = torch.tensor([f["ref_rejected"] for f in feats], dtype=torch.float32)
@@ -195,17 +213,21 @@ def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
     if data.eval is not None:
         eval_feats, _ = encode(load_source(data.eval, "preference", **kw), tokenizer, data)
     pad = tokenizer.pad_token_id
+    shared = params.pair_forward == "shared_prefix" and supports_shared_prefix(unwrap(model))
+    if params.pair_forward == "shared_prefix" and not shared:
+        log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
+    stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
     ref_model = None
     if needs_ref and params.reference == "precomputed":
         name = f"{recipe.model.name}|{recipe.model.dtype}|seed={recipe.model.seed}"
         used = [feats[i] for i in examples_used(recipe, len(feats))]
-        stats.update(attach_reference(model, name, used, pad, params.reference_batch_size))
+        stats.update(attach_reference(model, name, used, pad, params.reference_batch_size, shared))
         if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
-            attach_reference(model, name, eval_feats, pad, params.reference_batch_size)
+            attach_reference(model, name, eval_feats, pad, params.reference_batch_size, shared)
     elif needs_ref and params.reference == "frozen_copy":
         ref_model = frozen_copy(model)
     objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}), ref_model)
-    return Built(objective, feats, collate_pairs(pad), eval_feats, stats=stats)
+    return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats)
 
 
 SPECS = [MethodSpec(name, PreferenceParams, build, f"preference optimisation with the {name} loss")

@@ -1,0 +1,540 @@
+"""Language understanding as generation (RL4GLUE, METHODS.md §4): tasks, loaders, prompts, SFT/RL rows.
+
+Each task (:data:`TASKS`: sst2, rte, boolq, cb, copa, wic, wsc) is a :class:`TaskSpec`: its label words,
+an instruction, and a function that turns a raw row into ``(example text, gold label word)``.
+
+Prompt (:func:`build_messages`): one user turn holding the instruction, the required answer form and
+the example; k-shot demonstrations come first as earlier user/assistant turns, each user turn written
+exactly like the final one, each reply ``<Judgement>Label</Judgement>``. The assistant turn of the query
+is pre-filled with :data:`ASSISTANT_PREFIX` = ``<Judgement>`` (:func:`prompt_text`), so the model writes
+the label and ``</Judgement>``; :mod:`posttrain.rewards.label` scores that. For example (SST-2, zero-shot,
+SmolLM2's ChatML template, which adds its default system turn)::
+
+    <|im_start|>system
+    You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>
+    <|im_start|>user
+    Decide whether the sentiment of the text is positive or negative.
+    Answer with <Judgement>LABEL</Judgement>, where LABEL is one of: "Positive", "Negative".
+
+    Text: it 's a charming and often affecting journey .<|im_end|>
+    <|im_start|>assistant
+    <Judgement>
+
+Files (found under a data folder, see :func:`task_file`): GLUE TSV with a header (SST-2:
+``sentence<TAB>label``, label 0/1) and SuperGLUE JSON lines (FewGLUE ``train.jsonl``, ``val.jsonl``).
+Gold labels are read strictly; a row that cannot be read raises :class:`~posttrain.errors.DataError`
+naming the file, the 1-based line and the field:
+
+| task  | fields                                          | label → word                                     |
+|-------|-------------------------------------------------|--------------------------------------------------|
+| sst2  | sentence                                        | 1/"1" Positive, 0/"0" Negative                   |
+| rte   | premise (sentence1), hypothesis (sentence2)     | "entailment" Yes, "not_entailment" No            |
+| boolq | passage, question                               | true Yes, false No (bool, 0/1 or "true"/"false")|
+| cb    | premise (sentence1), hypothesis (sentence2)     | "entailment"/"contradiction"/"neutral", capitalised |
+| copa  | premise, choice1, choice2, question cause/effect| 0 "Option one", 1 "Option two"                   |
+| wic   | word, sentence1, sentence2                      | true Same, false Different                       |
+| wsc   | text, span1_text, span2_text (or target.{...})  | true Yes, false No                               |
+
+Integer codes for the string-labelled tasks (RTE, CB) are refused: sources disagree on their order.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from posttrain.data.readers import iter_rows
+from posttrain.data.template import IGNORE_INDEX, assistant_spans, render
+from posttrain.errors import DataError
+from posttrain.rewards.label import CLOSE_TAG, OPEN_TAG, format_judgement, judgement_prediction
+
+__all__ = [
+    "ASSISTANT_PREFIX", "NLUExample", "SPLITS", "TASKS", "TaskSpec", "build_messages", "default_data_dir",
+    "encode_label_sft", "encode_prompt_prefilled", "get_task", "load_file", "load_task", "nlu_accuracy",
+    "prompt_rows", "prompt_text", "sample_shots", "sft_rows", "task_file",
+]
+
+ASSISTANT_PREFIX = OPEN_TAG
+SPLITS = ("train", "validation")
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation"}
+_SPLIT_FILES = {
+    "train": ("train.tsv", "train.jsonl"),
+    "validation": ("dev.tsv", "val.jsonl", "validation.jsonl", "dev.jsonl", "validation.tsv"),
+}
+
+
+class _BadField(Exception):
+    """Raised by a row converter; the loader adds the file and line."""
+
+    def __init__(self, fld: str, message: str):
+        super().__init__(message)
+        self.field, self.message = fld, message
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One classification task: ``convert(row) -> (example text, gold label word)``."""
+    name: str
+    labels: tuple[str, ...]
+    instruction: str
+    convert: Callable[[dict], tuple[str, str]] = field(repr=False)
+    folders: tuple[str, ...] = ()  # where its files live under a data folder, first match wins
+    title: str = ""
+
+    @property
+    def answer_form(self) -> str:
+        words = ", ".join(f'"{w}"' for w in self.labels)
+        return f"Answer with {OPEN_TAG}LABEL{CLOSE_TAG}, where LABEL is one of: {words}."
+
+    def user_content(self, text: str) -> str:
+        """The user turn for one example: instruction, answer form, a blank line, the example."""
+        return f"{self.instruction}\n{self.answer_form}\n\n{text}"
+
+
+def _get(row: dict, *keys: str) -> Any:
+    for k in keys:
+        if k in row:
+            return row[k]
+    have = ", ".join(sorted(map(str, row))) or "nothing"
+    raise _BadField(keys[0], f"missing field (row has: {have})")
+
+
+def _text(row: dict, *keys: str) -> str:
+    value = _get(row, *keys)
+    fld = next(k for k in keys if k in row)
+    if not isinstance(value, str):
+        raise _BadField(fld, f"expected a string, got {'null' if value is None else type(value).__name__}")
+    if not value.strip():
+        raise _BadField(fld, "empty string")
+    return value.strip()
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({'null' if value is None else type(value).__name__})"
+
+
+def _binary(row: dict, true_word: str, false_word: str, *, allow_bool: bool) -> str:
+    """A 0/1 label (int or "0"/"1"; with ``allow_bool`` also true/false and "true"/"false")."""
+    value = _get(row, "label")
+    key = value
+    if isinstance(value, bool):
+        key = int(value) if allow_bool else None
+    elif isinstance(value, str):
+        s = value.strip().lower()
+        key = {"0": 0, "1": 1}.get(s, {"true": 1, "false": 0}.get(s) if allow_bool else None)
+    elif not isinstance(value, int):
+        key = None
+    if key == 1:
+        return true_word
+    if key == 0:
+        return false_word
+    allowed = "true/false or 0/1" if allow_bool else "0 or 1"
+    hint = " (unlabelled test data?)" if value == -1 else ""
+    raise _BadField("label", f"expected {allowed}, got {_describe(value)}{hint}")
+
+
+def _named(row: dict, mapping: dict[str, str]) -> str:
+    value = _get(row, "label")
+    if isinstance(value, str) and value.strip().lower() in mapping:
+        return mapping[value.strip().lower()]
+    hint = " (integer codes are refused: their order differs between sources)" if isinstance(value, int) else ""
+    raise _BadField("label", f"expected one of {', '.join(map(repr, mapping))}, got {_describe(value)}{hint}")
+
+
+def _sst2(row: dict) -> tuple[str, str]:
+    return f"Text: {_text(row, 'sentence')}", _binary(row, "Positive", "Negative", allow_bool=False)
+
+
+def _pair(row: dict) -> str:
+    return f"Premise: {_text(row, 'premise', 'sentence1')}\nHypothesis: {_text(row, 'hypothesis', 'sentence2')}"
+
+
+def _rte(row: dict) -> tuple[str, str]:
+    return _pair(row), _named(row, {"entailment": "Yes", "not_entailment": "No"})
+
+
+def _cb(row: dict) -> tuple[str, str]:
+    return _pair(row), _named(row, {"entailment": "Entailment", "contradiction": "Contradiction",
+                                    "neutral": "Neutral"})
+
+
+def _boolq(row: dict) -> tuple[str, str]:
+    question = _text(row, "question")
+    if not question.endswith("?"):
+        question += "?"  # BoolQ questions come without one
+    return f"Passage: {_text(row, 'passage')}\nQuestion: {question}", _binary(row, "Yes", "No", allow_bool=True)
+
+
+def _copa(row: dict) -> tuple[str, str]:
+    q = _get(row, "question")
+    if q not in ("cause", "effect"):
+        raise _BadField("question", f"expected 'cause' or 'effect', got {_describe(q)}")
+    text = (f"Premise: {_text(row, 'premise')}\nWhich is the more likely {q}?\n"
+            f"Option one: {_text(row, 'choice1')}\nOption two: {_text(row, 'choice2')}")
+    # label 0 = choice1 ("Option one"), 1 = choice2
+    return text, _binary(row, "Option two", "Option one", allow_bool=False)
+
+
+def _wic(row: dict) -> tuple[str, str]:
+    text = (f"Word: {_text(row, 'word')}\nSentence 1: {_text(row, 'sentence1')}\n"
+            f"Sentence 2: {_text(row, 'sentence2')}")
+    return text, _binary(row, "Same", "Different", allow_bool=True)
+
+
+def _wsc(row: dict) -> tuple[str, str]:
+    spans = row
+    if "target" in row and "span1_text" not in row:
+        spans = row["target"]
+        if not isinstance(spans, dict):
+            raise _BadField("target", f"expected an object with span1_text and span2_text, got {_describe(spans)}")
+    try:
+        span1, span2 = _text(spans, "span1_text"), _text(spans, "span2_text")
+    except _BadField as e:
+        if spans is not row:
+            e.field = f"target.{e.field}"
+        raise
+    text = f'Sentence: {_text(row, "text")}\nDoes the pronoun "{span2}" refer to "{span1}"?'
+    return text, _binary(row, "Yes", "No", allow_bool=True)
+
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    TaskSpec("sst2", ("Positive", "Negative"),
+             "Decide whether the sentiment of the text is positive or negative.",
+             _sst2, ("sst2", "SST-2", "glue/SST-2"), "SST-2 sentiment"),
+    TaskSpec("rte", ("Yes", "No"),
+             "Determine whether the premise entails the hypothesis.",
+             _rte, ("superglue/RTE", "RTE"), "RTE textual entailment"),
+    TaskSpec("boolq", ("Yes", "No"),
+             "Answer the question about the passage with yes or no.",
+             _boolq, ("superglue/BoolQ", "BoolQ"), "BoolQ yes/no questions"),
+    TaskSpec("cb", ("Entailment", "Contradiction", "Neutral"),
+             "Classify the relationship between the premise and the hypothesis as entailment, "
+             "contradiction or neutral.",
+             _cb, ("superglue/CB", "CB"), "CommitmentBank 3-way entailment"),
+    TaskSpec("copa", ("Option one", "Option two"),
+             "Choose which of the two options is the more likely cause or effect of the premise, as asked.",
+             _copa, ("superglue/COPA", "COPA"), "COPA choice of plausible alternatives"),
+    TaskSpec("wic", ("Same", "Different"),
+             "Determine whether the word has the same meaning in the two sentences.",
+             _wic, ("superglue/WiC", "WiC"), "WiC word in context"),
+    TaskSpec("wsc", ("Yes", "No"),
+             "Determine whether the pronoun refers to the given noun phrase in the sentence.",
+             _wsc, ("superglue/WSC", "WSC"), "WSC Winograd schema coreference"),
+)}
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """The TaskSpec for a name (case-insensitive; "sst-2" works too); DataError listing the known ones."""
+    if isinstance(name, TaskSpec):
+        return name
+    key = str(name).lower().replace("-", "")
+    if key not in TASKS:
+        raise DataError(f"unknown NLU task {name!r}; known tasks: {', '.join(TASKS)}", field="task")
+    return TASKS[key]
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class NLUExample:
+    """One example: the text shown to the model, its gold label word, the task and its 0-based index in
+    the loaded split. ``file``/``line`` say where it came from (not part of equality)."""
+    text: str
+    label: str
+    task: str
+    index: int
+    file: str | None = field(default=None, compare=False, repr=False)
+    line: int | None = field(default=None, compare=False, repr=False)
+
+
+def default_data_dir() -> Path:
+    """``$POSTTRAIN_SHARED_DATA``, else ``../shared/data`` beside the checkout."""
+    env = os.environ.get("POSTTRAIN_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _split(split: str) -> str:
+    key = str(split).lower()
+    if key not in _SPLIT_ALIASES:
+        raise DataError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)} "
+                        f"(aliases: dev, val → validation)", field="split")
+    return _SPLIT_ALIASES[key]
+
+
+def task_file(name: str | TaskSpec, split: str, data_dir: str | Path | None = None) -> Path:
+    """The file holding ``split`` of a task. ``data_dir`` (default :func:`default_data_dir`) is either a
+    data folder holding the task folders (``sst2/``, ``superglue/BoolQ/``, or ``BoolQ/``) or the task's
+    folder itself. Split files: train → train.tsv / train.jsonl; validation → dev.tsv / val.jsonl /
+    validation.jsonl / dev.jsonl."""
+    spec, split = get_task(name), _split(split)
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if not root.is_dir():
+        raise DataError("no such data folder (pass data_dir, or set POSTTRAIN_SHARED_DATA)", file=str(root))
+    folders = [root / f for f in spec.folders] + [root]
+    looked = []
+    for folder in folders:
+        for fname in _SPLIT_FILES[split]:
+            p = folder / fname
+            if p.is_file():
+                return p
+            looked.append(str(p))
+    raise DataError(f"no {split} file for task {spec.name!r}; looked for: {', '.join(looked)}", file=str(root),
+                    field="split")
+
+
+def _iter_tsv(path: Path) -> Iterator[tuple[int, dict]]:
+    """Rows of a TSV with a header line, as dicts; positions are 1-based file lines (the header is 1).
+    Columns are split on tabs only (no quoting: GLUE sentences contain bare quotes)."""
+    file = str(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = f.readline().rstrip("\r\n").split("\t")
+            if not any(h.strip() for h in header):
+                raise DataError("empty file or empty header line (expected column names)", file=file, line=1)
+            for n, text in enumerate(f, start=2):
+                text = text.rstrip("\r\n")
+                if not text.strip():
+                    continue
+                cells = text.split("\t")
+                if len(cells) < len(header):
+                    raise DataError(f"expected {len(header)} tab-separated columns ({', '.join(header)}), "
+                                    f"got {len(cells)}", file=file, line=n, field=header[len(cells)])
+                if len(cells) > len(header):
+                    raise DataError(f"expected {len(header)} tab-separated columns ({', '.join(header)}), "
+                                    f"got {len(cells)} (a tab inside a field?)", file=file, line=n)
+                yield n, dict(zip(header, cells))
+    except UnicodeDecodeError as e:
+        raise DataError(f"cannot read as UTF-8: {e}", file=file) from None
+
+
+def _iter_any(path: Path) -> Iterator[tuple[int, dict]]:
+    if path.name.lower().endswith(".tsv"):
+        return _iter_tsv(path)
+    return iter_rows(path)  # JSON lines (1-based lines), JSON, parquet, ... with DataError on bad rows
+
+
+def load_file(name: str | TaskSpec, path: str | Path, limit: int | None = None) -> list[NLUExample]:
+    """Examples of a task from one file (TSV with a header, or JSON lines / any format
+    :func:`posttrain.data.readers.iter_rows` reads). Bad rows raise DataError(file, line, field)."""
+    spec = get_task(name)
+    path = Path(path)
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+    if not path.exists():
+        raise DataError("no such file", file=str(path))
+    out: list[NLUExample] = []
+    for n, row in _iter_any(path):
+        if limit is not None and len(out) >= limit:
+            break
+        if not isinstance(row, dict):
+            raise DataError(f"expected an object per row, got {type(row).__name__}", file=str(path), line=n)
+        try:
+            text, label = spec.convert(row)
+        except _BadField as e:
+            raise DataError(f"{spec.name}: {e.message}", file=str(path), line=n, field=e.field) from None
+        out.append(NLUExample(text, label, spec.name, len(out), file=str(path), line=n))
+    return out
+
+
+def load_task(name: str | TaskSpec, split: str, data_dir: str | Path | None = None,
+              limit: int | None = None) -> list[NLUExample]:
+    """The examples of ``split`` ("train" or "validation"; "dev"/"val" alias the latter) of a task,
+    read from :func:`task_file`; ``limit`` keeps the first N."""
+    return load_file(name, task_file(name, split, data_dir), limit=limit)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def _example_text(spec: TaskSpec, example: NLUExample | str, what: str) -> str:
+    if isinstance(example, str):
+        return example
+    if not isinstance(example, NLUExample):
+        raise TypeError(f"{what}: expected an NLUExample or a string, got {type(example).__name__}")
+    if example.task != spec.name:
+        raise ValueError(f"{what} is a {example.task!r} example, not {spec.name!r}")
+    return example.text
+
+
+def build_messages(spec: str | TaskSpec, example: NLUExample | str, shots: Sequence[NLUExample] = (),
+                   system: str | None = None) -> list[dict]:
+    """Chat messages for one example: ``[system?] + (user, assistant) per shot + user``.
+
+    Every user turn is :meth:`TaskSpec.user_content` (instruction, answer form, example); each shot's
+    reply is ``<Judgement>Label</Judgement>``. The list ends with the user turn: render it with
+    :func:`prompt_text` to get the assistant turn pre-filled with ``<Judgement>``. Without ``system``
+    the chat template's default system turn (if any) applies.
+    """
+    spec = get_task(spec)
+    msgs: list[dict] = [{"role": "system", "content": system}] if system else []
+    for j, shot in enumerate(shots):
+        text = _example_text(spec, shot, f"shots[{j}]")
+        if shot.label not in spec.labels:
+            raise ValueError(f"shots[{j}] has label {shot.label!r}, not one of {spec.labels}")
+        msgs.append({"role": "user", "content": spec.user_content(text)})
+        msgs.append({"role": "assistant", "content": format_judgement(shot.label)})
+    msgs.append({"role": "user", "content": spec.user_content(_example_text(spec, example, "example"))})
+    return msgs
+
+
+def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
+    """The chat template's rendering of ``messages`` with the generation prompt, then
+    :data:`ASSISTANT_PREFIX`: the text the model continues (with the label and ``</Judgement>``)."""
+    return render(tokenizer, messages, add_generation_prompt=True) + ASSISTANT_PREFIX
+
+
+def encode_prompt_prefilled(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> list[int]:
+    """Token ids of :func:`prompt_text` (no extra special tokens: the template writes its own); with
+    ``max_length``, a longer prompt keeps its last ``max_length`` tokens."""
+    ids = list(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[len(ids) - max_length:]
+    return ids
+
+
+def sample_shots(train_examples: Sequence[NLUExample], k: int, seed: int = 0,
+                 balanced: bool = True) -> list[NLUExample]:
+    """``k`` demonstrations drawn from ``train_examples``, the same for the same inputs and seed.
+
+    ``balanced``: each label gets ``k // L`` shots (L = number of labels present), the remaining
+    ``k % L`` go to labels picked at random; a label with too few examples gives what it has and the
+    rest is filled from the other labels. The chosen shots are then shuffled (so the order of labels
+    carries no pattern). Without ``balanced``: a plain random sample.
+    """
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    pool = list(train_examples)
+    if k > len(pool):
+        raise ValueError(f"cannot draw {k} shots from {len(pool)} training examples")
+    rng = random.Random(seed)
+    if k == 0:
+        return []
+    if not balanced:
+        return rng.sample(pool, k)
+    by_label: dict[str, list[NLUExample]] = {}
+    for ex in pool:
+        by_label.setdefault(ex.label, []).append(ex)
+    labels = sorted(by_label)
+    for lab in labels:
+        rng.shuffle(by_label[lab])
+    want = {lab: k // len(labels) for lab in labels}
+    for lab in rng.sample(labels, k % len(labels)):
+        want[lab] += 1
+    chosen = []
+    for lab in labels:
+        chosen += by_label[lab][:want[lab]]
+    if len(chosen) < k:  # some label ran short: fill from what is left, at random
+        left = [ex for lab in labels for ex in by_label[lab][want[lab]:]]
+        chosen += rng.sample(left, k - len(chosen))
+    rng.shuffle(chosen)
+    return chosen
+
+
+# ---------------------------------------------------------------- rows for the methods
+
+
+def sft_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Sequence[NLUExample] = (),
+             system: str | None = None) -> list[dict]:
+    """SFT rows ``{"messages", "task", "label", "index"}`` (``Conversation.from_row`` reads them; the
+    other keys become meta): :func:`build_messages` plus the reply ``<Judgement>Label</Judgement>``.
+
+    Masks and the prefill: at generation time ``<Judgement>`` is part of the prompt, but here it is the
+    start of the assistant reply, so the library's standard SFT (every assistant token supervised, see
+    :mod:`posttrain.data.template`) also trains on those 5 prefix tokens (deterministic, learned at
+    once, harmless) and, with ``shots``, on the demonstrations' replies. METHODS.md's SFT baseline is the
+    NLL of the label tokens only (the official code masks everything up to ``<Judgement>``): for that,
+    encode these rows with :func:`encode_label_sft`, whose loss covers the label, ``</Judgement>`` and the
+    end-of-turn token. Shots taken from the same examples can include an example as its own
+    demonstration; draw them from another split or leave ``shots`` empty for SFT.
+    """
+    spec = get_task(spec)
+    rows = []
+    for ex in examples:
+        msgs = build_messages(spec, ex, shots, system)
+        msgs.append({"role": "assistant", "content": format_judgement(ex.label)})
+        rows.append({"messages": msgs, "task": spec.name, "label": ex.label, "index": ex.index})
+    return rows
+
+
+def prompt_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Sequence[NLUExample] = (),
+                system: str | None = None) -> list[dict]:
+    """Prompt rows for RL and evaluation: ``{"prompt": messages, "label": gold word, "labels": all label
+    words, "task", "index", "assistant_prefix": "<Judgement>"}``. ``PromptRecord.from_row`` reads them
+    (everything but ``prompt`` lands in meta, which is what :class:`posttrain.rewards.label.LabelReward`
+    reads). The prompt ends with the user turn: a sampler must append ``assistant_prefix`` after the
+    generation prompt (:func:`prompt_text` / :func:`encode_prompt_prefilled` do)."""
+    spec = get_task(spec)
+    return [{"prompt": build_messages(spec, ex, shots, system), "label": ex.label, "labels": list(spec.labels),
+             "task": spec.name, "index": ex.index, "assistant_prefix": ASSISTANT_PREFIX} for ex in examples]
+
+
+def encode_label_sft(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> dict:
+    """``{"input_ids", "labels"}`` for one SFT conversation (as :func:`sft_rows` writes it) with the loss
+    on the final reply after ``<Judgement>`` only: the label tokens, ``</Judgement>`` and the end-of-turn
+    token. Everything before (system, shots and their replies, the user turn, the role header and the
+    ``<Judgement>`` prefix) gets label -100, so the model is trained exactly where it generates after
+    :func:`prompt_text`. A sequence longer than ``max_length`` loses tokens from the left; DataError if
+    the supervised tokens alone do not fit."""
+    messages = list(messages)
+    if not messages or messages[-1].get("role") != "assistant" or \
+            not str(messages[-1].get("content", "")).startswith(ASSISTANT_PREFIX):
+        raise DataError(f"the last message must be an assistant reply starting with {ASSISTANT_PREFIX}",
+                        field="messages")
+    ids, spans = assistant_spans(tokenizer, messages)
+    start, end = spans[-1]
+    prompt = encode_prompt_prefilled(tokenizer, messages[:-1])
+    n = 0
+    while n < min(len(prompt), end) and prompt[n] == ids[n]:
+        n += 1
+    if n < start:
+        raise DataError("the pre-filled prompt does not tokenize as a prefix of the conversation", field="messages")
+    # a token merged across the prefix boundary (n < len(prompt)) is counted in the supervised part
+    ids = ids[:end]
+    labels = [IGNORE_INDEX] * n + ids[n:end]
+    if max_length is not None and len(ids) > max_length:
+        cut = len(ids) - max_length
+        if cut > n:
+            raise DataError(f"the {end - n} supervised tokens do not fit max_length={max_length}", field="messages")
+        ids, labels = ids[cut:], labels[cut:]
+    return {"input_ids": ids, "labels": labels}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def nlu_accuracy(completions: Sequence[str], examples_or_meta: Sequence[NLUExample | dict],
+                 labels: Sequence[str] | None = None) -> dict:
+    """``{"accuracy", "invalid_rate", "n"}`` of completions parsed by the reward's rule
+    (:func:`posttrain.rewards.label.judgement_prediction`); an invalid completion counts as wrong.
+    Gold labels come from NLUExamples or meta dicts (``{"label", "labels"?}``); the label words from
+    ``labels``, else each entry's ``"labels"``, else its task's."""
+    if len(completions) != len(examples_or_meta):
+        raise ValueError(f"{len(completions)} completions but {len(examples_or_meta)} examples")
+    correct = invalid = 0
+    for i, (completion, ex) in enumerate(zip(completions, examples_or_meta)):
+        if isinstance(ex, NLUExample):
+            gold, words = ex.label, labels or (TASKS[ex.task].labels if ex.task in TASKS else None)
+            if not words:
+                raise ValueError(f"examples_or_meta[{i}]: task {ex.task!r} is not built in: pass labels=")
+        elif isinstance(ex, dict):
+            if ex.get("label") is None:
+                raise ValueError(f"examples_or_meta[{i}] has no 'label'")
+            gold = ex["label"]
+            words = labels or ex.get("labels") or (TASKS[ex["task"]].labels if ex.get("task") in TASKS else None)
+            if not words:
+                raise ValueError(f"examples_or_meta[{i}]: no label words (pass labels=, or give 'labels' or 'task')")
+        else:
+            raise TypeError(f"examples_or_meta[{i}]: expected an NLUExample or a dict, got {type(ex).__name__}")
+        pred = judgement_prediction(completion, words)
+        if pred is None:
+            invalid += 1
+        elif pred.lower() == str(gold).lower():
+            correct += 1
+    n = len(completions)
+    return {"accuracy": correct / n if n else 0.0, "invalid_rate": invalid / n if n else 0.0, "n": n}
