@@ -22,15 +22,35 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from posttrain.generation import generate_chat
+    from posttrain.generation.sampler import SamplingParams
     from posttrain.models import load_model
+    params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                            max_new_tokens=args.max_new_tokens, stop=tuple(args.stop), seed=args.seed)
+    if (args.prompt is None) == (args.data is None):
+        raise PosttrainError("give either --prompt TEXT or --data PROMPTS.jsonl --out SAMPLES.jsonl")
+    if args.data is not None and args.out is None:
+        raise PosttrainError("--data needs --out (the samples file; rerun the same command to resume)")
     model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    conv = ([{"role": "system", "content": args.system}] if args.system else []) + \
-        [{"role": "user", "content": args.prompt}]
-    outs = generate_chat(model, tok, [conv] * args.n, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-    for i, text in enumerate(outs):
-        print(text if args.n == 1 else f"[{i}] {text}")
+    if args.prompt is not None:
+        from posttrain.data.template import encode_prompt
+        from posttrain.generation.sampler import sample
+        conv = ([{"role": "system", "content": args.system}] if args.system else []) + \
+            [{"role": "user", "content": args.prompt}]
+        (outs,), _ = sample(model, tok, [encode_prompt(tok, conv)], params)
+        for i, s in enumerate(outs):
+            print(s.text if args.n == 1 else f"[{i}] {s.text}")
+        return 0
+    from posttrain.data.readers import load_records
+    from posttrain.generation.to_file import sample_to_file
+    records = load_records(args.data, "prompt", limit=args.limit)
+    if args.system:
+        for r in records:
+            if r.prompt[0]["role"] != "system":
+                r.prompt.insert(0, {"role": "system", "content": args.system})
+    _, stats = sample_to_file(model, tok, records, params, args.out, batch_size=args.batch_size,
+                              progress=not args.quiet)
+    print(f"{len(records)} prompts x {args.n} samples -> {args.out} ({stats.extra['resumed_prompts']} prompts "
+          f"already there); {stats.new_tokens} new tokens in {stats.seconds:.1f} s = {stats.tokens_per_s:.1f} tok/s")
     return 0
 
 
@@ -88,9 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
-    g = sub.add_parser("generate", help="chat with a model")
+    g = sub.add_parser("generate", help="sample from a model: one prompt, or a prompt file into a samples file")
     g.add_argument("--model", default="smollm2-135m-instruct")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", default=None, help="one user message (prints the samples)")
+    g.add_argument("--data", default=None, help="prompt records (JSONL etc.: {prompt, answer?, ...})")
+    g.add_argument("--out", default=None, help="samples JSONL, written incrementally; rerun to resume")
+    g.add_argument("--limit", type=int, default=None, help="first N prompts of --data")
+    g.add_argument("--batch-size", type=int, default=16, help="sequences decoded together")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--quiet", action="store_true")
     g.add_argument("--system", default=None)
     g.add_argument("--n", type=int, default=1)
     g.add_argument("--max-new-tokens", type=int, default=128)

@@ -86,6 +86,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         summary["before"] = starting_eval(recipe, model, tokenizer, prompts)
         atomic_write_text(run_dir / "eval_before.json", json.dumps(summary["before"], indent=1))
 
+    if built.model is not None:
+        model = built.model
     engine = Engine(model, built.objective, built.train_data, built.collate, recipe.train,
                     run_dir=run_dir, seed=recipe.seed, eval_data=built.eval_data, stage=built.stage,
                     show_progress=show_progress)

@@ -15,6 +15,7 @@ class Built:
     eval_data: list | None = None
     stage: Callable | None = None
     stats: dict = field(default_factory=dict)  # e.g. truncation counts, reported in the summary
+    model: Any = None  # what the engine trains when it is not the loaded LM itself (e.g. LM + scalar head)
 
 
 @dataclass(frozen=True)

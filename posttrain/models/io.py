@@ -51,6 +51,9 @@ def load_weights_(model, directory: str | os.PathLike) -> None:
     model = unwrap(model)
     if not directory.is_dir():
         raise ModelError(f"cannot load weights: {directory} is not a folder")
+    own = getattr(type(model), "load_weights_", None)  # wrappers with extra weights (scalar heads)
+    if callable(own):
+        return own(model, directory)
     if (directory / ADAPTER_CONFIG).is_file():
         _load_adapter(model, directory)
     elif (directory / FULL_WEIGHTS).is_file() or (directory / FULL_INDEX).is_file():

@@ -1,0 +1,56 @@
+"""Bradley-Terry reward model: a scalar head on the LM trunk, trained on preference pairs.
+
+Data prep is the preference method's (prompt + chosen / prompt + rejected rows); the score of a sequence is
+the head at its last token (the end-of-turn token). The trained folder (a run's checkpoint `model/`) loads
+with `posttrain.rewards.reward_model.RewardModelReward(path)`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from posttrain.config import Section
+from posttrain.data.collate import pair_collate
+from posttrain.data.sources import load_source
+from posttrain.losses.reward import bradley_terry
+from posttrain.methods.base import Built, MethodSpec
+from posttrain.methods.preference import encode
+from posttrain.models.value_head import ScalarHeadModel
+
+
+class RewardModelParams(Section):
+    name: Literal["reward_model"]
+    center_coef: float = 0.0
+    head_init_std: float | None = None  # default 1/sqrt(hidden + 1)
+
+
+class RewardObjective:
+    def __init__(self, params: RewardModelParams):
+        self.params = params
+
+    def units(self, batch) -> float:
+        return batch["input_ids"].shape[0] // 2
+
+    def __call__(self, model, batch):
+        r = model.last_values(batch["input_ids"], batch["attention_mask"])
+        b = r.shape[0] // 2
+        losses, metrics = bradley_terry(r[:b], r[b:], center_coef=self.params.center_coef)
+        return losses.sum(), float(b), {k: v.sum() for k, v in metrics.items()}
+
+
+def build(recipe, params: RewardModelParams, model, tokenizer) -> Built:
+    data = recipe.data
+    kw = dict(instruction=data.instruction, system_prompt=data.system_prompt)
+    feats, stats = encode(load_source(data.train, "preference", **kw), tokenizer, data)
+    eval_feats = None
+    if data.eval is not None:
+        eval_feats, _ = encode(load_source(data.eval, "preference", **kw), tokenizer, data)
+    m = recipe.model
+    info = {"base_model": m.name, "dtype": m.dtype, "seed": m.seed,
+            "lora": None if m.lora is None else {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout,
+                                                 "targets": m.lora.targets, "rslora": m.lora.rslora}}
+    rm = ScalarHeadModel(model, info=info, init_std=params.head_init_std, seed=recipe.seed)
+    pad = tokenizer.pad_token_id
+    return Built(RewardObjective(params), feats, lambda f: pair_collate(f, pad), eval_feats, stats=stats, model=rm)
+
+
+SPEC = MethodSpec("reward_model", RewardModelParams, build, "Bradley-Terry reward model (scalar head)")

@@ -1,0 +1,130 @@
+"""A scalar head on a language model's trunk: Bradley-Terry reward models and PPO value heads.
+
+`ScalarHeadModel(lm)` keeps the causal LM (plain or LoRA) and adds `head = Linear(hidden, 1)` on the
+final hidden states (after the trunk's last norm). `values(...)` gives one scalar per position;
+`last_values(...)` the scalar at each row's last real token (right padding), the reward of a sequence.
+The LM head is never run for a reward model; `logits_and_values(...)` runs it (only where
+`logits_to_keep` says) for PPO, which needs both from one trunk pass.
+
+Saved as the LM's own files (adapter or full weights, via save_pretrained) plus `scalar_head.safetensors`
+and `scalar_head.json` (base model name, dtype, LoRA settings), so `load_scalar_head_model(path)`
+rebuilds it from the folder alone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from posttrain.errors import ModelError
+from posttrain.models.lora import is_lora, unwrap
+
+HEAD_WEIGHTS = "scalar_head.safetensors"
+HEAD_CONFIG = "scalar_head.json"
+
+
+class ScalarHeadModel(torch.nn.Module):
+    def __init__(self, lm, *, info: dict | None = None, init_std: float | None = None, seed: int = 0):
+        super().__init__()
+        self.lm = lm
+        self.config = unwrap(lm).config
+        hidden = self.config.hidden_size
+        dtype = next(lm.parameters()).dtype
+        self.head = torch.nn.Linear(hidden, 1, dtype=dtype)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            std = init_std if init_std is not None else 1.0 / (hidden + 1) ** 0.5
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * std)
+            self.head.bias.zero_()
+        self.info = dict(info or {})
+
+    def _causal_lm(self):
+        """The transformers CausalLM inside (LoRA layers are injected in place, so they still apply)."""
+        lm = unwrap(self.lm)
+        return lm.get_base_model() if is_lora(lm) else lm
+
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        trunk = self._causal_lm().get_decoder()
+        return trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False).last_hidden_state
+
+    def values(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        """[B, T] float32: the head at every position."""
+        h = self.hidden_states(input_ids, attention_mask, position_ids)
+        return self.head(h).squeeze(-1).float()
+
+    def last_values(self, input_ids, attention_mask) -> torch.Tensor:
+        """[B] float32: the head at each row's last real token (rows right-padded)."""
+        h = self.hidden_states(input_ids, attention_mask)
+        last = attention_mask.long().sum(-1) - 1
+        if (last < 0).any():
+            raise ValueError("a row has no tokens")
+        h_last = h[torch.arange(h.shape[0], device=h.device), last]
+        return self.head(h_last).squeeze(-1).float()
+
+    def logits_and_values(self, input_ids, attention_mask=None, logits_to_keep=None):
+        """(logits at the kept positions, [B, T] values) from one trunk pass."""
+        h = self.hidden_states(input_ids, attention_mask)
+        kept = h[logits_to_keep] if logits_to_keep is not None else h
+        logits = self._causal_lm().get_output_embeddings()(kept)
+        return logits, self.head(h).squeeze(-1).float()
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        return self.values(input_ids, attention_mask, position_ids)
+
+    # -- persistence (the engine's checkpoints call save_pretrained / load_weights_) --------------
+    def save_pretrained(self, directory) -> None:
+        directory = Path(directory)
+        unwrap(self.lm).save_pretrained(directory)
+        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()},
+                  str(directory / HEAD_WEIGHTS))
+        (directory / HEAD_CONFIG).write_text(json.dumps({**self.info, "hidden_size": self.config.hidden_size},
+                                                        indent=1))
+
+    def load_weights_(self, directory) -> None:
+        from posttrain.models.io import load_weights_
+
+        directory = Path(directory)
+        if not (directory / HEAD_WEIGHTS).is_file():
+            raise ModelError(f"{directory} has no {HEAD_WEIGHTS}: not a scalar-head (reward/value) checkpoint")
+        state = load_file(str(directory / HEAD_WEIGHTS))
+        for k, v in self.head.state_dict().items():
+            if k not in state or state[k].shape != v.shape:
+                raise ModelError(f"{directory / HEAD_WEIGHTS}: '{k}' missing or of another shape than {tuple(v.shape)}")
+        load_weights_(self.lm, directory)
+        with torch.no_grad():
+            for k, v in self.head.state_dict().items():
+                v.copy_(state[k])
+
+
+def find_scalar_head_folder(path) -> Path:
+    """`path` itself, a run folder (its latest checkpoint's model/), or a checkpoint folder."""
+    path = Path(path)
+    if (path / HEAD_CONFIG).is_file():
+        return path
+    if (path / "model" / HEAD_CONFIG).is_file():
+        return path / "model"
+    ckpts = sorted((path / "checkpoints").glob("step-*")) if (path / "checkpoints").is_dir() else []
+    for c in reversed(ckpts):
+        if (c / "model" / HEAD_CONFIG).is_file():
+            return c / "model"
+    raise ModelError(f"no reward/value model at {path}: expected {HEAD_CONFIG} there, in model/, or in "
+                     f"checkpoints/step-*/model/")
+
+
+def load_scalar_head_model(path, *, dtype: str | None = None) -> tuple[ScalarHeadModel, object]:
+    """(model in eval mode, tokenizer) from a folder written by ScalarHeadModel.save_pretrained."""
+    from posttrain.models import apply_lora, load_model
+
+    folder = find_scalar_head_folder(path)
+    info = json.loads((folder / HEAD_CONFIG).read_text())
+    if "base_model" not in info:
+        raise ModelError(f"{folder / HEAD_CONFIG} does not name its base_model")
+    lm, tok = load_model(info["base_model"], dtype=dtype or info.get("dtype", "float32"), seed=info.get("seed", 0))
+    if info.get("lora"):
+        lm = apply_lora(lm, **info["lora"])
+    model = ScalarHeadModel(lm, info=info)
+    model.load_weights_(folder)
+    return model.eval().requires_grad_(False), tok
