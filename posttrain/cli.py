@@ -1,4 +1,4 @@
-"""`posttrain train | generate | models | demo` — a thin layer over the library."""
+"""`posttrain train | generate | rso | models | demo | bench` — a thin layer over the library."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,23 @@ def cmd_generate(args) -> int:
                               progress=not args.quiet)
     print(f"{len(records)} prompts x {args.n} samples -> {args.out} ({stats.extra['resumed_prompts']} prompts "
           f"already there); {stats.new_tokens} new tokens in {stats.seconds:.1f} s = {stats.tokens_per_s:.1f} tok/s")
+    return 0
+
+
+def cmd_rso(args) -> int:
+    from posttrain.config import load_recipe, validate_section
+    from posttrain.methods.rso import RSOParams, build_pairs
+    from posttrain.runner import load_policy
+    recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.method_name != "rso":
+        raise PosttrainError(f"{args.recipe}: method.name is {recipe.method_name!r}, not 'rso'")
+    params = validate_section(RSOParams, recipe.method, f"recipe {recipe.name}: method")
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    model, tok = load_policy(recipe)
+    path, stats = build_pairs(recipe, params, model, tok, progress=not args.quiet)
+    for k, v in stats.items():
+        print(f"{k:28s} {v}")
+    print(f"pairs -> {path}")
     return 0
 
 
@@ -126,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--trust-remote-code", action="store_true")
     g.set_defaults(fn=cmd_generate)
+
+    r = sub.add_parser("rso", help="RSO data stage: sample, score, accept, pair -> <run>/pairs.jsonl")
+    r.add_argument("recipe")
+    r.add_argument("overrides", nargs="*")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(fn=cmd_rso)
 
     m = sub.add_parser("models", help="list models, or convert the embedded one")
     m.add_argument("action", choices=["list", "convert"], nargs="?", default="list")

@@ -29,7 +29,12 @@ REWARDS: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def _load(name: str) -> type:
-    module_name, _, class_name = _REGISTRY[name].partition(":")
+    return _load_path(_REGISTRY[name], name)
+
+
+def _load_path(target: str, name: str | None = None) -> type:
+    name = name or target
+    module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -46,9 +51,13 @@ def get_reward(name: str, **options) -> Reward:
 
     Unknown names and bad options raise :class:`~posttrain.errors.RecipeError` naming the allowed values.
     """
-    if name not in _REGISTRY:
-        raise RecipeError(f"unknown reward '{name}'; known rewards: {', '.join(REWARDS)}")
-    cls = _load(name)
+    if ":" in name:  # a user's own reward class, "package.module:Class"
+        cls = _load_path(name)
+    elif name not in _REGISTRY:
+        raise RecipeError(f"unknown reward '{name}'; known rewards: {', '.join(REWARDS)}, "
+                          f"or 'package.module:Class' for your own")
+    else:
+        cls = _load(name)
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as e:

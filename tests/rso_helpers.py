@@ -1,0 +1,18 @@
+"""A reward for tests: counts a letter, so random tiny-model text gets varied, untied scores."""
+
+
+class LetterReward:
+    name = "letter"
+
+    def __init__(self, letter: str = "e"):
+        self.letter = letter
+
+    def score(self, prompts, completions, meta=None):
+        return [float(c.count(self.letter)) + 0.01 * len(c) for c in completions]
+
+
+class ConstantReward:
+    name = "constant"
+
+    def score(self, prompts, completions, meta=None):
+        return [1.0] * len(completions)
