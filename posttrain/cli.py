@@ -71,6 +71,37 @@ def cmd_rso(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import json as _json
+
+    from posttrain.config import DataSource, NLUSource
+    from posttrain.data.sources import load_source
+    from posttrain.eval.nlu import nlu_eval
+    from posttrain.models import load_model, load_weights_
+    model, tok = load_model(args.model)
+    if args.adapter:
+        from posttrain.models import apply_lora
+        from posttrain.models.io import ADAPTER_CONFIG
+        folder = Path(args.adapter)
+        cfg = _json.loads((folder / ADAPTER_CONFIG).read_text())
+        model = apply_lora(model, r=cfg["r"], alpha=cfg["lora_alpha"], targets=cfg["target_modules"],
+                           rslora=cfg.get("use_rslora", False))
+        load_weights_(model, folder)
+    rows = []
+    for task in args.tasks:
+        src = DataSource(nlu=NLUSource(task=task, split=args.split, limit=args.limit, shots=args.shots,
+                                       shots_seed=args.seed))
+        res = nlu_eval(model, tok, load_source(src, "prompt"), batch_size=args.batch_size,
+                       max_prompt_length=args.max_prompt_length)
+        rows.append((task, res))
+        print(f"{task:8s} accuracy {res['accuracy']:.3f}  invalid {res['invalid_rate']:.3f}  n {res['n']}  "
+              f"({res['seconds']} s)", flush=True)
+    if args.out:
+        from posttrain.eval.report import atomic_write_text
+        atomic_write_text(Path(args.out), _json.dumps({t: r for t, r in rows}, indent=1))
+    return 0
+
+
 def cmd_models(args) -> int:
     from posttrain.models import ensure_converted, list_models
     if args.action == "convert":
@@ -93,6 +124,7 @@ BENCHES = {
     # name -> (module, what it measures); each module has main(argv)
     "noisy-preferences": "DPO / cDPO / rDPO (+ IPO) under label flips: --part bandit | lm",
     "rpo": "DPO vs RPO on the same pairs: chosen log-likelihood and gold accuracy",
+    "rso": "direct vs sft-sample-rank vs rso-sample-rank, sigmoid-norm and hinge-norm",
 }
 
 
@@ -110,7 +142,10 @@ def cmd_bench(args) -> int:
         else:
             from posttrain.bench.noisy_lm import main as bench_main
         return bench_main(rest)
-    from posttrain.bench.rpo import main as bench_main
+    if args.name == "rso":
+        from posttrain.bench.rso import main as bench_main
+    else:
+        from posttrain.bench.rpo import main as bench_main
     return bench_main(list(args.rest))
 
 
@@ -149,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_rso)
+
+    e = sub.add_parser("eval", help="evaluate a model: `eval nlu` = dev accuracy of <Judgement> classification")
+    e.add_argument("suite", choices=["nlu"])
+    e.add_argument("--tasks", nargs="+", default=["sst2"], help="sst2 rte boolq cb copa (wic wsc with data)")
+    e.add_argument("--model", default="smollm2-135m-instruct")
+    e.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/X/checkpoints/step-N/model)")
+    e.add_argument("--split", default="validation")
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--shots", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="which shots")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-prompt-length", type=int, default=1024)
+    e.add_argument("--out", default=None, help="write the results (with sample completions) as JSON")
+    e.set_defaults(fn=cmd_eval)
 
     m = sub.add_parser("models", help="list models, or convert the embedded one")
     m.add_argument("action", choices=["list", "convert"], nargs="?", default="list")

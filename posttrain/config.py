@@ -41,19 +41,36 @@ class SyntheticSource(Section):
     options: dict[str, Any] = {}
 
 
+class RewardSettings(Section):
+    """A reward from posttrain/rewards by name (or "package.module:Class") and its constructor options."""
+    name: str = "math"
+    options: dict[str, Any] = {}
+
+
+class NLUSource(Section):
+    """A GLUE/SuperGLUE task as generation (posttrain/data/nlu.py): `<Judgement>` prompts, label words."""
+    task: str
+    split: str = "train"
+    limit: int | None = Field(None, gt=0)
+    shots: int = Field(0, ge=0)  # k demonstrations from the task's train split, balanced over labels
+    shots_seed: int = 0
+    data_dir: str | None = None  # default: $POSTTRAIN_SHARED_DATA or ../shared/data beside the checkout
+
+
 class DataSource(Section):
-    """Either a file/folder (`path` + `format`) or a built-in generator (`synthetic`)."""
+    """A file/folder (`path` + `format`), a built-in generator (`synthetic`), or an NLU task (`nlu`)."""
 
     path: str | None = None
     format: str = "auto"
     limit: int | None = Field(None, gt=0)
     on_invalid: Literal["raise", "skip"] = "raise"  # skip: drop bad rows, count and log them
     synthetic: SyntheticSource | None = None
+    nlu: NLUSource | None = None
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.path is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of 'path' or 'synthetic'")
+        if sum(x is not None for x in (self.path, self.synthetic, self.nlu)) != 1:
+            raise ValueError("give exactly one of 'path', 'synthetic' or 'nlu'")
         return self
 
 

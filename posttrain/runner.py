@@ -90,6 +90,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         model = built.model
     engine = Engine(model, built.objective, built.train_data, built.collate, recipe.train,
                     run_dir=run_dir, seed=recipe.seed, eval_data=built.eval_data, stage=built.stage,
+                    eval_fn=built.eval_fn,
                     show_progress=show_progress)
     result: TrainResult = engine.train(resume=resume)
     summary["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),

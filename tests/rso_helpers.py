@@ -16,3 +16,11 @@ class ConstantReward:
 
     def score(self, prompts, completions, meta=None):
         return [1.0] * len(completions)
+
+
+class VowelReward:
+    """Share of vowels among the completion's characters: dense, so a tiny random model can learn it."""
+    name = "vowels"
+
+    def score(self, prompts, completions, meta=None):
+        return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]

@@ -31,10 +31,35 @@ def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[
     raise RecipeError(f"synthetic task {spec.task!r} gives sft, preference or prompt records, not {kind!r}")
 
 
+def nlu_rows(src: DataSource, kind: str) -> list[dict]:
+    from posttrain.data import nlu
+    spec = src.nlu
+    try:
+        task = nlu.get_task(spec.task)
+    except Exception as e:
+        raise RecipeError(f"data nlu.task: {e}") from None
+    examples = nlu.load_task(task, spec.split, spec.data_dir, limit=spec.limit)
+    shots = ()
+    if spec.shots:
+        shots = nlu.sample_shots(nlu.load_task(task, "train", spec.data_dir), spec.shots, seed=spec.shots_seed)
+    if kind == "sft":
+        # the prefix marks the tokens the SFT method leaves unsupervised (label-only SFT, METHODS.md §4)
+        return [{**r, "assistant_prefix": nlu.ASSISTANT_PREFIX} for r in nlu.sft_rows(task, examples, shots)]
+    if kind == "prompt":
+        return nlu.prompt_rows(task, examples, shots)
+    raise RecipeError(f"nlu task {spec.task!r} gives sft or prompt records, not {kind!r}")
+
+
 def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
                 system_prompt: str | None = None) -> list:
     """Records of `kind` ("sft", "preference", "prompt"), validated before any training starts."""
-    if src.synthetic is not None:
+    if src.nlu is not None:
+        cls = RECORD_TYPES[kind] if kind in RECORD_TYPES else None
+        if cls is None:
+            raise RecipeError(f"unknown record kind {kind!r}")
+        name = f"nlu:{src.nlu.task}:{src.nlu.split}"
+        records = [cls.from_row(row, file=name, line=i + 1) for i, row in enumerate(nlu_rows(src, kind))]
+    elif src.synthetic is not None:
         cls = RECORD_TYPES[kind]
         name = f"synthetic:{src.synthetic.task}"
         records = [cls.from_row(row, file=name, line=i + 1)

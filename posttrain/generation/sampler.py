@@ -240,9 +240,8 @@ def sample(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingP
             batch, steps = _run_batch(model, tokenizer, [(ids[i], list(prompts[i])) for i in idx], params, eos,
                                       pad_id, count)
             stats.decode_steps += steps
-            by_id = {ids[i]: i for i in idx}
-            for smp in batch:
-                out[by_id[smp.prompt_id]].append(smp)
+            for j, i in enumerate(idx):  # samples come back prompt by prompt, in `idx` order
+                out[i] = batch[j * params.n:(j + 1) * params.n]
             stats.samples += len(batch)
             bar.update(len(batch))
             if on_batch is not None:

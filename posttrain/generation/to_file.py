@@ -64,6 +64,10 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
     if any(pid >= len(records) for pid in done):
         raise DataError(f"{path} holds prompt ids beyond the {len(records)} prompts given: written for other "
                         f"data? Use another --out or delete it", file=str(path))
+    stale = [pid for pid, rows in done.items() if rows[0].get("prompt") != records[pid].prompt]
+    if stale:
+        raise DataError(f"{path} was written for other prompts (prompt id {stale[0]} differs); use another "
+                        f"output file or delete it", file=str(path))
     if dirty:
         _rewrite(path, done)
     todo = [i for i in range(len(records)) if i not in done]

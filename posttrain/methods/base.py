@@ -16,6 +16,7 @@ class Built:
     stage: Callable | None = None
     stats: dict = field(default_factory=dict)  # e.g. truncation counts, reported in the summary
     model: Any = None  # what the engine trains when it is not the loaded LM itself (e.g. LM + scalar head)
+    eval_fn: Callable | None = None  # model -> {metric: value}, run at each engine evaluation
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from posttrain.config import DataSource, Section
+from posttrain.config import DataSource, RewardSettings, Section
 from posttrain.data.sources import load_source, prompt_text
 from posttrain.eval.report import atomic_write_text
 from posttrain.generation.rso import PAIRINGS, SELECTIONS, pair_up, select
@@ -43,11 +43,9 @@ class SamplingSettings(Section):
     stop: list[str] = []
     batch_size: int = Field(16, gt=0)
     seed: int = 0
-
-
-class RewardSettings(Section):
-    name: str = "math"
-    options: dict = {}
+    # where the candidates go (default <run>/samples.jsonl); runs that share the prompts and these
+    # settings may share one file, e.g. to compare selections on the same candidates
+    samples_file: str | None = None
 
 
 class RSOParams(Section):
@@ -83,7 +81,8 @@ def build_pairs(recipe, params: RSOParams, model, tokenizer, *, progress: bool =
     run_dir = recipe.run_dir
     sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                         max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
-    samples, st = sample_to_file(model, tokenizer, records, sp, run_dir / "samples.jsonl",
+    samples_file = Path(s.samples_file) if s.samples_file else run_dir / "samples.jsonl"
+    samples, st = sample_to_file(model, tokenizer, records, sp, samples_file,
                                  batch_size=s.batch_size, max_prompt_length=data.max_prompt_length,
                                  progress=progress)
     reward = get_reward(params.reward.name, **params.reward.options)

@@ -165,12 +165,15 @@ class MathReward:
 
     ``no_answer`` (default: ``wrong``) scores completions with no extractable answer, e.g. for a format
     penalty. ``timeout`` is math-verify's limit in seconds per step (main thread only; None disables).
+    ``closeness`` > 0 gives a wrong numeric answer partial credit, ``wrong + closeness / (1 + |pred - gold|
+    / (1 + |gold|))``: a dense shaping for small models whose candidates are mostly wrong (a 0/1 reward
+    ties most pairs); correctness is still what ``correct`` pays for.
     """
 
     name = "math"
 
     def __init__(self, correct: float = 1.0, wrong: float = 0.0, no_answer: float | None = None,
-                 timeout: float | None = 5, answer_key: str = "answer"):
+                 timeout: float | None = 5, answer_key: str = "answer", closeness: float = 0.0):
         for label, v in (("correct", correct), ("wrong", wrong), ("no_answer", no_answer)):
             try:
                 ok = (label == "no_answer" and v is None) or math.isfinite(float(v))
@@ -181,6 +184,16 @@ class MathReward:
         self.correct, self.wrong = float(correct), float(wrong)
         self.no_answer = self.wrong if no_answer is None else float(no_answer)
         self.timeout, self.answer_key = timeout, answer_key
+        if not (math.isfinite(float(closeness)) and closeness >= 0):
+            raise RecipeError(f"reward 'math': closeness must be >= 0, got {closeness!r}")
+        self.closeness = float(closeness)
+
+    def _partial(self, pred: str, gold: str) -> float:
+        try:
+            p, g = float(_canonical_number(pred) or "x"), float(_canonical_number(gold) or "x")
+        except ValueError:
+            return self.wrong
+        return self.wrong + self.closeness / (1.0 + abs(p - g) / (1.0 + abs(g)))
 
     def score(self, prompts: list[str], completions: list[str],
               meta: list[dict] | None = None) -> list[float]:
@@ -195,5 +208,6 @@ class MathReward:
             if pred is None:
                 scores.append(self.no_answer)
             else:
-                scores.append(self.correct if math_equal(pred, gold, timeout=self.timeout) else self.wrong)
+                ok = math_equal(pred, gold, timeout=self.timeout)
+                scores.append(self.correct if ok else self._partial(pred, gold) if self.closeness else self.wrong)
         return scores

@@ -1,0 +1,246 @@
+"""PPO for language models (METHODS.md §4) on the shared engine: a rollout stage + a clipped objective.
+
+Layout of one PPO iteration (every `steps_per_iteration` engine steps):
+1. rollout (the engine's `stage` hook): `rollout_batch` prompts (a seeded permutation per epoch over the
+   prompt set), one sample each from the current policy (temperature 1 by default), then, without grad:
+   log-probs and values under the current policy+value head (old), log-probs under the reference (the
+   same model with LoRA disabled, or a frozen copy for a full fine-tune), the reward's score, per-token
+   reward r_t = -beta * KL_t (+ score on the last response token), GAE, advantage whitening. The buffer
+   replaces the engine's train_data.
+2. `ppo_epochs` passes over the buffer in minibatches of train.micro_batch_size * train.grad_accum
+   (the engine's order: a new shuffle per epoch), one optimiser step per minibatch, on
+   loss = clipped policy loss + vf_coef * clipped value loss, averaged over response tokens.
+
+The value head is `ScalarHeadModel`'s linear head on the policy's own trunk (final hidden states, with
+the policy's LoRA): one forward gives logits and values, and the head's weights are trained alongside
+the adapter. V(s_t) is read at the position that predicts token t. `train.max_steps` counts optimiser
+steps (iterations x steps_per_iteration). A resume mid-iteration draws a fresh rollout for the rest of
+that iteration (same prompts; the samples come from the checkpointed weights).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from posttrain.config import RewardSettings, Section
+from posttrain.data.collate import pad_collate
+from posttrain.data.sources import load_source, prompt_text
+from posttrain.engine import step_indices
+from posttrain.errors import RecipeError
+from posttrain.eval.nlu import nlu_eval, prompt_ids
+from posttrain.generation.sampler import SamplingParams, sample
+from posttrain.logprobs import IGNORE, completion_logprobs, gather_logprobs
+from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLController, entropy_from_logits,
+                                     explained_variance, gae, ppo_policy_loss, ppo_value_loss, shaped_rewards,
+                                     whiten)
+from posttrain.methods.base import Built, MethodSpec
+from posttrain.models import frozen_copy, is_lora, reference_model
+from posttrain.models.value_head import ScalarHeadModel
+from posttrain.rewards import get_reward, score_checked
+
+log = logging.getLogger(__name__)
+
+
+class PPOParams(Section):
+    name: Literal["ppo"]
+    reward: RewardSettings = RewardSettings(name="label")
+    rollout_batch: int = Field(16, gt=0)  # prompts per iteration (paper: batch 16, minibatch 8)
+    ppo_epochs: int = Field(4, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(16, gt=0)
+    kl_control: Literal["adaptive", "fixed"] = "adaptive"
+    kl_coef: float = Field(0.2, ge=0)  # beta (the adaptive controller's start)
+    kl_target: float = Field(6.0, gt=0)
+    kl_horizon: int = Field(10000, gt=0)
+    kl_estimator: Literal[KL_KINDS] = "k1"  # type: ignore[valid-type]
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0)
+    value_clip: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    whiten_advantages: bool = True
+    eval_max_new_tokens: int = Field(8, gt=0)
+    eval_batch_size: int = Field(16, gt=0)
+
+
+def _token_tensor(feats: list[dict], key: str) -> torch.Tensor:
+    width = max(len(f["input_ids"]) for f in feats)
+    out = torch.zeros(len(feats), width)
+    for i, f in enumerate(feats):
+        out[i, :len(f[key])] = torch.tensor(f[key])
+    return out
+
+
+class PPOObjective:
+    def __init__(self, params: PPOParams):
+        self.p = params
+        self.rollout_stats: dict[str, float] = {}
+
+    def units(self, batch) -> float:
+        m = batch["labels"] != IGNORE
+        m[:, 0] = False
+        return float(m.sum())
+
+    def __call__(self, model, batch):
+        labels = batch["labels"]
+        mask = labels != IGNORE
+        mask[:, 0] = False
+        keep = torch.zeros_like(mask)
+        keep[:, :-1] = mask[:, 1:]  # position t-1 predicts token t and holds the value of that state
+        logits, values_all = model.logits_and_values(batch["input_ids"], batch["attention_mask"], keep)
+        logp = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        logp = logp.masked_scatter(mask, gather_logprobs(logits, labels[mask]))
+        values = torch.zeros_like(logp).masked_scatter(mask, values_all[keep])
+        pg, n, pg_m = ppo_policy_loss(logp, batch["old_logps"], batch["advantages"], mask, self.p.clip)
+        vf, _, vf_m = ppo_value_loss(values, batch["old_values"], batch["returns"], mask, self.p.value_clip)
+        metrics = {**pg_m, **vf_m, "policy/entropy": entropy_from_logits(logits.detach()).sum()}
+        units = float(n)
+        metrics.update({f"rollout/{k}": torch.tensor(v * units) for k, v in self.rollout_stats.items()})
+        return pg + self.p.vf_coef * vf, n, metrics
+
+
+class PPOStage:
+    """The rollout hook: refills engine.train_data with a fresh buffer at each iteration start."""
+
+    def __init__(self, params: PPOParams, records, tokenizer, reward, objective: PPOObjective, seed: int,
+                 steps_per_iteration: int, max_prompt_length: int | None, ref_model=None):
+        self.p, self.records, self.tok, self.reward = params, records, tokenizer, reward
+        self.objective, self.seed, self.steps_per_iteration = objective, seed, steps_per_iteration
+        self.max_prompt_length, self.ref_model = max_prompt_length, ref_model
+        self.kl = (AdaptiveKLController(params.kl_coef, params.kl_target, params.kl_horizon)
+                   if params.kl_control == "adaptive" else FixedKLController(params.kl_coef))
+        self.iteration: int | None = None
+
+    def __call__(self, engine, step: int) -> None:
+        it = step // self.steps_per_iteration
+        if self.iteration == it:
+            return
+        if self.iteration is None:
+            self._load_kl(engine.run_dir)
+        engine.train_data[:] = self.rollout(engine.accelerator.unwrap_model(engine.model), it)
+        self.iteration = it
+        self._save_kl(engine.run_dir, it)
+
+    def _load_kl(self, run_dir) -> None:
+        path = run_dir / "kl_controller.json"
+        if path.exists():
+            self.kl.load_state_dict(json.loads(path.read_text())["state"])
+
+    def _save_kl(self, run_dir, it: int) -> None:
+        from posttrain.eval.report import atomic_write_text
+        atomic_write_text(run_dir / "kl_controller.json", json.dumps({"iteration": it, "state": self.kl.state_dict()}))
+
+    @torch.no_grad()
+    def rollout(self, model: ScalarHeadModel, it: int) -> list[dict]:
+        p = self.p
+        idx = step_indices(len(self.records), p.rollout_batch, it, self.seed)
+        recs = [self.records[i] for i in idx]
+        prompts = [prompt_ids(self.tok, r, self.max_prompt_length) for r in recs]
+        was_training = model.training
+        model.eval()
+        try:
+            out, _ = sample(model.lm, self.tok, prompts,
+                            SamplingParams(temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                           max_new_tokens=p.max_new_tokens, seed=self.seed * 1_000_003 + it),
+                            prompt_ids=[it * p.rollout_batch + j for j in range(len(idx))],
+                            batch_size=p.rollout_batch)
+            samples = [row[0] for row in out]
+            feats = [{"input_ids": pr + s.token_ids, "labels": [IGNORE] * len(pr) + s.token_ids}
+                     for pr, s in zip(prompts, samples)]
+            batch = pad_collate(feats, self.tok.pad_token_id)
+            ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+            mask = labels != IGNORE
+            mask[:, 0] = False
+            keep = torch.zeros_like(mask)
+            keep[:, :-1] = mask[:, 1:]
+            logits, values_all = model.logits_and_values(ids, attn, keep)
+            logp_old = torch.zeros(labels.shape).masked_scatter(mask, gather_logprobs(logits, labels[mask]))
+            values = torch.zeros(labels.shape).masked_scatter(mask, values_all[keep].float())
+            if self.ref_model is not None:
+                logp_ref, _ = completion_logprobs(self.ref_model, ids, attn, labels)
+            else:
+                with reference_model(model.lm) as ref:
+                    logp_ref, _ = completion_logprobs(ref, ids, attn, labels)
+        finally:
+            model.train(was_training)
+        prefix = [r.meta.get("assistant_prefix") or "" for r in recs]
+        texts = [pre + s.text for pre, s in zip(prefix, samples)]
+        meta = [{"answer": r.answer, **r.meta} for r in recs]
+        score = torch.tensor(score_checked(self.reward, [prompt_text(r) for r in recs], texts, meta))
+        beta = self.kl.value
+        rewards, kl = shaped_rewards(score, logp_old, logp_ref, mask, beta, p.kl_estimator)
+        adv, returns = gae(rewards, values, mask, p.gamma, p.lam)
+        if p.whiten_advantages:
+            adv = whiten(adv, mask)
+        kl_seq = (kl * mask).sum(-1)
+        self.kl.update(float(kl_seq.mean()), p.rollout_batch)
+        stats = {"score": float(score.mean()), "kl": float(kl_seq.mean()), "beta": beta,
+                 "non_score_reward": float((-beta * kl * mask).sum(-1).mean()),
+                 "response_length": float(mask.sum(-1).float().mean()),
+                 "explained_variance": float(explained_variance(values, returns, mask))}
+        self.objective.rollout_stats = stats
+        log.info("ppo iteration %d: %s", it, stats)
+        return [{"input_ids": f["input_ids"], "labels": f["labels"],
+                 "old_logps": logp_old[i, :len(f["input_ids"])].tolist(),
+                 "old_values": values[i, :len(f["input_ids"])].tolist(),
+                 "advantages": adv[i, :len(f["input_ids"])].tolist(),
+                 "returns": returns[i, :len(f["input_ids"])].tolist()} for i, f in enumerate(feats)]
+
+
+def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
+    """NLU accuracy when the eval prompts carry labels; else the mean reward of greedy answers."""
+    if records and all("label" in r.meta for r in records):
+        def fn(model):
+            res = nlu_eval(model.lm, tokenizer, records, max_new_tokens=params.eval_max_new_tokens,
+                           batch_size=params.eval_batch_size, max_prompt_length=max_prompt_length)
+            return {"accuracy": res["accuracy"], "invalid_rate": res["invalid_rate"]}
+        return fn
+
+    def fn(model):
+        ids = [prompt_ids(tokenizer, r, max_prompt_length) for r in records]
+        out, _ = sample(model.lm, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=params.max_new_tokens),
+                        batch_size=params.eval_batch_size)
+        texts = [(r.meta.get("assistant_prefix") or "") + row[0].text for r, row in zip(records, out)]
+        meta = [{"answer": r.answer, **r.meta} for r in records]
+        s = score_checked(reward, [prompt_text(r) for r in records], texts, meta)
+        return {"reward": sum(s) / len(s)}
+    return fn
+
+
+def build(recipe, params: PPOParams, model, tokenizer) -> Built:
+    data, cfg = recipe.data, recipe.train
+    records = load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
+    minibatch = cfg.micro_batch_size * cfg.grad_accum
+    if params.rollout_batch % minibatch:
+        raise RecipeError(f"method.rollout_batch ({params.rollout_batch}) must be a multiple of the minibatch "
+                          f"train.micro_batch_size * train.grad_accum ({minibatch})")
+    if len(records) < params.rollout_batch:
+        raise RecipeError(f"{len(records)} prompts but method.rollout_batch is {params.rollout_batch}")
+    steps_per_iteration = params.ppo_epochs * params.rollout_batch // minibatch
+    reward = get_reward(params.reward.name, **params.reward.options)
+    ref_model = None if is_lora(model) else frozen_copy(model)
+    m = recipe.model
+    info = {"base_model": m.name, "dtype": m.dtype, "seed": m.seed,
+            "lora": None if m.lora is None else {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout,
+                                                 "targets": m.lora.targets, "rslora": m.lora.rslora}}
+    policy = ScalarHeadModel(model, info=info, seed=recipe.seed)
+    objective = PPOObjective(params)
+    stage = PPOStage(params, records, tokenizer, reward, objective, recipe.seed, steps_per_iteration,
+                     data.max_prompt_length, ref_model)
+    eval_fn = None
+    if data.eval is not None:
+        ev = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
+        eval_fn = _eval_fn(params, ev, tokenizer, reward, data.max_prompt_length)
+    placeholder = [None] * params.rollout_batch  # the stage fills it before the first step
+    return Built(objective, placeholder, lambda f: pad_collate(f, tokenizer.pad_token_id), None,
+                 stage=stage, model=policy, eval_fn=eval_fn,
+                 stats={"prompts": len(records), "steps_per_iteration": steps_per_iteration})
+
+
+SPEC = MethodSpec("ppo", PPOParams, build, "PPO with a value head on the policy trunk (rollout stage)")
