@@ -125,6 +125,7 @@ BENCHES = {
     "noisy-preferences": "DPO / cDPO / rDPO (+ IPO) under label flips: --part bandit | lm",
     "rpo": "DPO vs RPO on the same pairs: chosen log-likelihood and gold accuracy",
     "rso": "direct vs sft-sample-rank vs rso-sample-rank, sigmoid-norm and hinge-norm",
+    "ppo-nlu": "zero-shot / few-shot / SFT / PPO (from SFT, from base) on SST-2 and SuperGLUE tasks",
 }
 
 
@@ -144,6 +145,8 @@ def cmd_bench(args) -> int:
         return bench_main(rest)
     if args.name == "rso":
         from posttrain.bench.rso import main as bench_main
+    elif args.name == "ppo-nlu":
+        from posttrain.bench.ppo_nlu import main as bench_main
     else:
         from posttrain.bench.rpo import main as bench_main
     return bench_main(list(args.rest))

@@ -30,6 +30,7 @@ class ModelSettings(Section):
     name: str = "smollm2-135m-instruct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraSettings | None = None  # None: full fine-tuning
+    adapter: str | None = None  # start the LoRA from these weights (a checkpoint's model/ folder), e.g. PPO from SFT
     trust_remote_code: bool = False
     seed: int = 0  # only used by random-init test models
 

@@ -14,7 +14,20 @@ from posttrain.engine import Engine, TrainResult, seed_everything
 from posttrain.eval.generation import answer_accuracy
 from posttrain.eval.report import atomic_write_text
 from posttrain.methods import get_method
-from posttrain.models import apply_lora, cache_dir, load_model
+from posttrain.errors import RecipeError
+from posttrain.models import apply_lora, cache_dir, load_model, load_weights_
+
+
+def adapter_folder(path: str) -> Path:
+    """A LoRA folder: the path itself, its model/, or a run's latest checkpoint's model/."""
+    p = Path(path)
+    for cand in (p, p / "model"):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    ckpts = sorted((p / "checkpoints").glob("step-*")) if (p / "checkpoints").is_dir() else []
+    if ckpts and (ckpts[-1] / "model" / "adapter_config.json").is_file():
+        return ckpts[-1] / "model"
+    raise RecipeError(f"model.adapter: no LoRA adapter at {path} (nor in model/ or checkpoints/step-*/model/)")
 
 
 def load_policy(recipe: Recipe):
@@ -23,6 +36,10 @@ def load_policy(recipe: Recipe):
     if m.lora is not None:
         model = apply_lora(model, r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout,
                            targets=m.lora.targets, rslora=m.lora.rslora)
+    if m.adapter is not None:
+        if m.lora is None:
+            raise RecipeError("model.adapter needs model.lora (the settings the adapter was trained with)")
+        load_weights_(model, adapter_folder(m.adapter))
     return model, tokenizer
 
 
