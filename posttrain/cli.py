@@ -77,16 +77,12 @@ def cmd_eval(args) -> int:
     from posttrain.config import DataSource, NLUSource
     from posttrain.data.sources import load_source
     from posttrain.eval.nlu import nlu_eval
-    from posttrain.models import load_model, load_weights_
+    from posttrain.models import load_model
     model, tok = load_model(args.model)
     if args.adapter:
-        from posttrain.models import apply_lora
-        from posttrain.models.io import ADAPTER_CONFIG
-        folder = Path(args.adapter)
-        cfg = _json.loads((folder / ADAPTER_CONFIG).read_text())
-        model = apply_lora(model, r=cfg["r"], alpha=cfg["lora_alpha"], targets=cfg["target_modules"],
-                           rslora=cfg.get("use_rslora", False))
-        load_weights_(model, folder)
+        from posttrain.models.io import apply_saved_adapter
+        from posttrain.runner import adapter_folder
+        model = apply_saved_adapter(model, adapter_folder(args.adapter))
     rows = []
     for task in args.tasks:
         src = DataSource(nlu=NLUSource(task=task, split=args.split, limit=args.limit, shots=args.shots,

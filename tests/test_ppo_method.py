@@ -7,7 +7,7 @@ import torch
 
 from posttrain.config import load_recipe
 from posttrain.errors import RecipeError
-from posttrain.runner import read_history, run_recipe
+from posttrain.runner import read_history
 
 RECIPE = """
 name: ppo

@@ -34,14 +34,11 @@ def evaluate(task: str, limit: int | None, *, adapter: str | None = None, shots:
     path = cache / f"eval-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from posttrain.models import apply_lora, load_model, load_weights_
+    from posttrain.models import load_model
+    from posttrain.models.io import apply_saved_adapter
     model, tok = load_model("smollm2-135m-instruct")
     if adapter:
-        folder = adapter_folder(adapter)
-        cfg = json.loads((folder / "adapter_config.json").read_text())
-        model = apply_lora(model, r=cfg["r"], alpha=cfg["lora_alpha"], targets=cfg["target_modules"],
-                           rslora=cfg.get("use_rslora", False))
-        load_weights_(model, folder)
+        model = apply_saved_adapter(model, adapter_folder(adapter))
     res = nlu_eval(model, tok, dev_records(task, limit, shots), max_prompt_length=1024)
     atomic_write_text(path, json.dumps(res, indent=1))
     return res

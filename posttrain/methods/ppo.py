@@ -39,7 +39,7 @@ from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLCont
                                      whiten)
 from posttrain.methods.base import Built, MethodSpec
 from posttrain.models import frozen_copy, is_lora, reference_model
-from posttrain.models.value_head import ScalarHeadModel
+from posttrain.models.value_head import ScalarHeadModel, head_info
 from posttrain.rewards import get_reward, score_checked
 
 log = logging.getLogger(__name__)
@@ -225,10 +225,7 @@ def build(recipe, params: PPOParams, model, tokenizer) -> Built:
     steps_per_iteration = params.ppo_epochs * params.rollout_batch // minibatch
     reward = get_reward(params.reward.name, **params.reward.options)
     ref_model = None if is_lora(model) else frozen_copy(model)
-    m = recipe.model
-    info = {"base_model": m.name, "dtype": m.dtype, "seed": m.seed,
-            "lora": None if m.lora is None else {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout,
-                                                 "targets": m.lora.targets, "rslora": m.lora.rslora}}
+    info = head_info(recipe.model)
     policy = ScalarHeadModel(model, info=info, seed=recipe.seed)
     objective = PPOObjective(params)
     stage = PPOStage(params, records, tokenizer, reward, objective, recipe.seed, steps_per_iteration,

@@ -14,7 +14,7 @@ from posttrain.data.sources import load_source
 from posttrain.losses.reward import bradley_terry
 from posttrain.methods.base import Built, MethodSpec
 from posttrain.methods.preference import encode
-from posttrain.models.value_head import ScalarHeadModel
+from posttrain.models.value_head import ScalarHeadModel, head_info
 
 
 class RewardModelParams(Section):
@@ -44,10 +44,7 @@ def build(recipe, params: RewardModelParams, model, tokenizer) -> Built:
     eval_feats = None
     if data.eval is not None:
         eval_feats, _ = encode(load_source(data.eval, "preference", **kw), tokenizer, data)
-    m = recipe.model
-    info = {"base_model": m.name, "dtype": m.dtype, "seed": m.seed,
-            "lora": None if m.lora is None else {"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout,
-                                                 "targets": m.lora.targets, "rslora": m.lora.rslora}}
+    info = head_info(recipe.model)
     rm = ScalarHeadModel(model, info=info, init_std=params.head_init_std, seed=recipe.seed)
     pad = tokenizer.pad_token_id
     return Built(RewardObjective(params), feats, lambda f: pair_collate(f, pad), eval_feats, stats=stats, model=rm)

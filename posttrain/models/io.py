@@ -136,3 +136,18 @@ def _load_full(model, directory: Path) -> None:
     _check(state, expected, directory, optional)
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
+
+
+def apply_saved_adapter(model, directory: str | os.PathLike):
+    """`model` wrapped with the LoRA adapter saved in `directory` (its settings read from the folder)."""
+    from posttrain.models.lora import apply_lora
+
+    directory = Path(directory)
+    try:
+        cfg = json.loads((directory / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"no readable LoRA adapter in {directory}: {e}") from None
+    model = apply_lora(model, r=cfg["r"], alpha=cfg["lora_alpha"], targets=cfg["target_modules"],
+                       rslora=cfg.get("use_rslora", False))
+    load_weights_(model, directory)
+    return model

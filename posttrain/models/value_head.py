@@ -99,6 +99,14 @@ class ScalarHeadModel(torch.nn.Module):
                 v.copy_(state[k])
 
 
+def head_info(model_settings) -> dict:
+    """What `load_scalar_head_model` needs to rebuild the LM from a recipe's `model` section."""
+    m, lora = model_settings, model_settings.lora
+    return {"base_model": m.name, "dtype": m.dtype, "seed": m.seed,
+            "lora": None if lora is None else {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+                                               "targets": lora.targets, "rslora": lora.rslora}}
+
+
 def find_scalar_head_folder(path) -> Path:
     """`path` itself, a run folder (its latest checkpoint's model/), or a checkpoint folder."""
     path = Path(path)
