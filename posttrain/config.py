@@ -63,6 +63,7 @@ class DataSource(Section):
 
     path: str | None = None
     format: str = "auto"
+    skip: int = Field(0, ge=0)  # drop the first N records (e.g. hold out a file's tail: train limit N, eval skip N)
     limit: int | None = Field(None, gt=0)
     on_invalid: Literal["raise", "skip"] = "raise"  # skip: drop bad rows, count and log them
     synthetic: SyntheticSource | None = None

@@ -18,6 +18,9 @@ def test_recipe_is_valid_and_its_data_loads(path):
     src = recipe.data.train
     if src.path is not None and not Path(src.path).exists():
         pytest.skip(f"{src.path} is absent (../shared/data not present here)")
-    kind = "sft" if recipe.method_name == "sft" else "preference"
-    records = load_source(src, kind)
+    if src.nlu is not None:
+        from posttrain.data.nlu import default_data_dir
+        if not default_data_dir().exists():
+            pytest.skip(f"{default_data_dir()} is absent (../shared/data not present here)")
+    records = load_source(src, spec.data_kind)
     assert len(records) > 0

@@ -65,9 +65,10 @@ def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
         records = [cls.from_row(row, file=name, line=i + 1)
                    for i, row in enumerate(synthetic_rows(src, kind, instruction))]
     else:
-        records = load_records(src.path, kind, fmt=src.format, limit=src.limit, on_invalid=src.on_invalid)
-    if src.limit is not None:
-        records = records[:src.limit]
+        limit = None if src.limit is None else src.skip + src.limit
+        records = load_records(src.path, kind, fmt=src.format, limit=limit, on_invalid=src.on_invalid)
+    if src.skip or src.limit is not None:
+        records = records[src.skip:None if src.limit is None else src.skip + src.limit]
     if system_prompt is not None:
         for r in records:
             msgs = r.messages if kind == "sft" else r.prompt

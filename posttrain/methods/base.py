@@ -25,3 +25,4 @@ class MethodSpec:
     params: type[BaseModel]
     build: Callable[..., Built]  # (recipe, params, model, tokenizer) -> Built
     description: str = ""
+    data_kind: str = "preference"  # what data.train holds: "sft", "preference" or "prompt" records

@@ -240,4 +240,5 @@ def build(recipe, params: PPOParams, model, tokenizer) -> Built:
                  stats={"prompts": len(records), "steps_per_iteration": steps_per_iteration})
 
 
-SPEC = MethodSpec("ppo", PPOParams, build, "PPO with a value head on the policy trunk (rollout stage)")
+SPEC = MethodSpec("ppo", PPOParams, build, "PPO with a value head on the policy trunk (rollout stage)",
+                  data_kind="prompt")

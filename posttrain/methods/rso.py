@@ -135,4 +135,5 @@ def build(recipe, params: RSOParams, model, tokenizer) -> Built:
     return built
 
 
-SPEC = MethodSpec("rso", RSOParams, build, "statistical rejection sampling -> pairs -> preference loss")
+SPEC = MethodSpec("rso", RSOParams, build, "statistical rejection sampling -> pairs -> preference loss",
+                  data_kind="prompt")

@@ -70,4 +70,4 @@ def build(recipe, params: SFTParams, model, tokenizer) -> Built:
     return Built(SFTObjective(params.normalization), feats, collate, eval_feats, stats=stats)
 
 
-SPEC = MethodSpec("sft", SFTParams, build, "supervised fine-tuning on assistant tokens")
+SPEC = MethodSpec("sft", SFTParams, build, "supervised fine-tuning on assistant tokens", data_kind="sft")
