@@ -192,8 +192,9 @@ def test_build_messages_zero_shot():
     assert [m["role"] for m in msgs] == ["user"]
     content = msgs[0]["content"]
     assert content == (f"{spec.instruction}\n"
-                       'Answer with <Judgement>LABEL</Judgement>, where LABEL is one of: "Entailment", '
-                       '"Contradiction", "Neutral".\n\nPremise: P\nHypothesis: H')
+                       "Answer with exactly one of: <Judgement>Entailment</Judgement> or "
+                       "<Judgement>Contradiction</Judgement> or <Judgement>Neutral</Judgement>.\n\n"
+                       "Premise: P\nHypothesis: H")
     assert build_messages("cb", "raw text", system="Be brief.")[0] == {"role": "system", "content": "Be brief."}
 
 
@@ -217,7 +218,7 @@ def test_prompt_text_real_template(tok, data_dir):
     assert text == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nDecide whether the sentiment of the text is positive or negative.\n"
-        'Answer with <Judgement>LABEL</Judgement>, where LABEL is one of: "Positive", "Negative".\n\n'
+        "Answer with exactly one of: <Judgement>Positive</Judgement> or <Judgement>Negative</Judgement>.\n\n"
         "Text: it 's a charming and often affecting journey .<|im_end|>\n"
         "<|im_start|>assistant\n<Judgement>")
     for task in REAL:

@@ -17,16 +17,21 @@ SOURCES = {"direct": None, "sft-sample-rank": "sft_sample_rank", "rso-sample-ran
 LOSSES = {"sigmoid-norm": "dpo", "hinge-norm": "hinge_norm"}
 
 
-def win_rate(run_dir: Path) -> tuple[float, int, int, int]:
-    """Against the starting policy on the same held-out prompts: (win rate with ties as half, wins, ties,
-    losses), from per-prompt gold correctness of the greedy answers before and after training."""
+def per_prompt(run_dir: Path) -> tuple[dict[str, bool], dict[str, bool]]:
+    """{prompt: correct} of the greedy answers before and after training."""
     s = json.loads((run_dir / "summary.json").read_text())
-    before, after = s["before"]["samples"], s["after"]["samples"]
-    assert [b["prompt"] for b in before] == [a["prompt"] for a in after]
-    w = sum(a["correct"] and not b["correct"] for a, b in zip(after, before))
-    lo = sum(b["correct"] and not a["correct"] for a, b in zip(after, before))
-    t = len(after) - w - lo
-    return (w + 0.5 * t) / len(after), w, t, lo
+    return ({x["prompt"]: x["correct"] for x in s["before"]["samples"]},
+            {x["prompt"]: x["correct"] for x in s["after"]["samples"]})
+
+
+def scores_on(common: list[str], before: dict, after: dict) -> dict:
+    """Gold accuracy before/after and the win rate against the starting policy on the prompts `common`:
+    a prompt is won when only the trained policy is right, lost in reverse, tied otherwise (ties half)."""
+    w = sum(after[p] and not before[p] for p in common)
+    lo = sum(before[p] and not after[p] for p in common)
+    n = len(common)
+    return {"before": sum(before[p] for p in common) / n, "after": sum(after[p] for p in common) / n,
+            "win_rate": (w + 0.5 * (n - w - lo)) / n, "wtl": (w, n - w - lo, lo)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,18 +56,21 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"rso-bench-{src}-{loss}-seed{seed}"
                 r = run_variant(base, [*ov, f"name={name}", *common])
                 run_dir = Path(a.runs) / name
-                wr, w, t, lo = win_rate(run_dir)
                 stats = json.loads((run_dir / "rso_stats.json").read_text()) if selection else {}
-                rows.setdefault(label, []).append({**r, "win_rate": wr, "wtl": (w, t, lo), "rso": stats})
-                print(label, seed, r.get("after_accuracy"), wr, flush=True)
+                rows.setdefault(label, []).append({**r, "run_dir": run_dir, "rso": stats})
+                print(label, seed, r.get("after_accuracy"), flush=True)
+    # runs exclude their own training questions from the eval set, so the sets differ a little between
+    # sources: score every run on the prompts all of them evaluated
+    answers = {(label, i): per_prompt(r["run_dir"]) for label, rs in rows.items() for i, r in enumerate(rs)}
+    common = sorted(set.intersection(*(set(after) for _, after in answers.values())))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    sd = lambda xs: math.sqrt(sum((x - mean(xs)) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")  # noqa: E731
     for label, rs in rows.items():
-        acc = [r["after_accuracy"] for r in rs]
-        wrs = [r["win_rate"] for r in rs]
-        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        sd = lambda xs: math.sqrt(sum((x - mean(xs)) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")  # noqa: E731
+        sc = [scores_on(common, *answers[(label, i)]) for i in range(len(rs))]
+        acc = [x["after"] for x in sc]
         st = rs[0]["rso"]
-        table.append([label, rs[0].get("before_accuracy"), mean(acc), sd(acc), mean(wrs),
-                      " / ".join("-".join(map(str, r["wtl"])) for r in rs),
+        table.append([label, mean([x["before"] for x in sc]), mean(acc), sd(acc), mean([x["win_rate"] for x in sc]),
+                      " / ".join("-".join(map(str, x["wtl"])) for x in sc),
                       st.get("pairs", "given"), st.get("mean_reward_accepted", ""), st.get("acceptance_rate", ""),
                       round(mean([r["train_time_s"] for r in rs]))])
     out = Path(a.out)
@@ -82,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         "sft-sample-rank: the first 8 candidates, first-round pairs; direct: 384 given pairs (chosen = correct "
         "worked answer, rejected = a wrong one)",
         f"- training: {r0['steps']} steps x 8 pairs, lr 5e-4, beta 0.1 (dpo = sigmoid-norm), gamma 0.05 (hinge-norm)",
-        f"- eval: {r0.get('eval_n')} held-out problems, greedy, 48 new tokens; win rate vs the starting policy counts a "
+        f"- eval: the {len(common)} held-out problems every run evaluated (each run drops its own training "
+        "questions from a 128-problem eval set), greedy, 48 new tokens; win rate vs the starting policy counts a "
         "prompt won when only the trained policy is right, lost in reverse, tied otherwise (ties count half)",
-        f"- seeds {a.seeds}; total wall time {(time.time() - t0) / 60:.1f} min on 2 CPU cores (runs reused when "
-        "already finished)", "",
+        f"- seeds {a.seeds}; wall time on 2 CPU cores: {sum(r['wall_time_s'] for rs in rows.values() for r in rs) / 60:.1f} "
+        "min summed over the runs (the first sampled run includes drawing the shared candidates; sampling "
+        "and eval included); this report took {:.1f} min (finished runs are reused)".format((time.time() - t0) / 60), "",
         markdown_table(["source / loss", "accuracy before", "accuracy after (mean)", "sd over seeds", "win rate vs start",
                         "wins-ties-losses per seed", "pairs", "mean reward of accepted", "acceptance rate",
                         "train s"], table), "",

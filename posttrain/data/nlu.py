@@ -14,7 +14,7 @@ SmolLM2's ChatML template, which adds its default system turn)::
     You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>
     <|im_start|>user
     Decide whether the sentiment of the text is positive or negative.
-    Answer with <Judgement>LABEL</Judgement>, where LABEL is one of: "Positive", "Negative".
+    Answer with exactly one of: <Judgement>Positive</Judgement> or <Judgement>Negative</Judgement>.
 
     Text: it 's a charming and often affecting journey .<|im_end|>
     <|im_start|>assistant
@@ -88,8 +88,10 @@ class TaskSpec:
 
     @property
     def answer_form(self) -> str:
-        words = ", ".join(f'"{w}"' for w in self.labels)
-        return f"Answer with {OPEN_TAG}LABEL{CLOSE_TAG}, where LABEL is one of: {words}."
+        # every allowed answer spelled out in full: with a placeholder form ("<Judgement>LABEL</Judgement>,
+        # where LABEL is one of ...") the embedded model wrote "LABEL" or ended the turn at once (SST-2 dev,
+        # first 40, zero-shot: 0% accuracy, 100% invalid, against 62% / 2% with this form)
+        return "Answer with exactly one of: " + " or ".join(f"{OPEN_TAG}{w}{CLOSE_TAG}" for w in self.labels) + "."
 
     def user_content(self, text: str) -> str:
         """The user turn for one example: instruction, answer form, a blank line, the example."""
