@@ -50,7 +50,7 @@ def test_nested_unknown_key_and_type_errors(tmp_path):
 def test_exactly_one_length_and_one_source(tmp_path):
     with pytest.raises(RecipeError, match="exactly one of 'max_steps' or 'epochs'"):
         load_recipe(write(tmp_path, GOOD), ["train.epochs=1"])
-    with pytest.raises(RecipeError, match="exactly one of 'path' or 'synthetic'"):
+    with pytest.raises(RecipeError, match="exactly one of 'path', 'synthetic' or 'nlu'"):
         load_recipe(write(tmp_path, GOOD), ["data.train.path=x.jsonl"])
 
 

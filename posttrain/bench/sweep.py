@@ -29,7 +29,7 @@ def run_variant(base: Path, overrides: list[str], *, show_progress: bool = False
         if phase in summary:
             row[f"{phase}_accuracy"] = summary[phase]["accuracy"]
             row["eval_n"] = summary[phase]["n"]
-    last_eval = next((h for h in reversed(history) if "eval/loss" in h), {})
+    last_eval = next((h for h in reversed(history) if any(k.startswith("eval/") for k in h)), {})
     row.update({k: v for k, v in last_eval.items() if k.startswith("eval/")})
     return row
 

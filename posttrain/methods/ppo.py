@@ -69,14 +69,6 @@ class PPOParams(Section):
     eval_batch_size: int = Field(16, gt=0)
 
 
-def _token_tensor(feats: list[dict], key: str) -> torch.Tensor:
-    width = max(len(f["input_ids"]) for f in feats)
-    out = torch.zeros(len(feats), width)
-    for i, f in enumerate(feats):
-        out[i, :len(f[key])] = torch.tensor(f[key])
-    return out
-
-
 class PPOObjective:
     def __init__(self, params: PPOParams):
         self.p = params
