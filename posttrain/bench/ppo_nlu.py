@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--ppo-steps", type=int, default=80, help="optimiser steps (8 per PPO iteration)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-ppo-base", nargs="*", default=[], metavar="TASK",
+                    help="tasks whose PPO-from-base run is left out (reported as not run)")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--runs", default="runs/ppo_nlu")
     a = ap.parse_args(argv)
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         timings = {"SFT": sft["train_time_s"]}
         for label, extra in (("PPO from SFT", [f"model.adapter={runs / sft_name}"]), ("PPO from base", [])):
             slug = "sft" if "SFT" in label else "base"
+            if slug == "base" and task in a.skip_ppo_base:
+                results[label] = {"accuracy": "not run", "invalid_rate": "", "n": ""}
+                continue
             name = f"nlu-ppo-{slug}-{task}-seed{a.seed}"
             row = run_variant(RECIPES / "nlu_ppo.yaml", [
                 f"name={name}", *common, f"data.eval.nlu.task={task}", f"data.eval.nlu.limit={a.dev_limit}",
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             curves_kl[f"{task} {label}"] = curve(row, "rollout/kl")
         for cond, res in results.items():
             table.append([task, cond, res["accuracy"], res["invalid_rate"], res["n"], timings.get(cond, "")])
-        print(task, {k: round(v["accuracy"], 3) for k, v in results.items()}, flush=True)
+        print(task, {k: v["accuracy"] for k, v in results.items()}, flush=True)
     out = Path(a.out)
     png_s = plot_curves(curves_score, out / "ppo_nlu_reward.png", title="PPO rollout reward (label reward)",
                         ylabel="mean score per rollout")
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "# PPO with LoRA for classification as generation (RL4GLUE)", "",
         f"Reproduce: `posttrain bench ppo-nlu --tasks {' '.join(a.tasks)} --dev-limit {a.dev_limit} --shots "
-        f"{a.shots} --ppo-steps {a.ppo_steps} --seed {a.seed}`.", "",
+        f"{a.shots} --ppo-steps {a.ppo_steps} --seed {a.seed}"
+        + (f" --skip-ppo-base {' '.join(a.skip_ppo_base)}" if a.skip_ppo_base else "") + "`.", "",
         "- model: SmolLM2-135M-Instruct (embedded); LoRA r16 alpha32 rsLoRA on q_proj/v_proj for SFT and PPO",
         "- prompts: task instruction + answer form + example, assistant turn pre-filled with `<Judgement>`; "
         "greedy decoding, 8 new tokens; invalid = no `</Judgement>`, or none / several label words (counted wrong)",
