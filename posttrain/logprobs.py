@@ -24,6 +24,16 @@ def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 10
     return out.reshape(targets.shape)
 
 
+def target_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, keep) [B, T]: mask marks the labelled tokens that something predicts (not position 0);
+    keep marks the positions whose logits predict them (t-1 for token t)."""
+    mask = labels != IGNORE
+    mask[:, 0] = False
+    keep = torch.zeros_like(mask)
+    keep[:, :-1] = mask[:, 1:]
+    return mask, keep
+
+
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         labels: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the labelled tokens, aligned with `labels`.
@@ -32,10 +42,7 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     where mask[b, t] (labels[b, t] != IGNORE, t >= 1), and 0 elsewhere. Per-token tensors aligned to
     labels (weights, advantages) multiply it directly.
     """
-    mask = labels != IGNORE
-    mask[:, 0] = False  # nothing predicts the first token
-    keep = torch.zeros_like(mask)
-    keep[:, :-1] = mask[:, 1:]  # the logits at t-1 predict the token at t
+    mask, keep = target_positions(labels)
     token_logps = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
     if not mask.any():
         return token_logps, mask

@@ -33,7 +33,7 @@ from posttrain.engine import step_indices
 from posttrain.errors import RecipeError
 from posttrain.eval.nlu import nlu_eval, prompt_ids
 from posttrain.generation.sampler import SamplingParams, sample
-from posttrain.logprobs import IGNORE, completion_logprobs, gather_logprobs
+from posttrain.logprobs import IGNORE, completion_logprobs, gather_logprobs, target_positions
 from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLController, entropy_from_logits,
                                      explained_variance, gae, ppo_policy_loss, ppo_value_loss, shaped_rewards,
                                      whiten)
@@ -69,26 +69,28 @@ class PPOParams(Section):
     eval_batch_size: int = Field(16, gt=0)
 
 
+def logps_and_values(model: ScalarHeadModel, batch: dict):
+    """(log-probs, values, mask, kept logits) of the response tokens from one trunk pass; the value of
+    the state before token t is read where its logits are (position t-1). [B, T] tensors, 0 off mask."""
+    labels = batch["labels"]
+    mask, keep = target_positions(labels)
+    logits, values_all = model.logits_and_values(batch["input_ids"], batch["attention_mask"], keep)
+    logp = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    logp = logp.masked_scatter(mask, gather_logprobs(logits, labels[mask]))
+    values = torch.zeros_like(logp).masked_scatter(mask, values_all[keep])
+    return logp, values, mask, logits
+
+
 class PPOObjective:
     def __init__(self, params: PPOParams):
         self.p = params
         self.rollout_stats: dict[str, float] = {}
 
     def units(self, batch) -> float:
-        m = batch["labels"] != IGNORE
-        m[:, 0] = False
-        return float(m.sum())
+        return float(target_positions(batch["labels"])[0].sum())
 
     def __call__(self, model, batch):
-        labels = batch["labels"]
-        mask = labels != IGNORE
-        mask[:, 0] = False
-        keep = torch.zeros_like(mask)
-        keep[:, :-1] = mask[:, 1:]  # position t-1 predicts token t and holds the value of that state
-        logits, values_all = model.logits_and_values(batch["input_ids"], batch["attention_mask"], keep)
-        logp = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-        logp = logp.masked_scatter(mask, gather_logprobs(logits, labels[mask]))
-        values = torch.zeros_like(logp).masked_scatter(mask, values_all[keep])
+        logp, values, mask, logits = logps_and_values(model, batch)
         pg, n, pg_m = ppo_policy_loss(logp, batch["old_logps"], batch["advantages"], mask, self.p.clip)
         vf, _, vf_m = ppo_value_loss(values, batch["old_values"], batch["returns"], mask, self.p.value_clip)
         metrics = {**pg_m, **vf_m, "policy/entropy": entropy_from_logits(logits.detach()).sum()}
@@ -147,13 +149,7 @@ class PPOStage:
                      for pr, s in zip(prompts, samples)]
             batch = pad_collate(feats, self.tok.pad_token_id)
             ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-            mask = labels != IGNORE
-            mask[:, 0] = False
-            keep = torch.zeros_like(mask)
-            keep[:, :-1] = mask[:, 1:]
-            logits, values_all = model.logits_and_values(ids, attn, keep)
-            logp_old = torch.zeros(labels.shape).masked_scatter(mask, gather_logprobs(logits, labels[mask]))
-            values = torch.zeros(labels.shape).masked_scatter(mask, values_all[keep].float())
+            logp_old, values, mask, _ = logps_and_values(model, batch)
             if self.ref_model is not None:
                 logp_ref, _ = completion_logprobs(self.ref_model, ids, attn, labels)
             else:
