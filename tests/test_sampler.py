@@ -42,6 +42,17 @@ def test_greedy_matches_transformers_generate(lm):
     assert stats.new_tokens == sum(len(s.token_ids) for (s,) in out) and stats.tokens_per_s > 0
 
 
+def test_generate_chat_is_the_sampler_on_chat_prompts(lm):
+    from posttrain.generation import generate_chat
+    model, tok = lm
+    convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    texts = generate_chat(model, tok, convs, max_new_tokens=10, batch_size=4)
+    out, _ = sample(model, tok, prompts(tok), SamplingParams(temperature=0, max_new_tokens=10), batch_size=3)
+    assert texts == [s.text.strip() for (s,) in out]
+    hot = dict(max_new_tokens=10, temperature=1.0, seed=5)
+    assert generate_chat(model, tok, convs, batch_size=2, **hot) == generate_chat(model, tok, convs, batch_size=5, **hot)
+
+
 def test_logprobs_equal_a_teacher_forced_forward(lm):
     model, tok = lm
     ps = prompts(tok)[:4]
