@@ -35,9 +35,6 @@ class _BadField(Exception):
         self.field, self.message = fld, message
 
 
-# ---------------------------------------------------------------- tasks
-
-
 @dataclass(frozen=True)
 class TaskSpec:
     """One classification task: ``convert(row) -> (example text, gold label word)``."""
