@@ -30,7 +30,9 @@ class ModelSettings(Section):
     name: str = "smollm2-135m-instruct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraSettings | None = None  # None: full fine-tuning
-    adapter: str | None = None  # start the LoRA from these weights (a checkpoint's model/ folder), e.g. PPO from SFT
+    # start from the base with this LoRA adapter merged in (a run folder, or a checkpoint's model/ folder), e.g.
+    # PPO from SFT; `lora` (if set) is then a fresh adapter on top, and `reference: start` is that merged model
+    adapter: str | None = None
     trust_remote_code: bool = False
     seed: int = 0  # only used by random-init test models
 

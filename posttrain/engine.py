@@ -45,10 +45,44 @@ class Objective(Protocol):
     def units(self, batch: Batch) -> float: ...
 
 
-class Stage(Protocol):
-    """Optional hook run before each optimisation step (e.g. an online method's rollout)."""
+@dataclass
+class StageOutput:
+    """What a stage hands back: a new training buffer (None: keep the current one) and metrics, which the
+    engine logs with every step until the stage's next output."""
+    data: Sequence[Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
-    def __call__(self, engine: "Engine", step: int) -> None: ...
+
+class Stage(Protocol):
+    """A method's per-step stage (e.g. an online method's rollouts), run before each optimisation step.
+
+    The stage never touches the engine: it returns its buffer and metrics, and the engine swaps the
+    buffer, logs the metrics, counts steps and checkpoints the buffer with `state_dict()` (controllers,
+    iteration counters, RNG: whatever else the stage needs to go on exactly as if never stopped)."""
+
+    def __call__(self, model, step: int) -> StageOutput | None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The data order of a run, a pure function of (n, global batch, seed): step k's example indices."""
+    n: int
+    global_batch: int
+    steps: int
+    seed: int
+
+    def step(self, k: int) -> list[int]:
+        return step_indices(self.n, self.global_batch, k, self.seed)
+
+    def used(self) -> list[int]:
+        """Indices of every example the run will see, sorted (methods precompute only these)."""
+        if self.steps * self.global_batch >= self.n:
+            return list(range(self.n))
+        return sorted({i for k in range(self.steps) for i in self.step(k)})
 
 
 @dataclass
@@ -188,12 +222,17 @@ class Engine:
                  collate: Callable[[list[Any]], Batch], cfg: TrainSettings, *, run_dir: str | Path,
                  seed: int = 0, eval_data: Sequence[Any] | None = None,
                  eval_fn: Callable[[Any], dict[str, float]] | None = None,
-                 stage: Stage | None = None, show_progress: bool = True):
+                 stage: Stage | None = None, prepare: Callable[[DataPlan], None] | None = None,
+                 tokenizer=None, show_progress: bool = True):
+        """`prepare(plan)` runs once, before training, with the run's data order (e.g. to precompute the
+        reference log-probs of exactly the examples the steps will use). `tokenizer` is saved with every
+        checkpoint's model, so the folder is a complete HF model folder."""
         if len(train_data) == 0:
             raise TrainingError("the training set is empty")
         self.cfg, self.seed, self.objective, self.collate = cfg, seed, objective, collate
         self.train_data, self.eval_data, self.eval_fn, self.stage = train_data, eval_data, eval_fn, stage
-        self.show_progress = show_progress
+        self.show_progress, self.tokenizer = show_progress, tokenizer
+        self.stage_metrics: dict[str, float] = {}
         self.run_dir = Path(run_dir)
         # precision is our autocast, not accelerate's: its state is a process-wide singleton that
         # refuses a second Engine with another precision in the same process
@@ -212,6 +251,9 @@ class Engine:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0
+        self.plan = DataPlan(len(train_data), self._global_batch(), self.steps, seed)
+        if prepare is not None:
+            prepare(self.plan)
 
     def autocast(self):
         return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,
@@ -221,7 +263,7 @@ class Engine:
     def micro_batches(self, step: int) -> list[Batch]:
         cfg, acc = self.cfg, self.accelerator
         per_rank = cfg.micro_batch_size * cfg.grad_accum
-        idx = step_indices(len(self.train_data), per_rank * acc.num_processes, step, self.seed)
+        idx = self.plan.step(step)
         mine = idx[acc.process_index * per_rank:(acc.process_index + 1) * per_rank]
         return [self._to_device(self.collate([self.train_data[i] for i in mine[s:s + cfg.micro_batch_size]]))
                 for s in range(0, per_rank, cfg.micro_batch_size)]
@@ -312,10 +354,13 @@ class Engine:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            save_weights(acc.unwrap_model(self.model), tmp / "model")
+            save_weights(acc.unwrap_model(self.model), tmp / "model", tokenizer=self.tokenizer)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(_rng_state(), tmp / "rng.pt")
+            if self.stage is not None:
+                torch.save({"stage": self.stage.state_dict(), "data": list(self.train_data),
+                            "metrics": self.stage_metrics}, tmp / "stage.pt")
             state = {"step": self.step, "seed": self.seed, "examples_seen": self.step * self._global_batch(),
                      "epoch": self.step * self._global_batch() / len(self.train_data)}
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -336,6 +381,27 @@ class Engine:
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
         self.step = json.loads((path / "state.json").read_text())["step"]
+        if self.stage is not None:
+            if not (path / "stage.pt").is_file():
+                raise TrainingError(f"{path} has no stage.pt: written by a run without this method's stage?")
+            saved = torch.load(path / "stage.pt", weights_only=True)
+            self.stage.load_state_dict(saved["stage"])
+            self._set_data(saved["data"])
+            self.stage_metrics = dict(saved["metrics"])
+
+    def _set_data(self, data: Sequence[Any]) -> None:
+        if len(data) == 0:
+            raise TrainingError(f"step {self.step + 1}: the stage returned an empty buffer")
+        self.train_data = data
+        self.plan = DataPlan(len(data), self.plan.global_batch, self.plan.steps, self.seed)
+
+    def run_stage(self) -> None:
+        out = self.stage(self.accelerator.unwrap_model(self.model), self.step)
+        if out is None:
+            return
+        if out.data is not None:
+            self._set_data(out.data)
+        self.stage_metrics = {k: float(v) for k, v in out.metrics.items()}
 
     def _global_batch(self) -> int:
         return self.cfg.micro_batch_size * self.cfg.grad_accum * self.accelerator.num_processes
@@ -358,9 +424,10 @@ class Engine:
         try:
             while self.step < end:
                 if self.stage is not None:
-                    self.stage(self, self.step)
+                    self.run_stage()
                 t0 = time.time()
                 metrics = self.train_step(self.micro_batches(self.step))
+                metrics.update(self.stage_metrics)
                 dt = time.time() - t0
                 metrics["tokens_per_s"] = metrics["tokens"] / dt if dt > 0 else 0.0
                 metrics["step_time"] = dt
@@ -386,5 +453,5 @@ class Engine:
         return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
 
 
-__all__ = ["Engine", "Objective", "Stage", "TrainResult", "seed_everything",
+__all__ = ["Engine", "Objective", "Stage", "StageOutput", "DataPlan", "TrainResult", "seed_everything",
            "step_indices", "latest_checkpoint"]

@@ -15,7 +15,9 @@ from posttrain.eval.generation import answer_accuracy
 from posttrain.eval.report import atomic_write_text
 from posttrain.methods import get_method
 from posttrain.errors import RecipeError
-from posttrain.models import apply_lora, cache_dir, load_model, load_weights_
+from posttrain.models import apply_lora, cache_dir, load_model
+from posttrain.models.fingerprint import weights_hash
+from posttrain.models.io import apply_saved_adapter
 
 
 def adapter_folder(path: str) -> Path:
@@ -30,16 +32,25 @@ def adapter_folder(path: str) -> Path:
     raise RecipeError(f"model.adapter: no LoRA adapter at {path} (nor in model/ or checkpoints/step-*/model/)")
 
 
-def load_policy(recipe: Recipe):
-    m = recipe.model
+def load_start(m, *, with_adapter: bool = True):
+    """(plain model, tokenizer) the run starts from: `model.name`, with `model.adapter` merged in.
+
+    Merging (rather than training the adapter on) makes the starting model a plain model again: a fresh
+    LoRA on top starts at the identity, and the adapter-off policy is the starting model (RL4GLUE's SFT ->
+    PPO does the same)."""
     model, tokenizer = load_model(m.name, dtype=m.dtype, seed=m.seed, trust_remote_code=m.trust_remote_code)
+    if with_adapter and m.adapter is not None:
+        model = apply_saved_adapter(model, adapter_folder(m.adapter)).merge_and_unload()
+    return model, tokenizer
+
+
+def load_policy(recipe: Recipe):
+    """(model to train, tokenizer): the starting model, with a fresh LoRA adapter when `model.lora` is set."""
+    m = recipe.model
+    model, tokenizer = load_start(m)
     if m.lora is not None:
         model = apply_lora(model, r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout,
                            targets=m.lora.targets, rslora=m.lora.rslora)
-    if m.adapter is not None:
-        if m.lora is None:
-            raise RecipeError("model.adapter needs model.lora (the settings the adapter was trained with)")
-        load_weights_(model, adapter_folder(m.adapter))
     return model, tokenizer
 
 
@@ -62,11 +73,10 @@ def generation_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
 def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
     """The generation eval of the starting model, cached: every run of a sweep starts from the same
     model (a fresh LoRA adapter is the identity), so only the first pays for it."""
-    m, g = recipe.model, recipe.generation_eval
-    folder = Path(m.name)
-    # a model folder retrained in place must not hit an old entry: its files' times enter the key
-    stamp = sorted((f.name, f.stat().st_mtime_ns) for f in folder.iterdir()) if folder.is_dir() else None
-    key = hashlib.sha256(json.dumps([m.name, stamp, m.dtype, m.seed, g.max_new_tokens,
+    g = recipe.generation_eval
+    # keyed by the weights (a fresh adapter is the identity, so the base's), not the model's name: an
+    # adapter merged in or a folder retrained in place must not hit an old entry
+    key = hashlib.sha256(json.dumps([weights_hash(model, adapter=False), g.max_new_tokens,
                                      [r.prompt for r in prompts], [r.answer for r in prompts]]).encode()).hexdigest()[:32]
     path = cache_dir() / "generation_eval" / f"{key}.json"
     if path.exists():
@@ -103,12 +113,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         summary["before"] = starting_eval(recipe, model, tokenizer, prompts)
         atomic_write_text(run_dir / "eval_before.json", json.dumps(summary["before"], indent=1))
 
-    if built.model is not None:
-        model = built.model
-    engine = Engine(model, built.objective, built.train_data, built.collate, recipe.train,
-                    run_dir=run_dir, seed=recipe.seed, eval_data=built.eval_data, stage=built.stage,
-                    eval_fn=built.eval_fn,
-                    show_progress=show_progress)
+    engine = make_engine(recipe, built, model, tokenizer, show_progress=show_progress)
     result: TrainResult = engine.train(resume=resume)
     summary["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),
                         "final": result.final_metrics,
@@ -122,6 +127,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     summary["wall_time_s"] = round(time.time() - t_start, 1)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def make_engine(recipe: Recipe, built, model, tokenizer, *, run_dir: Path | None = None,
+                show_progress: bool = True) -> Engine:
+    """The engine for what a method built: the one place a method's parts are wired to the loop."""
+    return Engine(built.model if built.model is not None else model, built.objective, built.train_data,
+                  built.collate, recipe.train, run_dir=run_dir or recipe.run_dir, seed=recipe.seed,
+                  eval_data=built.eval_data, stage=built.stage, eval_fn=built.eval_fn, prepare=built.prepare,
+                  tokenizer=tokenizer, show_progress=show_progress)
 
 
 def read_history(run_dir: Path) -> list[dict]:

@@ -16,7 +16,7 @@ def _row(task, seed, cond, acc, hist=None):
 def test_summarize_means_intervals_and_paired_steps():
     rows = [_row("sst2", 0, "zero-shot", 0.6), _row("sst2", 1, "zero-shot", 0.6),
             _row("sst2", 0, "SFT", 0.80), _row("sst2", 1, "SFT", 0.90),
-            _row("sst2", 0, "PPO from SFT", 0.85), _row("sst2", 1, "PPO from SFT", 0.89)]
+            _row("sst2", 0, "PPO from SFT (ref SFT)", 0.85), _row("sst2", 1, "PPO from SFT (ref SFT)", 0.89)]
     cells, steps = summarize(rows)
     by = {c[1]: c for c in cells}
     assert by["zero-shot"][2] == "0.600 ± 0.000"
@@ -26,24 +26,24 @@ def test_summarize_means_intervals_and_paired_steps():
     assert by["few-shot"][2] == "not run" and by["PPO from base"][2] == "not run"
     st = {s[1]: s for s in steps}
     # paired: +0.05 and -0.01 -> mean 0.02, one win of two
-    assert st["PPO from SFT − SFT"][2].startswith("0.020 ± ")
-    assert st["PPO from SFT − SFT"][3] == "1/2"
+    assert st["PPO from SFT (ref SFT) − SFT"][2].startswith("0.020 ± ")
+    assert st["PPO from SFT (ref SFT) − SFT"][3] == "1/2"
     assert "few-shot − zero-shot" not in st  # few-shot never ran
 
 
 def test_summarize_single_seed_has_no_interval():
-    cells, steps = summarize([_row("cb", 0, "SFT", 0.5), _row("cb", 0, "PPO from SFT", 0.4)])
+    cells, steps = summarize([_row("cb", 0, "SFT", 0.5), _row("cb", 0, "PPO from SFT (ref SFT)", 0.4)])
     assert [c for c in cells if c[1] == "SFT"][0][2] == "0.500"
-    assert steps == [["cb", "PPO from SFT − SFT", "-0.100", "0/1"]]
+    assert steps == [["cb", "PPO from SFT (ref SFT) − SFT", "-0.100", "0/1"]]
 
 
 def test_mean_curves_average_seeds():
     h0 = [{"step": 8, "rollout/score": 0.0}, {"step": 16, "rollout/score": 1.0}, {"step": 16, "loss": 3.0}]
     h1 = [{"step": 8, "rollout/score": 0.5}, {"step": 16, "rollout/score": 0.0}]
-    out = mean_curves([_row("sst2", 0, "PPO from SFT", 0.8, h0), _row("sst2", 1, "PPO from SFT", 0.8, h1),
+    out = mean_curves([_row("sst2", 0, "PPO from SFT (ref SFT)", 0.8, h0), _row("sst2", 1, "PPO from SFT (ref SFT)", 0.8, h1),
                        _row("sst2", 0, "SFT", 0.8)], "rollout/score")
-    assert list(out) == ["sst2 PPO from SFT"]
-    xs, ys = out["sst2 PPO from SFT"]
+    assert list(out) == ["sst2 PPO from SFT (ref SFT)"]
+    xs, ys = out["sst2 PPO from SFT (ref SFT)"]
     assert xs == [8, 16] and ys == pytest.approx([0.25, 0.5])
 
 

@@ -58,10 +58,9 @@ def vowel_structured_(lm, tok, scale: float = 2.0) -> None:
 
 def test_ppo_raises_a_learnable_reward(recipe):
     from posttrain.config import validate_section
-    from posttrain.engine import Engine
+    from posttrain.engine import Engine, latest_checkpoint, seed_everything
     from posttrain.methods import get_method
     from posttrain.runner import load_policy
-    from posttrain.engine import seed_everything
     # a two-token contextual bandit: trivially learnable, and it still runs GAE across tokens
     r = recipe(steps=80, lr=5e-3, extra=["method.max_new_tokens=2"])
     spec = get_method("ppo")
@@ -81,8 +80,9 @@ def test_ppo_raises_a_learnable_reward(recipe):
     for key in ("policy/clipfrac", "policy/approx_kl", "value/error", "policy/entropy", "rollout/kl",
                 "rollout/beta", "rollout/response_length", "rollout/explained_variance"):
         assert key in hist[-1], key
-    state = json.loads((r.run_dir / "kl_controller.json").read_text())
-    assert state["iteration"] == 19 and state["state"]["kind"] == "adaptive"
+    state = torch.load(latest_checkpoint(r.run_dir) / "stage.pt", weights_only=True)["stage"]
+    assert state["iteration"] == 19 and state["kl"]["kind"] == "adaptive"
+    assert not (r.run_dir / "kl_controller.json").exists()  # no state outside the checkpoint
 
 
 def test_lora_ppo_keeps_the_base_and_the_reference_is_the_adapter_off_model(recipe):
@@ -122,7 +122,7 @@ def test_buffer_layout(recipe):
     spec = get_method("ppo")
     lm, tok = load_policy(r)
     built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-    buf = built.stage.rollout(built.model, 0)
+    buf, _ = built.stage.rollout(built.model, 0)
     assert len(buf) == 8
     for f in buf:
         n = len(f["input_ids"])
@@ -145,3 +145,70 @@ def test_minibatch_must_divide_the_rollout(recipe):
     lm, tok = load_policy(r)
     with pytest.raises(RecipeError, match="multiple"):
         spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
+
+
+TIMING = ("tokens_per_s", "step_time", "elapsed")
+
+
+def _engine(r):
+    from posttrain.config import validate_section
+    from posttrain.engine import seed_everything
+    from posttrain.methods import get_method
+    from posttrain.runner import load_policy, make_engine
+    spec = get_method("ppo")
+    seed_everything(r.seed)
+    lm, tok = load_policy(r)
+    built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
+    return make_engine(r, built, lm, tok, show_progress=False)
+
+
+def _logged(r):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in read_history(r.run_dir)]
+
+
+@pytest.mark.parametrize("stop", [6, 4], ids=["inside-iteration", "at-iteration-boundary"])
+def test_ppo_resumes_exactly(recipe, stop):
+    """2 iterations of 4 steps, killed after `stop` steps and resumed from the checkpoint there, log the
+    same numbers at every step as the uninterrupted run (the buffer, KL controller and iteration are
+    restored from the checkpoint; nothing is redrawn)."""
+    straight = recipe(steps=8, extra=["name=straight", "train.save_every=1"])
+    _engine(straight).train()
+    cut = recipe(steps=8, extra=["name=cut", "train.save_every=1"])
+    _engine(cut).train(stop_after=stop)
+    assert len(read_history(cut.run_dir)) == stop
+    resumed = _engine(cut)
+    calls = []
+    rollout = resumed.stage.rollout
+    resumed.stage.rollout = lambda *a: calls.append(a[1]) or rollout(*a)
+    resumed.train()
+    assert calls == ([] if stop == 6 else [1])  # inside an iteration the saved buffer is trained on
+    a, b = _logged(straight), _logged(cut)
+    assert [h["step"] for h in b] == list(range(1, 9))
+    assert a == b  # exact, every metric at every step
+    assert a[4]["rollout/beta"] != a[0]["rollout/beta"]  # the adaptive controller moved and was restored
+
+
+def test_reference_start_from_an_sft_adapter_has_zero_kl_before_any_update(recipe, tmp_path):
+    """PPO from an SFT adapter: the adapter is merged into the start, a fresh LoRA trains on top, and the
+    default reference (start) is the SFT model, so the first rollout's KL is 0; against the base it is not."""
+    from posttrain.config import validate_section
+    from posttrain.methods import get_method
+    from posttrain.models import apply_lora, load_model, save_weights
+    from posttrain.runner import load_policy
+    sft, tok = load_model("tiny-llama")
+    sft = apply_lora(sft, r=4, alpha=8, targets="all-linear")
+    with torch.no_grad():
+        for n, p in sft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    save_weights(sft, tmp_path / "sft-adapter")
+    kls = {}
+    for ref in ("start", "base"):
+        r = recipe(extra=[f"model.adapter={tmp_path / 'sft-adapter'}", f"method.reference={ref}"])
+        spec = get_method("ppo")
+        lm, tok = load_policy(r)
+        built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
+        _, stats = built.stage.rollout(built.model, 0)
+        kls[ref] = stats["kl"]
+    assert kls["start"] == 0.0
+    assert abs(kls["base"]) > 1e-3

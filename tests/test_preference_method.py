@@ -23,7 +23,7 @@ def write_pairs(path, things, *, identical=False, empty=False):
 RECIPE = """
 name: {name}
 seed: 0
-method: {{name: {loss}, beta: 0.5, reference: {reference}}}
+method: {{name: {loss}, beta: 0.5, reference_mode: {mode}}}
 model: {{name: tiny-llama{lora}}}
 data:
   train: {{path: train.jsonl}}
@@ -34,11 +34,11 @@ train: {{lr: {lr}, micro_batch_size: 4, max_steps: {steps}, warmup_steps: 0, sch
 """
 
 
-def recipe(tmp_path, *, name="pref", loss="dpo", reference="precomputed", lora=True, steps=5, lr=1e-3, extra=()):
+def recipe(tmp_path, *, name="pref", loss="dpo", mode="precomputed", lora=True, steps=5, lr=1e-3, extra=()):
     write_pairs(tmp_path / "train.jsonl", THINGS[:16])
     write_pairs(tmp_path / "eval.jsonl", THINGS[16:])
     p = tmp_path / f"{name}.yaml"
-    p.write_text(RECIPE.format(name=name, loss=loss, reference=reference, steps=steps, lr=lr,
+    p.write_text(RECIPE.format(name=name, loss=loss, mode=mode, steps=steps, lr=lr,
                                lora=", lora: {r: 8, alpha: 16}" if lora else ""))
     return load_recipe(p, [f"output_dir={tmp_path / 'runs'}", *extra])
 
@@ -55,17 +55,16 @@ def losses(r):
 
 def test_reference_modes_give_the_same_training_curve_with_lora(tmp_path, cache):
     curves = {}
-    for mode in ("precomputed", "lora_disabled", "frozen_copy"):
-        r = recipe(tmp_path, name=mode, reference=mode)
+    for mode in ("precomputed", "live"):
+        r = recipe(tmp_path, name=mode, mode=mode)
         run_recipe(r, show_progress=False)
         curves[mode] = losses(r)
     assert curves["precomputed"][0] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1
-    for mode in ("lora_disabled", "frozen_copy"):
-        assert curves[mode] == pytest.approx(curves["precomputed"], rel=1e-5, abs=1e-6)
+    assert curves["live"] == pytest.approx(curves["precomputed"], rel=1e-5, abs=1e-6)
 
 
 def test_reference_modes_agree_for_full_fine_tuning(tmp_path, cache):
-    a, b = recipe(tmp_path, name="pre", lora=False), recipe(tmp_path, name="frozen", reference="frozen_copy", lora=False)
+    a, b = recipe(tmp_path, name="pre", lora=False), recipe(tmp_path, name="frozen", mode="live", lora=False)
     run_recipe(a, show_progress=False)
     run_recipe(b, show_progress=False)
     assert losses(a) == pytest.approx(losses(b), rel=1e-5, abs=1e-6)
@@ -104,17 +103,32 @@ def test_bad_pairs_and_bad_eps_are_refused(tmp_path, cache):
         run_recipe(r, show_progress=False)
     with pytest.raises(RecipeError, match=r"eps.*0.5"):
         run_recipe(recipe(tmp_path, name="bad", loss="rdpo", extra=["method.eps=0.5"]), show_progress=False)
-    with pytest.raises(RecipeError, match="lora_disabled"):
-        run_recipe(recipe(tmp_path, name="bad2", reference="lora_disabled", lora=False), show_progress=False)
+    with pytest.raises(RecipeError, match=r"reference: Input should be 'base', 'start' or 'previous'"):
+        run_recipe(recipe(tmp_path, name="bad2", extra=["method.reference=frozen_copy"]), show_progress=False)
     with pytest.raises(RecipeError, match="method.loss"):
         run_recipe(recipe(tmp_path, name="bad3", extra=["method.name=preference"]), show_progress=False)
 
 
-def test_precompute_covers_exactly_the_pairs_a_short_run_uses(tmp_path, cache):
+def test_precompute_covers_exactly_the_pairs_the_engine_plans(tmp_path, cache):
+    from safetensors.torch import load_file
+
     from posttrain.engine import step_indices
-    from posttrain.methods.preference import examples_used
     r = recipe(tmp_path, steps=2)  # 2 steps x 4 pairs of 16
-    used = examples_used(r, 16)
-    assert used == sorted(set(step_indices(16, 4, 0, 0) + step_indices(16, 4, 1, 0)))
-    assert len(used) == 8
-    run_recipe(r, show_progress=False)  # every batch it trains on has its reference
+    s = run_recipe(r, show_progress=False)  # a batch without its reference would raise, not fall back
+    assert s["data"]["reference_cache"] == "computed"
+    assert len(load_file(s["data"]["reference_cache_file"])["chosen"]) == 8
+    assert len(set(step_indices(16, 4, 0, 0) + step_indices(16, 4, 1, 0))) == 8
+
+
+def test_a_batch_without_its_precomputed_reference_is_an_error(tmp_path, cache):
+    from posttrain.config import validate_section
+    from posttrain.errors import TrainingError
+    from posttrain.methods import get_method
+    from posttrain.runner import load_policy
+    r = recipe(tmp_path)
+    spec = get_method("dpo")
+    model, tok = load_policy(r)
+    built = spec.build(r, validate_section(spec.params, r.method, "method"), model, tok)
+    batch = built.collate(built.train_data[:2])  # prepare(plan) never ran: no reference attached
+    with pytest.raises(TrainingError, match="no precomputed reference"):
+        built.objective(model, batch)

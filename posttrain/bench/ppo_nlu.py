@@ -24,9 +24,13 @@ from posttrain.runner import adapter_folder
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TRAIN_LIMIT = {"sst2": 256}  # SuperGLUE tasks: their 32-example FewGLUE train sets, whole
-CONDITIONS = ("zero-shot", "few-shot", "SFT", "PPO from SFT", "PPO from base")
+# PPO from SFT starts from the SFT model (adapter merged, fresh LoRA on top) with its KL taken against the
+# SFT model (reference: start, as RL4GLUE's code) or against the base model (reference: base)
+SFT_REFS = {"start": "PPO from SFT (ref SFT)", "base": "PPO from SFT (ref base)"}
+CONDITIONS = ("zero-shot", "few-shot", "SFT", *SFT_REFS.values(), "PPO from base")
 # the ladder's steps, compared per seed: (higher, lower)
-STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), ("PPO from SFT", "SFT"), ("PPO from base", "SFT"))
+STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), (SFT_REFS["start"], "SFT"), (SFT_REFS["base"], "SFT"),
+         (SFT_REFS["start"], SFT_REFS["base"]), ("PPO from base", "SFT"))
 READING_HEADER = "## Reading"
 
 
@@ -67,10 +71,10 @@ def run_task_seed(task: str, seed: int, a, runs: Path) -> list[dict]:
              "invalid_rate": r["invalid_rate"], "n": r["n"], "train_s": sft["train_time_s"] if c == "SFT" else None}
             for c, r in evals.items()]
     from_sft = [f"model.adapter={runs / sft_name}", f"train.lr={a.ppo_sft_lr}"]
-    for cond, extra in (("PPO from SFT", from_sft), ("PPO from base", [])):
-        slug = "sft" if cond == "PPO from SFT" else "base"
-        if slug == "base" and task in a.skip_ppo_base:
-            continue
+    variants = [(SFT_REFS[ref], f"sft-ref{ref}", [*from_sft, f"method.reference={ref}"]) for ref in a.sft_references]
+    if task not in a.skip_ppo_base:
+        variants.append(("PPO from base", "base", []))
+    for cond, slug, extra in variants:
         name = f"nlu-ppo-{slug}-{task}-seed{seed}"
         ppo = run_variant(RECIPES / "nlu_ppo.yaml", [
             f"name={name}", *common, f"data.eval.nlu.task={task}", f"data.eval.nlu.limit={a.dev_limit}",
@@ -143,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="per-task seed lists overriding --seeds (e.g. rte=0)")
     ap.add_argument("--skip-ppo-base", nargs="*", default=[], metavar="TASK",
                     help="tasks whose PPO-from-base run is left out (reported as not run)")
+    ap.add_argument("--sft-references", nargs="*", default=list(SFT_REFS), choices=list(SFT_REFS),
+                    help="the KL references of PPO from SFT that are run (start = the SFT model, base = the base)")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--runs", default="runs/ppo_nlu")
     a = ap.parse_args(argv)
@@ -168,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = (f"posttrain bench ppo-nlu --tasks {' '.join(a.tasks)} --dev-limit {a.dev_limit} --shots {a.shots} "
            f"--ppo-steps {a.ppo_steps} --ppo-sft-lr {a.ppo_sft_lr:g} --seeds {' '.join(map(str, a.seeds))}"
            + (f" --task-seeds {' '.join(a.task_seeds)}" if a.task_seeds else "")
-           + (f" --skip-ppo-base {' '.join(a.skip_ppo_base)}" if a.skip_ppo_base else ""))
+           + (f" --skip-ppo-base {' '.join(a.skip_ppo_base)}" if a.skip_ppo_base else "")
+           + f" --sft-references {' '.join(a.sft_references)}")
     report = out / "ppo_nlu.md"
     text = "\n".join([
         "# PPO with LoRA for classification as generation (RL4GLUE)", "", f"Reproduce: `{cmd}`.", "",
@@ -183,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- PPO: reward +1 / -1 / -3, {a.ppo_steps} optimiser steps = {a.ppo_steps // 8} iterations of 16 rollouts "
         "x 4 epochs x minibatch 8, lr 2e-4 from the base and "
         f"{a.ppo_sft_lr:g} from SFT, adaptive KL (0.2, target 6, horizon 10000), GAE gamma 1 "
-        "lambda 0.95, clip 0.2, value clip 0.2, vf coef 0.1; value head on the policy trunk; reference = LoRA "
-        "disabled (the base model, also for PPO from SFT) (recipes/nlu_ppo.yaml)",
+        "lambda 0.95, clip 0.2, value clip 0.2, vf coef 0.1; value head on the policy trunk (recipes/nlu_ppo.yaml). "
+        "PPO from SFT merges the SFT adapter into the model and trains a fresh LoRA on top; its KL reference is "
+        "the SFT model (ref SFT: `reference: start`, as RL4GLUE's code) or the base model (ref base); PPO from "
+        "base has the base as reference",
         f"- seeds: {seed_list} (the seed sets "
         "the SFT/PPO run and the few-shot demonstrations; zero-shot is greedy and seed-free); cells are the mean "
         "± the 95% t-interval over seeds; train s is the mean training wall time on 2 CPU cores; this report "

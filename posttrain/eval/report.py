@@ -7,15 +7,10 @@ from typing import Sequence
 
 import matplotlib
 
+from posttrain.files import atomic_write_text  # noqa: F401  (re-exported for reports)
+
 matplotlib.use("Agg")  # headless: reports are written on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

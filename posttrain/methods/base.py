@@ -17,6 +17,7 @@ class Built:
     stats: dict = field(default_factory=dict)  # e.g. truncation counts, reported in the summary
     model: Any = None  # what the engine trains when it is not the loaded LM itself (e.g. LM + scalar head)
     eval_fn: Callable | None = None  # model -> {metric: value}, run at each engine evaluation
+    prepare: Callable | None = None  # DataPlan -> None, run once before training (see Engine)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Layout of one PPO iteration (every `steps_per_iteration` engine steps):
 1. rollout (the engine's `stage` hook): `rollout_batch` prompts (a seeded permutation per epoch over the
    prompt set), one sample each from the current policy (temperature 1 by default), then, without grad:
-   log-probs and values under the current policy+value head (old), log-probs under the reference (the
-   same model with LoRA disabled, or a frozen copy for a full fine-tune), the reward's score, per-token
+   log-probs and values under the current policy+value head (old), log-probs under the reference
+   (`reference: start` by default: the model the run starts from, e.g. the SFT model when model.adapter
+   is set; see posttrain/references.py), the reward's score, per-token
    reward r_t = -beta * KL_t (+ score on the last response token), GAE, advantage whitening. The buffer
    replaces the engine's train_data.
 2. `ppo_epochs` passes over the buffer in minibatches of train.micro_batch_size * train.grad_accum
@@ -14,12 +15,11 @@ Layout of one PPO iteration (every `steps_per_iteration` engine steps):
 The value head is `ScalarHeadModel`'s linear head on the policy's own trunk (final hidden states, with
 the policy's LoRA): one forward gives logits and values, and the head's weights are trained alongside
 the adapter. V(s_t) is read at the position that predicts token t. `train.max_steps` counts optimiser
-steps (iterations x steps_per_iteration). A resume mid-iteration draws a fresh rollout for the rest of
-that iteration (same prompts; the samples come from the checkpointed weights).
+steps (iterations x steps_per_iteration). The buffer, the KL controller and the iteration are in every
+checkpoint, so a resume inside an iteration goes on exactly as the uninterrupted run.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Literal
 
@@ -29,7 +29,7 @@ from pydantic import Field
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
 from posttrain.data.sources import load_source, prompt_text
-from posttrain.engine import step_indices
+from posttrain.engine import StageOutput, step_indices
 from posttrain.errors import RecipeError
 from posttrain.eval.nlu import nlu_eval, prompt_ids
 from posttrain.generation.sampler import SamplingParams, sample
@@ -38,8 +38,8 @@ from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLCont
                                      explained_variance, gae, ppo_policy_loss, ppo_value_loss, shaped_rewards,
                                      whiten)
 from posttrain.methods.base import Built, MethodSpec
-from posttrain.models import frozen_copy, is_lora, reference_model
 from posttrain.models.value_head import ScalarHeadModel, head_info
+from posttrain.references import REFERENCES, Reference, resolve_reference
 from posttrain.rewards import get_reward, score_checked
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class PPOParams(Section):
     value_clip: float = Field(0.2, gt=0)
     vf_coef: float = Field(0.1, ge=0)
     whiten_advantages: bool = True
+    # the KL anchor: `start` is the model the run starts from (with model.adapter: the SFT model, as RL4GLUE)
+    reference: Literal[REFERENCES] = "start"  # type: ignore[valid-type]
     eval_max_new_tokens: int = Field(8, gt=0)
     eval_batch_size: int = Field(16, gt=0)
 
@@ -84,7 +86,6 @@ def logps_and_values(model: ScalarHeadModel, batch: dict):
 class PPOObjective:
     def __init__(self, params: PPOParams):
         self.p = params
-        self.rollout_stats: dict[str, float] = {}
 
     def units(self, batch) -> float:
         return float(target_positions(batch["labels"])[0].sum())
@@ -94,44 +95,40 @@ class PPOObjective:
         pg, n, pg_m = ppo_policy_loss(logp, batch["old_logps"], batch["advantages"], mask, self.p.clip)
         vf, _, vf_m = ppo_value_loss(values, batch["old_values"], batch["returns"], mask, self.p.value_clip)
         metrics = {**pg_m, **vf_m, "policy/entropy": entropy_from_logits(logits.detach()).sum()}
-        units = float(n)
-        metrics.update({f"rollout/{k}": torch.tensor(v * units) for k, v in self.rollout_stats.items()})
         return pg + self.p.vf_coef * vf, n, metrics
 
 
 class PPOStage:
-    """The rollout hook: refills engine.train_data with a fresh buffer at each iteration start."""
+    """The rollout stage: a fresh buffer at each iteration start; its state (the KL controller and the
+    iteration) is checkpointed by the engine together with the buffer, so a resume inside an iteration
+    trains on the very rollouts the uninterrupted run drew."""
 
-    def __init__(self, params: PPOParams, records, tokenizer, reward, objective: PPOObjective, seed: int,
-                 steps_per_iteration: int, max_prompt_length: int | None, ref_model=None):
+    def __init__(self, params: PPOParams, records, tokenizer, reward, seed: int, steps_per_iteration: int,
+                 max_prompt_length: int | None, reference: Reference):
         self.p, self.records, self.tok, self.reward = params, records, tokenizer, reward
-        self.objective, self.seed, self.steps_per_iteration = objective, seed, steps_per_iteration
-        self.max_prompt_length, self.ref_model = max_prompt_length, ref_model
+        self.seed, self.steps_per_iteration = seed, steps_per_iteration
+        self.max_prompt_length, self.reference = max_prompt_length, reference
         self.kl = (AdaptiveKLController(params.kl_coef, params.kl_target, params.kl_horizon)
                    if params.kl_control == "adaptive" else FixedKLController(params.kl_coef))
         self.iteration: int | None = None
 
-    def __call__(self, engine, step: int) -> None:
+    def __call__(self, model, step: int) -> StageOutput | None:
         it = step // self.steps_per_iteration
         if self.iteration == it:
-            return
-        if self.iteration is None:
-            self._load_kl(engine.run_dir)
-        engine.train_data[:] = self.rollout(engine.accelerator.unwrap_model(engine.model), it)
+            return None
+        buffer, stats = self.rollout(model, it)
         self.iteration = it
-        self._save_kl(engine.run_dir, it)
+        return StageOutput(buffer, {f"rollout/{k}": v for k, v in stats.items()})
 
-    def _load_kl(self, run_dir) -> None:
-        path = run_dir / "kl_controller.json"
-        if path.exists():
-            self.kl.load_state_dict(json.loads(path.read_text())["state"])
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "kl": self.kl.state_dict()}
 
-    def _save_kl(self, run_dir, it: int) -> None:
-        from posttrain.eval.report import atomic_write_text
-        atomic_write_text(run_dir / "kl_controller.json", json.dumps({"iteration": it, "state": self.kl.state_dict()}))
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = state["iteration"]
+        self.kl.load_state_dict(state["kl"])
 
     @torch.no_grad()
-    def rollout(self, model: ScalarHeadModel, it: int) -> list[dict]:
+    def rollout(self, model: ScalarHeadModel, it: int) -> tuple[list[dict], dict[str, float]]:
         p = self.p
         idx = step_indices(len(self.records), p.rollout_batch, it, self.seed)
         recs = [self.records[i] for i in idx]
@@ -150,11 +147,8 @@ class PPOStage:
             batch = pad_collate(feats, self.tok.pad_token_id)
             ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
             logp_old, values, mask, _ = logps_and_values(model, batch)
-            if self.ref_model is not None:
-                logp_ref, _ = completion_logprobs(self.ref_model, ids, attn, labels)
-            else:
-                with reference_model(model.lm) as ref:
-                    logp_ref, _ = completion_logprobs(ref, ids, attn, labels)
+            with self.reference.use(model.lm) as ref:
+                logp_ref, _ = completion_logprobs(ref, ids, attn, labels)
         finally:
             model.train(was_training)
         prefix = [r.meta.get("assistant_prefix") or "" for r in recs]
@@ -172,13 +166,12 @@ class PPOStage:
                  "non_score_reward": float((-beta * kl * mask).sum(-1).mean()),
                  "response_length": float(mask.sum(-1).float().mean()),
                  "explained_variance": float(explained_variance(values, returns, mask))}
-        self.objective.rollout_stats = stats
         log.info("ppo iteration %d: %s", it, stats)
         return [{"input_ids": f["input_ids"], "labels": f["labels"],
                  "old_logps": logp_old[i, :len(f["input_ids"])].tolist(),
                  "old_values": values[i, :len(f["input_ids"])].tolist(),
                  "advantages": adv[i, :len(f["input_ids"])].tolist(),
-                 "returns": returns[i, :len(f["input_ids"])].tolist()} for i, f in enumerate(feats)]
+                 "returns": returns[i, :len(f["input_ids"])].tolist()} for i, f in enumerate(feats)], stats
 
 
 def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
@@ -212,12 +205,12 @@ def build(recipe, params: PPOParams, model, tokenizer) -> Built:
         raise RecipeError(f"{len(records)} prompts but method.rollout_batch is {params.rollout_batch}")
     steps_per_iteration = params.ppo_epochs * params.rollout_batch // minibatch
     reward = get_reward(params.reward.name, **params.reward.options)
-    ref_model = None if is_lora(model) else frozen_copy(model)
+    reference = resolve_reference(params.reference, model, recipe.model)
     info = head_info(recipe.model)
     policy = ScalarHeadModel(model, info=info, seed=recipe.seed)
     objective = PPOObjective(params)
-    stage = PPOStage(params, records, tokenizer, reward, objective, recipe.seed, steps_per_iteration,
-                     data.max_prompt_length, ref_model)
+    stage = PPOStage(params, records, tokenizer, reward, recipe.seed, steps_per_iteration,
+                     data.max_prompt_length, reference)
     eval_fn = None
     if data.eval is not None:
         ev = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)

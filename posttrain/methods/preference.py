@@ -1,13 +1,13 @@
 """Offline preference optimisation (DPO, cDPO, rDPO, IPO, SLiC/RSO hinge, RPO) on the shared engine.
 
-Data prep: pairs → (prompt, chosen, rejected) token ids. Objective: one concatenated forward of
-[chosen..., rejected...] gives per-sequence log-probs; the reference log-probs come from one of three
-sources (`reference:` in the recipe):
-- `precomputed` (default): one pass with the starting model before training, cached on disk under
-  POSTTRAIN_CACHE keyed by the model and the exact token ids (so data, template and truncation), and
-  reused across runs. The cheapest: training then does one forward per step, not two.
-- `lora_disabled`: the policy with its adapter switched off, computed live (LoRA runs only).
-- `frozen_copy`: a frozen copy of the starting model, computed live (costs a second model in memory).
+Data prep: pairs → (prompt, chosen, rejected) token ids. Objective: one forward gives per-sequence
+log-probs of chosen and rejected. `reference:` says which model the log-ratios are against (base, start,
+previous: posttrain/references.py; default start) and `reference_mode:` how its log-probs are had:
+- `precomputed` (default): one pass before training over exactly the pairs the run's data plan uses,
+  cached on disk under POSTTRAIN_CACHE keyed by a hash of the reference's weights and the exact token ids
+  (so data, template and truncation), and reused across runs. Training then does one forward per step.
+  A batch without its precomputed reference is an error, never a silent live pass.
+- `live`: computed at every step (the adapter-off policy for LoRA, else a frozen model in memory).
 The loss is a pure function from posttrain/losses/preference.py, picked by name.
 """
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from contextlib import nullcontext
 from typing import Literal
 
 import torch
-from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 
 from pydantic import Field
@@ -28,32 +26,37 @@ from posttrain.config import Section
 from posttrain.data.collate import pair_collate, shared_prefix_collate
 from posttrain.data.sources import load_source
 from posttrain.data.template import encode_pairs
-from posttrain.engine import step_indices, total_steps
-from posttrain.errors import RecipeError
+from posttrain.errors import RecipeError, TrainingError
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
 from posttrain.methods.base import Built, MethodSpec
-from posttrain.models import cache_dir, frozen_copy, is_lora, reference_model, unwrap
+from posttrain.models import cache_dir, unwrap
+from posttrain.references import REFERENCES, Reference, resolve_reference
 
 LOSS_NAMES = tuple(PREFERENCE_LOSSES)
 log = logging.getLogger(__name__)
 
 
-class PreferenceParams(Section):
-    name: Literal[("preference",) + LOSS_NAMES]  # type: ignore[valid-type]
-    loss: Literal[LOSS_NAMES] | None = None  # type: ignore[valid-type]  # default: the method name
+class PreferenceLossParams(Section):
+    """A preference loss's parameters and its reference; shared by every method that trains on pairs."""
     beta: float = 0.1
     eps: float = Field(0.0, ge=0.0, lt=0.5)  # assumed label-flip rate (cdpo, rdpo); 0.5 is pure noise
     tau: float = 0.1  # ipo
     gamma: float = 0.05  # hinge, hinge_norm
     eta: float = 0.005  # rpo (summed NLL, coefficient eta*beta)
     alpha: float = 0.2  # rpo_token_mean
-    reference: Literal["precomputed", "lora_disabled", "frozen_copy"] = "precomputed"
+    reference: Literal[REFERENCES] = "start"  # type: ignore[valid-type]
+    reference_mode: Literal["precomputed", "live"] = "precomputed"
     reference_batch_size: int = 8
     # shared_prefix: one row per pair (prompt once, rejected masked from chosen); concatenated: 2B rows.
     # Same log-probs to float rounding; shared_prefix is faster and lighter, and needs sdpa/eager attention.
     pair_forward: Literal["shared_prefix", "concatenated"] = "shared_prefix"
+
+
+class PreferenceParams(PreferenceLossParams):
+    name: Literal[("preference",) + LOSS_NAMES]  # type: ignore[valid-type]
+    loss: Literal[LOSS_NAMES] | None = None  # type: ignore[valid-type]  # default: the method name
 
     @property
     def loss_name(self) -> str:
@@ -87,11 +90,11 @@ def n_pairs(batch: dict) -> int:
 
 
 class PreferenceObjective:
-    def __init__(self, params: PreferenceParams, ref_model=None):
+    def __init__(self, params: PreferenceParams, reference: Reference | None = None):
         self.params = params
         self.fn, self.needs_ref, _ = PREFERENCE_LOSSES[params.loss_name]
         self.kwargs = params.loss_kwargs()
-        self.ref_model = ref_model  # only for reference="frozen_copy"
+        self.reference = reference  # only for reference_mode="live"
 
     def units(self, batch) -> float:
         return n_pairs(batch)
@@ -100,10 +103,10 @@ class PreferenceObjective:
     def reference_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen" in batch:
             return batch["ref_chosen"], batch["ref_rejected"]
-        if self.params.reference == "frozen_copy":
-            rc, rr, _, _ = pair_logps(self.ref_model, batch)
-            return rc, rr
-        with reference_model(unwrap(model)) as ref:
+        if self.reference is None:
+            raise TrainingError("a batch has no precomputed reference log-probs: the data plan the reference "
+                                "was computed for is not the one being trained")
+        with self.reference.use(model) as ref:
             rc, rr, _, _ = pair_logps(ref, batch)
         return rc, rr
 
@@ -118,8 +121,8 @@ class PreferenceObjective:
 
 
 # ---- precomputed reference log-probs ----------------------------------------------------------
-def reference_key(model_name: str, feats: list[dict]) -> str:
-    h = hashlib.sha256(model_name.encode())
+def reference_key(weights: str, feats: list[dict]) -> str:
+    h = hashlib.sha256(weights.encode())
     for f in feats:
         for k in ("prompt_ids", "chosen_ids", "rejected_ids"):
             h.update(json.dumps(f[k]).encode())
@@ -127,15 +130,13 @@ def reference_key(model_name: str, feats: list[dict]) -> str:
 
 
 @torch.no_grad()
-def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int,
+def compute_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
                       shared_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     was_training = model.training
     model.eval()
-    ctx = reference_model(model) if is_lora(model) else nullcontext()
     chosen, rejected = [], []
     try:
-        with ctx as ref:
-            ref = ref if ref is not None else model
+        with reference.use(model) as ref:
             for s in range(0, len(feats), batch_size):
                 rc, rr, _, _ = pair_logps(ref, collate_pairs(pad_id, shared_prefix)(feats[s:s + batch_size]))
                 chosen.append(rc)
@@ -145,19 +146,19 @@ def compute_reference(model, feats: list[dict], pad_id: int, batch_size: int,
     return torch.cat(chosen), torch.cat(rejected)
 
 
-def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, batch_size: int,
+def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
                      shared_prefix: bool = False) -> dict:
     """Fill each feature's ref_chosen / ref_rejected, from the disk cache when the key matches."""
     if not feats:
         return {"reference_cache": "empty"}
-    path = cache_dir() / "reference_logps" / f"{reference_key(model_name, feats)}.safetensors"
+    path = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
     status = "hit"
     if path.exists():
         t = load_file(str(path))
         rc, rr = t["chosen"], t["rejected"]
     else:
         status = "computed"
-        rc, rr = compute_reference(model, feats, pad_id, batch_size, shared_prefix)
+        rc, rr = compute_reference(reference, model, feats, pad_id, batch_size, shared_prefix)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
@@ -165,18 +166,6 @@ def attach_reference(model, model_name: str, feats: list[dict], pad_id: int, bat
     for f, c, r in zip(feats, rc.tolist(), rr.tolist()):
         f["ref_chosen"], f["ref_rejected"] = c, r
     return {"reference_cache": status, "reference_cache_file": str(path)}
-
-
-def examples_used(recipe, n: int) -> list[int]:
-    """Indices of the training examples this run will see: a short run over a large set only pays
-    the reference pass for the pairs it trains on (the order is the engine's, a function of the seed)."""
-    world = PartialState().num_processes
-    cfg = recipe.train
-    steps = total_steps(cfg, n, world)
-    global_batch = cfg.micro_batch_size * cfg.grad_accum * world
-    if steps * global_batch >= n:
-        return list(range(n))
-    return sorted({i for s in range(steps) for i in step_indices(n, global_batch, s, recipe.seed)})
 
 
 def collate_pairs(pad_id: int, shared_prefix: bool = False):
@@ -203,8 +192,6 @@ def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
     except ValueError as e:
         raise RecipeError(str(e)) from None
     _, needs_ref, _ = PREFERENCE_LOSSES[loss_name]
-    if params.reference == "lora_disabled" and not is_lora(model):
-        raise RecipeError("method.reference 'lora_disabled' needs model.lora; use 'frozen_copy' or 'precomputed'")
     data = recipe.data
     kw = dict(instruction=data.instruction, system_prompt=data.system_prompt)
     train = load_source(data.train, "preference", **kw)
@@ -217,17 +204,18 @@ def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
     if params.pair_forward == "shared_prefix" and not shared:
         log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
     stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
-    ref_model = None
-    if needs_ref and params.reference == "precomputed":
-        name = f"{recipe.model.name}|{recipe.model.dtype}|seed={recipe.model.seed}"
-        used = [feats[i] for i in examples_used(recipe, len(feats))]
-        stats.update(attach_reference(model, name, used, pad, params.reference_batch_size, shared))
-        if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
-            attach_reference(model, name, eval_feats, pad, params.reference_batch_size, shared)
-    elif needs_ref and params.reference == "frozen_copy":
-        ref_model = frozen_copy(model)
-    objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}), ref_model)
-    return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats)
+    reference = resolve_reference(params.reference, model, recipe.model) if needs_ref else None
+    prepare = None
+    if reference is not None and params.reference_mode == "precomputed":
+        def prepare(plan):
+            # exactly the pairs the engine's plan will train on: a short run over a large set pays less
+            used = [feats[i] for i in plan.used()]
+            stats.update(attach_reference(reference, model, used, pad, params.reference_batch_size, shared))
+            if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
+                attach_reference(reference, model, eval_feats, pad, params.reference_batch_size, shared)
+    objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}),
+                                    reference if params.reference_mode == "live" else None)
+    return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats, prepare=prepare)
 
 
 SPECS = [MethodSpec(name, PreferenceParams, build, f"preference optimisation with the {name} loss")

@@ -48,7 +48,7 @@ class SamplingSettings(Section):
     samples_file: str | None = None
 
 
-class RSOParams(Section):
+class RSOParams(preference.PreferenceLossParams):
     name: Literal["rso"]
     selection: Literal[SELECTIONS] = "rso"  # type: ignore[valid-type]
     rso_beta: float = Field(0.5, gt=0)  # the tilt of pi_r ∝ pi_sft exp(r / beta)
@@ -56,20 +56,11 @@ class RSOParams(Section):
     pairing: Literal[PAIRINGS] = "first_round"  # type: ignore[valid-type]
     sampling: SamplingSettings = SamplingSettings()
     reward: RewardSettings = RewardSettings()
-    # the preference loss trained on the pairs, with its parameters (as in the preference method)
+    # the preference loss trained on the pairs; its parameters are the preference method's
     loss: Literal[tuple(PREFERENCE_LOSSES)] = "dpo"  # type: ignore[valid-type]
-    beta: float = 0.1
-    gamma: float = 0.05
-    eps: float = Field(0.0, ge=0.0, lt=0.5)
-    tau: float = 0.1
-    eta: float = 0.005
-    alpha: float = 0.2
-    reference: Literal["precomputed", "lora_disabled", "frozen_copy"] = "precomputed"
-    reference_batch_size: int = 8
-    pair_forward: Literal["shared_prefix", "concatenated"] = "shared_prefix"
 
     def preference_params(self) -> preference.PreferenceParams:
-        keep = {"beta", "gamma", "eps", "tau", "eta", "alpha", "reference", "reference_batch_size", "pair_forward"}
+        keep = set(preference.PreferenceLossParams.model_fields)
         return preference.PreferenceParams(name="preference", loss=self.loss,
                                            **{k: getattr(self, k) for k in keep})
 

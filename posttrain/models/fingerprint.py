@@ -1,0 +1,34 @@
+"""The identity of a model's weights: a hash of every parameter and buffer, names and dtypes included.
+
+Caches of what a model computes (reference log-probs, samples) are keyed by this, not by the model's
+name: a name says nothing about an SFT adapter merged in, the iteration a policy comes from, or a folder
+retrained in place.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from posttrain.models.lora import unwrap
+
+
+@torch.no_grad()
+def weights_hash(model, *, adapter: bool = True) -> str:
+    """blake2b over (name, dtype, shape, bytes) of the unwrapped model's state, 16 hex digits.
+
+    A LoRA model hashes its base and its adapter; with `adapter=False` only the base, under the plain
+    model's names, so it equals the hash of the same model without peft (the adapter-off reference).
+    About 1.5 s for the 135M embedded model on one CPU core."""
+    h = hashlib.blake2b(digest_size=8)
+    state = {}
+    for name, t in unwrap(model).state_dict().items():
+        if not adapter:
+            if "lora_" in name:
+                continue
+            name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        state[name] = t
+    for name, t in sorted(state.items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,55 @@
+"""References by meaning: which model a KL or a log-ratio is taken against.
+
+- `base`: the model the recipe names, before any adapter it starts from (`model.adapter`).
+- `start`: the model the run starts from: the base with `model.adapter` merged in (e.g. the SFT model
+  PPO starts from, as in RL4GLUE's code). Without `model.adapter` it is the base.
+- `previous`: the model the current iteration starts from (INPO's pi_t, DAPO's next pi_ref). In a run of
+  one iteration it is `start`.
+
+How it is computed is separate from what it is. A LoRA policy starts every iteration from a model with the
+earlier adapters merged and a fresh adapter on top (identity at init), so whenever the wanted reference is
+the model the current iteration starts from, it is the policy with its adapter switched off: no second
+copy. Otherwise a frozen model is built (a copy of the policy for a full fine-tune, or a fresh load).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Literal
+
+from posttrain.models import frozen_copy, is_lora, reference_model, unwrap
+from posttrain.models.fingerprint import weights_hash
+
+REFERENCES = ("base", "start", "previous")
+ReferenceKind = Literal["base", "start", "previous"]
+
+
+class Reference:
+    """A reference policy for log-probs: `with ref.use(policy) as m:` gives the model to score with."""
+
+    def __init__(self, kind: str, frozen=None):
+        self.kind, self.frozen = kind, frozen  # frozen None: the policy with its adapter off
+
+    @contextlib.contextmanager
+    def use(self, policy) -> Iterator:
+        if self.frozen is not None:
+            yield self.frozen
+        else:
+            with reference_model(unwrap(policy)) as ref:
+                yield ref
+
+    def weights_hash(self, policy) -> str:
+        """The reference's own weights (an adapter that is switched off does not count)."""
+        return weights_hash(self.frozen if self.frozen is not None else policy, adapter=False)
+
+
+def resolve_reference(kind: str, policy, model_settings, iteration: int = 0) -> Reference:
+    """The `kind` reference for `policy` (the model being trained, as built for `iteration`, 0-based)."""
+    if kind not in REFERENCES:
+        raise ValueError(f"unknown reference {kind!r}; allowed: {', '.join(REFERENCES)}")
+    is_iteration_start = (kind == "previous" or (kind == "start" and iteration == 0)
+                          or (kind == "base" and iteration == 0 and model_settings.adapter is None))
+    if is_iteration_start:
+        return Reference(kind, None if is_lora(policy) else frozen_copy(policy))
+    from posttrain.runner import load_start  # the runner knows how a recipe's starting model is built
+    model, _ = load_start(model_settings, with_adapter=kind == "start")
+    return Reference(kind, frozen_copy(model))
