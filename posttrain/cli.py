@@ -13,7 +13,11 @@ def cmd_train(args) -> int:
     from posttrain.config import load_recipe
     from posttrain.runner import run_recipe
     recipe = load_recipe(args.recipe, args.overrides)
-    summary = run_recipe(recipe, resume=not args.no_resume, show_progress=not args.quiet)
+    summary = run_recipe(recipe, resume=not args.no_resume, show_progress=not args.quiet,
+                         restart_from=args.restart_from, until=args.until)
+    if "train" not in summary:
+        print(json.dumps(summary["stages"], indent=1, default=str))
+        return 0
     print(json.dumps({k: summary[k] for k in ("name", "train", "wall_time_s") if k in summary}, indent=1, default=str))
     for phase in ("before", "after"):
         if phase in summary:
@@ -55,19 +59,15 @@ def cmd_generate(args) -> int:
 
 
 def cmd_rso(args) -> int:
-    from posttrain.config import load_recipe, validate_section
-    from posttrain.methods.rso import RSOParams, build_pairs
-    from posttrain.runner import load_policy
+    from posttrain.config import load_recipe
+    from posttrain.runner import run_recipe
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.method_name != "rso":
         raise PosttrainError(f"{args.recipe}: method.name is {recipe.method_name!r}, not 'rso'")
-    params = validate_section(RSOParams, recipe.method, f"recipe {recipe.name}: method")
-    recipe.run_dir.mkdir(parents=True, exist_ok=True)
-    model, tok = load_policy(recipe)
-    path, stats = build_pairs(recipe, params, model, tok, progress=not args.quiet)
-    for k, v in stats.items():
+    summary = run_recipe(recipe, show_progress=not args.quiet, until="pairs")
+    for k, v in summary["stages"]["pairs"].items():
         print(f"{k:28s} {v}")
-    print(f"pairs -> {path}")
+    print(f"pairs -> {recipe.run_dir / 'pairs.jsonl'}")
     return 0
 
 
@@ -116,6 +116,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from posttrain.export import export_run
+    out = export_run(args.run, args.out, merge=args.merge, checkpoint=args.checkpoint, force=args.force)
+    print(f"exported {out}")
+    return 0
+
+
 BENCHES = {
     # name -> (module, what it measures); each module has main(argv)
     "noisy-preferences": "DPO / cDPO / rDPO (+ IPO) under label flips: --part bandit | lm",
@@ -155,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train from a YAML recipe")
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=3e-4")
-    t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in the run folder")
+    t.add_argument("--no-resume", action="store_true", help="redo every stage (deletes the run's outputs)")
+    t.add_argument("--restart-from", default=None, metavar="STAGE",
+                   help="redo this stage (e.g. pairs, train, iter-2/sample) and every stage after it")
+    t.add_argument("--until", default=None, metavar="STAGE", help="stop after this stage (e.g. sample)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
@@ -178,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trust-remote-code", action="store_true")
     g.set_defaults(fn=cmd_generate)
 
-    r = sub.add_parser("rso", help="RSO data stage: sample, score, accept, pair -> <run>/pairs.jsonl")
+    r = sub.add_parser("rso", help="RSO data stages: sample, score, accept, pair -> <run>/pairs.jsonl "
+                                   "(= train RECIPE --until pairs)")
     r.add_argument("recipe")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--quiet", action="store_true")
@@ -209,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", choices=sorted(BENCHES))
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see its --help)")
     b.set_defaults(fn=cmd_bench)
+
+    x = sub.add_parser("export", help="a run's checkpoint as a standalone HF model folder (tokenizer included)")
+    x.add_argument("run", help="a run folder written by `posttrain train`")
+    x.add_argument("out", help="the folder to write (must not exist or be empty, unless --force)")
+    x.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the weights (a plain model)")
+    x.add_argument("--checkpoint", default=None, help="a checkpoint folder or name (default: the latest)")
+    x.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    x.set_defaults(fn=cmd_export)
 
     d = sub.add_parser("demo", help="the flagship run on the embedded model, with a report")
     d.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo recipe")

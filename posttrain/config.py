@@ -127,6 +127,15 @@ class GenerationEval(Section):
     at_end: bool = True
 
 
+class PipelineSettings(Section):
+    """Iterations of a method's stages (e.g. sample -> pairs -> train, T times). The model after iteration t
+    is the sampler and the starting policy of t+1 (a LoRA adapter is merged, a fresh one trains on top)."""
+    iterations: int = Field(1, gt=0)
+    # fresh: a new optimizer and schedule each iteration; carry: the optimizer's moments and the schedule
+    # go on across iterations (one schedule over iterations x train.max_steps)
+    optimizer: Literal["fresh", "carry"] = "fresh"
+
+
 class Recipe(Section):
     name: str
     seed: int = 0
@@ -136,6 +145,13 @@ class Recipe(Section):
     data: DataSettings
     train: TrainSettings
     generation_eval: GenerationEval | None = None
+    pipeline: PipelineSettings = PipelineSettings()
+
+    @model_validator(mode="after")
+    def _carry_needs_steps(self):
+        if self.pipeline.optimizer == "carry" and self.train.max_steps is None:
+            raise ValueError("pipeline.optimizer 'carry' needs train.max_steps (one schedule over all iterations)")
+        return self
 
     @property
     def method_name(self) -> str:

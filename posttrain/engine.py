@@ -124,8 +124,10 @@ def total_steps(cfg: TrainSettings, n_examples: int, world: int = 1) -> int:
     return max(1, math.ceil(cfg.epochs * n_examples / global_batch))
 
 
-def lr_lambda(cfg: TrainSettings, steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
+def lr_lambda(cfg: TrainSettings, steps: int, offset: int = 0) -> Callable[[int], float]:
+    """The learning-rate factor at a step; `offset` places this run inside a longer schedule of `steps`."""
+    def f(local_step: int) -> float:
+        step = local_step + offset
         if step < cfg.warmup_steps:
             return (step + 1) / (cfg.warmup_steps + 1)
         if cfg.schedule == "constant":
@@ -223,10 +225,13 @@ class Engine:
                  seed: int = 0, eval_data: Sequence[Any] | None = None,
                  eval_fn: Callable[[Any], dict[str, float]] | None = None,
                  stage: Stage | None = None, prepare: Callable[[DataPlan], None] | None = None,
-                 tokenizer=None, show_progress: bool = True):
+                 tokenizer=None, show_progress: bool = True, schedule: tuple[int, int] | None = None,
+                 optimizer_state: Path | None = None):
         """`prepare(plan)` runs once, before training, with the run's data order (e.g. to precompute the
         reference log-probs of exactly the examples the steps will use). `tokenizer` is saved with every
-        checkpoint's model, so the folder is a complete HF model folder."""
+        checkpoint's model, so the folder is a complete HF model folder. `schedule=(offset, total)` runs
+        these steps as steps offset.. of a schedule of `total` steps, and `optimizer_state` starts the
+        optimizer from a saved state (an iteration that carries on the previous one's optimizer)."""
         if len(train_data) == 0:
             raise TrainingError("the training set is empty")
         self.cfg, self.seed, self.objective, self.collate = cfg, seed, objective, collate
@@ -248,7 +253,10 @@ class Engine:
         optimizer = build_optimizer(cfg, model)
         # the schedule counts optimisation steps; accelerate's scheduler wrapper would step it once per
         # process, so it stays a plain scheduler on the raw optimizer
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps))
+        if optimizer_state is not None:
+            optimizer.load_state_dict(torch.load(optimizer_state, weights_only=True))
+        offset, total = schedule or (0, self.steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total, offset))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0
         self.plan = DataPlan(len(train_data), self._global_batch(), self.steps, seed)

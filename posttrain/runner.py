@@ -10,14 +10,15 @@ import yaml
 
 from posttrain.config import Recipe, validate_section
 from posttrain.data.sources import load_source, prompt_text
-from posttrain.engine import Engine, TrainResult, seed_everything
+from posttrain.engine import Engine, TrainResult, latest_checkpoint, seed_everything
 from posttrain.eval.generation import answer_accuracy
 from posttrain.eval.report import atomic_write_text
 from posttrain.methods import get_method
-from posttrain.errors import RecipeError
+from posttrain.methods.base import RunInfo
+from posttrain.errors import RecipeError, TrainingError
 from posttrain.models import apply_lora, cache_dir, load_model
 from posttrain.models.fingerprint import weights_hash
-from posttrain.models.io import apply_saved_adapter
+from posttrain.models.io import apply_saved_adapter, load_weights_
 
 
 def adapter_folder(path: str) -> Path:
@@ -86,56 +87,121 @@ def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
     return result
 
 
-def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = True) -> dict:
-    """Train as the recipe says and return a summary (also written to <run_dir>/summary.json)."""
+def load_iteration(recipe: Recipe, t: int):
+    """(model, tokenizer) that iteration t (0-based) trains: the starting model with every earlier
+    iteration's final weights folded in (LoRA: merged one after another; full: the last one), plus a fresh
+    LoRA adapter. Rebuilt from the run folder, so a resumed run gets the very same model."""
+    seed_everything(recipe.seed + t)  # the LoRA init draws from the global RNG
+    if t == 0:
+        return load_policy(recipe)
+    from posttrain.pipeline import iteration_dir
+    m = recipe.model
+    model, tokenizer = load_start(m)
+    finals = [final_model(iteration_dir(recipe.run_dir, i)) for i in range(t)]
+    if any(f is None for f in finals):
+        raise TrainingError(f"iteration {t + 1} needs the final model of every earlier iteration; "
+                            f"{iteration_dir(recipe.run_dir, finals.index(None))} has no checkpoint")
+    if m.lora is not None:
+        for f in finals:
+            model = apply_saved_adapter(model, f).merge_and_unload()
+        model = apply_lora(model, r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout,
+                           targets=m.lora.targets, rslora=m.lora.rslora)
+    else:
+        load_weights_(model, finals[-1])
+    return model, tokenizer
+
+
+def final_model(folder: Path) -> Path | None:
+    ckpt = latest_checkpoint(folder)
+    return ckpt / "model" if ckpt is not None else None
+
+
+def train_stage(ctx, spec, params, recipe: Recipe | None = None, inputs: tuple[str, ...] = ()):
+    """The training stage of an iteration: the method's build, the engine, the generation evals."""
+    from posttrain.pipeline import StageDef, flat, select
+    recipe = recipe or ctx.recipe
+    T, t = ctx.iterations, ctx.iteration
+
+    def run() -> dict:
+        model, tokenizer = ctx.policy()
+        seed_everything(recipe.seed + t)  # whatever the stages before it drew
+        built = spec.build(recipe, params, model, tokenizer, RunInfo(ctx.dir, t, T))
+        out: dict = {"data": built.stats}
+        prompts = None
+        if recipe.generation_eval is not None:
+            train_q = {prompt_text(r) for r in load_source(recipe.data.train, "prompt")} \
+                if recipe.data.train.synthetic is not None else set()
+            prompts = eval_prompts(recipe, train_q)
+        if prompts and recipe.generation_eval.at_start:
+            out["before"] = starting_eval(recipe, model, tokenizer, prompts)
+            atomic_write_text(ctx.dir / "eval_before.json", json.dumps(out["before"], indent=1))
+        kw = {}
+        if recipe.pipeline.optimizer == "carry":
+            n = recipe.train.max_steps
+            kw["schedule"] = (t * n, T * n)
+            if t > 0:
+                from posttrain.pipeline import iteration_dir
+                kw["optimizer_state"] = latest_checkpoint(iteration_dir(recipe.run_dir, t - 1)) / "optimizer.pt"
+        engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress, **kw)
+        result: TrainResult = engine.train(resume=True)
+        out["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),
+                        "final": result.final_metrics,
+                        "checkpoint": str(result.checkpoint) if result.checkpoint else None}
+        tokens = sum(h.get("tokens", 0) for h in result.history)
+        step_time = sum(h.get("step_time", 0.0) for h in result.history)
+        if step_time > 0:
+            out["train"]["tokens_per_s"] = round(tokens / step_time, 1)
+        if prompts and recipe.generation_eval.at_end:
+            out["after"] = generation_eval(recipe, engine.accelerator.unwrap_model(engine.model), tokenizer, prompts)
+        return out
+
+    return StageDef("train", select(flat(ctx.recipe.model_dump(mode="json"))), run,
+                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"], inputs=list(inputs))
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = True,
+               restart_from: str | None = None, until: str | None = None) -> dict:
+    """Run a recipe's stages (see posttrain/pipeline.py) and return a summary (also <run_dir>/summary.json).
+
+    resume=False redoes every stage; `restart_from` redoes that stage and everything after it; `until`
+    stops after the named stage."""
+    from posttrain.pipeline import ALL, run_stages
     t_start = time.time()
-    seed_everything(recipe.seed)
     spec = get_method(recipe.method_name)
     params = validate_section(spec.params, recipe.method, f"recipe {recipe.name}: method")
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
-    t0 = time.time()
-    model, tokenizer = load_policy(recipe)
-    load_time = time.time() - t0
-    built = spec.build(recipe, params, model, tokenizer)
+    def stages_for(ctx):
+        before = spec.stages(recipe, params, ctx) if spec.stages is not None else []
+        if until is not None and any(until in (s.name, f"iter-{ctx.iteration + 1}/{s.name}") for s in before):
+            return before
+        # training reads the last data stage's first output (e.g. RSO's pairs.jsonl)
+        return [*before, train_stage(ctx, spec, params, inputs=before[-1].outputs[:1] if before else ())]
+
+    per_iteration = run_stages(recipe, params, stages_for, lambda t: load_iteration(recipe, t),
+                               restart_from=restart_from if resume else ALL, until=until,
+                               progress=show_progress, final_model=final_model)
+    last = per_iteration[-1]
     summary: dict = {"name": recipe.name, "method": spec.name, "model": recipe.model.name,
                      "lora": recipe.model.lora is not None, "seed": recipe.seed,
-                     "load_time_s": round(load_time, 2), "data": built.stats}
-
-    prompts = None
-    if recipe.generation_eval is not None:
-        train_q = {prompt_text(r) for r in load_source(recipe.data.train, "prompt")} \
-            if recipe.data.train.synthetic is not None else set()
-        prompts = eval_prompts(recipe, train_q)
-    if prompts and recipe.generation_eval.at_start:
-        summary["before"] = starting_eval(recipe, model, tokenizer, prompts)
-        atomic_write_text(run_dir / "eval_before.json", json.dumps(summary["before"], indent=1))
-
-    engine = make_engine(recipe, built, model, tokenizer, show_progress=show_progress)
-    result: TrainResult = engine.train(resume=resume)
-    summary["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),
-                        "final": result.final_metrics,
-                        "checkpoint": str(result.checkpoint) if result.checkpoint else None}
-    tokens = sum(h.get("tokens", 0) for h in result.history)
-    step_time = sum(h.get("step_time", 0.0) for h in result.history)
-    if step_time > 0:
-        summary["train"]["tokens_per_s"] = round(tokens / step_time, 1)
-    if prompts and recipe.generation_eval.at_end:
-        summary["after"] = generation_eval(recipe, engine.accelerator.unwrap_model(engine.model), tokenizer, prompts)
+                     **last.get("train", {}), "stages": {k: v for k, v in last.items() if k != "train"}}
+    if len(per_iteration) > 1:
+        summary["iterations"] = per_iteration
     summary["wall_time_s"] = round(time.time() - t_start, 1)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
+    if "train" in last:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 
 def make_engine(recipe: Recipe, built, model, tokenizer, *, run_dir: Path | None = None,
-                show_progress: bool = True) -> Engine:
+                show_progress: bool = True, **kw) -> Engine:
     """The engine for what a method built: the one place a method's parts are wired to the loop."""
     return Engine(built.model if built.model is not None else model, built.objective, built.train_data,
                   built.collate, recipe.train, run_dir=run_dir or recipe.run_dir, seed=recipe.seed,
                   eval_data=built.eval_data, stage=built.stage, eval_fn=built.eval_fn, prepare=built.prepare,
-                  tokenizer=tokenizer, show_progress=show_progress)
+                  tokenizer=tokenizer, show_progress=show_progress, **kw)
 
 
 def read_history(run_dir: Path) -> list[dict]:

@@ -9,7 +9,7 @@ from posttrain.data.records import PromptRecord
 from posttrain.data.template import encode_prompt
 from posttrain.errors import RecipeError
 from posttrain.generation.sampler import SamplingParams, _filter_logits, sample, stop_ids
-from posttrain.generation.to_file import read_samples, sample_to_file
+from posttrain.generation.to_file import read_samples, sample_to_file, source_path
 from posttrain.logprobs import completion_logprobs
 
 QUESTIONS = ["Hello there", "What is 2+2?", "Name a colour.", "Tell me a long story about a dragon and a cat.",
@@ -131,6 +131,7 @@ def test_sampling_to_file_resumes_after_a_kill_without_duplicates(lm, tmp_path):
     # a kill: the first 5 lines survived (prompt 2 has 1 of its 2 samples), then a torn line
     part = tmp_path / "part.jsonl"
     part.write_text("".join(lines[:5]) + lines[5][:17])
+    source_path(part).write_text(source_path(full).read_text())
     done, dirty = read_samples(part, 2)
     assert dirty and sorted(done) == sorted({json.loads(ln)["prompt_id"] for ln in lines[:4]})
     _, stats = sample_to_file(model, tok, records, params, part, batch_size=4, progress=False)

@@ -7,9 +7,21 @@ samples, so a resumed run writes exactly what an uninterrupted one would have.
 Resume rule: a batch's lines are written with one write + flush + fsync. On start, the file is read
 back; a torn last line is discarded, and so is any prompt with fewer than n samples; if anything was
 discarded the file is rewritten (temp file + rename) with only complete prompts, which are then skipped.
+
+Source: `<out>.source.json` (samples.jsonl -> samples.jsonl.source.json) says what the samples came from:
+{"weights": weights hash of the model, "tokenizer": hash of its vocab, special tokens and chat template,
+"sampling": every SamplingParams field, "max_prompt_length"}. It is written (atomically) before the
+first sample line. A file that already holds anything is only resumed when its sidecar matches this
+call, so samples of two models or two settings never end up mixed in one file; a file with samples but
+no sidecar (an older version wrote it) is refused, its source being unknown. An empty or missing file
+starts afresh and (re)writes the sidecar. Batch size and progress are not part of the source: every
+sample has its own random stream seeded from (seed, prompt id, sample index), whatever its batch (only
+float rounding follows the batch's shape: log-probs can differ in the 6th decimal, and the line order).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +29,70 @@ from typing import Sequence
 
 from posttrain.data.template import encode_prompt
 from posttrain.errors import DataError
+from posttrain.files import atomic_write_json
 from posttrain.generation.sampler import Sample, SamplingParams, SamplingStats, sample
+
+# greedy decoding never draws, so these cannot change its samples
+_UNUSED_WHEN_GREEDY = ("top_p", "top_k", "seed")
+
+
+def source_path(out: str | os.PathLike) -> Path:
+    path = Path(out)
+    return path.with_name(path.name + ".source.json")
+
+
+def sampled_weights_hash(model) -> str:
+    """weights_hash of what the model computes: a fresh LoRA adapter (every B zero) is the identity, so
+    it hashes as its base, and a run that wraps the model in a new adapter reuses the base's samples."""
+    from posttrain.models.fingerprint import weights_hash
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    fresh = bool(lora_b) and all(not p.detach().any() for p in lora_b)
+    return weights_hash(model, adapter=not fresh)
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """Content, not name_or_path: the same tokenizer found under another cache folder is the same."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps([sorted(tokenizer.get_vocab().items()), tokenizer.special_tokens_map,
+                         getattr(tokenizer, "chat_template", None)], default=str).encode())
+    return h.hexdigest()
+
+
+def _source(model, tokenizer, params: SamplingParams, max_prompt_length: int | None, weights: str | None) -> dict:
+    sampling = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+    return {"weights": weights or sampled_weights_hash(model), "tokenizer": tokenizer_hash(tokenizer),
+            "sampling": sampling, "max_prompt_length": max_prompt_length}
+
+
+def check_source(path: Path, source: dict) -> None:
+    """Refuse to resume `path` unless its sidecar says it was sampled the way this call samples."""
+    side = source_path(path)
+    fix = "use another output file or delete it"
+    if not side.exists():
+        raise DataError(f"holds samples but no {side.name}, so its source (model, sampling settings) is unknown: "
+                        f"{fix}", file=str(path))
+    try:
+        old = json.loads(side.read_text(encoding="utf-8"))
+        old_sampling = dict(old["sampling"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"unreadable ({e}): delete it together with {path.name}", file=str(side)) from e
+    if old.get("weights") != source["weights"]:
+        raise DataError(f"was sampled from other weights (weights hash {old.get('weights')}, this model "
+                        f"{source['weights']}): {fix}", file=str(path))
+    if old.get("tokenizer") != source["tokenizer"]:
+        raise DataError(f"was sampled with another tokenizer (hash {old.get('tokenizer')}, this one "
+                        f"{source['tokenizer']}): {fix}", file=str(path))
+    new_sampling = source["sampling"]
+    greedy = old_sampling.get("temperature") == 0 and new_sampling["temperature"] == 0
+    for k in sorted(set(old_sampling) | set(new_sampling)):
+        if greedy and k in _UNUSED_WHEN_GREEDY:
+            continue
+        if old_sampling.get(k) != new_sampling.get(k):
+            raise DataError(f"was sampled with {k}={old_sampling.get(k)!r}, this run has {k}={new_sampling.get(k)!r}: "
+                            f"{fix}", file=str(path))
+    if old.get("max_prompt_length") != source["max_prompt_length"]:
+        raise DataError(f"was sampled with max_prompt_length={old.get('max_prompt_length')!r}, this run has "
+                        f"max_prompt_length={source['max_prompt_length']!r}: {fix}", file=str(path))
 
 
 def read_samples(path: Path, n: int) -> tuple[dict[int, list[dict]], bool]:
@@ -56,10 +131,18 @@ def _rewrite(path: Path, done: dict[int, list[dict]]) -> None:
 
 def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, out: str | os.PathLike, *,
                    batch_size: int = 16, max_prompt_length: int | None = None,
-                   progress: bool = True) -> tuple[dict[int, list[dict]], SamplingStats]:
-    """Samples for every PromptRecord (resuming `out`); returns ({prompt_id: rows}, stats of this call)."""
+                   progress: bool = True, weights: str | None = None) -> tuple[dict[int, list[dict]], SamplingStats]:
+    """Samples for every PromptRecord (resuming `out`); returns ({prompt_id: rows}, stats of this call).
+
+    `weights`: the model's sampled_weights_hash when the caller has it already (it costs ~1.5 s for
+    the embedded model). Raises DataError when `out` was sampled from another source (module docstring)."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
+    source = _source(model, tokenizer, params, max_prompt_length, weights)
+    if path.exists() and path.stat().st_size > 0:
+        check_source(path, source)
+    else:
+        atomic_write_json(source_path(path), source)
     done, dirty = read_samples(path, params.n)
     if any(pid >= len(records) for pid in done):
         raise DataError(f"{path} holds prompt ids beyond the {len(records)} prompts given: written for other "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel
@@ -21,9 +22,20 @@ class Built:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """Where in a run a method is built: the iteration's folder and index (0-based)."""
+    dir: Path
+    iteration: int = 0
+    iterations: int = 1
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     params: type[BaseModel]
-    build: Callable[..., Built]  # (recipe, params, model, tokenizer) -> Built
+    build: Callable[..., Built]  # (recipe, params, model, tokenizer, run: RunInfo | None) -> Built
     description: str = ""
     data_kind: str = "preference"  # what data.train holds: "sft", "preference" or "prompt" records
+    # the stages before training, as posttrain.pipeline.StageDef (e.g. RSO's sample -> pairs); the
+    # pipeline appends the training stage itself
+    stages: Callable[..., list] | None = None  # (recipe, params, IterationContext) -> [StageDef]

@@ -37,7 +37,7 @@ from posttrain.logprobs import IGNORE, completion_logprobs, gather_logprobs, tar
 from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLController, entropy_from_logits,
                                      explained_variance, gae, ppo_policy_loss, ppo_value_loss, shaped_rewards,
                                      whiten)
-from posttrain.methods.base import Built, MethodSpec
+from posttrain.methods.base import Built, MethodSpec, RunInfo
 from posttrain.models.value_head import ScalarHeadModel, head_info
 from posttrain.references import REFERENCES, Reference, resolve_reference
 from posttrain.rewards import get_reward, score_checked
@@ -194,7 +194,7 @@ def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
     return fn
 
 
-def build(recipe, params: PPOParams, model, tokenizer) -> Built:
+def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data, cfg = recipe.data, recipe.train
     records = load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
     minibatch = cfg.micro_batch_size * cfg.grad_accum
@@ -205,7 +205,7 @@ def build(recipe, params: PPOParams, model, tokenizer) -> Built:
         raise RecipeError(f"{len(records)} prompts but method.rollout_batch is {params.rollout_batch}")
     steps_per_iteration = params.ppo_epochs * params.rollout_batch // minibatch
     reward = get_reward(params.reward.name, **params.reward.options)
-    reference = resolve_reference(params.reference, model, recipe.model)
+    reference = resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0)
     info = head_info(recipe.model)
     policy = ScalarHeadModel(model, info=info, seed=recipe.seed)
     objective = PPOObjective(params)

@@ -30,7 +30,7 @@ from posttrain.errors import RecipeError, TrainingError
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
-from posttrain.methods.base import Built, MethodSpec
+from posttrain.methods.base import Built, MethodSpec, RunInfo
 from posttrain.models import cache_dir, unwrap
 from posttrain.references import REFERENCES, Reference, resolve_reference
 
@@ -186,7 +186,7 @@ def encode(records, tokenizer, data) -> tuple[list[dict], dict]:
     return feats, {**vars(stats), "examples": len(feats)}
 
 
-def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
+def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     try:
         loss_name = params.loss_name
     except ValueError as e:
@@ -204,7 +204,8 @@ def build(recipe, params: PreferenceParams, model, tokenizer) -> Built:
     if params.pair_forward == "shared_prefix" and not shared:
         log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
     stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
-    reference = resolve_reference(params.reference, model, recipe.model) if needs_ref else None
+    reference = (resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0)
+                 if needs_ref else None)
     prepare = None
     if reference is not None and params.reference_mode == "precomputed":
         def prepare(plan):

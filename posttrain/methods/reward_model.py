@@ -12,7 +12,7 @@ from posttrain.config import Section
 from posttrain.data.collate import pair_collate
 from posttrain.data.sources import load_source
 from posttrain.losses.reward import bradley_terry
-from posttrain.methods.base import Built, MethodSpec
+from posttrain.methods.base import Built, MethodSpec, RunInfo
 from posttrain.methods.preference import encode
 from posttrain.models.value_head import ScalarHeadModel, head_info
 
@@ -37,7 +37,7 @@ class RewardObjective:
         return losses.sum(), float(b), {k: v.sum() for k, v in metrics.items()}
 
 
-def build(recipe, params: RewardModelParams, model, tokenizer) -> Built:
+def build(recipe, params: RewardModelParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data = recipe.data
     kw = dict(instruction=data.instruction, system_prompt=data.system_prompt)
     feats, stats = encode(load_source(data.train, "preference", **kw), tokenizer, data)

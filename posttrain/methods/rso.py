@@ -4,10 +4,12 @@
 samples `num_candidates` per prompt from the starting policy (a fresh LoRA adapter is the identity, so
 that is pi_sft), scores them with the reward, selects by `selection` (rso / sft_sample_rank / best_of_n),
 pairs them (first_round / tournament), and writes `<run>/pairs.jsonl`; training is then the preference
-method on those pairs with `loss` (dpo = sigmoid-norm, hinge_norm, ...). Both files are resumable:
-samples.jsonl resumes after a kill, and pairs.jsonl is rebuilt deterministically from it.
+method on those pairs with `loss` (dpo = sigmoid-norm, hinge_norm, ...). Three pipeline stages
+(posttrain/pipeline.py): sample (samples.jsonl, resumes after a kill), pairs (pairs.jsonl, a pure
+function of the samples, the reward and the seed), train. With `pipeline.iterations` > 1 each iteration
+samples from the previous iteration's model (iterative RSO).
 
-`posttrain rso RECIPE` runs only the data stage; `posttrain train RECIPE` runs both.
+`posttrain train RECIPE` runs them all; `posttrain rso RECIPE` (= `train --until pairs`) only the data.
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ from pydantic import Field
 
 from posttrain.config import DataSource, RewardSettings, Section
 from posttrain.data.sources import load_source, prompt_text
-from posttrain.eval.report import atomic_write_text
 from posttrain.generation.rso import PAIRINGS, SELECTIONS, pair_up, select
+from posttrain.errors import DataError, RecipeError
+from posttrain.files import atomic_write_text
 from posttrain.generation.sampler import SamplingParams
-from posttrain.generation.to_file import sample_to_file
+from posttrain.generation.to_file import read_samples, sample_to_file, source_path
 from posttrain.losses.preference import PREFERENCE_LOSSES
 from posttrain.methods import preference
-from posttrain.methods.base import Built, MethodSpec
+from posttrain.methods.base import Built, MethodSpec, RunInfo
+from posttrain.pipeline import StageDef, flat
+from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
 
 log = logging.getLogger(__name__)
@@ -65,17 +70,38 @@ class RSOParams(preference.PreferenceLossParams):
                                            **{k: getattr(self, k) for k in keep})
 
 
-def build_pairs(recipe, params: RSOParams, model, tokenizer, *, progress: bool = True) -> tuple[Path, dict]:
-    """The data stage: returns (pairs.jsonl path, stats)."""
-    data, s = recipe.data, params.sampling
-    records = load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
-    run_dir = recipe.run_dir
+def _samples_file(params: RSOParams, ctx) -> Path:
+    s = params.sampling
+    # a shared samples_file serves the first iteration; later ones sample another policy
+    return Path(s.samples_file) if s.samples_file and ctx.iteration == 0 else ctx.dir / "samples.jsonl"
+
+
+def _records(recipe):
+    data = recipe.data
+    return load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
+
+
+def sample_candidates(recipe, params: RSOParams, ctx) -> dict:
+    """Stage 1: `num_candidates` samples per prompt from the iteration's starting policy (resumable)."""
+    s = params.sampling
+    model, tokenizer = ctx.policy()
     sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                         max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
-    samples_file = Path(s.samples_file) if s.samples_file else run_dir / "samples.jsonl"
-    samples, st = sample_to_file(model, tokenizer, records, sp, samples_file,
-                                 batch_size=s.batch_size, max_prompt_length=data.max_prompt_length,
-                                 progress=progress)
+    _, st = sample_to_file(model, tokenizer, _records(recipe), sp, _samples_file(params, ctx),
+                           batch_size=s.batch_size, max_prompt_length=recipe.data.max_prompt_length,
+                           progress=ctx.progress)
+    return {"sampling_tokens_per_s": round(st.tokens_per_s, 1), "sampling_new_tokens": st.new_tokens,
+            "resumed_prompts": st.extra.get("resumed_prompts", 0)}
+
+
+def make_pairs(recipe, params: RSOParams, ctx) -> dict:
+    """Stage 2: score, select (rso / sft_sample_rank / best_of_n) and pair -> pairs.jsonl."""
+    s, folder = params.sampling, ctx.dir
+    records = _records(recipe)
+    samples, _ = read_samples(_samples_file(params, ctx), s.num_candidates)
+    if len(samples) != len(records):
+        raise DataError(f"{_samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "
+                        f"sample stage did not finish")
     reward = get_reward(params.reward.name, **params.reward.options)
     stats = Counter()
     rows, rewards_all, accepted_r = [], [], []
@@ -98,33 +124,52 @@ def build_pairs(recipe, params: RSOParams, model, tokenizer, *, progress: bool =
         for c, j in pairs:
             rows.append({"prompt": rec.prompt, "chosen": texts[c], "rejected": texts[j],
                          "meta": {"prompt_id": pid, "r_chosen": r[c], "r_rejected": r[j]}})
-    path = run_dir / "pairs.jsonl"
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
     n = len(records)
     out = {"prompts": n, "candidates": n * s.num_candidates, "pairs": len(rows),
            "selection": params.selection, "pairing": params.pairing,
            "mean_reward_candidates": float(np.mean(rewards_all)) if rewards_all else 0.0,
-           "mean_reward_accepted": float(np.mean(accepted_r)) if accepted_r else 0.0,
-           "sampling_tokens_per_s": round(st.tokens_per_s, 1), "sampling_new_tokens": st.new_tokens,
-           **dict(stats)}
+           "mean_reward_accepted": float(np.mean(accepted_r)) if accepted_r else 0.0, **dict(stats)}
     out["acceptance_rate"] = stats["accepted"] / max(stats["unique_candidates"], 1)
-    atomic_write_text(run_dir / "rso_stats.json", json.dumps(out, indent=1))
+    atomic_write_text(folder / "rso_stats.json", json.dumps(out, indent=1))
     log.info("rso data: %s", out)
     if not rows:
-        from posttrain.errors import DataError
         raise DataError(f"RSO produced no pairs from {n} prompts (every pair tied: the reward does not "
-                        f"separate the candidates); see {run_dir / 'rso_stats.json'}")
-    return path, out
+                        f"separate the candidates); see {folder / 'rso_stats.json'}")
+    atomic_write_text(folder / "pairs.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    return out
 
 
-def build(recipe, params: RSOParams, model, tokenizer) -> Built:
-    path, stats = build_pairs(recipe, params, model, tokenizer)
+SAMPLE_KEYS = ("model", "data.train", "data.instruction", "data.system_prompt", "data.max_prompt_length",
+               "method.sampling")
+PAIR_KEYS = ("seed", "method.selection", "method.rso_beta", "method.num_samples", "method.pairing", "method.reward")
+
+
+def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
+    settings = flat(recipe.model_dump(mode="json"))
+    samples = _samples_file(params, ctx)
+    own = samples.resolve().is_relative_to(ctx.dir.resolve())
+    sample_out = [str(samples.relative_to(ctx.dir)), str(source_path(samples).relative_to(ctx.dir))] if own else []
+    return [StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params, ctx),
+                     outputs=sample_out),
+            StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
+                     outputs=["pairs.jsonl", "rso_stats.json"], inputs=[str(samples if not own else
+                                                                           samples.relative_to(ctx.dir))],
+                     uses_weights=False)]
+
+
+def build(recipe, params: RSOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
+    """Training on the pairs the stages before it wrote (posttrain train runs them first)."""
+    folder = run.dir if run is not None else recipe.run_dir
+    path = folder / "pairs.jsonl"
+    if not path.is_file():
+        raise RecipeError(f"{path} does not exist: run the recipe with `posttrain train`, which samples and "
+                          f"pairs before training")
     pairs_recipe = recipe.model_copy(update={"data": recipe.data.model_copy(
         update={"train": DataSource(path=str(path)), "instruction": None})})
-    built = preference.build(pairs_recipe, params.preference_params(), model, tokenizer)
-    built.stats = {**built.stats, "rso": stats}
+    built = preference.build(pairs_recipe, params.preference_params(), model, tokenizer, run)
+    built.stats = {**built.stats, "rso": json.loads((folder / "rso_stats.json").read_text())}
     return built
 
 
 SPEC = MethodSpec("rso", RSOParams, build, "statistical rejection sampling -> pairs -> preference loss",
-                  data_kind="prompt")
+                  data_kind="prompt", stages=stages)

@@ -11,7 +11,7 @@ from posttrain.data.template import encode_conversations
 from posttrain.logprobs import IGNORE, completion_logprobs
 from posttrain.losses.sft import sft_loss
 from posttrain.errors import RecipeError
-from posttrain.methods.base import Built, MethodSpec
+from posttrain.methods.base import Built, MethodSpec, RunInfo
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "weights")
 
@@ -50,7 +50,7 @@ def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
     return feats, {**vars(stats), "examples": len(feats)}
 
 
-def build(recipe, params: SFTParams, model, tokenizer) -> Built:
+def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data = recipe.data
     train = load_source(data.train, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
     feats, stats = encode_all(train, tokenizer, data)

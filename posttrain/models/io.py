@@ -30,15 +30,18 @@ def trainable_parameters(model) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def save_weights(model, directory: str | os.PathLike) -> None:
+def save_weights(model, directory: str | os.PathLike, *, tokenizer=None) -> None:
     """Adapter only for a LoRA model, full weights otherwise; safetensors, written atomically.
 
     A full model is saved with save_pretrained, so the folder is also a loadable HF model (config included;
-    tied embeddings are stored once).
+    tied embeddings are stored once); with `tokenizer` (and its chat template) it is a complete one, for
+    AutoTokenizer too. `load_weights_` reads only the safetensors, so the tokenizer files never interfere.
     """
     model = unwrap(model)
     with atomic_folder(directory) as tmp:
         model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
 
 
 def load_weights_(model, directory: str | os.PathLike) -> None:

@@ -1,0 +1,195 @@
+"""One command runs every recipe: a method's stages (e.g. RSO's sample -> pairs -> train), iterated.
+
+Each stage writes its outputs under the iteration's folder (the run folder for the first, `iter-K/` for
+iteration K >= 2) and resumes its own partial work (a samples file, training checkpoints).
+`<run>/pipeline.json` records, per stage, its fingerprint and whether it finished:
+- settings: the recipe keys that decide the stage's output, with their values;
+- inputs: hashes of the files it reads from earlier stages;
+- start: the identity of the weights it starts from (the model's files, the merged adapter's, and the
+  previous iteration's final checkpoint).
+Rerunning the command skips finished stages and resumes the one in progress. A recipe change that
+invalidates a recorded stage is refused, naming the stage and the key, unless `restart_from` names that
+stage (or an earlier one): then it and everything after it are deleted and redone. Raising
+`pipeline.iterations` continues a finished run with more iterations.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from posttrain.errors import RecipeError
+from posttrain.files import atomic_write_json, file_hash
+
+STATE_FILE = "pipeline.json"
+ALL = "*"  # restart_from: redo every stage
+# keys that change how a run is watched or kept, not what it computes
+WATCH_KEYS = ("name", "output_dir", "pipeline.iterations", "train.save_every", "train.keep_checkpoints",
+              "train.log_every", "train.eval_every", "data.eval", "generation_eval")
+
+
+@dataclass
+class StageDef:
+    name: str
+    settings: dict[str, Any]  # flat recipe keys -> values that decide this stage's output
+    run: Callable[[], dict]  # does (or resumes) the work; returns stats for the summary
+    outputs: list[str]  # paths relative to the iteration folder, deleted when the stage is redone
+    inputs: list[str] = field(default_factory=list)  # outputs of earlier stages it reads
+    uses_weights: bool = True  # whether the starting weights decide its output
+
+
+def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def select(settings: dict[str, Any], prefixes: tuple[str, ...] | None = None,
+           exclude: tuple[str, ...] = WATCH_KEYS) -> dict[str, Any]:
+    """The keys of a flat recipe under `prefixes` (all when None), without `exclude`d ones."""
+    def under(k: str, ps) -> bool:
+        return any(k == p or k.startswith(p + ".") for p in ps)
+    return {k: v for k, v in settings.items()
+            if (prefixes is None or under(k, prefixes)) and not under(k, exclude)}
+
+
+def iteration_dir(run_dir: Path, t: int) -> Path:
+    """Iteration 1 is the run folder itself (a one-iteration run has the plain layout, and raising
+    `pipeline.iterations` later continues it); iteration k >= 2 lives in iter-k/."""
+    return run_dir if t == 0 else run_dir / f"iter-{t + 1}"
+
+
+def stage_key(name: str, t: int) -> str:
+    return name if t == 0 else f"iter-{t + 1}/{name}"
+
+
+class PipelineState:
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / STATE_FILE
+        self.stages: dict[str, dict] = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"stages": self.stages})
+
+
+def _files_identity(folder: Path) -> dict[str, str]:
+    return {f.name: file_hash(f) for f in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
+
+
+def _first_difference(old: dict, new: dict) -> str | None:
+    for k in sorted(set(old) | set(new)):
+        if old.get(k, "<unset>") != new.get(k, "<unset>"):
+            return k
+    return None
+
+
+def check_fingerprint(key: str, record: dict, fp: dict) -> None:
+    status = "finished" if record["status"] == "done" else "is in progress"
+    redo = f"rerun with --restart-from {key} to redo it and every stage after it, or restore the recipe"
+    k = _first_difference(record["settings"], fp["settings"])
+    if k is not None:
+        raise RecipeError(f"stage '{key}' {status} with {k}={record['settings'].get(k, '<unset>')!r}; the recipe "
+                          f"now says {fp['settings'].get(k, '<unset>')!r}: {redo}")
+    k = _first_difference(record["inputs"], fp["inputs"])
+    if k is not None:
+        raise RecipeError(f"stage '{key}' {status} on another {k} (the file changed since): {redo}")
+    if record["start"] != fp["start"]:
+        k = _first_difference(record["start"], fp["start"])
+        raise RecipeError(f"stage '{key}' {status} from other starting weights ({k} differs): {redo}")
+
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+@dataclass
+class IterationContext:
+    """What the stages of one iteration share: its folder, index, and the policy (loaded on first use)."""
+    recipe: Any
+    params: Any
+    iteration: int
+    dir: Path
+    progress: bool
+    load: Callable[[], tuple]
+    start: dict  # identity of the starting weights
+    _policy: tuple | None = None
+
+    def policy(self) -> tuple:
+        if self._policy is None:
+            self._policy = self.load()
+        return self._policy
+
+    @property
+    def iterations(self) -> int:
+        return self.recipe.pipeline.iterations
+
+
+def start_identity(recipe, previous_final: Path | None) -> dict:
+    m = recipe.model
+    ident = {"model": _files_identity(Path(m.name))}
+    if m.adapter is not None:
+        from posttrain.runner import adapter_folder
+        ident["adapter"] = _files_identity(adapter_folder(m.adapter))
+    if previous_final is not None:
+        ident["previous"] = _files_identity(previous_final)
+    return ident
+
+
+def run_stages(recipe, params, stages_for: Callable[[IterationContext], list[StageDef]],
+               load_iteration: Callable[[int], tuple], *, restart_from: str | None = None,
+               until: str | None = None, progress: bool = True,
+               final_model: Callable[[Path], Path | None]) -> list[dict]:
+    """Run every iteration's stages; returns per iteration {stage name: stats}."""
+    run_dir, T = recipe.run_dir, recipe.pipeline.iterations
+    state = PipelineState(run_dir)
+    flat_recipe = flat(recipe.model_dump(mode="json"))
+    restarting = restart_from == ALL
+    results: list[dict] = []
+    previous_final: Path | None = None
+    for t in range(T):
+        it_dir = iteration_dir(run_dir, t)
+        ctx = IterationContext(recipe, params, t, it_dir, progress, (lambda t=t: load_iteration(t)),
+                               start_identity(recipe, previous_final))
+        stats: dict[str, dict] = {}
+        for st in stages_for(ctx):
+            key = stage_key(st.name, t)
+            if restart_from in (key, st.name if t == 0 else None, f"iter-{t + 1}"):
+                restarting = True
+            fp = {"settings": {k: st.settings[k] for k in sorted(st.settings)},
+                  "inputs": {name: file_hash(it_dir / name) for name in st.inputs},
+                  "start": ctx.start if st.uses_weights else {}}
+            record = state.stages.get(key)
+            if restarting:
+                _remove([it_dir / o for o in st.outputs])
+                state.stages.pop(key, None)
+                record = None
+            if record is not None:
+                check_fingerprint(key, record, fp)
+                if record["status"] == "done":
+                    stats[st.name] = record.get("stats", {})
+                    if until == key or until == st.name:
+                        return results + [stats]
+                    continue
+            state.stages[key] = {"status": "running", **fp}
+            state.save()
+            out = st.run()
+            state.stages[key] = {"status": "done", **fp, "stats": json.loads(json.dumps(out, default=str))}
+            state.save()
+            stats[st.name] = out
+            if until == key or until == st.name:
+                return results + [stats]
+        results.append(stats)
+        previous_final = final_model(it_dir)
+    if restart_from not in (None, ALL) and not restarting:
+        known = sorted(state.stages)
+        raise RecipeError(f"--restart-from {restart_from}: no such stage; the stages are {', '.join(known)}")
+    return results

@@ -1,0 +1,162 @@
+"""Multi-stage runs (posttrain/pipeline.py) on RSO with a tiny model: stages resume without redoing finished
+work, a recipe change that invalidates a finished stage is refused by name, and iterations continue."""
+import json
+
+import pytest
+
+from posttrain.config import load_recipe
+from posttrain.errors import RecipeError
+from posttrain.runner import read_history, run_recipe
+
+RECIPE = """
+name: rso-pipe
+seed: 0
+method:
+  name: rso
+  num_samples: 4
+  loss: dpo
+  sampling: {num_candidates: 6, temperature: 1.0, top_k: 0, max_new_tokens: 10, batch_size: 12}
+  reward: {name: "tests.rso_helpers:LetterReward"}
+model: {name: tiny-llama, lora: {r: 4, alpha: 8}}
+data:
+  train: {path: prompts.jsonl}
+  max_length: 64
+train: {lr: 1e-3, micro_batch_size: 4, max_steps: 3, warmup_steps: 0, save_every: 1}
+"""
+TIMING = ("tokens_per_s", "step_time", "elapsed")
+
+
+@pytest.fixture
+def make(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n"
+                                                    for w in ["cats", "dogs", "rain", "tea", "snow", "maps"]))
+    (tmp_path / "rso.yaml").write_text(RECIPE)
+
+    def make(*overrides, name="rso-pipe"):
+        return load_recipe(tmp_path / "rso.yaml", [f"output_dir={tmp_path / 'runs'}", f"name={name}", *overrides])
+    return make
+
+
+@pytest.fixture
+def sampler_calls(monkeypatch):
+    """Counts the prompts the sampler decodes (one entry per call, the prompt ids it was given)."""
+    from posttrain.generation import to_file
+    calls = []
+    real = to_file.sample
+
+    def counting(model, tok, prompts, params, *, prompt_ids=None, **kw):
+        calls.append(list(prompt_ids))
+        return real(model, tok, prompts, params, prompt_ids=prompt_ids, **kw)
+    monkeypatch.setattr(to_file, "sample", counting)
+    return calls
+
+
+def logged(run_dir):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in read_history(run_dir)]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_rerun_skips_finished_stages(make, sampler_calls):
+    r = make()
+    run_recipe(r, show_progress=False)
+    assert sum(map(len, sampler_calls)) == 6
+    state = json.loads((r.run_dir / "pipeline.json").read_text())["stages"]
+    assert {k: v["status"] for k, v in state.items()} == {"sample": "done", "pairs": "done", "train": "done"}
+    sampler_calls.clear()
+    pairs = (r.run_dir / "pairs.jsonl").read_text()
+    s = run_recipe(make(), show_progress=False)
+    assert sampler_calls == [] and s["stages"]["pairs"]["pairs"] > 0
+    assert (r.run_dir / "pairs.jsonl").read_text() == pairs
+
+
+def test_killed_inside_sampling_resumes_only_the_missing_prompts(make, monkeypatch):
+    from posttrain.generation import to_file
+    from posttrain.generation.sampler import sample as real_sample
+    straight = make(name="straight")
+    run_recipe(straight, show_progress=False)
+
+    def dying(model, tok, prompts, params, *, on_batch=None, **kw):
+        def write(batch):  # the kill comes right after the first batch (2 prompts x 6) is on disk
+            on_batch(batch)
+            raise Killed
+        return real_sample(model, tok, prompts, params, on_batch=write, **kw)
+    monkeypatch.setattr(to_file, "sample", dying)
+    cut = make(name="cut")
+    with pytest.raises(Killed):
+        run_recipe(cut, show_progress=False)
+    state = json.loads((cut.run_dir / "pipeline.json").read_text())["stages"]
+    assert state["sample"]["status"] == "running" and "pairs" not in state
+    counted = []
+
+    def counting(model, tok, prompts, params, *, prompt_ids=None, **kw):
+        counted.append(list(prompt_ids))
+        return real_sample(model, tok, prompts, params, prompt_ids=prompt_ids, **kw)
+    monkeypatch.setattr(to_file, "sample", counting)
+    run_recipe(cut, show_progress=False)
+    assert counted == [[2, 3, 4, 5]]  # prompts 0 and 1 were on disk
+    assert (cut.run_dir / "pairs.jsonl").read_text() == (straight.run_dir / "pairs.jsonl").read_text()
+    assert logged(cut.run_dir) == logged(straight.run_dir)
+
+
+def test_killed_inside_training_resumes_from_its_checkpoint(make, sampler_calls, monkeypatch):
+    from posttrain.engine import Engine
+    straight = make(name="straight")
+    run_recipe(straight, show_progress=False)
+    sampler_calls.clear()
+    cut = make(name="cut")
+    real_step = Engine.train_step
+
+    def dying_step(self, batches):
+        if self.step == 2:
+            raise Killed
+        return real_step(self, batches)
+    monkeypatch.setattr(Engine, "train_step", dying_step)
+    with pytest.raises(Killed):
+        run_recipe(cut, show_progress=False)
+    assert sum(map(len, sampler_calls)) == 6
+    monkeypatch.setattr(Engine, "train_step", real_step)
+    run_recipe(cut, show_progress=False)
+    assert sum(map(len, sampler_calls)) == 6  # the finished data stages were not redone
+    assert logged(cut.run_dir) == logged(straight.run_dir)
+
+
+def test_an_invalidating_change_names_the_stage_and_key(make, sampler_calls):
+    run_recipe(make(), show_progress=False)
+    with pytest.raises(RecipeError, match=r"stage 'sample' finished with method.sampling.temperature=1.0.*"
+                                          r"0.7.*--restart-from sample"):
+        run_recipe(make("method.sampling.temperature=0.7"), show_progress=False)
+    with pytest.raises(RecipeError, match=r"stage 'pairs' finished with method.num_samples=4"):
+        run_recipe(make("method.num_samples=3"), show_progress=False)
+    with pytest.raises(RecipeError, match=r"stage 'train' finished with train.lr"):
+        run_recipe(make("train.lr=0.01"), show_progress=False)
+    sampler_calls.clear()
+    run_recipe(make("train.save_every=2"), show_progress=False)  # watching keys do not invalidate
+    s = run_recipe(make("method.num_samples=3"), restart_from="pairs", show_progress=False)
+    assert sampler_calls == []  # samples kept, pairs and training redone
+    assert s["stages"]["pairs"]["accepted"] <= 6 * 3
+    with pytest.raises(RecipeError, match="no such stage"):
+        run_recipe(make("method.num_samples=3"), restart_from="scoring", show_progress=False)
+
+
+def test_two_iterations_equal_one_iteration_then_a_second(make, sampler_calls):
+    """Iteration 2 samples from iteration 1's final model (its adapter merged, a fresh one on top)."""
+    both = make("pipeline.iterations=2", name="both")
+    s = run_recipe(both, show_progress=False)
+    assert len(s["iterations"]) == 2 and (both.run_dir / "iter-2" / "pairs.jsonl").is_file()
+    one = make(name="stepwise")
+    run_recipe(one, show_progress=False)
+    sampler_calls.clear()
+    run_recipe(make("pipeline.iterations=2", name="stepwise"), show_progress=False)
+    assert sum(map(len, sampler_calls)) == 6  # only iteration 2 sampled
+    for sub in ("", "iter-2"):
+        assert (one.run_dir / sub / "pairs.jsonl").read_text() == (both.run_dir / sub / "pairs.jsonl").read_text()
+        assert logged(one.run_dir / sub) == logged(both.run_dir / sub)
+    # iteration 2's samples come from another model than iteration 1's
+    src = [json.loads((both.run_dir / sub / "samples.jsonl.source.json").read_text())["weights"]
+           for sub in ("", "iter-2")]
+    assert src[0] != src[1]
