@@ -160,3 +160,27 @@ def test_two_iterations_equal_one_iteration_then_a_second(make, sampler_calls):
     src = [json.loads((both.run_dir / sub / "samples.jsonl.source.json").read_text())["weights"]
            for sub in ("", "iter-2")]
     assert src[0] != src[1]
+
+
+@pytest.mark.parametrize("optimizer", ["fresh", "carry"])
+def test_iteration_optimizer_and_reference_previous(make, optimizer):
+    """fresh: iteration 2 restarts the schedule; carry: it goes on with the same schedule (and moments).
+    DPO against `previous` (iteration 2's start) starts at log 2; against `start` (the run's) it does not."""
+    import math
+
+    from posttrain.engine import lr_lambda
+    r = make("pipeline.iterations=2", f"pipeline.optimizer={optimizer}", "method.reference=previous",
+             "train.schedule=cosine", name=optimizer)
+    run_recipe(r, show_progress=False)
+    one, two = read_history(r.run_dir), read_history(r.run_dir / "iter-2")
+    if optimizer == "fresh":
+        assert two[0]["lr"] == one[0]["lr"]
+    else:
+        f = lr_lambda(r.train, 6, 0)
+        assert [h["lr"] for h in one + two] == pytest.approx([1e-3 * f(k) for k in range(1, 7)])
+    assert two[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at the start
+    if optimizer == "carry":
+        return
+    start = make("pipeline.iterations=2", "method.reference=start", name=f"{optimizer}-start")
+    run_recipe(start, show_progress=False)
+    assert abs(read_history(start.run_dir / "iter-2")[0]["loss"] - math.log(2)) > 1e-4
