@@ -93,7 +93,7 @@ def cmd_eval(args) -> int:
         print(f"{task:8s} accuracy {res['accuracy']:.3f}  invalid {res['invalid_rate']:.3f}  n {res['n']}  "
               f"({res['seconds']} s)", flush=True)
     if args.out:
-        from posttrain.eval.report import atomic_write_text
+        from posttrain.files import atomic_write_text
         atomic_write_text(Path(args.out), _json.dumps({t: r for t, r in rows}, indent=1))
     return 0
 

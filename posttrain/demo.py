@@ -10,7 +10,8 @@ from pathlib import Path
 
 from posttrain.config import load_recipe
 from posttrain.errors import RecipeError
-from posttrain.eval.report import atomic_write_text, markdown_table, plot_curves
+from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.files import atomic_write_text
 from posttrain.runner import read_history, run_recipe
 
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"

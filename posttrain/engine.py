@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from posttrain.config import TrainSettings
 from posttrain.errors import TrainingError
+from posttrain.files import atomic_folder, checkpoints, latest_checkpoint
 from posttrain.models import load_weights_, save_weights
 
 Batch = dict[str, Any]
@@ -167,11 +167,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: p.name)
-    return ckpts[-1] if ckpts else None
 
 
 class MetricsLog:
@@ -358,10 +353,7 @@ class Engine:
         if not acc.is_main_process:
             acc.wait_for_everyone()
             return final
-        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_folder(final) as tmp:
             save_weights(acc.unwrap_model(self.model), tmp / "model", tokenizer=self.tokenizer)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
@@ -372,13 +364,7 @@ class Engine:
             state = {"step": self.step, "seed": self.seed, "examples_seen": self.step * self._global_batch(),
                      "epoch": self.step * self._global_batch() / len(self.train_data)}
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for old in sorted(final.parent.glob("step-*"))[:-self.cfg.keep_checkpoints]:
+        for old in checkpoints(self.run_dir)[:-self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         return final

@@ -52,7 +52,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, merge: bool = Fal
     """
     from posttrain.config import Recipe, validate_section
     from posttrain.models import is_lora, load_weights_, merge_and_save, unwrap
-    from posttrain.models.atomic import atomic_folder
+    from posttrain.files import atomic_folder
     from posttrain.models.value_head import HEAD_CONFIG, ScalarHeadModel
     from posttrain.engine import latest_checkpoint
     from posttrain.pipeline import iteration_dir

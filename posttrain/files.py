@@ -1,19 +1,72 @@
-"""Files that appear whole or not at all: write to a temporary name in the same folder, then rename."""
+"""Files and folders that appear whole or not at all, and checkpoint discovery: the one place for both.
+
+Everything is written under a temporary name in the same folder (same filesystem, so the final rename is
+atomic) and renamed into place only when complete: a killed run never leaves a half-written file that a
+later run would trust.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+TMP_MARK = ".tmp-"
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write (any way: text, safetensors, a PNG); on success it
+    replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `target`, on error it is removed.
+
+    An existing `target` is moved aside first (a rename cannot replace a non-empty folder) and deleted
+    only after the new one is in place, so at every moment `target` is either the old or the new folder.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: mkdtemp makes the folder private (0700), and it becomes the shared cache folder
+    tmp = target.parent / f".{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}{TMP_MARK}old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
+    """`fsync`: also force it to disk before the rename (files that a resume trusts line by line)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -27,3 +80,17 @@ def file_hash(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """A run folder's checkpoints (`checkpoints/step-N/`), oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    return sorted(folder.glob("step-*"), key=lambda p: p.name) if folder.is_dir() else []
+
+
+def latest_checkpoint(run_dir: str | os.PathLike, *, holding: str | None = None) -> Path | None:
+    """The newest checkpoint, or the newest whose model/ holds the file `holding`."""
+    for c in reversed(checkpoints(run_dir)):
+        if holding is None or (c / "model" / holding).is_file():
+            return c
+    return None

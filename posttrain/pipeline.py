@@ -151,7 +151,6 @@ def run_stages(recipe, params, stages_for: Callable[[IterationContext], list[Sta
     """Run every iteration's stages; returns per iteration {stage name: stats}."""
     run_dir, T = recipe.run_dir, recipe.pipeline.iterations
     state = PipelineState(run_dir)
-    flat_recipe = flat(recipe.model_dump(mode="json"))
     restarting = restart_from == ALL
     results: list[dict] = []
     previous_final: Path | None = None

@@ -12,7 +12,7 @@ from posttrain.config import Recipe, validate_section
 from posttrain.data.sources import load_source, prompt_text
 from posttrain.engine import Engine, TrainResult, latest_checkpoint, seed_everything
 from posttrain.eval.generation import answer_accuracy
-from posttrain.eval.report import atomic_write_text
+from posttrain.files import atomic_write_text
 from posttrain.methods import get_method
 from posttrain.methods.base import RunInfo
 from posttrain.errors import RecipeError, TrainingError
@@ -27,9 +27,9 @@ def adapter_folder(path: str) -> Path:
     for cand in (p, p / "model"):
         if (cand / "adapter_config.json").is_file():
             return cand
-    ckpts = sorted((p / "checkpoints").glob("step-*")) if (p / "checkpoints").is_dir() else []
-    if ckpts and (ckpts[-1] / "model" / "adapter_config.json").is_file():
-        return ckpts[-1] / "model"
+    ckpt = latest_checkpoint(p)
+    if ckpt is not None and (ckpt / "model" / "adapter_config.json").is_file():
+        return ckpt / "model"
     raise RecipeError(f"model.adapter: no LoRA adapter at {path} (nor in model/ or checkpoints/step-*/model/)")
 
 

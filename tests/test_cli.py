@@ -92,3 +92,10 @@ def test_demo_runs_on_a_tiny_model(tmp_path, capsys):
 def test_models_convert_rejects_other_names(capsys):
     assert main(["models", "convert", "tiny-llama"]) == 2
     assert "only the embedded model" in capsys.readouterr().err
+
+
+def test_python_dash_m_posttrain_runs_the_cli():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "posttrain", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "export" in out.stdout and "train" in out.stdout

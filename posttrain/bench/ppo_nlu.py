@@ -19,7 +19,8 @@ from posttrain.bench.sweep import curve, run_variant
 from posttrain.config import DataSource, NLUSource
 from posttrain.data.sources import load_source
 from posttrain.eval.nlu import nlu_eval
-from posttrain.eval.report import atomic_write_text, markdown_table, plot_curves
+from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.files import atomic_write_text
 from posttrain.runner import adapter_folder
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from posttrain.bench.sweep import curve, run_variant
-from posttrain.eval.report import atomic_write_text, markdown_table, plot_curves
+from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.files import atomic_write_text
 
 BASE = Path(__file__).resolve().parents[2] / "recipes" / "rpo_vs_dpo.yaml"
 VARIANTS = {

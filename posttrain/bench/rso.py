@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from posttrain.bench.sweep import curve, run_variant
-from posttrain.eval.report import atomic_write_text, markdown_table, plot_curves
+from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.files import atomic_write_text
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SOURCES = {"direct": None, "sft-sample-rank": "sft_sample_rank", "rso-sample-rank": "rso"}

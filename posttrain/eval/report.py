@@ -1,13 +1,12 @@
 """Markdown reports with PNG plots, written atomically next to a run."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
 
-from posttrain.files import atomic_write_text  # noqa: F401  (re-exported for reports)
+from posttrain.files import atomic_path
 
 matplotlib.use("Agg")  # headless: reports are written on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,9 +34,7 @@ def plot_curves(series: dict[str, tuple[list[float], list[float]]], path: Path, 
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

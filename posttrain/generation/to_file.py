@@ -29,7 +29,7 @@ from typing import Sequence
 
 from posttrain.data.template import encode_prompt
 from posttrain.errors import DataError
-from posttrain.files import atomic_write_json
+from posttrain.files import atomic_write_json, atomic_write_text
 from posttrain.generation.sampler import Sample, SamplingParams, SamplingStats, sample
 
 # greedy decoding never draws, so these cannot change its samples
@@ -119,14 +119,7 @@ def read_samples(path: Path, n: int) -> tuple[dict[int, list[dict]], bool]:
 
 
 def _rewrite(path: Path, done: dict[int, list[dict]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for pid in sorted(done):
-            for row in done[pid]:
-                f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for pid in sorted(done) for row in done[pid]), fsync=True)
 
 
 def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, out: str | os.PathLike, *,

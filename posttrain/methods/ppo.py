@@ -29,7 +29,7 @@ from pydantic import Field
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
 from posttrain.data.sources import load_source, prompt_text
-from posttrain.engine import StageOutput, step_indices
+from posttrain.engine import DataPlan, StageOutput
 from posttrain.errors import RecipeError
 from posttrain.eval.nlu import nlu_eval, prompt_ids
 from posttrain.generation.sampler import SamplingParams, sample
@@ -130,7 +130,8 @@ class PPOStage:
     @torch.no_grad()
     def rollout(self, model: ScalarHeadModel, it: int) -> tuple[list[dict], dict[str, float]]:
         p = self.p
-        idx = step_indices(len(self.records), p.rollout_batch, it, self.seed)
+        # the prompt stream is a data plan of its own: rollout_batch prompts per iteration, reshuffled per pass
+        idx = DataPlan(len(self.records), p.rollout_batch, it + 1, self.seed).step(it)
         recs = [self.records[i] for i in idx]
         prompts = [prompt_ids(self.tok, r, self.max_prompt_length) for r in recs]
         was_training = model.training

@@ -27,6 +27,7 @@ from posttrain.data.collate import pair_collate, shared_prefix_collate
 from posttrain.data.sources import load_source
 from posttrain.data.template import encode_pairs
 from posttrain.errors import RecipeError, TrainingError
+from posttrain.files import atomic_path
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
@@ -159,10 +160,8 @@ def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int
     else:
         status = "computed"
         rc, rr = compute_reference(reference, model, feats, pad_id, batch_size, shared_prefix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
     for f, c, r in zip(feats, rc.tolist(), rr.tolist()):
         f["ref_chosen"], f["ref_rejected"] = c, r
     return {"reference_cache": status, "reference_cache_file": str(path)}
@@ -206,17 +205,19 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
     stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
     reference = (resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0)
                  if needs_ref else None)
-    prepare = None
-    if reference is not None and params.reference_mode == "precomputed":
-        def prepare(plan):
-            # exactly the pairs the engine's plan will train on: a short run over a large set pays less
-            used = [feats[i] for i in plan.used()]
-            stats.update(attach_reference(reference, model, used, pad, params.reference_batch_size, shared))
-            if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
-                attach_reference(reference, model, eval_feats, pad, params.reference_batch_size, shared)
+
+    def prepare(plan):
+        # exactly the pairs the engine's plan will train on: a short run over a large set pays less
+        used = [feats[i] for i in plan.used()]
+        stats.update(attach_reference(reference, model, used, pad, params.reference_batch_size, shared))
+        if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
+            attach_reference(reference, model, eval_feats, pad, params.reference_batch_size, shared)
+
+    precompute = reference is not None and params.reference_mode == "precomputed"
     objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}),
                                     reference if params.reference_mode == "live" else None)
-    return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats, prepare=prepare)
+    return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats,
+                 prepare=prepare if precompute else None)
 
 
 SPECS = [MethodSpec(name, PreferenceParams, build, f"preference optimisation with the {name} loss")

@@ -1,50 +1,17 @@
-"""Folders that appear whole or not at all, and one-time builds shared between processes.
-
-A killed run must never leave a half-written model folder that a later run would trust, so every folder
-is written under a temporary name in the same parent (same filesystem, so the final rename is atomic)
-and renamed into place only when complete.
-"""
+"""One-time builds shared between processes (the embedded model's conversion): a lock, and an atomic folder."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from posttrain.files import TMP_MARK, atomic_folder
 
 try:  # POSIX only; on other systems two concurrent conversions merely waste time, the rename keeps them safe
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
-
-TMP_MARK = ".tmp-"
-
-
-@contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `target`, on error it is removed.
-
-    An existing `target` is moved aside first (a rename cannot replace a non-empty folder) and deleted
-    only after the new one is in place, so at every moment `target` is either the old or the new folder.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir, not mkdtemp: mkdtemp makes the folder private (0700), and it becomes the shared cache folder
-    tmp = target.parent / f".{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}{TMP_MARK}old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @contextlib.contextmanager

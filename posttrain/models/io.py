@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from posttrain.errors import ModelError
-from posttrain.models.atomic import atomic_folder
+from posttrain.files import atomic_folder
 from posttrain.models.lora import is_lora, unwrap
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from posttrain.errors import ModelError
-from posttrain.models.atomic import atomic_folder
+from posttrain.files import atomic_folder
 
 
 _PARALLEL_WRAPPERS = ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel")

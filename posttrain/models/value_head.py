@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from posttrain.errors import ModelError
+from posttrain.files import latest_checkpoint
 from posttrain.models.lora import is_lora, unwrap
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
@@ -114,10 +115,9 @@ def find_scalar_head_folder(path) -> Path:
         return path
     if (path / "model" / HEAD_CONFIG).is_file():
         return path / "model"
-    ckpts = sorted((path / "checkpoints").glob("step-*")) if (path / "checkpoints").is_dir() else []
-    for c in reversed(ckpts):
-        if (c / "model" / HEAD_CONFIG).is_file():
-            return c / "model"
+    ckpt = latest_checkpoint(path, holding=HEAD_CONFIG)
+    if ckpt is not None:
+        return ckpt / "model"
     raise ModelError(f"no reward/value model at {path}: expected {HEAD_CONFIG} there, in model/, or in "
                      f"checkpoints/step-*/model/")
 
