@@ -42,14 +42,19 @@ class Reference:
         return weights_hash(self.frozen if self.frozen is not None else policy, adapter=False)
 
 
-def resolve_reference(kind: str, policy, model_settings, iteration: int = 0) -> Reference:
-    """The `kind` reference for `policy` (the model being trained, as built for `iteration`, 0-based)."""
+def resolve_reference(kind: str, policy, model_settings, iteration: int = 0, *, live: bool = True) -> Reference:
+    """The `kind` reference for `policy` (the model being trained, as built for `iteration`, 0-based).
+
+    `live=False`: the reference is only used before the first update (precomputed log-probs), so a full
+    fine-tune whose reference is its own start is scored with the policy itself, without a copy."""
     if kind not in REFERENCES:
         raise ValueError(f"unknown reference {kind!r}; allowed: {', '.join(REFERENCES)}")
     is_iteration_start = (kind == "previous" or (kind == "start" and iteration == 0)
                           or (kind == "base" and iteration == 0 and model_settings.adapter is None))
     if is_iteration_start:
-        return Reference(kind, None if is_lora(policy) else frozen_copy(policy))
+        if is_lora(policy):
+            return Reference(kind, None)
+        return Reference(kind, frozen_copy(policy) if live else unwrap(policy))
     from posttrain.runner import load_start  # the runner knows how a recipe's starting model is built
     model, _ = load_start(model_settings, with_adapter=kind == "start")
     return Reference(kind, frozen_copy(model))

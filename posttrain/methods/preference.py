@@ -203,8 +203,8 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
     if params.pair_forward == "shared_prefix" and not shared:
         log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
     stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
-    reference = (resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0)
-                 if needs_ref else None)
+    reference = (resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0,
+                                   live=params.reference_mode == "live") if needs_ref else None)
 
     def prepare(plan):
         # exactly the pairs the engine's plan will train on: a short run over a large set pays less
