@@ -79,7 +79,9 @@ def run_task_seed(task: str, seed: int, a, runs: Path) -> list[dict]:
         name = f"nlu-ppo-{slug}-{task}-seed{seed}"
         ppo = run_variant(RECIPES / "nlu_ppo.yaml", [
             f"name={name}", *common, f"data.eval.nlu.task={task}", f"data.eval.nlu.limit={a.dev_limit}",
-            f"train.max_steps={a.ppo_steps}", f"train.eval_every={a.ppo_steps}", *extra])
+            f"train.max_steps={a.ppo_steps}", f"train.eval_every={a.ppo_steps}", *extra], collect=a.collect)
+        if ppo is None:
+            continue
         rows.append({"task": task, "seed": seed, "condition": cond, "accuracy": ppo["eval/accuracy"],
                      "invalid_rate": ppo["eval/invalid_rate"], "n": evals["zero-shot"]["n"],
                      "train_s": ppo["train_time_s"], "history": ppo["history"]})
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="tasks whose PPO-from-base run is left out (reported as not run)")
     ap.add_argument("--sft-references", nargs="*", default=list(SFT_REFS), choices=list(SFT_REFS),
                     help="the KL references of PPO from SFT that are run (start = the SFT model, base = the base)")
+    ap.add_argument("--collect", action="store_true",
+                    help="train nothing new: report the PPO runs that finished (the others show as not run)")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--runs", default="runs/ppo_nlu")
     a = ap.parse_args(argv)

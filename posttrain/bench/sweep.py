@@ -13,12 +13,16 @@ from posttrain.config import load_recipe
 from posttrain.runner import read_history, run_recipe
 
 
-def run_variant(base: Path, overrides: list[str], *, show_progress: bool = False) -> dict:
-    """Train one variant (or read its summary if that run already finished) and return one row."""
+def run_variant(base: Path, overrides: list[str], *, show_progress: bool = False,
+                collect: bool = False) -> dict | None:
+    """Train one variant (or read its summary if that run already finished) and return one row.
+    `collect`: never train; None for a run that has not finished (a report over what is there)."""
     recipe = load_recipe(base, overrides)
     summary_path = recipe.run_dir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
+    elif collect:
+        return None
     else:
         summary = run_recipe(recipe, resume=True, show_progress=show_progress)
     history = read_history(recipe.run_dir)
