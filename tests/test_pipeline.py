@@ -184,3 +184,24 @@ def test_iteration_optimizer_and_reference_previous(make, optimizer):
     start = make("pipeline.iterations=2", "method.reference=start", name=f"{optimizer}-start")
     run_recipe(start, show_progress=False)
     assert abs(read_history(start.run_dir / "iter-2")[0]["loss"] - math.log(2)) > 1e-4
+
+
+def test_export_of_an_iterated_run_is_its_last_iteration(make, tmp_path):
+    import torch
+
+    from posttrain.export import export_run
+    from posttrain.models import reference_model
+    from posttrain.runner import load_iteration
+    from transformers import AutoModelForCausalLM
+    r = make("pipeline.iterations=2", name="two")
+    run_recipe(r, show_progress=False)
+    out = export_run(r.run_dir, tmp_path / "export", merge=True)
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    # the start of a (would-be) third iteration: both adapters merged, a fresh one on top, switched off
+    nxt, _ = load_iteration(r, 2)
+    first, _ = load_iteration(r, 0)
+    ids = torch.tensor([[1, 5, 9, 13, 2, 40, 7]])
+    with torch.no_grad(), reference_model(nxt) as ref, reference_model(first) as base:
+        want, got, start = ref(input_ids=ids).logits, exported(input_ids=ids).logits, base(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, start, atol=1e-3)  # two iterations of training are in it
