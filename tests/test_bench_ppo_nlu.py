@@ -19,7 +19,7 @@ def test_summarize_means_intervals_and_paired_steps():
             _row("sst2", 0, "PPO from SFT (ref SFT)", 0.85), _row("sst2", 1, "PPO from SFT (ref SFT)", 0.89)]
     cells, steps = summarize(rows)
     by = {c[1]: c for c in cells}
-    assert by["zero-shot"][2] == "0.600 ± 0.000"
+    assert by["zero-shot"][2] == "0.600 (equal on all 2 seeds)"
     # two seeds: t(1) = 12.706, sd = 0.0707 -> half-width 12.706 * 0.05 = 0.635
     assert by["SFT"][2] == "0.850 ± 0.635"
     assert by["SFT"][3] == "0.800 / 0.900"
@@ -27,14 +27,14 @@ def test_summarize_means_intervals_and_paired_steps():
     st = {s[1]: s for s in steps}
     # paired: +0.05 and -0.01 -> mean 0.02, one win of two
     assert st["PPO from SFT (ref SFT) − SFT"][2].startswith("0.020 ± ")
-    assert st["PPO from SFT (ref SFT) − SFT"][3] == "1/2"
+    assert st["PPO from SFT (ref SFT) − SFT"][3] == "1/2 (sign test p = 1.00)"
     assert "few-shot − zero-shot" not in st  # few-shot never ran
 
 
 def test_summarize_single_seed_has_no_interval():
     cells, steps = summarize([_row("cb", 0, "SFT", 0.5), _row("cb", 0, "PPO from SFT (ref SFT)", 0.4)])
     assert [c for c in cells if c[1] == "SFT"][0][2] == "0.500"
-    assert steps == [["cb", "PPO from SFT (ref SFT) − SFT", "-0.100", "0/1"]]
+    assert steps == [["cb", "PPO from SFT (ref SFT) − SFT", "-0.100", "0/1 (sign test p = 1.00)"]]
 
 
 def test_mean_curves_average_seeds():

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from posttrain.bench.noisy_bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, fit, main,
-                                          make_problem, mean_ci, observed_pairs, rdpo_recession_slope, rdpo_vs_n,
-                                          run_sweep, summarize, t975, write_report)
+                                          make_problem, observed_pairs, rdpo_recession_slope, rdpo_vs_n,
+                                          run_sweep, summarize)
+from posttrain.bench.noisy_bandit_report import write_report
+from posttrain.bench.stats import mean_ci, sign_test_p, t975
 from posttrain.errors import RecipeError
 
 SMALL = BanditConfig(d=4, n_actions=4, n_pairs=400, n_contexts=50, n_test_contexts=200, seeds=2,
@@ -120,3 +122,9 @@ def test_rdpo_without_a_minimiser_is_caught_and_certified():
             assert info["converged"] and rdpo_recession_slope(cfg, p, 0.45, theta / theta.norm()) > 0
         assert fit(cfg, p, "dpo", 0.45)[0] is not None  # losses >= 0 always have a minimiser (data not separable)
     assert ran_off > 0
+
+
+def test_sign_test_p():
+    assert sign_test_p(16, 7) == pytest.approx(0.0931, abs=1e-4)  # RSO's 16 wins / 7 losses
+    assert sign_test_p(3, 0) == pytest.approx(0.25)
+    assert sign_test_p(2, 2) == 1.0 and sign_test_p(0, 0) == 1.0

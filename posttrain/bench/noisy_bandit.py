@@ -50,6 +50,7 @@ import torch
 
 from posttrain.errors import RecipeError
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
+from posttrain.bench.stats import mean_ci
 
 METHODS = ("dpo", "cdpo", "rdpo", "ipo")
 REPORT_NAME = "noisy_preferences.md"
@@ -279,32 +280,6 @@ def run_sweep(cfg: BanditConfig, progress: Callable[[str], None] | None = None) 
 
 
 # ---- statistics ----------------------------------------------------------------------------------
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t (two-sided 95% interval); a table to 30, Cornish-Fisher beyond."""
-    if df < 1:
-        return float("nan")
-    if df <= 30:
-        return _T975[df - 1]
-    z = 1.959963984540054
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval); the half-width is nan for fewer than two values."""
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    return m, t975(n - 1) * sd / math.sqrt(n)
-
-
 METRICS = ("reward", "param_error", "direction_error", "scale")
 
 
@@ -365,16 +340,6 @@ def rdpo_vs_n(cfg: BanditConfig, ns: tuple[int, ...] = (2000, 5000, 20000), eps:
 # ---- report --------------------------------------------------------------------------------------
 # The report lives in posttrain.bench.noisy_bandit_report, which imports this module; `main` imports it
 # when it runs and `write_report` / `format_summary` are re-exported lazily here, so there is no import cycle.
-_REPORT_NAMES = ("write_report", "format_summary")
-
-
-def __getattr__(name: str):
-    if name in _REPORT_NAMES:
-        from posttrain.bench import noisy_bandit_report
-        return getattr(noisy_bandit_report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def main(argv: list[str] | None = None) -> int:
     from posttrain.bench.noisy_bandit_report import format_summary, write_report
     ap = argparse.ArgumentParser(prog="python -m posttrain.bench.noisy_bandit", description=__doc__.split("\n")[0])

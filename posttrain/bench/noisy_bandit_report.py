@@ -12,7 +12,8 @@ from pathlib import Path
 
 from posttrain.files import atomic_path, atomic_write_text
 
-from posttrain.bench.noisy_bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order, mean_ci,
+from posttrain.bench.stats import mean_ci
+from posttrain.bench.noisy_bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order,
                                           summarize, yardsticks)
 
 

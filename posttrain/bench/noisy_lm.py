@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from posttrain.bench.noisy_bandit import SECTION_B, mean_ci
+from posttrain.bench.noisy_bandit import SECTION_B
+from posttrain.bench.stats import mean_ci
 from posttrain.bench.sweep import run_variant
 from posttrain.eval.report import markdown_table, plot_curves
 from posttrain.files import atomic_write_text
