@@ -159,12 +159,16 @@ def run_stages(recipe, params, stages_for: Callable[[IterationContext], list[Sta
         ctx = IterationContext(recipe, params, t, it_dir, progress, (lambda t=t: load_iteration(t)),
                                start_identity(recipe, previous_final))
         stats: dict[str, dict] = {}
-        for st in stages_for(ctx):
+        stages = stages_for(ctx)
+        if t == 0:
+            _check_stage_name(restart_from, [st.name for st in stages], T)
+        for st in stages:
             key = stage_key(st.name, t)
-            if restart_from in (key, st.name if t == 0 else None, f"iter-{t + 1}"):
+            if restart_from in (key, f"iter-{t + 1}/{st.name}", st.name if t == 0 else None, f"iter-{t + 1}"):
                 restarting = True
             fp = {"settings": {k: st.settings[k] for k in sorted(st.settings)},
-                  "inputs": {name: file_hash(it_dir / name) for name in st.inputs},
+                  "inputs": {name: file_hash(it_dir / name) if (it_dir / name).is_file() else "missing"
+                             for name in st.inputs},
                   "start": ctx.start if st.uses_weights else {}}
             record = state.stages.get(key)
             if restarting:
@@ -188,7 +192,15 @@ def run_stages(recipe, params, stages_for: Callable[[IterationContext], list[Sta
                 return results + [stats]
         results.append(stats)
         previous_final = final_model(it_dir)
-    if restart_from not in (None, ALL) and not restarting:
-        known = sorted(state.stages)
-        raise RecipeError(f"--restart-from {restart_from}: no such stage; the stages are {', '.join(known)}")
     return results
+
+
+def _check_stage_name(name: str | None, names: list[str], iterations: int) -> None:
+    if name in (None, ALL):
+        return
+    it, _, stage = name.rpartition("/")
+    k = it.removeprefix("iter-") if it else (name.removeprefix("iter-") if name.startswith("iter-") else "1")
+    stage_ok = stage in names or (not it and name.startswith("iter-"))
+    if not (k.isdigit() and 1 <= int(k) <= iterations and (it == "" or it.startswith("iter-")) and stage_ok):
+        raise RecipeError(f"--restart-from {name}: no such stage; the stages are {', '.join(names)} (iteration 1), "
+                          f"iter-K/<stage> or iter-K for K = 2..{iterations}")

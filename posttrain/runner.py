@@ -116,11 +116,10 @@ def final_model(folder: Path) -> Path | None:
     return ckpt / "model" if ckpt is not None else None
 
 
-def train_stage(ctx, spec, params, recipe: Recipe | None = None, inputs: tuple[str, ...] = ()):
+def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
     """The training stage of an iteration: the method's build, the engine, the generation evals."""
     from posttrain.pipeline import StageDef, flat, select
-    recipe = recipe or ctx.recipe
-    T, t = ctx.iterations, ctx.iteration
+    recipe, T, t = ctx.recipe, ctx.iterations, ctx.iteration
 
     def run() -> dict:
         model, tokenizer = ctx.policy()
@@ -155,7 +154,7 @@ def train_stage(ctx, spec, params, recipe: Recipe | None = None, inputs: tuple[s
             out["after"] = generation_eval(recipe, engine.accelerator.unwrap_model(engine.model), tokenizer, prompts)
         return out
 
-    return StageDef("train", select(flat(ctx.recipe.model_dump(mode="json"))), run,
+    return StageDef("train", select(flat(recipe.model_dump(mode="json"))), run,
                     outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"], inputs=list(inputs))
 
 
