@@ -138,8 +138,8 @@ def _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow)
         raise ValueError(f"max_prompt_length must be a non-negative integer or None, got {max_prompt_length!r}")
     if not isinstance(min_response_tokens, int) or min_response_tokens < 1:
         raise ValueError(f"min_response_tokens must be an integer >= 1, got {min_response_tokens!r}")
-    if on_overflow not in ("raise", "error", "skip"):  # "error" is the recipes' spelling of "raise"
-        raise ValueError(f"on_overflow must be 'raise' (or 'error') or 'skip', got {on_overflow!r}")
+    if on_overflow not in ("error", "skip"):
+        raise ValueError(f"on_overflow must be 'error' or 'skip', got {on_overflow!r}")
 
 
 def _overflow(n_prompt: int, room: int, *, max_length, min_response_tokens, file, line, fld):
@@ -181,7 +181,7 @@ def _count(stats: TruncationStats | None, cut: int, resp_cut: bool) -> None:
 
 def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
                         max_prompt_length: int | None = None, min_response_tokens: int = 1,
-                        on_overflow: str = "raise", stats: TruncationStats | None = None,
+                        on_overflow: str = "error", stats: TruncationStats | None = None,
                         file: str | None = None, line: int | None = None) -> dict | None:
     """Tokenize a chat for SFT: ``{"input_ids", "labels"}`` with labels -100 on every token that is not
     assistant content or an assistant end-of-turn token; every assistant turn is supervised.
@@ -221,7 +221,7 @@ def encode_prompt(tokenizer, messages: Sequence[dict], *, max_length: int | None
 
 
 def encode_pair(tokenizer, prompt_messages: Sequence[dict], chosen: str, rejected: str, *, max_length: int,
-                max_prompt_length: int | None = None, min_response_tokens: int = 1, on_overflow: str = "raise",
+                max_prompt_length: int | None = None, min_response_tokens: int = 1, on_overflow: str = "error",
                 stats: TruncationStats | None = None, file: str | None = None,
                 line: int | None = None) -> dict | None:
     """Tokenize a preference pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``.
@@ -263,7 +263,7 @@ def _report(what: str, stats: TruncationStats) -> None:
 
 def encode_conversations(tokenizer, records: Iterable, *, max_length: int, max_prompt_length: int | None = None,
                          min_response_tokens: int = 1,
-                         on_overflow: str = "raise") -> tuple[list[dict], TruncationStats]:
+                         on_overflow: str = "error") -> tuple[list[dict], TruncationStats]:
     """Encode many Conversations (or message lists); returns the features and the truncation counts.
     Errors name the record's file and line."""
     stats, out = TruncationStats(), []
@@ -279,7 +279,7 @@ def encode_conversations(tokenizer, records: Iterable, *, max_length: int, max_p
 
 
 def encode_pairs(tokenizer, pairs: Iterable, *, max_length: int, max_prompt_length: int | None = None,
-                 min_response_tokens: int = 1, on_overflow: str = "raise") -> tuple[list[dict], TruncationStats]:
+                 min_response_tokens: int = 1, on_overflow: str = "error") -> tuple[list[dict], TruncationStats]:
     """Encode many PreferencePairs; returns the features and the truncation counts."""
     stats, out = TruncationStats(), []
     for pair in pairs:

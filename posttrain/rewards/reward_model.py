@@ -33,7 +33,7 @@ class RewardModelReward:
 
     @torch.no_grad()
     def rewards(self, conversations: list[list[dict]]) -> list[float]:
-        feats = [encode_conversation(self.tokenizer, c, max_length=self.max_length, on_overflow="raise")
+        feats = [encode_conversation(self.tokenizer, c, max_length=self.max_length, on_overflow="error")
                  for c in conversations]
         order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
         out = [0.0] * len(feats)
