@@ -29,14 +29,12 @@ Naming traps in other libraries, which this module does not repeat:
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from posttrain.errors import RecipeError
 
 Metrics = dict[str, torch.Tensor]
 
@@ -96,17 +94,17 @@ def _metrics(lp: PairLogps, chosen: torch.Tensor, rejected: torch.Tensor, scale:
 
 def _positive(name: str, value: float) -> None:
     if not value > 0:
-        raise RecipeError(f"{name} must be > 0, got {value}")
+        raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def _non_negative(name: str, value: float) -> None:
     if not value >= 0:
-        raise RecipeError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def _check_eps(eps: float, loss: str) -> None:
     if not 0.0 <= eps < 0.5:
-        raise RecipeError(
+        raise ValueError(
             f"{loss}: eps (the assumed label-flip rate) must be in [0, 0.5), got {eps}. At eps = 0.5 a label "
             "carries no information (a pure coin flip), past it the labels are more often wrong than right, "
             "and rdpo divides by 1 - 2*eps.")
@@ -262,26 +260,3 @@ PREFERENCE_LOSSES: dict[str, LossSpec] = {
     "rpo": LossSpec(rpo, True, ("beta", "eta")),
     "rpo_token_mean": LossSpec(rpo_token_mean, True, ("beta", "alpha")),
 }
-
-
-def preference_loss(name: str, **params: float) -> Callable[[PairLogps], tuple[torch.Tensor, Metrics]]:
-    """The loss `name` with its parameters bound and checked: `preference_loss("rdpo", beta=0.1, eps=0.2)`."""
-    if name not in PREFERENCE_LOSSES:
-        raise RecipeError(f"unknown preference loss {name!r}; choose one of {', '.join(PREFERENCE_LOSSES)}")
-    spec = PREFERENCE_LOSSES[name]
-    extra = sorted(set(params) - set(spec.params))
-    if extra:
-        raise RecipeError(f"loss {name!r} takes parameters {list(spec.params)}, not {extra}")
-    required = [p.name for p in inspect.signature(spec.fn).parameters.values()
-                if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in params]
-    if required:
-        raise RecipeError(f"loss {name!r} needs parameter(s) {required}")
-    # run the checks now, on a one-pair dummy, so a bad value fails at load time and not at step 1
-    one = torch.zeros(1)
-    spec.fn(PairLogps(one, one, one, one, one + 1, one + 1), **params)
-
-    def bound(lp: PairLogps) -> tuple[torch.Tensor, Metrics]:
-        return spec.fn(lp, **params)
-
-    bound.__name__ = name
-    return bound

@@ -41,12 +41,13 @@ log = logging.getLogger(__name__)
 
 class PreferenceLossParams(Section):
     """A preference loss's parameters and its reference; shared by every method that trains on pairs."""
-    beta: float = 0.1
+    # the same bounds the loss functions guard, checked when the recipe loads (an error names the key)
+    beta: float = Field(0.1, gt=0)
     eps: float = Field(0.0, ge=0.0, lt=0.5)  # assumed label-flip rate (cdpo, rdpo); 0.5 is pure noise
-    tau: float = 0.1  # ipo
-    gamma: float = 0.05  # hinge, hinge_norm
-    eta: float = 0.005  # rpo (summed NLL, coefficient eta*beta)
-    alpha: float = 0.2  # rpo_token_mean
+    tau: float = Field(0.1, gt=0)  # ipo
+    gamma: float = Field(0.05, gt=0)  # hinge, hinge_norm
+    eta: float = Field(0.005, ge=0)  # rpo (summed NLL, coefficient eta*beta)
+    alpha: float = Field(0.2, ge=0)  # rpo_token_mean
     reference: Literal[REFERENCES] = "start"  # type: ignore[valid-type]
     reference_mode: Literal["precomputed", "live"] = "precomputed"
     reference_batch_size: int = 8
