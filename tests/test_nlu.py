@@ -8,7 +8,7 @@ import pytest
 from posttrain.data import nlu
 from posttrain.data.nlu import (ASSISTANT_PREFIX, TASKS, NLUExample, build_messages, encode_label_sft,
                                 encode_prompt_prefilled, load_file, load_task, nlu_accuracy, prompt_rows,
-                                prompt_text, sample_shots, sft_rows, task_file)
+                                prefilled_prompt_text, sample_shots, sft_rows, task_file)
 from posttrain.data.records import Conversation, PromptRecord
 from posttrain.data.template import IGNORE_INDEX, encode_conversation
 from posttrain.errors import DataError
@@ -214,7 +214,7 @@ def test_build_messages_k_shot():
 
 def test_prompt_text_real_template(tok, data_dir):
     example = load_task("sst2", "validation", data_dir=data_dir, limit=1)[0]
-    text = prompt_text(tok, build_messages("sst2", example))
+    text = prefilled_prompt_text(tok, build_messages("sst2", example))
     assert text == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nDecide whether the sentiment of the text is positive or negative.\n"
@@ -225,7 +225,7 @@ def test_prompt_text_real_template(tok, data_dir):
         train = load_task(task, "train", data_dir=data_dir)
         query = load_task(task, "validation", data_dir=data_dir, limit=1)[0]
         shots = sample_shots(train, 2, seed=0)
-        text = prompt_text(tok, build_messages(task, query, shots))
+        text = prefilled_prompt_text(tok, build_messages(task, query, shots))
         assert text.endswith("<|im_start|>assistant\n" + ASSISTANT_PREFIX)
         assert text.count(TASKS[task].instruction) == 3 and text.count(TASKS[task].answer_form) == 3
         assert query.text in text and all(s.text in text for s in shots)

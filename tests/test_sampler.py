@@ -33,7 +33,7 @@ def test_greedy_matches_transformers_generate(lm):
     model, tok = lm
     ps = prompts(tok)
     out, stats = sample(model, tok, ps, SamplingParams(temperature=0, max_new_tokens=12), batch_size=4)
-    eos = sorted(stop_ids(tok))
+    eos = sorted(stop_ids(tok, model))
     for p, (s,) in zip(ps, out):
         ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
                              do_sample=False, max_new_tokens=12, eos_token_id=eos, pad_token_id=tok.pad_token_id)
@@ -156,3 +156,13 @@ def test_cli_generate_to_file(tmp_path, monkeypatch, capsys):
     assert "3 prompts already there" in capsys.readouterr().out
     assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 6
     assert main(["generate", "--model", "tiny-llama", "--data", str(data)]) == 2
+
+
+def test_stop_ids_come_from_the_tokenizer_and_the_generation_config(lm):
+    model, tok = lm
+    assert tok.convert_ids_to_tokens(sorted(stop_ids(tok))) == ["<|im_end|>"]  # SmolLM2's eos ends a turn
+    model.generation_config.eos_token_id = [tok.eos_token_id, 7]
+    try:
+        assert stop_ids(tok, model) == {tok.eos_token_id, 7}
+    finally:
+        model.generation_config.eos_token_id = tok.eos_token_id

@@ -197,7 +197,7 @@ def build_messages(spec: str | TaskSpec, example: NLUExample | str, shots: Seque
     return msgs
 
 
-def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
+def prefilled_prompt_text(tokenizer, messages: Sequence[dict]) -> str:
     """The chat template's rendering of ``messages`` with the generation prompt, then
     :data:`ASSISTANT_PREFIX`: the text the model continues (with the label and ``</Judgement>``)."""
     return render(tokenizer, messages, add_generation_prompt=True) + ASSISTANT_PREFIX
@@ -206,7 +206,7 @@ def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
 def encode_prompt_prefilled(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> list[int]:
     """Token ids of :func:`prompt_text` (no extra special tokens: the template writes its own); with
     ``max_length``, a longer prompt keeps its last ``max_length`` tokens."""
-    ids = list(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    ids = list(tokenizer(prefilled_prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
     if max_length is not None and len(ids) > max_length:
         ids = ids[len(ids) - max_length:]
     return ids

@@ -96,8 +96,13 @@ def _filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return logits
 
 
-def stop_ids(tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+def stop_ids(tokenizer, model=None) -> set[int]:
+    """The tokens that end a turn: the tokenizer's eos and the model's generation-config eos ids (a chat
+    model often ends a turn with a token other than its document eos)."""
+    ids = {tokenizer.eos_token_id}
+    cfg = getattr(model, "generation_config", None)
+    eos = getattr(cfg, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
     return {i for i in ids if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id}
 
 
@@ -218,7 +223,7 @@ def sample(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingP
     if any(len(x) == 0 for x in prompts):
         raise ValueError("empty prompt")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = stop_ids(tokenizer)
+    eos = stop_ids(tokenizer, model)
     per_batch = max(1, batch_size // params.n)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[Sample]] = [[] for _ in prompts]
