@@ -144,23 +144,61 @@ def test_empty_training_set_and_no_trainable_params(tmp_path):
         engine(tmp_path, settings(), model=frozen)
 
 
-def test_gradient_checkpointing_gives_the_same_update(tmp_path):
+def checkpointing_flag(model) -> bool:
+    # transformers >= 5.2 names it is_activation_checkpointing (is_gradient_checkpointing is deprecated)
+    flag = getattr(type(model), "is_activation_checkpointing", None)
+    return bool(model.is_activation_checkpointing if flag is not None else model.is_gradient_checkpointing)
+
+
+def forward_calls_per_layer(e) -> list[int]:
+    """How often each decoder layer's MLP runs during one train_step: once per forward, and once more in
+    the backward when activation checkpointing recomputes the layer."""
+    layers = e.accelerator.unwrap_model(e.model).model.layers
+    calls = [0] * len(layers)
+    hooks = [layer.mlp.register_forward_hook(lambda mod, args, out, i=i: calls.__setitem__(i, calls[i] + 1))
+             for i, layer in enumerate(layers)]
+    try:
+        e.train_step(e.micro_batches(0))
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_update(tmp_path):
     data = random_features(4, seed=3)
     out = []
     for gc in (False, True):
         cfg = settings(optimizer="sgd", lr=0.05, micro_batch_size=4, max_steps=1, warmup_steps=0,
                        gradient_checkpointing=gc)
         e = engine(tmp_path, cfg, data=data, name=f"gc{gc}")
-        e.train_step(e.micro_batches(0))
+        assert checkpointing_flag(e.accelerator.unwrap_model(e.model)) is gc
+        # one micro-batch: each layer runs once in the forward, and again in the backward if checkpointed
+        assert forward_calls_per_layer(e) == [2 if gc else 1] * 2
         out.append(params(e.model))
     assert_params_close(out[0], out[1], atol=1e-6)
 
 
+def linear_output_dtypes(e) -> set[torch.dtype]:
+    """The dtypes a Linear layer computes in during one train_step (autocast runs matmuls in bf16)."""
+    seen: set[torch.dtype] = set()
+    proj = e.accelerator.unwrap_model(e.model).model.layers[0].mlp.gate_proj
+    hook = proj.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+    try:
+        e.train_step(e.micro_batches(0))
+    finally:
+        hook.remove()
+    return seen
+
+
 def test_bf16_autocast_trains(tmp_path):
     e = engine(tmp_path, settings(precision="bf16", max_steps=3, lr=1e-2, warmup_steps=0))
+    assert linear_output_dtypes(e) == {torch.bfloat16}  # autocast is on during the step
     res = e.train()
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
     assert next(e.model.parameters()).dtype == torch.float32  # master weights stay fp32
+    fp32 = engine(tmp_path, settings(precision="fp32", max_steps=1), name="fp32")
+    assert linear_output_dtypes(fp32) == {torch.float32}  # and off at fp32
 
 
 def test_epochs_set_the_number_of_steps(tmp_path):

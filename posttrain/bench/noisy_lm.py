@@ -65,17 +65,19 @@ def _cell(m_ci: tuple[float, float]) -> str:
     return f"{m:.3f}" if ci != ci else f"{m:.3f} ± {ci:.3f}"
 
 
-# Written after reading the committed numbers (one seed); rerunning with more seeds may change it.
-READING = [
-    "Reading: on the embedded model the claim is **not reproduced** at this scale. All three losses "
-    "lose gold accuracy as eps grows, and rDPO is not better than DPO (at eps 0.4 it is the worst). "
-    "With one seed and 128 problems a 95% interval is about ±0.06, so only the fall with eps is clear. "
-    "Two reasons fit the bandit results in section (a): these runs see 320 pairs (40 steps × 8), and "
-    "rDPO's correction scales the gradient noise by 1/(1−2eps) (5× at eps 0.4) — in the bandit at eps 0.4, "
-    "rDPO's loss had no minimum in 5 of 20 seeds with n = 2000 pairs and in none with n = 5000; and rDPO's loss is unbounded "
-    "below, so on a small sample it keeps pushing flipped pairs apart. A faithful test needs far more "
-    "pairs and several seeds — hours on this CPU, minutes on a GPU.",
-]
+READING_MARK = "Reading:"
+
+
+def kept_reading(existing: str) -> str:
+    """The hand-written "Reading: ..." paragraph of an earlier section (b), kept when the table is rewritten:
+    a reading is written by a person after the numbers, never by this code."""
+    if SECTION_B not in existing:
+        return f"{READING_MARK} pending — write it after reading the numbers above."
+    section = existing[existing.index(SECTION_B):]
+    for para in section.split("\n\n"):
+        if para.startswith(READING_MARK):
+            return para.strip()
+    return f"{READING_MARK} pending — write it after reading the numbers above."
 
 
 def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
@@ -93,6 +95,8 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
     png = plot_curves(series, out_dir / "noisy_preferences_lm.png", title="embedded model: gold accuracy vs flip rate",
                       xlabel="label flip rate eps", ylabel="held-out answer accuracy")
     base = BASE.read_text()
+    path = out_dir / "noisy_preferences.md"
+    existing = path.read_text() if path.exists() else ""
     r0 = rows[0]
     lines = [SECTION_B, "",
              "Reproduce: `posttrain bench noisy-preferences --part lm` (each cell is "
@@ -107,12 +111,11 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
              f"- gold reward: greedy answer accuracy on {rows[0]['eval_n']} held-out problems "
              f"(start: {before[0]:.3f})" + ("; pair accuracy: share of clean held-out pairs where the implicit "
                                             "reward ranks the correct reply first" if has_pairs else ""), "",
-             markdown_table(["method", "eps", "runs", "answer accuracy (95% CI)"]
+             markdown_table(["method", "eps", "runs", "answer accuracy (mean ± 95% CI over runs; one run: no "
+                                                       "interval, and none includes the eval set's sampling error)"]
                             + (["clean pair accuracy"] if has_pairs else []), table), "",
-             *READING, "",
+             kept_reading(existing), "",
              f"![accuracy vs eps]({png.name})", "", "Base recipe:", "", "```yaml", base.strip(), "```", ""]
-    path = out_dir / "noisy_preferences.md"
-    existing = path.read_text() if path.exists() else ""
     head = existing.split(SECTION_B)[0] if SECTION_B in existing else existing + "\n"
     atomic_write_text(path, head + "\n".join(lines))
     return path
