@@ -1,4 +1,4 @@
-"""Answer extraction and matching for evaluation."""
+"""The answer module: extraction, the hedge rule, exact matching and grading, as evaluation uses them."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.eval import accuracy, answers_match, extract_answer, is_correct, normalize_answer
+from posttrain.eval import accuracy, answers_match, extract_answer, final_answers, grade, normalize_answer
+from posttrain.eval import generation
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -65,8 +66,9 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
-def test_extraction_priority():
+def test_extract_answer_is_the_last_committed_answer():
     text = "answer: 1\n#### 2\n\\boxed{3}\n4"
+    assert final_answers(text) == ["1", "2", "3"]
     assert extract_answer(text) == "3"
     assert extract_answer("answer: 1\n#### 2\n4") == "2"
     assert extract_answer("The answer is 1.\n4") == "1"
@@ -108,12 +110,77 @@ def test_rel_tol():
 def test_accuracy():
     completions = ["... The answer is 12.", "I get \\boxed{5}", "#### 7", "no idea", None]
     golds = ["12", "6", "7.0", "3", "1"]
-    assert [is_correct(c, g) for c, g in zip(completions, golds)] == [True, False, True, False, False]
+    assert [grade(c, g) for c, g in zip(completions, golds)] == [True, False, True, False, False]
     assert accuracy(completions, golds) == pytest.approx(2 / 5)
     assert accuracy([], []) == 0.0
     with pytest.raises(ValueError):
         accuracy(["1"], ["1", "2"])
 
+
+# ----------------------------------------------------------------------------------------- the hedge rule
+
+@pytest.mark.parametrize("text,expected", [
+    ("the answer is 3 or maybe 4", ["3", "4"]),
+    ("The answer is either 3 or 4.", ["3", "4"]),
+    ("The answer is 3 OR 4", ["3", "4"]),
+    (r"\boxed{3 \text{ or } 4}", ["3", "4"]),
+    ("The answer is $3$ or $4$.", ["3", "4"]),
+    ("The answer is 12 (or 12.0)", ["12", "12"]),
+    ("The answer is 3/4?", ["3/4"]),                             # a fraction, not two answers
+    (r"\boxed{1, -2}", ["1, -2"]),                               # a list is one answer
+    ("The answer is 3 apples for 4 people", ["3"]),
+    ("The answer is 3, or so I think", ["3"]),                    # words alone commit to nothing
+    ("We check the answer: so our answer is correct. \\boxed{5}", ["5"]),
+    (r"\boxed{3} so the answer is 3.", ["3", "3"]),
+    ("\\boxed{3}\nHmm, the answer is 4", ["3", "4"]),
+    ("The answer is 4. Hmm, no. The answer is 6 apples.", ["6"]),  # a lead-in to the next marker on its line
+    (r"The answer is $2 + 3 = \boxed{5}$.", ["5"]),
+    (r"Final Answer: The final answer is $\boxed{5}$. I hope it is correct.", ["5"]),
+    ("Final Answer: The final answer is 5. I hope it is correct.", ["5"]),
+    (r"\boxed{\boxed{3}}", ["3"]),                                # nested boxes count once
+    ("I think 3 or 4", ["4"]),                                    # no marker: the last number
+    ("The answer is:\n42", ["42"]),                              # a marker with nothing: the last number
+])
+def test_final_answers(text, expected):
+    assert final_answers(text) == expected
+
+
+HEDGES = [  # (completion, gold, correct)
+    ("the answer is 3 or maybe 4", "3", False),
+    ("the answer is 3 or maybe 4", "4", False),
+    ("The answer is either 3 or 4.", "3", False),
+    (r"\boxed{3 \text{ or } 4}", "4", False),
+    ("\\boxed{3}\nThe answer is 4", "3", False),
+    ("\\boxed{3}\nThe answer is 3.", "3", True),
+    ("#### 3\n#### 4", "3", False),
+    ("The answer is 3/4?", "0.75", True),
+    ("The answer is 12 (or 12.0)", "12", True),
+    ("The answer is 3 apples for 4 people.", "3", True),
+    (r"The answer is $2 + 3 = \boxed{5}$.", "5", True),
+    (r"Final Answer: The final answer is $\boxed{\frac{1}{2}}$.", "0.5", True),
+    ("The answer is 0.5, or equivalently $\\frac{1}{2}$.", "1/2", True),
+    ("I think 3 or 4", "4", True),                                # no marker: the last number decides
+    ("no answer at all", "3", False),
+]
+
+
+@pytest.mark.parametrize("completion,gold,correct", HEDGES)
+def test_a_completion_is_right_only_when_every_committed_answer_is(completion, gold, correct):
+    assert grade(completion, gold) is correct
+
+
+def test_eval_accuracy_grades_hedges_as_wrong(monkeypatch):
+    completions = [c for c, _, _ in HEDGES]
+    monkeypatch.setattr(generation, "generate_chat", lambda model, tok, prompts, **kw: completions)
+    prompts = [[{"role": "user", "content": "q"}]] * len(HEDGES)
+    out = generation.answer_accuracy(None, None, prompts, [g for _, g, _ in HEDGES])
+    assert [s["correct"] for s in out["samples"]] == [ok for _, _, ok in HEDGES]
+    assert out["accuracy"] == pytest.approx(sum(ok for _, _, ok in HEDGES) / len(HEDGES))
+    assert out["no_answer_rate"] == pytest.approx(1 / len(HEDGES))
+    assert accuracy(completions, [g for _, g, _ in HEDGES]) == out["accuracy"]
+
+
+# ----------------------------------------------------------------------------------------- real data
 
 def test_gsm8k_gold_answers_are_extracted():
     path = DATA / "gsm8k" / "test.jsonl"

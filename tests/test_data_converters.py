@@ -1,8 +1,11 @@
-"""Converters: GSM8K, HH-RLHF, prompt/completion; and the real data sets when present."""
+"""Converters: GSM8K, MATH, HH-RLHF, prompt/completion; and the real data sets when present."""
 import pytest
 
+import posttrain.data
+import posttrain.data.converters as converters
+import posttrain.eval.answers as answers
 from posttrain.data import clean_gsm8k_solution, gsm8k_final_answer, load_records, parse_hh_dialogue
-from posttrain.data.converters import (gsm8k_to_conversation, gsm8k_to_prompt, hh_rlhf_to_pair,
+from posttrain.data.converters import (gsm8k_to_conversation, gsm8k_to_prompt, hh_rlhf_to_pair, math_to_prompt,
                                        prompt_completion_to_conversation)
 from posttrain.errors import DataError
 
@@ -31,6 +34,24 @@ def test_gsm8k_solution_styles():
 def test_gsm8k_without_final_answer():
     with pytest.raises(DataError, match=r"x.jsonl:4, field 'answer': no final answer line '#### N'"):
         gsm8k_to_conversation({"question": "q", "answer": "it is 4"}, file="x.jsonl", line=4)
+
+
+@pytest.mark.parametrize("solution, gold, self_consistent", [
+    (r"So $x = \boxed {\frac{1}{2}}$.", r"\frac{1}{2}", True),            # a space before the brace
+    (r"First \boxed{1}, then \boxed{\{1, \{2\}\}}", r"\{1, \{2\}\}", False),  # the last box; nested braces
+    (r"\boxed{7} and a broken \boxed{8", "7", True),                     # an unclosed box is not an answer
+])
+def test_math_gold_is_read_with_the_graders_last_boxed(solution, gold, self_consistent):
+    assert converters.last_boxed is posttrain.data.last_boxed is answers.last_boxed
+    rec = math_to_prompt({"problem": "p", "solution": solution})
+    assert rec.answer == gold
+    # the grader reads the same boxes: a solution is right against its own gold unless it boxes two answers
+    assert answers.grade(solution, rec.answer) is self_consistent
+
+
+def test_math_without_answer_or_box():
+    with pytest.raises(DataError, match=r"no 'answer' field and no \\boxed\{\} in the solution"):
+        math_to_prompt({"problem": "p", "solution": "it is 4"})
 
 
 def test_hh_dialogue_parsing_merges_split_turns():

@@ -1,4 +1,5 @@
-"""Math reward: answer extraction, equivalence (math-verify), the reward, real GSM8K / MATH-500, threads."""
+"""Math reward: committed answers, equivalence (math-verify), the reward (and its agreement with eval accuracy),
+real GSM8K / MATH-500, threads."""
 from __future__ import annotations
 
 import json
@@ -8,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import posttrain.rewards.math as math_reward
+import posttrain.eval.answers as answers
 from posttrain.errors import DataError, RecipeError
+from posttrain.eval import generation
+from posttrain.eval.answers import final_answers, gold_answer, math_equal
 from posttrain.rewards import check_scores
-from posttrain.rewards.math import MathReward, extract_final_answer, gold_answer, math_equal
+from posttrain.rewards.math import MathReward
 
 try:
     from data_helpers import require_data
@@ -27,26 +30,27 @@ def _jsonl(path) -> list[dict]:
 # ----------------------------------------------------------------------------------------- extraction
 
 @pytest.mark.parametrize("text,expected", [
-    (r"so \boxed{12} then \boxed{13}", "13"),
-    (r"Final: $\boxed{\frac{3}{4}}$.", r"\frac{3}{4}"),          # boxed stays raw LaTeX
-    (r"\boxed{\left[2, 5\right)}", r"\left[2, 5\right)"),
-    (r"\boxed{a{b}c}", "a{b}c"),
-    ("She pays 3 + 4 = <<3+4=7>>7.\n#### 1,234", "1234"),      # GSM8K, commas dropped
-    ("#### $18.", "18"),
-    ("#### 18 apples", "18"),
-    ("#### 1\n#### 2", "2"),                                     # the last one
-    (r"The answer is $3\sqrt{2}$.", r"3\sqrt{2}"),
-    (r"The final answer is \(\dfrac{1}{2}\)", r"\dfrac{1}{2}"),
-    ("The answer is: Evelyn", "Evelyn"),
-    ("The answer is 18 apples.", "18"),
-    ("answer = -4", "-4"),
-    ("x = 3, then y = 4.5", "4.5"),                              # last number
-    ("no numbers at all", None),
-    ("", None),
-    (None, None),
+    (r"so \boxed{12} then \boxed{13}", ["12", "13"]),              # every box commits
+    (r"Final: $\boxed{\frac{3}{4}}$.", [r"\frac{3}{4}"]),          # boxed stays raw LaTeX
+    (r"\boxed{\left[2, 5\right)}", [r"\left[2, 5\right)"]),
+    (r"\boxed{a{b}c}", ["a{b}c"]),
+    ("She pays 3 + 4 = <<3+4=7>>7.\n#### 1,234", ["1234"]),      # GSM8K, commas dropped
+    ("#### $18.", ["18"]),
+    ("#### 18 apples", ["18"]),
+    ("#### 1\n#### 2", ["1", "2"]),
+    (r"The answer is $3\sqrt{2}$.", [r"3\sqrt{2}"]),
+    (r"The final answer is \(\dfrac{1}{2}\)", [r"\dfrac{1}{2}"]),
+    (r"The answer is: $\text{Evelyn}$", [r"\text{Evelyn}"]),
+    ("The answer is: Evelyn", []),                               # words alone are no answer
+    ("The answer is 18 apples.", ["18"]),
+    ("answer = -4", ["-4"]),
+    ("x = 3, then y = 4.5", ["4.5"]),                            # no marker: the last number
+    ("no numbers at all", []),
+    ("", []),
+    (None, []),
 ])
-def test_extract_final_answer(text, expected):
-    assert extract_final_answer(text) == expected
+def test_final_answers(text, expected):
+    assert final_answers(text) == expected
 
 
 def test_gold_answer_takes_the_part_after_the_last_hashes():
@@ -97,15 +101,15 @@ def test_different_answers_do_not_match(pred, gold):
 @pytest.mark.parametrize("pred,gold", [p for p in EQUIVALENT if "_" not in p[1]])
 def test_equivalence_does_not_need_the_exact_fast_path(pred, gold, monkeypatch):
     """With the exact-match shortcut off, math-verify alone still accepts every equivalent pair."""
-    monkeypatch.setattr(math_reward, "answers_match", lambda p, g: False)
+    monkeypatch.setattr(answers, "answers_match", lambda p, g: False)
     assert math_equal(pred, gold)
 
 
 def test_math_verify_failure_falls_back_to_the_exact_check(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("math-verify exploded")
-    monkeypatch.setattr(math_reward, "verify", broken)
-    math_reward._parse.cache_clear()
+    monkeypatch.setattr(answers, "_verify", broken)
+    answers._parse.cache_clear()
     assert math_equal("1,000", "1000")              # the exact check still decides
     assert not math_equal("0.5", r"\frac{1}{3}")
     assert not math_equal(r"2\sqrt{2}", r"\sqrt{8}")  # needs symbolic help, which failed: wrong, no crash
@@ -147,6 +151,55 @@ def test_mismatched_lengths_and_bad_options():
         MathReward(wrong="bad")
 
 
+HEDGED = [  # (completion, gold): each names the gold among other answers
+    ("the answer is 3 or maybe 4", "3"), ("The answer is either 3 or 4.", "4"), (r"\boxed{3 \text{ or } 4}", "3"),
+    ("\\boxed{3}\nSo the answer is 4.", "3"), ("#### 3\n#### 4", "4"), (r"$\boxed{\frac{1}{2}}$ or $\boxed{2}$", "0.5"),
+]
+
+
+def test_hedged_completions_score_wrong():
+    prompts, completions = [""] * len(HEDGED), [c for c, _ in HEDGED]
+    meta = [{"answer": g} for _, g in HEDGED]
+    assert MathReward().score(prompts, completions, meta) == [0.0] * len(HEDGED)
+    assert MathReward(wrong=-1.0, no_answer=-2.0).score(prompts, completions, meta) == [-1.0] * len(HEDGED)
+
+
+def test_restated_and_led_in_answers_score_right():
+    completions = ["\\boxed{3}\nThe answer is 3.", "The answer is 12 (or 12.0)", "The answer is 3 apples for 4 people.",
+                   r"The answer is $2 + 3 = \boxed{5}$.", r"Final Answer: The final answer is $\boxed{\sqrt{8}}$."]
+    meta = [{"answer": g} for g in ("3", "12", "3", "5", r"2\sqrt{2}")]
+    assert MathReward().score([""] * 5, completions, meta) == [1.0] * 5
+
+
+def test_closeness_credits_a_hedge_by_its_farthest_guess():
+    reward = MathReward(closeness=1.0)
+    hedge, far, near = reward.score(["", "", ""], ["The answer is 3 or 40", "The answer is 40", "The answer is 4"],
+                                    [{"answer": "3"}] * 3)
+    assert hedge == far < near < 1.0
+
+
+TRICKY = [c for c, _ in HEDGED] + [
+    "\\boxed{3}\nThe answer is 3.", "The answer is 12 (or 12.0)", "The answer is 3/4?", "The answer is 3, or so.",
+    r"The answer is $2 + 3 = \boxed{5}$.", "We check the answer: so our answer is correct. \\boxed{3}",
+    "The answer is 4. Hmm, no. The answer is 3.", "I think 3 or 4", "#### 1,234", r"\boxed{\dfrac{6}{8}}",
+    "The answer is: Evelyn", "", "no idea",
+]
+
+
+def test_eval_accuracy_and_the_reward_agree(monkeypatch):
+    """The accuracy a run reports counts exactly the completions the reward pays for."""
+    monkeypatch.setattr(generation, "generate_chat", lambda model, tok, prompts, **kw: TRICKY)
+    prompts = [[{"role": "user", "content": "q"}]] * len(TRICKY)
+    seen = set()
+    for gold in ["3", "4", "5", "12", "0.75", "1234", r"\frac{1}{2}"]:
+        out = generation.answer_accuracy(None, None, prompts, [gold] * len(TRICKY))
+        scores = MathReward().score([""] * len(TRICKY), TRICKY, [{"answer": gold}] * len(TRICKY))
+        assert [s["correct"] for s in out["samples"]] == [s == 1.0 for s in scores], gold
+        assert out["accuracy"] == pytest.approx(sum(scores) / len(TRICKY))
+        seen.update(scores)
+    assert seen == {0.0, 1.0}
+
+
 # ----------------------------------------------------------------------------------------- real data
 
 def _bump_final_number(solution: str) -> str:
@@ -174,7 +227,7 @@ def test_gsm8k_every_gold_matches_itself_and_not_a_perturbed_number():
 
 def test_gsm8k_golds_pass_through_math_verify_alone(monkeypatch):
     rows = _jsonl(require_data("gsm8k", "test.jsonl"))
-    monkeypatch.setattr(math_reward, "answers_match", lambda p, g: False)
+    monkeypatch.setattr(answers, "answers_match", lambda p, g: False)
     golds = [r["answer"] for r in rows]
     assert MathReward().score([""] * len(golds), golds, [{"answer": g} for g in golds]) == [1.0] * len(golds)
 
@@ -212,7 +265,7 @@ def test_math500_boxed_answers_match_their_gold_and_perturbed_ones_do_not():
 def test_math500_golds_pass_through_math_verify_alone(monkeypatch):
     """Every MATH-500 gold parses, and equals itself, in math-verify (not just by exact text)."""
     rows = _math500()
-    monkeypatch.setattr(math_reward, "answers_match", lambda p, g: False)
+    monkeypatch.setattr(answers, "answers_match", lambda p, g: False)
     boxed = [f"\\boxed{{{r['answer']}}}" for r in rows]
     scores = MathReward().score([""] * len(rows), boxed, [{"answer": r["answer"]} for r in rows])
     assert [r["answer"] for r, s in zip(rows, scores) if s != 1.0] == []
@@ -237,12 +290,12 @@ def test_scoring_from_worker_threads_matches_the_main_thread():
     completions, meta = _thread_batch()
     prompts = [""] * len(completions)
     reward = MathReward()
-    math_reward._parse.cache_clear()
+    answers._parse.cache_clear()
     main = reward.score(prompts, completions, meta)
     assert threading.current_thread() is threading.main_thread()
 
     def work() -> tuple[list[float], bool]:
-        math_reward._parse.cache_clear()  # parse afresh inside the worker, not from the main thread's cache
+        answers._parse.cache_clear()  # parse afresh inside the worker, not from the main thread's cache
         return reward.score(prompts, completions, meta), threading.current_thread() is threading.main_thread()
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -2,12 +2,13 @@
 from posttrain.data.collate import (PackingCollator, model_inputs, pack_features, pad_collate, pair_collate,
                                     segment_ids)
 from posttrain.data.converters import (FORMATS, clean_gsm8k_solution, detect_format, gsm8k_final_answer,
-                                       last_boxed, parse_hh_dialogue)
+                                       parse_hh_dialogue)
 from posttrain.data.readers import RecordList, iter_rows, iter_sourced_rows, load_records
 from posttrain.data.records import Conversation, PreferencePair, PromptRecord, validate_messages
 from posttrain.data.template import (IGNORE_INDEX, TemplateError, TruncationStats, assistant_spans,
                                      encode_conversation, encode_conversations, encode_pair, encode_pairs,
                                      encode_prompt, render)
+from posttrain.eval.answers import last_boxed  # re-exported: MATH golds are read with the grader's rule
 
 __all__ = [
     "Conversation", "PreferencePair", "PromptRecord", "validate_messages",

@@ -39,6 +39,7 @@ from typing import Any, Callable
 from posttrain.data.records import (Conversation, PreferencePair, PromptRecord, _as_prompt, _as_response, _meta,
                                     _require, validate_messages)
 from posttrain.errors import DataError
+from posttrain.eval.answers import gold_answer, last_boxed
 
 # ---------------------------------------------------------------- helpers
 
@@ -56,16 +57,15 @@ def _str_field(row: dict, key: str, file, line) -> str:
 # ---------------------------------------------------------------- GSM8K
 
 _CALC = re.compile(r"<<[^<>]*>>")
-_FINAL = re.compile(r"####\s*(.*?)\s*$", re.S)
 ANSWER_STYLES = ("answer_is", "boxed", "hash")
 
 
 def gsm8k_final_answer(answer: str) -> str:
-    """The number after ``####``, without thousands separators; ValueError when there is none."""
-    m = _FINAL.search(answer)
-    if not m or not m.group(1):
+    """The number after the last ``####``, without thousands separators; ValueError when there is none."""
+    n = gold_answer(answer) if "####" in answer else ""
+    if not n:
         raise ValueError("no final answer line '#### N'")
-    return m.group(1).replace(",", "").strip()
+    return n.replace(",", "")
 
 
 def final_answer_line(n: str, style: str = "answer_is") -> str:
@@ -81,7 +81,7 @@ def final_answer_line(n: str, style: str = "answer_is") -> str:
 def clean_gsm8k_solution(answer: str, style: str = "answer_is") -> str:
     """Remove ``<<...>>`` calculator notes and end with the final-answer line of ``style``."""
     n = gsm8k_final_answer(answer)
-    body = _CALC.sub("", answer[:_FINAL.search(answer).start()]).rstrip()
+    body = _CALC.sub("", answer[:answer.rindex("####")]).rstrip()
     line = final_answer_line(n, style)
     return f"{body}\n{line}" if body else line
 
@@ -110,20 +110,6 @@ def gsm8k_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
 
 
 # ---------------------------------------------------------------- MATH
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced; None when absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
 
 
 def math_to_conversation(row: dict, *, file=None, line=None) -> Conversation:

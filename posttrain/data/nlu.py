@@ -43,7 +43,7 @@ from posttrain.rewards.label import OPEN_TAG, format_judgement, judgement_predic
 __all__ = [
     "ASSISTANT_PREFIX", "NLUExample", "SPLITS", "TASKS", "TaskSpec", "build_messages", "default_data_dir",
     "encode_label_sft", "encode_prompt_prefilled", "get_task", "load_file", "load_task", "nlu_accuracy",
-    "prompt_rows", "prompt_text", "sample_shots", "sft_rows", "task_file",
+    "prompt_rows", "prefilled_prompt_text", "sample_shots", "sft_rows", "task_file",
 ]
 
 ASSISTANT_PREFIX = OPEN_TAG

@@ -1,17 +1,20 @@
 """Accuracy of generated answers against gold answers on held-out prompts."""
 from __future__ import annotations
 
-from posttrain.eval.answers import answers_match, extract_answer
+from posttrain.eval.answers import extract_answer, grade
 from posttrain.generation.chat import generate_chat
 
 
 def answer_accuracy(model, tokenizer, prompts: list[list[dict]], golds: list[str], *,
                     max_new_tokens: int = 64, batch_size: int = 16) -> dict:
-    """Greedy generation, then exact answer match. Returns accuracy, the count and the samples."""
+    """Greedy generation graded as the math reward grades it (:func:`grade`).
+
+    Returns accuracy, the count, the rate of answerless completions and the samples (``pred``: the last
+    committed answer, for reading; the verdict is ``correct``)."""
     completions = generate_chat(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size)
     preds = [extract_answer(c) for c in completions]
-    correct = [p is not None and answers_match(p, g) for p, g in zip(preds, golds)]
+    correct = [grade(c, g) for c, g in zip(completions, golds)]
     return {"accuracy": sum(correct) / max(len(correct), 1), "n": len(correct),
             "no_answer_rate": sum(p is None for p in preds) / max(len(preds), 1),
             "samples": [{"prompt": p[-1]["content"], "completion": c, "pred": pr, "gold": g, "correct": ok}
