@@ -151,11 +151,13 @@ def checkpointing_flag(model) -> bool:
 
 
 def forward_calls_per_layer(e) -> list[int]:
-    """How often each decoder layer's MLP runs during one train_step: once per forward, and once more in
-    the backward when activation checkpointing recomputes the layer."""
+    """How often each decoder layer's attention starts during one train_step: once per forward, and once
+    more in the backward when activation checkpointing recomputes the layer. (A hook on the layer itself
+    stays outside the checkpoint, and torch stops a recompute once the last saved tensor is rebuilt, so
+    the hook sits on the layer's first block, before anything is saved.)"""
     layers = e.accelerator.unwrap_model(e.model).model.layers
     calls = [0] * len(layers)
-    hooks = [layer.mlp.register_forward_hook(lambda mod, args, out, i=i: calls.__setitem__(i, calls[i] + 1))
+    hooks = [layer.self_attn.register_forward_pre_hook(lambda mod, args, i=i: calls.__setitem__(i, calls[i] + 1))
              for i, layer in enumerate(layers)]
     try:
         e.train_step(e.micro_batches(0))

@@ -58,9 +58,9 @@ def vowel_structured_(lm, tok, scale: float = 2.0) -> None:
 
 def test_ppo_raises_a_learnable_reward(recipe):
     from posttrain.config import validate_section
-    from posttrain.engine import Engine, latest_checkpoint, seed_everything
+    from posttrain.engine import latest_checkpoint, seed_everything
     from posttrain.methods import get_method
-    from posttrain.runner import load_policy
+    from posttrain.runner import load_policy, make_engine
     # a two-token contextual bandit: trivially learnable, and it still runs GAE across tokens
     r = recipe(steps=80, lr=5e-3, extra=["method.max_new_tokens=2"])
     spec = get_method("ppo")
@@ -68,8 +68,7 @@ def test_ppo_raises_a_learnable_reward(recipe):
     lm, tok = load_policy(r)
     vowel_structured_(lm, tok, scale=3.0)
     built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-    Engine(built.model, built.objective, built.train_data, built.collate, r.train, run_dir=r.run_dir, seed=0,
-           stage=built.stage, show_progress=False).train()
+    make_engine(r, built, lm, tok, show_progress=False).train()
     hist = read_history(r.run_dir)
     scores = [h["rollout/score"] for h in hist]
     # each iteration's 4 steps log the same rollout score; small-model PPO is noisy (rises, then
@@ -88,9 +87,8 @@ def test_ppo_raises_a_learnable_reward(recipe):
 def test_lora_ppo_keeps_the_base_and_the_reference_is_the_adapter_off_model(recipe):
     from posttrain.methods import get_method
     from posttrain.config import validate_section
-    from posttrain.engine import Engine
     from posttrain.models import reference_model
-    from posttrain.runner import load_policy
+    from posttrain.runner import load_policy, make_engine
     r = recipe(steps=4, lr=5e-2)
     spec = get_method("ppo")
     params = validate_section(spec.params, r.method, "method")
@@ -100,9 +98,7 @@ def test_lora_ppo_keeps_the_base_and_the_reference_is_the_adapter_off_model(reci
     ids = torch.tensor([[1, 5, 9, 13, 2]])
     with torch.no_grad():
         before = built.model.lm(input_ids=ids).logits
-    eng = Engine(built.model, built.objective, built.train_data, built.collate, r.train, run_dir=r.run_dir,
-                 seed=0, stage=built.stage, show_progress=False)
-    eng.train()
+    make_engine(r, built, lm, tok, show_progress=False).train()
     after_base = dict(lm.named_parameters())
     assert all(torch.equal(after_base[k], v) for k, v in base.items())  # base never updated
     assert any(not torch.equal(p, torch.zeros_like(p)) for k, p in lm.named_parameters() if "lora_B" in k)
@@ -134,6 +130,87 @@ def test_buffer_layout(recipe):
     batch = built.collate(buf[:4])
     loss, units, metrics = built.objective(built.model, batch)
     assert units == built.objective.units(batch) and torch.isfinite(loss)
+
+
+class RecordingReward:
+    """Wraps a reward and keeps the scores it gave, in row order."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.scores = inner, inner.name, []
+
+    def score(self, prompts, completions, meta=None):
+        out = self.inner.score(prompts, completions, meta)
+        self.scores.extend(out)
+        return out
+
+
+def test_rollout_wiring_matches_an_independent_recomputation(recipe):
+    """The buffer's old log-probs, KL, values, returns and advantages, recomputed here from plain forwards
+    of the policy and of the reference (adapter off) and a GAE loop written out: they match, and the two
+    wirings that are easy to get wrong (old and reference log-probs swapped; values one position late)
+    do not, so the check can tell them apart."""
+    from posttrain.config import validate_section
+    from posttrain.engine import seed_everything
+    from posttrain.methods import get_method
+    from posttrain.models import reference_model
+    from posttrain.runner import load_policy
+    r = recipe(extra=["method.kl_control=fixed", "method.kl_coef=0.3"])
+    spec = get_method("ppo")
+    params = validate_section(spec.params, r.method, "method")
+    seed_everything(0)  # the LoRA init draws from the global RNG
+    lm, tok = load_policy(r)
+    with torch.no_grad():  # a policy that differs from its reference (the adapter-off model)
+        g = torch.Generator().manual_seed(0)
+        for n, w in lm.named_parameters():
+            if "lora_B" in n:
+                w.copy_(torch.randn(w.shape, generator=g) * 0.05)
+    built = spec.build(r, params, lm, tok)
+    reward = built.stage.reward = RecordingReward(built.stage.reward)
+    buf, stats = built.stage.rollout(built.model, 0)
+    assert len(reward.scores) == len(buf) == 8
+
+    policy = built.model.eval()
+    kl_rows, kl_swapped_rows, old_err, old_is_ref_err, value_err, value_late_err = [], [], 0.0, [], 0.0, []
+    returns_err, raw_adv, adv_got = 0.0, [], []
+    with torch.no_grad():
+        for f, score in zip(buf, reward.scores):
+            ids = torch.tensor([f["input_ids"]])
+            resp = [t for t, lab in enumerate(f["labels"]) if lab != -100]
+            logp = torch.log_softmax(policy.lm(input_ids=ids).logits[0].double(), -1)
+            with reference_model(policy.lm) as ref:
+                logp_ref = torch.log_softmax(ref(input_ids=ids).logits[0].double(), -1)
+            values = policy.values(ids)[0].double()
+            old = [float(logp[t - 1, ids[0, t]]) for t in resp]  # token t is predicted at position t-1
+            refp = [float(logp_ref[t - 1, ids[0, t]]) for t in resp]
+            old_err = max(old_err, max(abs(a - f["old_logps"][t]) for a, t in zip(old, resp)))
+            old_is_ref_err.append(max(abs(b - f["old_logps"][t]) for b, t in zip(refp, resp)))
+            kl = [a - b for a, b in zip(old, refp)]
+            kl_rows.append(sum(kl))
+            kl_swapped_rows.append(sum(b - a for a, b in zip(old, refp)))
+            v = [float(values[t - 1]) for t in resp]  # V(state before token t), read where t is predicted
+            value_err = max(value_err, max(abs(a - f["old_values"][t]) for a, t in zip(v, resp)))
+            value_late_err.append(max(abs(float(values[t]) - f["old_values"][t]) for t in resp))
+            # GAE written out: r_t = -beta * kl_t, plus the score on the last token; V after the end = 0
+            rew = [-params.kl_coef * k for k in kl]  # a fixed beta
+            rew[-1] += score
+            adv, nxt_v, run = [0.0] * len(resp), 0.0, 0.0
+            for k in reversed(range(len(resp))):
+                run = rew[k] + params.gamma * nxt_v - v[k] + params.gamma * params.lam * run
+                adv[k], nxt_v = run, v[k]
+            returns_err = max(returns_err, max(abs(a + b - f["returns"][t]) for a, b, t in zip(adv, v, resp)))
+            raw_adv += adv
+            adv_got += [f["advantages"][t] for t in resp]
+    assert old_err < 1e-5  # old log-probs are the policy's own
+    assert stats["kl"] == pytest.approx(sum(kl_rows) / 8, abs=1e-5)  # KL = old - reference
+    assert value_err < 1e-5  # the value of token t is read at position t-1
+    assert returns_err < 1e-4
+    a = torch.tensor(raw_adv, dtype=torch.float64)
+    whitened = (a - a.mean()) / torch.sqrt(a.var(unbiased=True) + 1e-8)
+    assert torch.allclose(torch.tensor(adv_got, dtype=torch.float64), whitened, atol=1e-4)
+    # ... and the wrong wirings are told apart: the reference differs from the policy, the values vary
+    assert min(old_is_ref_err) > 1e-3  # the buffer does not hold the reference's log-probs
+    assert abs(sum(kl_rows) / 8) > 1e-3 and stats["kl"] != pytest.approx(sum(kl_swapped_rows) / 8, abs=1e-4)
+    assert min(value_late_err) > 1e-3  # not V at position t
 
 
 def test_minibatch_must_divide_the_rollout(recipe):
