@@ -7,10 +7,10 @@ On a CPU shared with other jobs, --threads 1 is much steadier: two OpenMP thread
 on each other at every parallel region (steps measured 3-5x slower than with one thread).
 
 Configurations (fine-tune x reference):
-- lora-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference "precomputed"
-- full-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference "precomputed"
-- lora-live         TRL peft_config (adapter-disabled ref)     vs posttrain reference "lora_disabled"
-- full-live         TRL ref_model = a frozen copy              vs posttrain reference "frozen_copy"
+- lora-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference_mode "precomputed"
+- full-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference_mode "precomputed"
+- lora-live         TRL peft_config (adapter-disabled ref)     vs posttrain reference_mode "live" (adapter off)
+- full-live         TRL ref_model = a frozen copy              vs posttrain reference_mode "live" (frozen copy)
 
 Every (configuration, library) pair runs in its own subprocess (this file with --worker), so each peak
 RSS (getrusage ru_maxrss of that process) is its own; TRL and posttrain alternate within one run. Both
@@ -31,11 +31,11 @@ import subprocess
 import sys
 import time
 
-CONFIGS = {  # name: (lora?, posttrain reference, TRL precompute_ref_log_probs)
+CONFIGS = {  # name: (lora?, posttrain reference_mode, TRL precompute_ref_log_probs)
     "lora-precomputed": (True, "precomputed", True),
     "full-precomputed": (False, "precomputed", True),
-    "lora-live": (True, "lora_disabled", False),
-    "full-live": (False, "frozen_copy", False),
+    "lora-live": (True, "live", False),
+    "full-live": (False, "live", False),
 }
 MODEL = "smollm2-135m-instruct"
 LORA = dict(r=16, alpha=32, targets="all-linear")
@@ -70,16 +70,18 @@ def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
 
 # ---- posttrain ----------------------------------------------------------------------------------
 def run_posttrain(config: str, a) -> dict:
-    import uuid
 
     from posttrain.config import TrainSettings
     from posttrain.data.template import encode_pair
     from posttrain.engine import Engine
     from posttrain.methods.preference import (PreferenceObjective, PreferenceParams, attach_reference,
-                                              collate_pairs)
-    from posttrain.models import apply_lora, frozen_copy, load_model
+                                              collate_pairs, reference_key)
+    from posttrain.models import cache_dir
+    from posttrain.config import ModelSettings
+    from posttrain.models import apply_lora, load_model
+    from posttrain.references import resolve_reference
 
-    lora, reference, _ = CONFIGS[config]
+    lora, mode, _ = CONFIGS[config]
     t0 = time.perf_counter()
     model, tok = load_model(MODEL)
     if lora:
@@ -91,17 +93,18 @@ def run_posttrain(config: str, a) -> dict:
     pad = tok.pad_token_id
     out = {"pair_forward": a.pair_forward}
     shared = a.pair_forward == "shared_prefix"
-    ref_model = frozen_copy(model) if reference == "frozen_copy" else None
-    if reference == "precomputed":
-        # a fresh cache key, so the pass is really computed (not a hit from an earlier run); removed after
-        name = f"{MODEL}|float32|bench-{uuid.uuid4().hex}"
+    reference = resolve_reference("start", model, ModelSettings(name=MODEL), live=mode == "live")
+    if mode == "precomputed":
+        # no cache hit from an earlier run: the pass is really computed (and its file removed after)
+        stale = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
+        stale.unlink(missing_ok=True)
         tp = time.perf_counter()
-        info = attach_reference(model, name, feats, pad, a.batch, shared)
+        info = attach_reference(reference, model, feats, pad, a.batch, shared)
         out["precompute_s"] = round(time.perf_counter() - tp, 2)
         os.remove(info["reference_cache_file"])
-    params = PreferenceParams(name="dpo", beta=BETA, reference=reference, reference_batch_size=a.batch,
+    params = PreferenceParams(name="dpo", beta=BETA, reference_mode=mode, reference_batch_size=a.batch,
                               pair_forward=a.pair_forward)
-    objective = PreferenceObjective(params, ref_model)
+    objective = PreferenceObjective(params, reference if mode == "live" else None)
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
                         schedule="constant", max_grad_norm=1.0)
     eng = Engine(model, objective, feats, collate_pairs(pad, shared), cfg, run_dir=f"{a.tmp}/posttrain-{config}",

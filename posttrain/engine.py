@@ -35,12 +35,12 @@ Batch = dict[str, Any]
 
 
 class Objective(Protocol):
-    """batch -> (loss summed over units, number of units, metrics summed over units).
+    """batch -> (loss summed over units, metrics summed over units); `units(batch)` is the normaliser.
 
-    `units(batch)` gives the normaliser without a forward pass, so the engine knows a step's total
+    The units come only from `units(batch)`, without a forward pass, so the engine knows a step's total
     before the first backward. Metrics named `*_count` are totals; all others are reported as means."""
 
-    def __call__(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]: ...
+    def __call__(self, model, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]: ...
 
     def units(self, batch: Batch) -> float: ...
 
@@ -291,7 +291,7 @@ class Engine:
             sync = i == len(batches) - 1
             ctx = acc.no_sync(model) if not sync else nullcontext()
             with ctx, self.autocast():
-                loss_sum, _, metrics = self.objective(model, batch)
+                loss_sum, metrics = self.objective(model, batch)
                 # DDP averages gradients over processes; scale back up so the step is a true mean
                 loss = loss_sum * (acc.num_processes / total_units)
                 acc.backward(loss)
@@ -335,8 +335,8 @@ class Engine:
             for s in range(0, len(self.eval_data), bs):
                 batch = self._to_device(self.collate(list(self.eval_data[s:s + bs])))
                 with self.autocast():
-                    l, u, m = self.objective(self.model, batch)
-                loss, units = loss + float(l), units + float(u)
+                    l, m = self.objective(self.model, batch)
+                loss, units = loss + float(l), units + float(self.objective.units(batch))
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
             out["eval/loss"] = loss / max(units, 1e-12)

@@ -95,7 +95,7 @@ class PPOObjective:
         pg, n, pg_m = ppo_policy_loss(logp, batch["old_logps"], batch["advantages"], mask, self.p.clip)
         vf, _, vf_m = ppo_value_loss(values, batch["old_values"], batch["returns"], mask, self.p.value_clip)
         metrics = {**pg_m, **vf_m, "policy/entropy": entropy_from_logits(logits.detach()).sum()}
-        return pg + self.p.vf_coef * vf, n, metrics
+        return pg + self.p.vf_coef * vf, metrics
 
 
 class PPOStage:

@@ -119,7 +119,7 @@ class PreferenceObjective:
             rc, rr = self.reference_logps(model, batch)
         lp = PairLogps(pc, pr, rc, rr, nc.to(pc.dtype), nr.to(pr.dtype))
         losses, metrics = self.fn(lp, **self.kwargs)
-        return losses.sum(), float(losses.shape[0]), {k: v.detach().sum() for k, v in metrics.items()}
+        return losses.sum(), {k: v.detach().sum() for k, v in metrics.items()}
 
 
 # ---- precomputed reference log-probs ----------------------------------------------------------

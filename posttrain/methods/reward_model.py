@@ -34,7 +34,7 @@ class RewardObjective:
         r = model.last_values(batch["input_ids"], batch["attention_mask"])
         b = r.shape[0] // 2
         losses, metrics = bradley_terry(r[:b], r[b:], center_coef=self.params.center_coef)
-        return losses.sum(), float(b), {k: v.sum() for k, v in metrics.items()}
+        return losses.sum(), {k: v.sum() for k, v in metrics.items()}
 
 
 def build(recipe, params: RewardModelParams, model, tokenizer, run: RunInfo | None = None) -> Built:

@@ -36,7 +36,8 @@ class SFTObjective:
         extra = {k: v for k, v in batch.items() if k not in MODEL_INPUTS and k != "num_sequences"}
         token_logps, mask = completion_logprobs(model, batch["input_ids"], batch.get("attention_mask"),
                                                 batch["labels"], **extra)
-        return sft_loss(token_logps, mask, batch.get("weights"), self.normalization)
+        loss_sum, _, metrics = sft_loss(token_logps, mask, batch.get("weights"), self.normalization)
+        return loss_sum, metrics
 
 
 def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
