@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+
 from posttrain.bench.stats import mean_ci, sign_test_p
 from posttrain.bench.sweep import curve, run_variant
 from posttrain.config import DataSource, NLUSource
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="tasks whose PPO-from-base run is left out (reported as not run)")
     ap.add_argument("--sft-references", nargs="*", default=list(SFT_REFS), choices=list(SFT_REFS),
                     help="the KL references of PPO from SFT that are run (start = the SFT model, base = the base)")
+    ap.add_argument("--timing-note", default="2 CPU cores, one run at a time",
+                    help="how the runs were timed (threads, runs side by side), printed beside train s")
     ap.add_argument("--collect", action="store_true",
                     help="train nothing new: report the PPO runs that finished (the others show as not run)")
     ap.add_argument("--out", default="docs/results")
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- seeds: {seed_list} (the seed sets "
         "the SFT/PPO run and the few-shot demonstrations; zero-shot is greedy and seed-free); cells are the mean "
         "± the 95% t-interval over seeds, which does not include the dev set's own sampling error (at n = 200 "
-        "a binomial standard error of about 0.035 near 0.8; at CB's n = 56 about 0.065); train s is the mean training wall time on 2 CPU cores; this report "
+        "a binomial standard error of about 0.035 near 0.8; at CB's n = 56 about 0.065); train s is the mean "
+        f"training wall time ({a.timing_note}); this report "
         f"took {(time.time() - t0) / 60:.1f} min (finished runs and evaluations are reused)", "",
         markdown_table(["task", "condition", "dev accuracy", "per seed", "invalid rate", "dev n", "train s"],
                        cells), "",
