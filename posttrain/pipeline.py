@@ -115,7 +115,6 @@ def _remove(paths: list[Path]) -> None:
 class IterationContext:
     """What the stages of one iteration share: its folder, index, and the policy (loaded on first use)."""
     recipe: Any
-    params: Any
     iteration: int
     dir: Path
     progress: bool
@@ -144,7 +143,7 @@ def start_identity(recipe, previous_final: Path | None) -> dict:
     return ident
 
 
-def run_stages(recipe, params, stages_for: Callable[[IterationContext], list[StageDef]],
+def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
                load_iteration: Callable[[int], tuple], *, restart_from: str | None = None,
                until: str | None = None, progress: bool = True,
                final_model: Callable[[Path], Path | None]) -> list[dict]:
@@ -156,7 +155,7 @@ def run_stages(recipe, params, stages_for: Callable[[IterationContext], list[Sta
     previous_final: Path | None = None
     for t in range(T):
         it_dir = iteration_dir(run_dir, t)
-        ctx = IterationContext(recipe, params, t, it_dir, progress, (lambda t=t: load_iteration(t)),
+        ctx = IterationContext(recipe, t, it_dir, progress, (lambda t=t: load_iteration(t)),
                                start_identity(recipe, previous_final))
         stats: dict[str, dict] = {}
         stages = stages_for(ctx)

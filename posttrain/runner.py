@@ -179,7 +179,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         # training reads the last data stage's first output (e.g. RSO's pairs.jsonl)
         return [*before, train_stage(ctx, spec, params, inputs=before[-1].outputs[:1] if before else ())]
 
-    per_iteration = run_stages(recipe, params, stages_for, lambda t: load_iteration(recipe, t),
+    per_iteration = run_stages(recipe, stages_for, lambda t: load_iteration(recipe, t),
                                restart_from=restart_from if resume else ALL, until=until,
                                progress=show_progress, final_model=final_model)
     last = per_iteration[-1]

@@ -147,13 +147,14 @@ PAIR_KEYS = ("seed", "method.selection", "method.rso_beta", "method.num_samples"
 def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
     settings = flat(recipe.model_dump(mode="json"))
     samples = _samples_file(params, ctx)
+    # a shared samples_file outside the run is an input of the run, never one of its outputs to delete
     own = samples.resolve().is_relative_to(ctx.dir.resolve())
-    sample_out = [str(samples.relative_to(ctx.dir)), str(source_path(samples).relative_to(ctx.dir))] if own else []
+    rel = str(samples.relative_to(ctx.dir)) if own else str(samples)
+    sample_out = [rel, str(source_path(samples).relative_to(ctx.dir))] if own else []
     return [StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params, ctx),
                      outputs=sample_out),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
-                     outputs=["pairs.jsonl", "rso_stats.json"], inputs=[str(samples if not own else
-                                                                           samples.relative_to(ctx.dir))],
+                     outputs=["pairs.jsonl", "rso_stats.json"], inputs=[rel],
                      uses_weights=False)]
 
 
