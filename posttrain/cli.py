@@ -1,4 +1,4 @@
-"""`posttrain train | generate | rso | models | demo | bench` — a thin layer over the library."""
+"""`posttrain train | generate | rso | export | models | demo` — a thin layer over the library."""
 from __future__ import annotations
 
 import argparse
@@ -123,38 +123,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-BENCHES = {
-    # name -> (module, what it measures); each module has main(argv)
-    "noisy-preferences": "DPO / cDPO / rDPO (+ IPO) under label flips: --part bandit | lm",
-    "rpo": "DPO vs RPO on the same pairs: chosen log-likelihood and gold accuracy",
-    "rso": "direct vs sft-sample-rank vs rso-sample-rank, sigmoid-norm and hinge-norm",
-    "ppo-nlu": "zero-shot / few-shot / SFT / PPO (from SFT, from base) on SST-2 and SuperGLUE tasks",
-}
-
-
-def cmd_bench(args) -> int:
-    if args.name == "noisy-preferences":
-        part, rest = "bandit", list(args.rest)
-        if "--part" in rest:
-            i = rest.index("--part")
-            part = rest[i + 1] if i + 1 < len(rest) else ""
-            del rest[i:i + 2]
-        if part not in ("bandit", "lm"):
-            raise PosttrainError(f"--part must be 'bandit' or 'lm', got {part!r}")
-        if part == "bandit":
-            from posttrain.bench.noisy_bandit import main as bench_main
-        else:
-            from posttrain.bench.noisy_lm import main as bench_main
-        return bench_main(rest)
-    if args.name == "rso":
-        from posttrain.bench.rso import main as bench_main
-    elif args.name == "ppo-nlu":
-        from posttrain.bench.ppo_nlu import main as bench_main
-    else:
-        from posttrain.bench.rpo import main as bench_main
-    return bench_main(list(args.rest))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posttrain", description="Post-training for language models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,12 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", default="smollm2-135m-instruct")
     m.set_defaults(fn=cmd_models)
 
-    b = sub.add_parser("bench", help="experiments that check a method's claim; writes docs/results",
-                       description="\n".join(f"{k}: {v}" for k, v in BENCHES.items()),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("name", choices=sorted(BENCHES))
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see its --help)")
-    b.set_defaults(fn=cmd_bench)
 
     x = sub.add_parser("export", help="a run's checkpoint as a standalone HF model folder (tokenizer included)")
     x.add_argument("run", help="a run folder written by `posttrain train`")

@@ -57,7 +57,7 @@ class NLUSource(Section):
     limit: int | None = Field(None, gt=0)
     shots: int = Field(0, ge=0)  # k demonstrations from the task's train split, balanced over labels
     shots_seed: int = 0
-    data_dir: str | None = None  # default: $POSTTRAIN_SHARED_DATA or ../shared/data beside the checkout
+    data_dir: str | None = None  # default: $POSTTRAIN_SHARED_DATA, else shared/data in the working directory or above
 
 
 class DataSource(Section):
@@ -136,6 +136,17 @@ class PipelineSettings(Section):
     optimizer: Literal["fresh", "carry"] = "fresh"
 
 
+class GenerationSettings(Section):
+    """How every sampling stage and evaluation of the run draws (posttrain.generation.backends): the backend
+    and its options. Frozen: it keys the backend cache."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # auto: vllm when installed and the model is on a GPU
+    # HF backend: decode with a copy of the weights in this dtype (None: the weights' own); log-probs are
+    # recomputed with the real weights, so only the draws move (within the copy's rounding)
+    decode_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # vLLM's share of GPU memory; training needs the rest
+
+
 class Recipe(Section):
     name: str
     seed: int = 0
@@ -146,6 +157,7 @@ class Recipe(Section):
     train: TrainSettings
     generation_eval: GenerationEval | None = None
     pipeline: PipelineSettings = PipelineSettings()
+    generation: GenerationSettings = GenerationSettings()
 
     @model_validator(mode="after")
     def _carry_needs_steps(self):

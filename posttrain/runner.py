@@ -164,6 +164,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
 
     resume=False redoes every stage; `restart_from` redoes that stage and everything after it; `until`
     stops after the named stage."""
+    from posttrain.generation.sampler import use_backend
     from posttrain.pipeline import ALL, run_stages
     t_start = time.time()
     spec = get_method(recipe.method_name)
@@ -179,9 +180,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         # training reads the last data stage's first output (e.g. RSO's pairs.jsonl)
         return [*before, train_stage(ctx, spec, params, inputs=before[-1].outputs[:1] if before else ())]
 
-    per_iteration = run_stages(recipe, stages_for, lambda t: load_iteration(recipe, t),
-                               restart_from=restart_from if resume else ALL, until=until,
-                               progress=show_progress, final_model=final_model)
+    with use_backend(recipe.generation):  # every sampling stage and evaluation of the run
+        per_iteration = run_stages(recipe, stages_for, lambda t: load_iteration(recipe, t),
+                                   restart_from=restart_from if resume else ALL, until=until,
+                                   progress=show_progress, final_model=final_model)
     last = per_iteration[-1]
     summary: dict = {"name": recipe.name, "method": spec.name, "model": recipe.model.name,
                      "lora": recipe.model.lora is not None, "seed": recipe.seed,

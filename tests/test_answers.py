@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+
+from tests.data_helpers import require_data
 
 from posttrain.eval import accuracy, answers_match, extract_answer, final_answers, grade, normalize_answer
 from posttrain.eval import generation
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -183,9 +183,7 @@ def test_eval_accuracy_grades_hedges_as_wrong(monkeypatch):
 # ----------------------------------------------------------------------------------------- real data
 
 def test_gsm8k_gold_answers_are_extracted():
-    path = DATA / "gsm8k" / "test.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} absent (real data lives in ../shared/data)")
+    path = require_data("gsm8k", "test.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for row in rows:
         gold = row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
@@ -197,9 +195,7 @@ def test_gsm8k_gold_answers_are_extracted():
 
 
 def test_math500_numeric_answers_are_extracted_from_solutions():
-    path = DATA / "math500" / "test.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} absent (real data lives in ../shared/data)")
+    path = require_data("math500", "test.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     numeric = [r for r in rows if re.fullmatch(r"-?\d+(\.\d+)?|\\frac\{\d+\}\{\d+\}", r["answer"].strip())]
     assert len(numeric) > 250

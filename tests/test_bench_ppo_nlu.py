@@ -2,7 +2,7 @@
 
 import pytest
 
-from posttrain.bench.ppo_nlu import kept_reading, mean_curves, summarize
+from experiments.ppo_nlu import kept_reading, mean_curves, summarize
 
 
 def _row(task, seed, cond, acc, hist=None):

@@ -1,6 +1,6 @@
 """Report writers keep the hand-written reading; code never writes one."""
-from posttrain.bench.noisy_bandit import SECTION_B
-from posttrain.bench.noisy_lm import kept_reading
+from posttrain.bandit import SECTION_B
+from experiments.noisy_lm import kept_reading
 
 
 def test_noisy_lm_keeps_the_hand_written_reading():

@@ -78,15 +78,37 @@ def test_models_list(capsys):
 
 
 def test_demo_runs_on_a_tiny_model(tmp_path, capsys):
-    rc = main(["demo", "--out", str(tmp_path / "demo"), "--quiet", "model.name=tiny-llama", "model.lora=null",
-               "train.max_steps=2", "data.train.synthetic.n=16", "data.eval.synthetic.n=8", "generation_eval.n=4",
-               "generation_eval.max_new_tokens=4"])
-    assert rc == 0
+    import posttrain.demo as demo
+    small = demo.BanditConfig(eps_values=(0.2,), methods=("dpo", "cdpo", "rdpo"), seeds=3, n_pairs=300)
+    out_dir = tmp_path / "demo"
+    result = demo.run_demo(out_dir, ["model.name=tiny-llama", "model.lora=null", "train.max_steps=2",
+                                     "data.train.synthetic.n=16", "data.eval.synthetic.n=8", "generation_eval.n=4",
+                                     "generation_eval.max_new_tokens=4"], quiet=True, bandit=small)
     out = capsys.readouterr().out
-    assert "| DPO |" in out and "| rDPO |" in out
-    report = (tmp_path / "demo" / "report.md").read_text()
-    assert "training.png" in report and (tmp_path / "demo" / "training.png").stat().st_size > 1000
-    assert (tmp_path / "demo" / "rdpo" / "summary.json").exists()
+    assert "| rdpo | 0.2 |" in out and "accuracy after" in out
+    assert [s["method"] for s in result["bandit"]["summary"]] == ["dpo", "cdpo", "rdpo"]
+    assert result["bandit"]["wins"] + result["bandit"]["losses"] == 3
+    assert result["sft"]["train"]["steps"] == 2
+    report = (out_dir / "report.md").read_text()
+    assert "training.png" in report and (out_dir / "training.png").stat().st_size > 1000
+    assert (out_dir / "sft" / "summary.json").exists()
+
+
+def test_demo_recipe_ships_with_the_package():
+    from posttrain.config import load_recipe
+    from posttrain.demo import demo_recipe_path
+    path = demo_recipe_path()
+    assert path.is_file() and path.parent.name == "posttrain"  # inside the package, not the checkout
+    recipe = load_recipe(path, [])
+    assert recipe.method_name == "sft" and recipe.model.name == "smollm2-135m-instruct"
+
+
+def test_cli_demo_passes_overrides(tmp_path, monkeypatch):
+    import posttrain.demo as demo
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda out_dir, overrides, quiet: seen.update(out=out_dir, ov=overrides))
+    assert main(["demo", "--out", str(tmp_path), "--quiet", "train.max_steps=3"]) == 0
+    assert seen == {"out": tmp_path, "ov": ["train.max_steps=3"]}
 
 
 def test_models_convert_rejects_other_names(capsys):

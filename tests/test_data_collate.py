@@ -6,10 +6,7 @@ import torch.nn.functional as F
 from posttrain.data import (IGNORE_INDEX, PackingCollator, encode_conversation, model_inputs, pack_features,
                             pad_collate, pair_collate, segment_ids)
 
-try:
-    from data_helpers import load_smollm2_tokenizer
-except ImportError:  # tests/ became a package
-    from tests.data_helpers import load_smollm2_tokenizer
+from tests.data_helpers import load_smollm2_tokenizer
 
 
 def test_pad_collate_shapes_and_values():

@@ -9,10 +9,7 @@ from posttrain.data.converters import (gsm8k_to_conversation, gsm8k_to_prompt, h
                                        prompt_completion_to_conversation)
 from posttrain.errors import DataError
 
-try:
-    from data_helpers import require_data
-except ImportError:  # tests/ became a package
-    from tests.data_helpers import require_data
+from tests.data_helpers import require_data
 
 GSM = {"question": "Janet has 3 ducks and buys 1,000 more. How many?",
        "answer": "She has 3 + 1000 = <<3+1000=1003>>1003 ducks.\nSo <<1003*1=1003>>1003 in all.\n#### 1,003"}

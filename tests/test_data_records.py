@@ -2,6 +2,7 @@
 import pytest
 
 from posttrain.data import Conversation, PreferencePair, PromptRecord
+from posttrain.data.records import completion_text
 from posttrain.errors import DataError
 
 F = "data.jsonl"
@@ -68,3 +69,38 @@ def test_prompt_record():
     assert "field 'answer': expected a string or a number, got list" in err(PromptRecord.from_row,
                                                                             {"prompt": "x", "answer": [1]})
     assert "field 'prompt': missing field" in err(PromptRecord.from_row, {"question": "x"})
+
+
+CHAT = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Answer: 4"}]
+
+
+def test_assistant_prefix_is_a_field():
+    c = Conversation.from_row({"messages": CHAT, "assistant_prefix": "Answer:", "id": 1}, file=F, line=1)
+    assert c.assistant_prefix == "Answer:" and c.meta == {"id": 1}
+    assert c != Conversation(c.messages, c.meta)  # the prefix changes what is trained: part of equality
+    assert c == Conversation(c.messages, c.meta, "Answer:")
+    r = PromptRecord.from_row({"prompt": "q", "assistant_prefix": "<J>", "label": "x"})
+    assert r.assistant_prefix == "<J>" and r.meta == {"label": "x"}
+    assert completion_text(r, "yes</J>") == "<J>yes</J>"
+    assert PromptRecord.from_row({"prompt": "q"}).assistant_prefix is None
+    assert PromptRecord.from_row({"prompt": "q", "assistant_prefix": None}).assistant_prefix is None
+    assert completion_text(PromptRecord.from_row({"prompt": "q"}), "yes") == "yes"
+
+
+@pytest.mark.parametrize("fn, row, expected", [
+    (PromptRecord.from_row, {"prompt": "q", "assistant_prefix": 5},
+     "data.jsonl:7, field 'assistant_prefix': expected a non-empty string, got int"),
+    (PromptRecord.from_row, {"prompt": "q", "assistant_prefix": ""},
+     "data.jsonl:7, field 'assistant_prefix': expected a non-empty string, got an empty string"),
+    (Conversation.from_row, {"messages": CHAT, "assistant_prefix": ["Answer:"]},
+     "data.jsonl:7, field 'assistant_prefix': expected a non-empty string, got list"),
+    (Conversation.from_row, {"messages": CHAT, "assistant_prefix": "4"},
+     "data.jsonl:7, field 'messages': with assistant_prefix '4' the last message must be an assistant reply "
+     "starting with it"),
+    (Conversation.from_row, {"messages": CHAT + [{"role": "user", "content": "more?"}], "assistant_prefix": "A"},
+     "data.jsonl:7, field 'messages': with assistant_prefix 'A' the last message must be an assistant reply"),
+    (PromptRecord.from_row, {"prompt": "q", "meta": {"assistant_prefix": "<J>"}},
+     "data.jsonl:7, field 'meta.assistant_prefix': assistant_prefix is a top-level field"),
+])
+def test_assistant_prefix_errors(fn, row, expected):
+    assert expected in err(fn, row)

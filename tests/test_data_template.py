@@ -3,13 +3,10 @@ import pytest
 
 from posttrain.data import (IGNORE_INDEX, TemplateError, TruncationStats, encode_conversation,
                             encode_conversations, encode_pair, encode_pairs, encode_prompt, load_records, render)
-from posttrain.data.records import PreferencePair
+from posttrain.data.records import Conversation, PreferencePair
 from posttrain.errors import DataError
 
-try:
-    from data_helpers import load_smollm2_tokenizer, require_data
-except ImportError:  # tests/ became a package
-    from tests.data_helpers import load_smollm2_tokenizer, require_data
+from tests.data_helpers import load_smollm2_tokenizer, require_data
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 EOT = "<|im_end|>"
@@ -116,6 +113,48 @@ def test_encode_prompt_and_pair(tok):
     # prompt + completion is exactly the tokenized full chat (minus the trailing newline).
     full = render(tok, CHAT[:1] + [{"role": "assistant", "content": "It is 4."}])
     assert f["prompt_ids"] + f["chosen_ids"] == ids(tok, full[:-1])
+
+
+# ------------------------------------------------------------ assistant prefix
+
+
+def test_encode_prompt_with_assistant_prefix(tok):
+    p = encode_prompt(tok, CHAT[:1])
+    pre = encode_prompt(tok, CHAT[:1], assistant_prefix="The answer is")
+    assert pre == p + ids(tok, "The answer is")
+    assert tok.decode(pre) == render(tok, CHAT[:1], add_generation_prompt=True) + "The answer is"
+    assert encode_prompt(tok, CHAT[:1], max_length=5, assistant_prefix="The answer is") == pre[-5:]
+    with pytest.raises(ValueError, match="assistant_prefix must be a non-empty string"):
+        encode_prompt(tok, CHAT[:1], assistant_prefix="")
+
+
+def test_encode_conversation_with_assistant_prefix_supervises_only_after_it(tok):
+    msgs = MULTI[:-1] + [{"role": "assistant", "content": "The answer is 4."}]
+    plain = encode_conversation(tok, msgs, max_length=512)
+    f = encode_conversation(tok, msgs, max_length=512, assistant_prefix="The answer is")
+    assert f["input_ids"] == plain["input_ids"]
+    # earlier replies (e.g. demonstrations) are not supervised, nor the prefix
+    assert supervised_segments(tok, f) == [" 4." + EOT]
+    n = len(encode_prompt(tok, msgs[:-1], assistant_prefix="The answer is"))
+    assert f["input_ids"][:n] == encode_prompt(tok, msgs[:-1], assistant_prefix="The answer is")
+    assert all(lab == IGNORE_INDEX for lab in f["labels"][:n]) and f["labels"][n:] == f["input_ids"][n:]
+    # a Conversation carries its prefix to encode_conversations
+    conv = Conversation(msgs, assistant_prefix="The answer is", file="c.jsonl", line=3)
+    feats, stats = encode_conversations(tok, [conv, Conversation(msgs)], max_length=512)
+    assert feats == [f, plain] and stats.examples == 2
+    with pytest.raises(DataError, match="c.jsonl:3, field 'messages': with assistant_prefix 'The answer was' the "
+                                        "last message must be an assistant reply starting with it"):
+        encode_conversation(tok, msgs, max_length=512, assistant_prefix="The answer was", file="c.jsonl", line=3)
+
+
+def test_token_merged_across_the_prefix_is_supervised(tok):
+    # "Hel" is its own token after the header, but inside the reply "Hello" is one token: that token
+    # holds generated text, so it is supervised and the prompt's "Hel" token is not among the inputs.
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
+    f = encode_conversation(tok, msgs, max_length=64, assistant_prefix="Hel")
+    assert supervised_segments(tok, f) == ["Hello there" + EOT]
+    prompt = encode_prompt(tok, msgs[:1], assistant_prefix="Hel")
+    assert f["input_ids"][:len(prompt) - 1] == prompt[:-1] and tok.decode(prompt[-1:]) == "Hel"
 
 
 # ------------------------------------------------------------ truncation

@@ -6,17 +6,14 @@ from collections import Counter
 import pytest
 
 from posttrain.data import nlu
-from posttrain.data.nlu import (ASSISTANT_PREFIX, TASKS, NLUExample, build_messages, encode_label_sft,
-                                encode_prompt_prefilled, load_file, load_task, nlu_accuracy, prompt_rows,
-                                prefilled_prompt_text, sample_shots, sft_rows, task_file)
+from posttrain.data.nlu import (ASSISTANT_PREFIX, TASKS, NLUExample, build_messages, load_file, load_task,
+                                nlu_accuracy, prompt_rows, sample_shots, sft_rows, task_file)
 from posttrain.data.records import Conversation, PromptRecord
-from posttrain.data.template import IGNORE_INDEX, encode_conversation
+from posttrain.data.template import (IGNORE_INDEX, TruncationStats, encode_conversation, encode_conversations,
+                                     encode_prompt, render)
 from posttrain.errors import DataError
 
-try:
-    from data_helpers import load_smollm2_tokenizer, require_data
-except ImportError:  # tests/ became a package
-    from tests.data_helpers import load_smollm2_tokenizer, require_data
+from tests.data_helpers import load_smollm2_tokenizer, require_data
 
 REAL = {  # task: (validation rows, train rows)
     "sst2": (872, 60614),
@@ -129,6 +126,26 @@ def test_unknown_split_and_missing_files(data_dir, tmp_path):
         load_task("sst2", "train", data_dir=tmp_path / "nowhere")
 
 
+def test_default_data_dir_is_found_from_the_working_directory_not_the_package(tmp_path, monkeypatch):
+    from posttrain.data.nlu import default_data_dir
+    monkeypatch.delenv("POSTTRAIN_SHARED_DATA", raising=False)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    deep = tmp_path / "project" / "sub"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert default_data_dir() == tmp_path / "shared" / "data"  # found in a parent of the working directory
+    monkeypatch.setenv("POSTTRAIN_SHARED_DATA", str(tmp_path / "elsewhere"))
+    assert default_data_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("POSTTRAIN_SHARED_DATA")
+    lonely = tmp_path.parent / (tmp_path.name + "-lonely")
+    lonely.mkdir()
+    monkeypatch.chdir(lonely)
+    if any((f / "shared" / "data").is_dir() for f in lonely.parents):
+        pytest.skip("a shared/data folder lies above the temp folder")
+    with pytest.raises(DataError, match="no such data folder: pass data_dir .*POSTTRAIN_SHARED_DATA"):
+        load_task("sst2", "train")
+
+
 # ---------------------------------------------------------------- bad rows
 
 
@@ -212,9 +229,15 @@ def test_build_messages_k_shot():
         build_messages("sst2", ex("sst2", "Positive"), [ex("sst2", "Yes")])
 
 
+def prefilled_text(tok, messages):
+    return tok.decode(encode_prompt(tok, messages, assistant_prefix=ASSISTANT_PREFIX))
+
+
 def test_prompt_text_real_template(tok, data_dir):
     example = load_task("sst2", "validation", data_dir=data_dir, limit=1)[0]
-    text = prefilled_prompt_text(tok, build_messages("sst2", example))
+    msgs = build_messages("sst2", example)
+    text = prefilled_text(tok, msgs)
+    assert text == render(tok, msgs, add_generation_prompt=True) + ASSISTANT_PREFIX
     assert text == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nDecide whether the sentiment of the text is positive or negative.\n"
@@ -225,15 +248,15 @@ def test_prompt_text_real_template(tok, data_dir):
         train = load_task(task, "train", data_dir=data_dir)
         query = load_task(task, "validation", data_dir=data_dir, limit=1)[0]
         shots = sample_shots(train, 2, seed=0)
-        text = prefilled_prompt_text(tok, build_messages(task, query, shots))
+        text = prefilled_text(tok, build_messages(task, query, shots))
         assert text.endswith("<|im_start|>assistant\n" + ASSISTANT_PREFIX)
         assert text.count(TASKS[task].instruction) == 3 and text.count(TASKS[task].answer_form) == 3
         assert query.text in text and all(s.text in text for s in shots)
         assert text.count("</Judgement><|im_end|>") == 2  # the two demonstrations' replies
-        ids = encode_prompt_prefilled(tok, build_messages(task, query, shots))
+        ids = encode_prompt(tok, build_messages(task, query, shots), assistant_prefix=ASSISTANT_PREFIX)
         assert tok.decode(ids) == text
-        assert encode_prompt_prefilled(tok, build_messages(task, query), max_length=8) == \
-            encode_prompt_prefilled(tok, build_messages(task, query))[-8:]
+        assert encode_prompt(tok, build_messages(task, query), max_length=8, assistant_prefix=ASSISTANT_PREFIX) == \
+            encode_prompt(tok, build_messages(task, query), assistant_prefix=ASSISTANT_PREFIX)[-8:]
 
 
 # ---------------------------------------------------------------- k-shot sampling
@@ -281,6 +304,7 @@ def test_sft_rows_are_valid_conversations():
     assert rows[0]["messages"][-1] == {"role": "assistant", "content": "<Judgement>Option two</Judgement>"}
     conv = Conversation.from_row(rows[0], file="nlu", line=1)
     assert conv.meta == {"task": "copa", "label": "Option two", "index": 7}
+    assert conv.assistant_prefix == ASSISTANT_PREFIX == "<Judgement>"
     assert [m["role"] for m in conv.messages] == ["user", "assistant", "user", "assistant"]
 
 
@@ -289,8 +313,8 @@ def test_prompt_rows_are_valid_prompt_records_and_feed_the_reward():
     examples = [ex("rte", "Yes", "Premise: A\nHypothesis: B", 0), ex("rte", "No", "Premise: C\nHypothesis: D", 1)]
     rows = prompt_rows("rte", examples)
     recs = [PromptRecord.from_row(r, file="nlu", line=i + 1) for i, r in enumerate(rows)]
-    assert recs[1].meta == {"label": "No", "labels": ["Yes", "No"], "task": "rte", "index": 1,
-                            "assistant_prefix": "<Judgement>"}
+    assert recs[1].meta == {"label": "No", "labels": ["Yes", "No"], "task": "rte", "index": 1}
+    assert recs[1].assistant_prefix == "<Judgement>"
     assert recs[0].prompt[-1]["role"] == "user" and recs[0].answer is None
     assert LabelReward().score(["p", "p"], ["Yes</Judgement>", "yes</Judgement>"], [r.meta for r in recs]) == \
         [1.0, -1.0]
@@ -300,25 +324,43 @@ def test_sft_encodings_with_real_template(tok):
     row = sft_rows("sst2", [ex("sst2", "Negative", "Text: dull", 0)])[0]
     full = encode_conversation(tok, row["messages"], max_length=512)
     supervised = [t for t, lab in zip(full["input_ids"], full["labels"]) if lab != IGNORE_INDEX]
-    assert tok.decode(supervised) == "<Judgement>Negative</Judgement><|im_end|>"  # library SFT: prefix included
-    label_only = encode_label_sft(tok, row["messages"])
+    assert tok.decode(supervised) == "<Judgement>Negative</Judgement><|im_end|>"  # no prefix: prefix supervised
+    label_only = encode_conversation(tok, row["messages"], max_length=512, assistant_prefix=row["assistant_prefix"])
     assert label_only["input_ids"] == full["input_ids"]
     supervised = [t for t, lab in zip(label_only["input_ids"], label_only["labels"]) if lab != IGNORE_INDEX]
     assert tok.decode(supervised) == "Negative</Judgement><|im_end|>"  # the paper's SFT: label tokens only
     n_prompt = label_only["labels"].index(next(lab for lab in label_only["labels"] if lab != IGNORE_INDEX))
-    assert label_only["input_ids"][:n_prompt] == encode_prompt_prefilled(tok, row["messages"][:-1])
+    assert label_only["input_ids"][:n_prompt] == encode_prompt(tok, row["messages"][:-1],
+                                                                assistant_prefix=ASSISTANT_PREFIX)
+    # the record carries the prefix: encode_conversations applies it per record
+    conv = Conversation.from_row(row, file="nlu", line=1)
+    assert encode_conversations(tok, [conv], max_length=512)[0] == [label_only]
     # with shots, only the final reply is supervised
     shot_row = sft_rows("sst2", [ex("sst2", "Negative", "Text: dull", 0)],
                         shots=[ex("sst2", "Positive", "Text: ok")])[0]
-    enc = encode_label_sft(tok, shot_row["messages"])
+    enc = encode_conversation(tok, shot_row["messages"], max_length=512, assistant_prefix=ASSISTANT_PREFIX)
     assert tok.decode([t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE_INDEX]) == \
         "Negative</Judgement><|im_end|>"
-    short = encode_label_sft(tok, shot_row["messages"], max_length=20)
-    assert len(short["input_ids"]) == 20 and short["labels"][-1] == enc["labels"][-1]
-    with pytest.raises(DataError, match="do not fit max_length=3"):
-        encode_label_sft(tok, shot_row["messages"], max_length=3)
-    with pytest.raises(DataError, match="assistant reply starting with <Judgement>"):
-        encode_label_sft(tok, shot_row["messages"][:-1])
+    n_sup = sum(lab != IGNORE_INDEX for lab in enc["labels"])
+    # truncation: the prompt (up to and including the prefix) loses tokens from the left, the label stays
+    stats = TruncationStats()
+    short = encode_conversation(tok, shot_row["messages"], max_length=20, max_prompt_length=20 - n_sup,
+                                assistant_prefix=ASSISTANT_PREFIX, stats=stats)
+    assert short == {"input_ids": enc["input_ids"][-20:], "labels": enc["labels"][-20:]}
+    assert (stats.prompt_truncated, stats.response_truncated) == (1, 0)
+    # ... never silently: without max_prompt_length the overflow is an error, or a counted skip
+    with pytest.raises(DataError, match="nlu:4, field 'messages': the prompt takes .* of max_length=20"):
+        encode_conversation(tok, shot_row["messages"], max_length=20, assistant_prefix=ASSISTANT_PREFIX,
+                            file="nlu", line=4)
+    with pytest.raises(DataError, match="leaving room for 3 response token"):
+        encode_conversation(tok, shot_row["messages"], max_length=3, max_prompt_length=0,
+                            min_response_tokens=n_sup, assistant_prefix=ASSISTANT_PREFIX)
+    assert encode_conversation(tok, shot_row["messages"], max_length=20, assistant_prefix=ASSISTANT_PREFIX,
+                               on_overflow="skip", stats=stats) is None and stats.skipped == 1
+    with pytest.raises(DataError, match="the last message must be an assistant reply starting with it"):
+        encode_conversation(tok, shot_row["messages"][:-1], max_length=512, assistant_prefix=ASSISTANT_PREFIX)
+    with pytest.raises(DataError, match="nlu:2, field 'messages': with assistant_prefix '<Judgement>' the last"):
+        Conversation.from_row({**shot_row, "messages": shot_row["messages"][:-1]}, file="nlu", line=2)
 
 
 # ---------------------------------------------------------------- accuracy

@@ -21,11 +21,13 @@ def _cache(tmp_path, monkeypatch):
 def test_nlu_sources_give_prompt_and_sft_records():
     require_data("superglue")
     prompts = load_source(DataSource(nlu=NLUSource(task="cb", split="validation", limit=5, shots=2)), "prompt")
-    assert len(prompts) == 5 and prompts[0].meta["assistant_prefix"] == "<Judgement>"
+    assert len(prompts) == 5 and prompts[0].assistant_prefix == "<Judgement>"
+    assert "assistant_prefix" not in prompts[0].meta
     assert prompts[0].meta["labels"] == ["Entailment", "Contradiction", "Neutral"]
     assert sum(m["role"] == "assistant" for m in prompts[0].prompt) == 2  # the two shots
     sft = load_source(DataSource(nlu=NLUSource(task="rte", split="train")), "sft")
     assert len(sft) == 32 and sft[0].messages[-1]["content"].startswith("<Judgement>")
+    assert sft[0].assistant_prefix == "<Judgement>" and "assistant_prefix" not in sft[0].meta
     with pytest.raises(Exception, match="give exactly one"):
         DataSource(nlu=NLUSource(task="rte"), path="x.jsonl")
 

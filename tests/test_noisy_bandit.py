@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from posttrain.bench.noisy_bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, fit, main,
-                                          make_problem, observed_pairs, rdpo_recession_slope, rdpo_vs_n,
-                                          run_sweep, summarize)
-from posttrain.bench.noisy_bandit_report import write_report
-from posttrain.bench.stats import mean_ci, sign_test_p, t975
+from experiments.noisy_bandit import main
+from experiments.noisy_bandit_report import write_report
+from posttrain.bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, fit, make_problem, observed_pairs,
+                              rdpo_recession_slope, rdpo_vs_n, run_sweep, summarize)
 from posttrain.errors import RecipeError
+from posttrain.stats import mean_ci, sign_test_p, t975
 
 SMALL = BanditConfig(d=4, n_actions=4, n_pairs=400, n_contexts=50, n_test_contexts=200, seeds=2,
                      eps_values=(0.0, 0.3))
@@ -89,7 +89,7 @@ def test_tiny_sweep_rows_summary_and_report(tmp_path):
 
 
 def test_main_runs(tmp_path, monkeypatch, capsys):
-    import posttrain.bench.noisy_bandit as nb
+    import experiments.noisy_bandit as nb
 
     real = nb.run_sweep
     monkeypatch.setattr(nb, "run_sweep", lambda cfg, progress=None: real(SMALL, progress))

@@ -81,7 +81,7 @@ def test_killed_inside_sampling_resumes_only_the_missing_prompts(make, monkeypat
     run_recipe(straight, show_progress=False)
 
     def dying(model, tok, prompts, params, *, on_batch=None, **kw):
-        def write(batch):  # the kill comes right after the first batch (2 prompts x 6) is on disk
+        def write(batch):  # the kill comes right after the first prompt's 6 samples are on disk
             on_batch(batch)
             raise Killed
         return real_sample(model, tok, prompts, params, on_batch=write, **kw)
@@ -98,7 +98,7 @@ def test_killed_inside_sampling_resumes_only_the_missing_prompts(make, monkeypat
         return real_sample(model, tok, prompts, params, prompt_ids=prompt_ids, **kw)
     monkeypatch.setattr(to_file, "sample", counting)
     run_recipe(cut, show_progress=False)
-    assert counted == [[2, 3, 4, 5]]  # prompts 0 and 1 were on disk
+    assert counted == [[1, 2, 3, 4, 5]]  # prompt 0 was on disk
     assert (cut.run_dir / "pairs.jsonl").read_text() == (straight.run_dir / "pairs.jsonl").read_text()
     assert logged(cut.run_dir) == logged(straight.run_dir)
 

@@ -16,10 +16,7 @@ from posttrain.eval.answers import final_answers, gold_answer, math_equal
 from posttrain.rewards import check_scores
 from posttrain.rewards.math import MathReward
 
-try:
-    from data_helpers import require_data
-except ImportError:  # tests/ became a package
-    from tests.data_helpers import require_data
+from tests.data_helpers import require_data
 
 
 def _jsonl(path) -> list[dict]:

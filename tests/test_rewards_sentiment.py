@@ -13,10 +13,7 @@ from posttrain.errors import RecipeError
 from posttrain.rewards import check_scores
 from posttrain.rewards.sentiment import SentimentReward, analyzer, compound
 
-try:
-    from data_helpers import require_data
-except ImportError:  # tests/ became a package
-    from tests.data_helpers import require_data
+from tests.data_helpers import require_data
 
 POSITIVE = "I absolutely love this movie, it is wonderful and amazing!"
 NEGATIVE = "This is terrible, awful and I hate it. Worst day ever."

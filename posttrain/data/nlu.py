@@ -6,9 +6,11 @@ an instruction, and a function that turns a raw row into ``(example text, gold l
 Prompt (:func:`build_messages`): one user turn holding the instruction, the required answer form and
 the example; k-shot demonstrations come first as earlier user/assistant turns, each user turn written
 exactly like the final one, each reply ``<Judgement>Label</Judgement>``. The assistant turn of the query
-is pre-filled with :data:`ASSISTANT_PREFIX` = ``<Judgement>`` (:func:`prompt_text`), so the model writes
-the label and ``</Judgement>``; :mod:`posttrain.rewards.label` scores that. For example (SST-2, zero-shot,
-SmolLM2's ChatML template, which adds its default system turn)::
+is pre-filled with :data:`ASSISTANT_PREFIX` = ``<Judgement>``: the rows carry it as ``assistant_prefix``,
+which the records read into their field of that name, and
+``posttrain.data.template.encode_prompt(..., assistant_prefix=...)`` appends it after the generation
+prompt, so the model writes the label and ``</Judgement>``; :mod:`posttrain.rewards.label` scores that.
+For example (SST-2, zero-shot, SmolLM2's ChatML template, which adds its default system turn)::
 
     <|im_start|>system
     You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>
@@ -36,14 +38,12 @@ from typing import Iterable, Iterator, Sequence
 
 from posttrain.data.nlu_tasks import TASKS, TaskSpec, _BadField, get_task
 from posttrain.data.readers import iter_rows
-from posttrain.data.template import IGNORE_INDEX, assistant_spans, render
 from posttrain.errors import DataError
 from posttrain.rewards.label import OPEN_TAG, format_judgement, judgement_prediction
 
 __all__ = [
     "ASSISTANT_PREFIX", "NLUExample", "SPLITS", "TASKS", "TaskSpec", "build_messages", "default_data_dir",
-    "encode_label_sft", "encode_prompt_prefilled", "get_task", "load_file", "load_task", "nlu_accuracy",
-    "prompt_rows", "prefilled_prompt_text", "sample_shots", "sft_rows", "task_file",
+    "get_task", "load_file", "load_task", "nlu_accuracy", "prompt_rows", "sample_shots", "sft_rows", "task_file",
 ]
 
 ASSISTANT_PREFIX = OPEN_TAG
@@ -68,9 +68,17 @@ class NLUExample:
 
 
 def default_data_dir() -> Path:
-    """``$POSTTRAIN_SHARED_DATA``, else ``../shared/data`` beside the checkout."""
+    """``$POSTTRAIN_SHARED_DATA``, else the first ``shared/data`` folder found in the working directory or
+    one of its parents (a checkout beside ``shared/`` finds it), else ``shared/data`` in the working
+    directory, whose absence the caller reports."""
     env = os.environ.get("POSTTRAIN_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+    if env:
+        return Path(env)
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data"
+    return cwd / "shared" / "data"
 
 
 def _split(split: str) -> str:
@@ -89,7 +97,8 @@ def task_file(name: str | TaskSpec, split: str, data_dir: str | Path | None = No
     spec, split = get_task(name), _split(split)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if not root.is_dir():
-        raise DataError("no such data folder (pass data_dir, or set POSTTRAIN_SHARED_DATA)", file=str(root))
+        raise DataError("no such data folder: pass data_dir (recipe: data.train.nlu.data_dir), set POSTTRAIN_SHARED_DATA, "
+                        "or run from a folder with shared/data in it or above it", file=str(root))
     folders = [root / f for f in spec.folders] + [root]
     looked = []
     for folder in folders:
@@ -181,9 +190,10 @@ def build_messages(spec: str | TaskSpec, example: NLUExample | str, shots: Seque
     """Chat messages for one example: ``[system?] + (user, assistant) per shot + user``.
 
     Every user turn is :meth:`TaskSpec.user_content` (instruction, answer form, example); each shot's
-    reply is ``<Judgement>Label</Judgement>``. The list ends with the user turn: render it with
-    :func:`prompt_text` to get the assistant turn pre-filled with ``<Judgement>``. Without ``system``
-    the chat template's default system turn (if any) applies.
+    reply is ``<Judgement>Label</Judgement>``. The list ends with the user turn: encode it with
+    ``encode_prompt(tokenizer, messages, assistant_prefix=ASSISTANT_PREFIX)`` to get the assistant turn
+    pre-filled with ``<Judgement>``. Without ``system`` the chat template's default system turn (if any)
+    applies.
     """
     spec = get_task(spec)
     msgs: list[dict] = [{"role": "system", "content": system}] if system else []
@@ -195,21 +205,6 @@ def build_messages(spec: str | TaskSpec, example: NLUExample | str, shots: Seque
         msgs.append({"role": "assistant", "content": format_judgement(shot.label)})
     msgs.append({"role": "user", "content": spec.user_content(_example_text(spec, example, "example"))})
     return msgs
-
-
-def prefilled_prompt_text(tokenizer, messages: Sequence[dict]) -> str:
-    """The chat template's rendering of ``messages`` with the generation prompt, then
-    :data:`ASSISTANT_PREFIX`: the text the model continues (with the label and ``</Judgement>``)."""
-    return render(tokenizer, messages, add_generation_prompt=True) + ASSISTANT_PREFIX
-
-
-def encode_prompt_prefilled(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> list[int]:
-    """Token ids of :func:`prompt_text` (no extra special tokens: the template writes its own); with
-    ``max_length``, a longer prompt keeps its last ``max_length`` tokens."""
-    ids = list(tokenizer(prefilled_prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
-    if max_length is not None and len(ids) > max_length:
-        ids = ids[len(ids) - max_length:]
-    return ids
 
 
 def sample_shots(train_examples: Sequence[NLUExample], k: int, seed: int = 0,
@@ -255,24 +250,26 @@ def sample_shots(train_examples: Sequence[NLUExample], k: int, seed: int = 0,
 
 def sft_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Sequence[NLUExample] = (),
              system: str | None = None) -> list[dict]:
-    """SFT rows ``{"messages", "task", "label", "index"}`` (``Conversation.from_row`` reads them; the
-    other keys become meta): :func:`build_messages` plus the reply ``<Judgement>Label</Judgement>``.
+    """SFT rows ``{"messages", "assistant_prefix": "<Judgement>", "task", "label", "index"}``
+    (``Conversation.from_row`` reads them: ``assistant_prefix`` into its field, the other keys into
+    meta): :func:`build_messages` plus the reply ``<Judgement>Label</Judgement>``.
 
-    Masks and the prefill: at generation time ``<Judgement>`` is part of the prompt, but here it is the
-    start of the assistant reply, so the library's standard SFT (every assistant token supervised, see
-    :mod:`posttrain.data.template`) also trains on those 5 prefix tokens (deterministic, learned at
-    once, harmless) and, with ``shots``, on the demonstrations' replies. METHODS.md's SFT baseline is the
-    NLL of the label tokens only (the official code masks everything up to ``<Judgement>``): for that,
-    encode these rows with :func:`encode_label_sft`, whose loss covers the label, ``</Judgement>`` and the
-    end-of-turn token. Shots taken from the same examples can include an example as its own
-    demonstration; draw them from another split or leave ``shots`` empty for SFT.
+    Masks and the prefill: at generation time ``<Judgement>`` is part of the prompt, and here it starts
+    the assistant reply as the given ``assistant_prefix``, so the library's SFT encoding
+    (:func:`posttrain.data.template.encode_conversation`) supervises only what follows it in the final
+    reply: the label, ``</Judgement>`` and the end-of-turn token, not the demonstrations' replies. That is
+    METHODS.md's SFT baseline, the NLL of the label tokens only (the official code masks everything up
+    to ``<Judgement>``). Without the prefix (drop the key) every assistant token would be supervised.
+    Shots taken from the same examples can include an example as its own demonstration; draw them from
+    another split or leave ``shots`` empty for SFT.
     """
     spec = get_task(spec)
     rows = []
     for ex in examples:
         msgs = build_messages(spec, ex, shots, system)
         msgs.append({"role": "assistant", "content": format_judgement(ex.label)})
-        rows.append({"messages": msgs, "task": spec.name, "label": ex.label, "index": ex.index})
+        rows.append({"messages": msgs, "assistant_prefix": ASSISTANT_PREFIX, "task": spec.name, "label": ex.label,
+                     "index": ex.index})
     return rows
 
 
@@ -280,43 +277,13 @@ def prompt_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Seq
                 system: str | None = None) -> list[dict]:
     """Prompt rows for RL and evaluation: ``{"prompt": messages, "label": gold word, "labels": all label
     words, "task", "index", "assistant_prefix": "<Judgement>"}``. ``PromptRecord.from_row`` reads them
-    (everything but ``prompt`` lands in meta, which is what :class:`posttrain.rewards.label.LabelReward`
-    reads). The prompt ends with the user turn: a sampler must append ``assistant_prefix`` after the
-    generation prompt (:func:`prompt_text` / :func:`encode_prompt_prefilled` do)."""
+    (``assistant_prefix`` into its field, the rest but ``prompt`` into meta, which is what
+    :class:`posttrain.rewards.label.LabelReward` reads). The prompt ends with the user turn: a sampler
+    appends the record's ``assistant_prefix`` after the generation prompt
+    (``encode_prompt(..., assistant_prefix=record.assistant_prefix)``)."""
     spec = get_task(spec)
     return [{"prompt": build_messages(spec, ex, shots, system), "label": ex.label, "labels": list(spec.labels),
              "task": spec.name, "index": ex.index, "assistant_prefix": ASSISTANT_PREFIX} for ex in examples]
-
-
-def encode_label_sft(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> dict:
-    """``{"input_ids", "labels"}`` for one SFT conversation (as :func:`sft_rows` writes it) with the loss
-    on the final reply after ``<Judgement>`` only: the label tokens, ``</Judgement>`` and the end-of-turn
-    token. Everything before (system, shots and their replies, the user turn, the role header and the
-    ``<Judgement>`` prefix) gets label -100, so the model is trained exactly where it generates after
-    :func:`prompt_text`. A sequence longer than ``max_length`` loses tokens from the left; DataError if
-    the supervised tokens alone do not fit."""
-    messages = list(messages)
-    if not messages or messages[-1].get("role") != "assistant" or \
-            not str(messages[-1].get("content", "")).startswith(ASSISTANT_PREFIX):
-        raise DataError(f"the last message must be an assistant reply starting with {ASSISTANT_PREFIX}",
-                        field="messages")
-    ids, spans = assistant_spans(tokenizer, messages)
-    start, end = spans[-1]
-    prompt = encode_prompt_prefilled(tokenizer, messages[:-1])
-    n = 0
-    while n < min(len(prompt), end) and prompt[n] == ids[n]:
-        n += 1
-    if n < start:
-        raise DataError("the pre-filled prompt does not tokenize as a prefix of the conversation", field="messages")
-    # a token merged across the prefix boundary (n < len(prompt)) is counted in the supervised part
-    ids = ids[:end]
-    labels = [IGNORE_INDEX] * n + ids[n:end]
-    if max_length is not None and len(ids) > max_length:
-        cut = len(ids) - max_length
-        if cut > n:
-            raise DataError(f"the {end - n} supervised tokens do not fit max_length={max_length}", field="messages")
-        ids, labels = ids[cut:], labels[cut:]
-    return {"input_ids": ids, "labels": labels}
 
 
 # ---------------------------------------------------------------- evaluation

@@ -6,6 +6,14 @@ templates expect them; roles are ``system``, ``user`` and ``assistant``; content
 
 ``file`` and ``line`` on a record say where it came from (used in later error messages, e.g. when an
 example does not fit ``max_length``); they take no part in equality.
+
+``assistant_prefix`` (Conversation, PromptRecord; row key ``assistant_prefix``) is text that starts the
+final assistant reply and is given, not generated, e.g. ``<Judgement>`` for the NLU tasks
+(:mod:`posttrain.data.nlu`). For a PromptRecord the sampler's prompt ends with it (after the generation
+prompt) and the model continues it; for a Conversation the final assistant message must start with it
+and the SFT loss covers only what follows it (:func:`posttrain.data.template.encode_conversation`).
+A reward sees the prefix plus the generated text (:func:`completion_text`). A row's ``assistant_prefix``
+must be a non-empty string; null (or no key) means no prefix.
 """
 from __future__ import annotations
 
@@ -103,16 +111,35 @@ def _meta(row: dict, used: tuple[str, ...], file: str | None, line: int | None) 
     if "meta" in row and "meta" not in used:
         if not isinstance(row["meta"], dict):
             raise _fail(f"expected an object, got {_type_name(row['meta'])}", file, line, "meta")
+        if "assistant_prefix" in row["meta"]:
+            # nothing reads a prefix from meta any more: fail rather than sample without it
+            raise _fail("assistant_prefix is a top-level field, not metadata", file, line, "meta.assistant_prefix")
         meta.update(row["meta"])
     meta.update({k: v for k, v in row.items() if k not in used and k != "meta"})
     return meta
 
 
+def _check_prefix(prefix: Any, file: str | None, line: int | None) -> str | None:
+    if prefix is not None and (not isinstance(prefix, str) or not prefix):
+        got = "an empty string" if prefix == "" else _type_name(prefix)
+        raise _fail(f"expected a non-empty string, got {got}", file, line, "assistant_prefix")
+    return prefix
+
+
+def completion_text(record, text: str) -> str:
+    """The text a reward sees for ``text`` generated from ``record``: its ``assistant_prefix`` (the part
+    of the reply that was given, not generated) followed by ``text``."""
+    return (record.assistant_prefix or "") + text
+
+
 @dataclass
 class Conversation:
-    """A chat for supervised fine-tuning: every assistant turn is a training target."""
+    """A chat for supervised fine-tuning: every assistant turn is a training target, unless
+    ``assistant_prefix`` is set: then the final reply must start with it, and only what follows the
+    prefix in that reply is a target (module docstring)."""
     messages: list[dict]
     meta: dict = field(default_factory=dict)
+    assistant_prefix: str | None = None
     file: str | None = field(default=None, compare=False, repr=False)
     line: int | None = field(default=None, compare=False, repr=False)
 
@@ -125,12 +152,20 @@ class Conversation:
         if "user" not in roles[:first]:
             raise _fail("the first assistant turn must follow a user turn", self.file, self.line,
                         f"messages[{first}].role")
+        prefix = _check_prefix(self.assistant_prefix, self.file, self.line)
+        if prefix is not None:
+            last = self.messages[-1]
+            if last["role"] != "assistant" or not last["content"].startswith(prefix):
+                raise _fail(f"with assistant_prefix {prefix!r} the last message must be an assistant reply "
+                            f"starting with it, got a {last['role']} message starting with "
+                            f"{last['content'][:len(prefix) + 10]!r}", self.file, self.line, "messages")
 
     @classmethod
     def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "Conversation":
-        """``{"messages": [...], ...}``; other columns go to ``meta``."""
+        """``{"messages": [...], "assistant_prefix": optional str, ...}``; other columns go to ``meta``."""
         msgs = _require(row, "messages", file, line)
-        return cls(msgs, _meta(row, ("messages",), file, line), file=file, line=line)
+        return cls(msgs, _meta(row, ("messages", "assistant_prefix"), file, line),
+                   row.get("assistant_prefix"), file=file, line=line)
 
 
 @dataclass
@@ -166,15 +201,19 @@ class PreferencePair:
 
 @dataclass
 class PromptRecord:
-    """A prompt for sampling (online RL, rejection sampling, evaluation), with an optional reference answer."""
+    """A prompt for sampling (online RL, rejection sampling, evaluation), with an optional reference answer.
+    With ``assistant_prefix``, the reply starts with that given text and the model continues it (module
+    docstring)."""
     prompt: list[dict]
     answer: str | None = None
     meta: dict = field(default_factory=dict)
+    assistant_prefix: str | None = None
     file: str | None = field(default=None, compare=False, repr=False)
     line: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         self.prompt = _as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
+        _check_prefix(self.assistant_prefix, self.file, self.line)
         if self.answer is not None:
             if isinstance(self.answer, bool) or not isinstance(self.answer, (str, int, float)):
                 raise _fail(f"expected a string or a number, got {_type_name(self.answer)}",
@@ -183,6 +222,7 @@ class PromptRecord:
 
     @classmethod
     def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "PromptRecord":
-        """``{"prompt": str | messages, "answer": optional str/number, ...}``."""
+        """``{"prompt": str | messages, "answer": optional str/number, "assistant_prefix": optional str, ...}``."""
         prompt = _require(row, "prompt", file, line)
-        return cls(prompt, row.get("answer"), _meta(row, ("prompt", "answer"), file, line), file=file, line=line)
+        return cls(prompt, row.get("answer"), _meta(row, ("prompt", "answer", "assistant_prefix"), file, line),
+                   row.get("assistant_prefix"), file=file, line=line)

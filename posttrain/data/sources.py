@@ -43,8 +43,7 @@ def nlu_rows(src: DataSource, kind: str) -> list[dict]:
     if spec.shots:
         shots = nlu.sample_shots(nlu.load_task(task, "train", spec.data_dir), spec.shots, seed=spec.shots_seed)
     if kind == "sft":
-        # the prefix marks the tokens the SFT method leaves unsupervised (label-only SFT, METHODS.md §4)
-        return [{**r, "assistant_prefix": nlu.ASSISTANT_PREFIX} for r in nlu.sft_rows(task, examples, shots)]
+        return nlu.sft_rows(task, examples, shots)
     if kind == "prompt":
         return nlu.prompt_rows(task, examples, shots)
     raise RecipeError(f"nlu task {spec.task!r} gives sft or prompt records, not {kind!r}")

@@ -14,6 +14,10 @@ Truncation is prompt-first: a prompt (everything before the final reply) longer 
 ``max_prompt_length`` loses tokens from the LEFT (its end is kept); then the reply is cut from the right
 to fit ``max_length``. A reply is never dropped silently: if fewer than ``min_response_tokens`` of it
 fit, the example raises DataError, or with ``on_overflow="skip"`` is dropped and counted.
+
+An ``assistant_prefix`` (see :mod:`posttrain.data.records`) is text given at the start of the final reply:
+:func:`encode_prompt` appends it after the generation prompt, and :func:`encode_conversation` supervises
+only what follows it in the final reply, the prefix counting as prompt for truncation.
 """
 from __future__ import annotations
 
@@ -176,29 +180,73 @@ def _count(stats: TruncationStats | None, cut: int, resp_cut: bool) -> None:
     stats.truncated += cut > 0 or resp_cut
 
 
+# ---------------------------------------------------------------- assistant prefix
+
+
+def _check_prefix_arg(assistant_prefix) -> None:
+    if assistant_prefix is not None and (not isinstance(assistant_prefix, str) or not assistant_prefix):
+        raise ValueError(f"assistant_prefix must be a non-empty string or None, got {assistant_prefix!r}")
+
+
+def _prefilled_len(tokenizer, messages: list[dict], prefix: str, ids: Sequence[int], start: int,
+                   file, line) -> int:
+    """How many leading tokens of ``ids`` (the whole conversation) are the final reply's pre-filled
+    prompt: everything before the reply, its generation prompt and ``prefix``. ``start`` is where the
+    reply begins in ``ids``."""
+    text = render(tokenizer, messages[:-1], add_generation_prompt=True) + prefix
+    what = f"messages[:{len(messages) - 1}] with the generation prompt and the assistant prefix"
+    _check_text_prefix(text, render(tokenizer, messages), what)
+    # A token merged across the end of the prefix (e.g. a prefix ending mid-word) makes this shorter than
+    # the prompt's own tokens; that token holds reply text too, so it is supervised, as a token merged at
+    # the start of a reply is (module docstring).
+    n = _prefix_len(_tok(tokenizer, text), ids, what)
+    if n < start:
+        raise DataError("the pre-filled prompt (generation prompt + assistant_prefix) does not tokenize as a "
+                        "prefix of the conversation", file=file, line=line, field="messages")
+    return n
+
+
 # ---------------------------------------------------------------- public encoders
 
 
 def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
                         max_prompt_length: int | None = None, min_response_tokens: int = 1,
                         on_overflow: str = "error", stats: TruncationStats | None = None,
-                        file: str | None = None, line: int | None = None) -> dict | None:
+                        file: str | None = None, line: int | None = None,
+                        assistant_prefix: str | None = None) -> dict | None:
     """Tokenize a chat for SFT: ``{"input_ids", "labels"}`` with labels -100 on every token that is not
     assistant content or an assistant end-of-turn token; every assistant turn is supervised.
 
+    With ``assistant_prefix`` the final message must be an assistant reply starting with it (else
+    DataError), and only the final reply's tokens after the prefix (and its end-of-turn token) are
+    supervised: everything up to and including the prefix gets -100, earlier assistant turns (e.g. few-shot
+    demonstrations) included, so the model is trained exactly where it generates after
+    ``encode_prompt(messages[:-1], assistant_prefix=...)``: the unsupervised tokens are that prompt's.
+    A token merged across the end of the prefix (the prefix ending mid-token) counts as supervised, so
+    then the prompt's last token is not among them.
+
     The sequence ends with the final reply's end-of-turn token. The "prompt" for truncation is everything
-    before the final reply (earlier replies included, and still supervised if kept). Returns None only
-    when the example overflows and ``on_overflow="skip"``.
+    before the final reply (earlier replies included, and still supervised if kept), and with a prefix the
+    prefix too. Returns None only when the example overflows and ``on_overflow="skip"``.
     """
     _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow)
+    _check_prefix_arg(assistant_prefix)
     messages = list(messages)
     if not any(m.get("role") == "assistant" for m in messages):
         raise DataError("no assistant turn: nothing to train on", file=file, line=line, field="messages")
+    if assistant_prefix is not None and (messages[-1].get("role") != "assistant" or
+                                         not str(messages[-1].get("content", "")).startswith(assistant_prefix)):
+        raise DataError(f"with assistant_prefix {assistant_prefix!r} the last message must be an assistant reply "
+                        "starting with it", file=file, line=line, field="messages")
     ids, spans = assistant_spans(tokenizer, messages)
-    labels = [IGNORE_INDEX] * len(ids)
-    for s, e in spans:
-        labels[s:e] = ids[s:e]
     p, end = spans[-1]
+    if assistant_prefix is None:
+        labels = [IGNORE_INDEX] * len(ids)
+        for s, e in spans:
+            labels[s:e] = ids[s:e]
+    else:
+        p = _prefilled_len(tokenizer, messages, assistant_prefix, ids, p, file, line)
+        labels = [IGNORE_INDEX] * p + ids[p:]
     ids, labels = ids[:end], labels[:end]  # nothing after the last end-of-turn is worth a position
     fit = _fit(p, [end - p], max_length=max_length, max_prompt_length=max_prompt_length,
                min_response_tokens=min_response_tokens, on_overflow=on_overflow, stats=stats,
@@ -211,10 +259,14 @@ def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
     return {"input_ids": ids[cut:stop], "labels": labels[cut:stop]}
 
 
-def encode_prompt(tokenizer, messages: Sequence[dict], *, max_length: int | None = None) -> list[int]:
-    """Prompt ids ending with the generation prompt (e.g. ``<|im_start|>assistant\\n``), for sampling.
+def encode_prompt(tokenizer, messages: Sequence[dict], *, max_length: int | None = None,
+                  assistant_prefix: str | None = None) -> list[int]:
+    """Prompt ids ending with the generation prompt (e.g. ``<|im_start|>assistant\\n``), for sampling;
+    with ``assistant_prefix``, then the prefix, which the model continues (the rendered text and the
+    prefix are tokenized as one string, as the prefix is tokenized inside a whole conversation).
     With ``max_length``, a longer prompt keeps its last ``max_length`` tokens."""
-    ids = _tok(tokenizer, render(tokenizer, messages, add_generation_prompt=True))
+    _check_prefix_arg(assistant_prefix)
+    ids = _tok(tokenizer, render(tokenizer, messages, add_generation_prompt=True) + (assistant_prefix or ""))
     if max_length is not None and len(ids) > max_length:
         ids = ids[len(ids) - max_length:]
     return ids
@@ -265,13 +317,15 @@ def encode_conversations(tokenizer, records: Iterable, *, max_length: int, max_p
                          min_response_tokens: int = 1,
                          on_overflow: str = "error") -> tuple[list[dict], TruncationStats]:
     """Encode many Conversations (or message lists); returns the features and the truncation counts.
+    A Conversation's ``assistant_prefix`` applies to it (see :func:`encode_conversation`).
     Errors name the record's file and line."""
     stats, out = TruncationStats(), []
     for rec in records:
         msgs = rec if isinstance(rec, list) else rec.messages
         f = encode_conversation(tokenizer, msgs, max_length=max_length, max_prompt_length=max_prompt_length,
                                 min_response_tokens=min_response_tokens, on_overflow=on_overflow, stats=stats,
-                                file=getattr(rec, "file", None), line=getattr(rec, "line", None))
+                                file=getattr(rec, "file", None), line=getattr(rec, "line", None),
+                                assistant_prefix=getattr(rec, "assistant_prefix", None))
         if f is not None:
             out.append(f)
     _report("SFT encoding", stats)

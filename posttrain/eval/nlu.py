@@ -5,22 +5,16 @@ reward's rule (exactly one label word, else invalid); invalid counts as wrong.
 """
 from __future__ import annotations
 
-from posttrain.data.nlu import encode_prompt_prefilled, nlu_accuracy
+from posttrain.data.nlu import nlu_accuracy
 from posttrain.data.template import encode_prompt
 from posttrain.generation.sampler import SamplingParams, sample
-
-
-def prompt_ids(tokenizer, record, max_prompt_length: int | None = None) -> list[int]:
-    """Prompt tokens of a PromptRecord, with its `assistant_prefix` (meta) pre-filled when it has one."""
-    if record.meta.get("assistant_prefix"):
-        return encode_prompt_prefilled(tokenizer, record.prompt, max_length=max_prompt_length)
-    return encode_prompt(tokenizer, record.prompt, max_length=max_prompt_length)
 
 
 def nlu_eval(model, tokenizer, records, *, max_new_tokens: int = 8, batch_size: int = 16,
              max_prompt_length: int | None = None, keep_samples: int = 20) -> dict:
     """{"accuracy", "invalid_rate", "n", "samples": first `keep_samples` (completion, gold)}."""
-    ids = [prompt_ids(tokenizer, r, max_prompt_length) for r in records]
+    ids = [encode_prompt(tokenizer, r.prompt, max_length=max_prompt_length, assistant_prefix=r.assistant_prefix)
+           for r in records]
     # no stop string: the parser reads up to the first </Judgement> and needs to see it
     out, stats = sample(model, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
                         batch_size=batch_size)

@@ -1,23 +1,32 @@
-"""Batched sampling with a KV cache: n samples per prompt, with the log-prob of every sampled token.
+"""Sampling behind one seam: `sample(model, tokenizer, prompt ids, params)` -> n samples per prompt (text,
+token ids, per-token log-probs, finish reason), served by a backend (`posttrain.generation.backends`):
+the HF backend on CPU or GPU (default) or vLLM (optional extra). Every caller — PPO, RSO, `generate`,
+the evaluations — goes through `sample`; the backend is chosen by `use_backend` (a recipe's `generation`
+section) or by default.
 
-Why our own decode loop rather than `model.generate`: every sample gets its own random stream, seeded
-from (seed, prompt id, sample index), so a sample does not depend on which other prompts share its
-batch, on the batch size, or on a resume after a kill; finished rows leave the batch (the cache is
-compacted) instead of decoding padding; the prompt is prefilled once and its cache repeated for the n
-samples; and the log-probs come straight from the logits that produced each token.
+What every backend guarantees:
+- each sample has its own random stream, seeded from (seed, prompt id, sample index): a sample does not
+  depend on the other prompts in its batch, the batch size, the order, or a resume after a kill;
+- `logprobs[t]` is log pi(token_t | prompt, tokens_<t) under the policy's own weights at temperature 1
+  with no top-k / top-p filtering: the quantity RL and rejection sampling need. Temperature / top-k /
+  top-p only shape the distribution the token is drawn from;
+- a sample ends at an end-of-turn token of the tokenizer / generation config ("stop"), at a stop string
+  (the text is cut before it, "stop") or at max_new_tokens ("length").
 
-`logprobs[t]` is log pi(token_t | prompt, tokens_<t) under the model itself (temperature 1, no top-k /
-top-p filtering): the quantity RL and rejection sampling need. Temperature / top-k / top-p only shape
-the distribution the token is drawn from.
+This module holds what the backends share: the parameters and results, the per-sample seeds, the draw
+(`draw`: the same token for the same logits and stream in every backend that decodes here) and the
+incremental stop-string scan.
 """
 from __future__ import annotations
 
-import time
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
+from posttrain.config import GenerationSettings
 from posttrain.errors import RecipeError
 
 
@@ -106,153 +115,114 @@ def stop_ids(tokenizer, model=None) -> set[int]:
     return {i for i in ids if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id}
 
 
-def _cache_arg() -> str:
-    """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, then goes in 5.40)."""
-    import inspect
-
-    from transformers import LlamaForCausalLM
-    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+_MASK64 = (1 << 64) - 1
 
 
-_CACHE_ARG = _cache_arg()
+def _mix64(x: int) -> int:
+    x &= _MASK64
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
 
 
-def _cache_of(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
+def uniform(stream: int, step: int) -> float:
+    """The stream's draw for a step, in (0, 1]: a counter-based generator (splitmix64 of stream and step),
+    so a row's draws need no state and no per-row generator call, and batch the same in any order."""
+    return (_mix64(stream + (step + 1) * 0x9E3779B97F4A7C15) >> 11 | 1) / float(1 << 53)
 
 
-class _Row:
-    __slots__ = ("prompt_id", "sample_index", "gen", "tokens", "logps", "finish", "text")
+def draw(logits: torch.Tensor, p: SamplingParams, streams: Sequence[int], steps: Sequence[int]) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of `logits` [A, V] (float32) and its log-prob at temperature 1, unfiltered.
+    Greedy at temperature 0; else inverse-CDF sampling of the filtered distribution with the row's
+    uniform(stream, step): one batched cumsum and search, no per-row call."""
+    lse = torch.logsumexp(logits, -1)
+    if p.temperature == 0:
+        tok = logits.argmax(-1)
+    else:
+        cdf = torch.softmax(_filter_logits(logits, p), -1).cumsum(-1)
+        u = torch.tensor([uniform(s, t) for s, t in zip(streams, steps)], dtype=torch.float64, device=logits.device)
+        target = (u * cdf[:, -1].double()).to(cdf.dtype)[:, None]
+        tok = torch.searchsorted(cdf, target).squeeze(1).clamp_max(logits.shape[-1] - 1)
+    return tok, logits.gather(1, tok[:, None]).squeeze(1) - lse
 
-    def __init__(self, prompt_id: int, sample_index: int, seed: int):
-        self.prompt_id, self.sample_index = prompt_id, sample_index
-        self.gen = torch.Generator().manual_seed(seed)
-        self.tokens: list[int] = []
-        self.logps: list[float] = []
-        self.finish: str | None = None
-        self.text: str | None = None
+
+class StopScan:
+    """Finds the first stop string in a growing token sequence without re-decoding it: only the text the
+    newest tokens add is decoded (a token that ends inside a multi-byte character waits for the next)."""
+
+    __slots__ = ("tok", "stops", "longest", "text", "prefix", "read")
+
+    def __init__(self, tokenizer, stops: Sequence[str]):
+        self.tok, self.stops = tokenizer, tuple(stops)
+        self.longest = max(len(s) for s in self.stops)
+        self.text, self.prefix, self.read = "", 0, 0
+
+    def feed(self, tokens: list[int]) -> int | None:
+        """`tokens`: the whole sequence so far. The index in the decoded text where the first stop
+        string begins, or None."""
+        before = self.tok.decode(tokens[self.prefix:self.read], skip_special_tokens=True)
+        now = self.tok.decode(tokens[self.prefix:], skip_special_tokens=True)
+        if len(now) <= len(before) or now.endswith("\ufffd"):
+            return None
+        new = now[len(before):]
+        self.prefix, self.read = self.read, len(tokens)
+        start = max(0, len(self.text) - self.longest + 1)
+        self.text += new
+        hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        return min(hits) if hits else None
 
 
-@torch.no_grad()
-def _run_batch(model, tokenizer, prompts: list[tuple[int, list[int]]], p: SamplingParams, eos: set[int],
-               pad_id: int, on_tokens: Callable[[int], None]) -> tuple[list[Sample], int]:
-    device = next(model.parameters()).device
-    width = max(len(ids) for _, ids in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, (_, toks) in enumerate(prompts):
-        ids[r, width - len(toks):] = torch.tensor(toks)
-        attn[r, width - len(toks):] = 1
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=pos.to(device),
-                use_cache=True, logits_to_keep=1)
-    cache, logits = _cache_of(out), out.logits[:, -1].float()
-    if p.n > 1:  # one prefill per prompt, its cache repeated for the n samples
-        cache.batch_repeat_interleave(p.n)
-        logits = logits.repeat_interleave(p.n, 0)
-        attn = attn.repeat_interleave(p.n, 0)
-    attn = attn.to(device)
-    rows = [_Row(pid, k, sample_seed(p.seed, pid, k)) for pid, _ in prompts for k in range(p.n)]
-    active = list(range(len(rows)))
-    next_pos = attn.sum(-1, keepdim=True)
-    steps = 0
-    for step in range(p.max_new_tokens):
-        steps += 1
-        logp = torch.log_softmax(logits, -1)
-        if p.temperature == 0:
-            chosen = logits.argmax(-1).tolist()
-        else:
-            probs = torch.softmax(_filter_logits(logits, p), -1)
-            chosen = [int(torch.multinomial(probs[j], 1, generator=rows[i].gen)) for j, i in enumerate(active)]
-        keep = []
-        for j, i in enumerate(active):
-            row, tok = rows[i], chosen[j]
-            row.tokens.append(tok)
-            row.logps.append(float(logp[j, tok]))
-            if tok in eos:
-                row.finish = "stop"
-            elif p.stop:
-                text = tokenizer.decode(row.tokens, skip_special_tokens=True)
-                hit = [text.find(s) for s in p.stop if s in text]
-                if hit:
-                    row.finish, row.text = "stop", text[:min(hit)]
-            if row.finish is None and step == p.max_new_tokens - 1:
-                row.finish = "length"
-            if row.finish is None:
-                keep.append(j)
-        on_tokens(len(active))
-        if not keep:
-            break
-        if len(keep) < len(active):
-            sel = torch.tensor(keep, device=device)
-            cache.batch_select_indices(sel)
-            attn, next_pos = attn[sel], next_pos[sel]
-            active = [active[j] for j in keep]
-            chosen = [chosen[j] for j in keep]
-        attn = torch.cat([attn, attn.new_ones(len(active), 1)], -1)
-        step_ids = torch.tensor(chosen, device=device)[:, None]
-        out = model(input_ids=step_ids, attention_mask=attn, position_ids=next_pos, use_cache=True,
-                    **{_CACHE_ARG: cache})
-        cache, logits = _cache_of(out), out.logits[:, -1].float()
-        next_pos = next_pos + 1
-    samples = []
-    for row in rows:
-        text = row.text if row.text is not None else tokenizer.decode(row.tokens, skip_special_tokens=True)
-        samples.append(Sample(row.prompt_id, row.sample_index, text.strip(), row.tokens, row.logps,
-                              row.finish or "length"))
-    return samples, steps
+def finished_text(tokenizer, tokens: list[int], stops: Sequence[str]) -> str:
+    """The sample's text: the decoded tokens, cut before the first stop string, stripped."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[:min(hits)] if hits else text).strip()
+
+
+# ---------------------------------------------------------------- the seam
+
+
+
+_SETTINGS: contextvars.ContextVar[GenerationSettings] = contextvars.ContextVar("sampling_backend",
+                                                                            default=GenerationSettings())
+
+
+@contextlib.contextmanager
+def use_backend(settings: GenerationSettings | None):
+    """Within the block, `sample` uses these settings (a run's recipe sets them once)."""
+    token = _SETTINGS.set(settings or GenerationSettings())
+    try:
+        yield
+    finally:
+        _SETTINGS.reset(token)
+
+
+def current_settings() -> GenerationSettings:
+    return _SETTINGS.get()
 
 
 def sample(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
            prompt_ids: Sequence[int] | None = None, batch_size: int = 16, progress: bool = False,
            on_batch: Callable[[list[Sample]], None] | None = None) -> tuple[list[list[Sample]], SamplingStats]:
-    """`params.n` samples for each tokenized prompt (chat template already applied).
+    """`params.n` samples for each tokenized prompt (chat template already applied), from `model`'s
+    current weights.
 
     Returns (samples[i] = the n samples of prompts[i], in sample order; stats). `prompt_ids` are the
     stable ids the seeds derive from (default: the position in `prompts`); give the dataset row index
-    so a resumed or re-batched run draws the same samples. Prompts are bucketed by length; a batch holds
-    up to `batch_size` sequences (batch_size // n prompts). `on_batch` receives each finished batch's
-    samples (for incremental writing).
-    """
-    from tqdm import tqdm
-
+    so a resumed or re-batched run draws the same samples. At most `batch_size` sequences decode at once.
+    `on_batch` receives the n samples of each prompt as soon as they are all finished (incremental
+    writing)."""
+    from posttrain.generation.backends import backend_for
     ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     if len(ids) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(ids)} prompt_ids")
     if any(len(x) == 0 for x in prompts):
         raise ValueError("empty prompt")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = stop_ids(tokenizer, model)
-    per_batch = max(1, batch_size // params.n)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[list[Sample]] = [[] for _ in prompts]
-    stats = SamplingStats(prompts=len(prompts))
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=len(prompts) * params.n, unit="sample", disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
-
-    def count(n_tokens: int) -> None:
-        stats.new_tokens += n_tokens
-        dt = time.perf_counter() - t0
-        if progress and dt > 0:
-            bar.set_postfix(tok_s=f"{stats.new_tokens / dt:.0f}", refresh=False)
-
-    try:
-        for s in range(0, len(order), per_batch):
-            idx = order[s:s + per_batch]
-            batch, steps = _run_batch(model, tokenizer, [(ids[i], list(prompts[i])) for i in idx], params, eos,
-                                      pad_id, count)
-            stats.decode_steps += steps
-            for j, i in enumerate(idx):  # samples come back prompt by prompt, in `idx` order
-                out[i] = batch[j * params.n:(j + 1) * params.n]
-            stats.samples += len(batch)
-            bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(batch)
-    finally:
-        model.train(was_training)
-        bar.close()
-    stats.seconds = time.perf_counter() - t0
-    return out, stats
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    backend = backend_for(model, tokenizer, current_settings())
+    return backend.sample([list(x) for x in prompts], params, prompt_ids=ids, batch_size=batch_size,
+                          progress=progress, on_batch=on_batch)

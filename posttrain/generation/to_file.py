@@ -1,8 +1,12 @@
 """Sample a prompt set into a JSONL file, incrementally, resuming after a kill without duplicates.
 
-One line per sample: {"prompt_id", "sample_index", "prompt", "answer", "meta", "text", "token_ids",
-"logprobs", "finish_reason"}. `prompt_id` is the prompt's row index in the data, which also seeds its
-samples, so a resumed run writes exactly what an uninterrupted one would have.
+One line per sample: {"prompt_id", "sample_index", "prompt", "assistant_prefix", "answer", "meta", "text",
+"token_ids", "logprobs", "finish_reason"}. `prompt_id` is the prompt's row index in the data, which also
+seeds its samples, so a resumed run writes exactly what an uninterrupted one would have.
+
+A record's `assistant_prefix` (null when it has none) is part of the prompt: the prompt tokens end with
+it and the model continues it, so `text` and `token_ids` are only what was generated after it, without
+the prefix (what a reward scores is the prefix + `text`: posttrain.data.records.completion_text).
 
 Resume rule: a batch's lines are written with one write + flush + fsync. On start, the file is read
 back; a torn last line is discarded, and so is any prompt with fewer than n samples; if anything was
@@ -140,22 +144,24 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
     if any(pid >= len(records) for pid in done):
         raise DataError(f"{path} holds prompt ids beyond the {len(records)} prompts given: written for other "
                         f"data? Use another --out or delete it", file=str(path))
-    stale = [pid for pid, rows in done.items() if rows[0].get("prompt") != records[pid].prompt]
+    stale = [pid for pid, rows in done.items() if rows[0].get("prompt") != records[pid].prompt
+             or rows[0].get("assistant_prefix") != records[pid].assistant_prefix]
     if stale:
         raise DataError(f"{path} was written for other prompts (prompt id {stale[0]} differs); use another "
                         f"output file or delete it", file=str(path))
     if dirty:
         _rewrite(path, done)
     todo = [i for i in range(len(records)) if i not in done]
-    encoded = [encode_prompt(tokenizer, records[i].prompt, max_length=max_prompt_length) for i in todo]
+    encoded = [encode_prompt(tokenizer, records[i].prompt, max_length=max_prompt_length,
+                             assistant_prefix=records[i].assistant_prefix) for i in todo]
 
     def rows_of(batch: list[Sample]) -> list[dict]:
         rows = []
         for s in sorted(batch, key=lambda s: (s.prompt_id, s.sample_index)):
             r = records[s.prompt_id]
             rows.append({"prompt_id": s.prompt_id, "sample_index": s.sample_index, "prompt": r.prompt,
-                         "answer": r.answer, "meta": r.meta, **{k: v for k, v in s.to_row().items()
-                                                                if k not in ("prompt_id", "sample_index")}})
+                         "assistant_prefix": r.assistant_prefix, "answer": r.answer, "meta": r.meta,
+                         **{k: v for k, v in s.to_row().items() if k not in ("prompt_id", "sample_index")}})
         return rows
 
     with open(path, "a", encoding="utf-8") as f:

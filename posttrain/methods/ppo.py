@@ -28,10 +28,12 @@ from pydantic import Field
 
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
+from posttrain.data.records import completion_text
 from posttrain.data.sources import load_source, prompt_text
+from posttrain.data.template import encode_prompt
 from posttrain.engine import DataPlan, StageOutput
 from posttrain.errors import RecipeError
-from posttrain.eval.nlu import nlu_eval, prompt_ids
+from posttrain.eval.nlu import nlu_eval
 from posttrain.generation.sampler import SamplingParams, sample
 from posttrain.logprobs import IGNORE, completion_logprobs, gather_logprobs, target_positions
 from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLController, entropy_from_logits,
@@ -133,7 +135,8 @@ class PPOStage:
         # the prompt stream is a data plan of its own: rollout_batch prompts per iteration, reshuffled per pass
         idx = DataPlan(len(self.records), p.rollout_batch, it + 1, self.seed).step(it)
         recs = [self.records[i] for i in idx]
-        prompts = [prompt_ids(self.tok, r, self.max_prompt_length) for r in recs]
+        prompts = [encode_prompt(self.tok, r.prompt, max_length=self.max_prompt_length,
+                                 assistant_prefix=r.assistant_prefix) for r in recs]
         was_training = model.training
         model.eval()
         try:
@@ -152,8 +155,7 @@ class PPOStage:
                 logp_ref, _ = completion_logprobs(ref, ids, attn, labels)
         finally:
             model.train(was_training)
-        prefix = [r.meta.get("assistant_prefix") or "" for r in recs]
-        texts = [pre + s.text for pre, s in zip(prefix, samples)]
+        texts = [completion_text(r, s.text) for r, s in zip(recs, samples)]
         meta = [{"answer": r.answer, **r.meta} for r in recs]
         score = torch.tensor(score_checked(self.reward, [prompt_text(r) for r in recs], texts, meta))
         beta = self.kl.value
@@ -185,10 +187,11 @@ def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
         return fn
 
     def fn(model):
-        ids = [prompt_ids(tokenizer, r, max_prompt_length) for r in records]
+        ids = [encode_prompt(tokenizer, r.prompt, max_length=max_prompt_length, assistant_prefix=r.assistant_prefix)
+               for r in records]
         out, _ = sample(model.lm, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=params.max_new_tokens),
                         batch_size=params.eval_batch_size)
-        texts = [(r.meta.get("assistant_prefix") or "") + row[0].text for r, row in zip(records, out)]
+        texts = [completion_text(r, row[0].text) for r, row in zip(records, out)]
         meta = [{"answer": r.answer, **r.meta} for r in records]
         s = score_checked(reward, [prompt_text(r) for r in records], texts, meta)
         return {"reward": sum(s) / len(s)}

@@ -24,14 +24,13 @@ from pydantic import Field
 
 from posttrain.config import Section
 from posttrain.data.collate import pair_collate, shared_prefix_collate
-from posttrain.data.sources import load_source
 from posttrain.data.template import encode_pairs
 from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_path
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
-from posttrain.methods.base import Built, MethodSpec, RunInfo
+from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.models import cache_dir, unwrap
 from posttrain.references import REFERENCES, Reference, resolve_reference
 
@@ -193,12 +192,10 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
         raise RecipeError(str(e)) from None
     _, needs_ref, _ = PREFERENCE_LOSSES[loss_name]
     data = recipe.data
-    kw = dict(instruction=data.instruction, system_prompt=data.system_prompt)
-    train = load_source(data.train, "preference", **kw)
-    feats, stats = encode(train, tokenizer, data)
+    feats, stats = encode(load_records(recipe, kind="preference"), tokenizer, data)
     eval_feats = None
     if data.eval is not None:
-        eval_feats, _ = encode(load_source(data.eval, "preference", **kw), tokenizer, data)
+        eval_feats, _ = encode(load_records(recipe, "eval", kind="preference"), tokenizer, data)
     pad = tokenizer.pad_token_id
     shared = params.pair_forward == "shared_prefix" and supports_shared_prefix(unwrap(model))
     if params.pair_forward == "shared_prefix" and not shared:

@@ -10,9 +10,8 @@ from typing import Literal
 
 from posttrain.config import Section
 from posttrain.data.collate import pair_collate
-from posttrain.data.sources import load_source
 from posttrain.losses.reward import bradley_terry
-from posttrain.methods.base import Built, MethodSpec, RunInfo
+from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.methods.preference import encode
 from posttrain.models.value_head import ScalarHeadModel, head_info
 
@@ -39,11 +38,10 @@ class RewardObjective:
 
 def build(recipe, params: RewardModelParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data = recipe.data
-    kw = dict(instruction=data.instruction, system_prompt=data.system_prompt)
-    feats, stats = encode(load_source(data.train, "preference", **kw), tokenizer, data)
+    feats, stats = encode(load_records(recipe), tokenizer, data)
     eval_feats = None
     if data.eval is not None:
-        eval_feats, _ = encode(load_source(data.eval, "preference", **kw), tokenizer, data)
+        eval_feats, _ = encode(load_records(recipe, "eval"), tokenizer, data)
     info = head_info(recipe.model)
     rm = ScalarHeadModel(model, info=info, init_std=params.head_init_std, seed=recipe.seed)
     pad = tokenizer.pad_token_id

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from posttrain.config import DataSource, RewardSettings, Section
-from posttrain.data.sources import load_source, prompt_text
+from posttrain.data.sources import prompt_text
 from posttrain.generation.rso import PAIRINGS, SELECTIONS, pair_up, select
 from posttrain.errors import DataError, RecipeError
 from posttrain.files import atomic_write_text
@@ -31,7 +31,7 @@ from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file, source_path
 from posttrain.losses.preference import PREFERENCE_LOSSES
 from posttrain.methods import preference
-from posttrain.methods.base import Built, MethodSpec, RunInfo
+from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.pipeline import StageDef, flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
@@ -76,18 +76,13 @@ def _samples_file(params: RSOParams, ctx) -> Path:
     return Path(s.samples_file) if s.samples_file and ctx.iteration == 0 else ctx.dir / "samples.jsonl"
 
 
-def _records(recipe):
-    data = recipe.data
-    return load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
-
-
 def sample_candidates(recipe, params: RSOParams, ctx) -> dict:
     """Stage 1: `num_candidates` samples per prompt from the iteration's starting policy (resumable)."""
     s = params.sampling
     model, tokenizer = ctx.policy()
     sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                         max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
-    _, st = sample_to_file(model, tokenizer, _records(recipe), sp, _samples_file(params, ctx),
+    _, st = sample_to_file(model, tokenizer, load_records(recipe), sp, _samples_file(params, ctx),
                            batch_size=s.batch_size, max_prompt_length=recipe.data.max_prompt_length,
                            progress=ctx.progress)
     return {"sampling_tokens_per_s": round(st.tokens_per_s, 1), "sampling_new_tokens": st.new_tokens,
@@ -97,7 +92,7 @@ def sample_candidates(recipe, params: RSOParams, ctx) -> dict:
 def make_pairs(recipe, params: RSOParams, ctx) -> dict:
     """Stage 2: score, select (rso / sft_sample_rank / best_of_n) and pair -> pairs.jsonl."""
     s, folder = params.sampling, ctx.dir
-    records = _records(recipe)
+    records = load_records(recipe)
     samples, _ = read_samples(_samples_file(params, ctx), s.num_candidates)
     if len(samples) != len(records):
         raise DataError(f"{_samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "
@@ -140,7 +135,7 @@ def make_pairs(recipe, params: RSOParams, ctx) -> dict:
 
 
 SAMPLE_KEYS = ("model", "data.train", "data.instruction", "data.system_prompt", "data.max_prompt_length",
-               "method.sampling")
+               "method.sampling", "generation.backend", "generation.decode_dtype")
 PAIR_KEYS = ("seed", "method.selection", "method.rso_beta", "method.num_samples", "method.pairing", "method.reward")
 
 

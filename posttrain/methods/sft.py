@@ -41,14 +41,14 @@ class SFTObjective:
 
 
 def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
-    if records and all(r.meta.get("assistant_prefix") for r in records):
-        # pre-filled replies (NLU `<Judgement>`): the loss is on what the model writes after the prefix
-        from posttrain.data.nlu import encode_label_sft
-        feats = [encode_label_sft(tokenizer, r.messages, max_length=data.max_length) for r in records]
-        return feats, {"examples": len(feats), "label_only": True}
     feats, stats = encode_conversations(tokenizer, records, max_length=data.max_length,
                                         max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
-    return feats, {**vars(stats), "examples": len(feats)}
+    out = {**vars(stats), "examples": len(feats)}
+    prefixed = sum(r.assistant_prefix is not None for r in records)
+    if prefixed:
+        # with a prefix only the final reply after it is trained (NLU `<Judgement>`: the label tokens)
+        out["label_only"] = prefixed == len(records)
+    return feats, out
 
 
 def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = None) -> Built:

@@ -32,3 +32,18 @@ def weights_hash(model, *, adapter: bool = True) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def weights_version(model) -> tuple:
+    """A cheap key that changes whenever the weights a forward uses may have changed: a parameter replaced,
+    updated in place (its version counter), or — for trainable parameters — changed by a kernel that does
+    not bump that counter (fused AdamW does not), seen through a float64 sum; or a LoRA adapter switched
+    on/off, merged or swapped. Equal keys mean the same weights within one process; it is not a content
+    hash (see weights_hash)."""
+    model = unwrap(model)
+    with torch.no_grad():
+        params = tuple((id(p), p._version, float(p.sum(dtype=torch.float64)) if p.requires_grad else None)
+                       for p in model.parameters())
+    adapters = tuple((bool(m.disable_adapters), bool(m.merged), tuple(m.active_adapters))
+                     for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
+    return (id(model), params, adapters)

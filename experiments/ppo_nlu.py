@@ -10,13 +10,15 @@ ladder's steps are also compared per seed (paired differences).
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
 
 
-from posttrain.bench.stats import mean_ci, sign_test_p
-from posttrain.bench.sweep import curve, run_variant
+from experiments import RECIPES
+from posttrain.stats import mean_ci, sign_test_p
+from experiments.sweep import curve, run_variant
 from posttrain.config import DataSource, NLUSource
 from posttrain.data.sources import load_source
 from posttrain.eval.nlu import nlu_eval
@@ -24,7 +26,7 @@ from posttrain.eval.report import markdown_table, plot_curves
 from posttrain.files import atomic_write_text
 from posttrain.runner import adapter_folder
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
 TRAIN_LIMIT = {"sst2": 256}  # SuperGLUE tasks: their 32-example FewGLUE train sets, whole
 # PPO from SFT starts from the SFT model (adapter merged, fresh LoRA on top) with its KL taken against the
 # SFT model (reference: start, as RL4GLUE's code) or against the base model (reference: base)
@@ -144,7 +146,7 @@ def kept_reading(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="posttrain bench ppo-nlu")
+    ap = argparse.ArgumentParser(prog="python -m experiments.ppo_nlu")
     ap.add_argument("--tasks", nargs="+", default=["sst2", "rte", "cb"])
     ap.add_argument("--dev-limit", type=int, default=200, help="first N dev examples per task (all if fewer)")
     ap.add_argument("--shots", type=int, default=4)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     png_k = plot_curves(mean_curves(rows, "rollout/kl"), out / "ppo_nlu_kl.png",
                         title="PPO KL(policy || reference) per sequence, mean over seeds", ylabel="KL (k1, summed)")
     seed_list = "; ".join(f"{t} " + ", ".join(map(str, task_seeds.get(t, a.seeds))) for t in a.tasks)
-    cmd = (f"posttrain bench ppo-nlu --tasks {' '.join(a.tasks)} --dev-limit {a.dev_limit} --shots {a.shots} "
+    cmd = (f"python -m experiments.ppo_nlu --tasks {' '.join(a.tasks)} --dev-limit {a.dev_limit} --shots {a.shots} "
            f"--ppo-steps {a.ppo_steps} --ppo-sft-lr {a.ppo_sft_lr:g} --seeds {' '.join(map(str, a.seeds))}"
            + (f" --task-seeds {' '.join(a.task_seeds)}" if a.task_seeds else "")
            + (f" --skip-ppo-base {' '.join(a.skip_ppo_base)}" if a.skip_ppo_base else "")
@@ -223,3 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(report, text)
     print(report)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from posttrain.config import load_recipe
+from posttrain.files import atomic_write_text
 from posttrain.runner import read_history, run_recipe
 
 
@@ -41,3 +42,10 @@ def run_variant(base: Path, overrides: list[str], *, show_progress: bool = False
 def curve(row: dict, key: str) -> tuple[list[int], list[float]]:
     pts = [(h["step"], h[key]) for h in row["history"] if key in h]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def publish(path: Path, text: str) -> int:
+    """Write a report atomically, say where, and return the exit status of an experiment's main."""
+    atomic_write_text(path, text)
+    print(path)
+    return 0

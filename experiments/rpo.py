@@ -3,14 +3,15 @@ RPO keeps it up and wins"). Every variant is `posttrain train recipes/rpo_vs_dpo
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from posttrain.bench.sweep import curve, run_variant
+from experiments.sweep import curve, publish, run_variant
+from experiments import RECIPES
 from posttrain.eval.report import markdown_table, plot_curves
-from posttrain.files import atomic_write_text
 
-BASE = Path(__file__).resolve().parents[2] / "recipes" / "rpo_vs_dpo.yaml"
+BASE = RECIPES / "rpo_vs_dpo.yaml"
 VARIANTS = {
     "dpo": ["method.name=dpo"],
     "rpo (eta 0.005, paper)": ["method.name=rpo", "method.eta=0.005"],
@@ -20,7 +21,7 @@ VARIANTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="posttrain bench rpo")
+    ap = argparse.ArgumentParser(prog="python -m experiments.rpo")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--runs", default="runs/rpo")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
              for k, r in rows.items()]
     text = "\n".join([
         "# RPO vs DPO: chosen log-likelihood and gold accuracy", "",
-        f"Reproduce: `posttrain bench rpo --seed {a.seed}` (each row is `posttrain train recipes/rpo_vs_dpo.yaml` "
+        f"Reproduce: `python -m experiments.rpo --seed {a.seed}` (each row is `posttrain train recipes/rpo_vs_dpo.yaml` "
         "with the overrides in its run's `recipe.yaml`).", "",
         "- model: SmolLM2-135M-Instruct (embedded), LoRA; reference = starting model (precomputed)",
         "- data: built-in arithmetic pairs (chosen = correct answer, rejected = wrong answer, no flips); held-out "
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["variant", "accuracy before", "accuracy after", "logp(chosen) step 1", "logp(chosen) last step",
                         "eval logp(chosen)", "eval pair accuracy"], table), "",
         f"![logp chosen]({png.name})", ""])
-    atomic_write_text(out / "rpo.md", text)
-    print(out / "rpo.md")
-    return 0
+    return publish(out / "rpo.md", text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

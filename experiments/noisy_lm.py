@@ -9,16 +9,18 @@ Every cell is `posttrain train recipes/noisy_preferences_lm.yaml` plus the overr
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
-from posttrain.bench.noisy_bandit import SECTION_B
-from posttrain.bench.stats import mean_ci
-from posttrain.bench.sweep import run_variant
+from experiments import RECIPES
+from posttrain.bandit import SECTION_B
+from posttrain.stats import mean_ci
+from experiments.sweep import run_variant
 from posttrain.eval.report import markdown_table, plot_curves
 from posttrain.files import atomic_write_text
 
-BASE = Path(__file__).resolve().parents[2] / "recipes" / "noisy_preferences_lm.yaml"
+BASE = RECIPES / "noisy_preferences_lm.yaml"
 METHODS = ("dpo", "cdpo", "rdpo")
 
 
@@ -99,7 +101,7 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
     existing = path.read_text() if path.exists() else ""
     r0 = rows[0]
     lines = [SECTION_B, "",
-             "Reproduce: `posttrain bench noisy-preferences --part lm` (each cell is "
+             "Reproduce: `python -m experiments.noisy_lm` (each cell is "
              "`posttrain train recipes/noisy_preferences_lm.yaml` with the overrides listed in the run's "
              "`recipe.yaml`).", "",
              "- model: SmolLM2-135M-Instruct (embedded), LoRA; reference = the starting model (precomputed)",
@@ -122,7 +124,7 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="posttrain bench noisy-preferences --part lm")
+    ap = argparse.ArgumentParser(prog="python -m experiments.noisy_lm")
     ap.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.2, 0.4])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default="docs/results")
@@ -131,3 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(a.eps, a.seeds, output_dir=a.runs)
     print(write_section(rows, Path(a.out), sum(r["wall_time_s"] for r in rows)))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,16 +4,17 @@ with the overrides in its run's recipe.yaml; the two sampled variants share one 
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import math
 import time
 from pathlib import Path
 
-from posttrain.bench.sweep import curve, run_variant
+from experiments.sweep import curve, publish, run_variant
+from experiments import RECIPES
 from posttrain.eval.report import markdown_table, plot_curves
-from posttrain.files import atomic_write_text
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
 SOURCES = {"direct": None, "sft-sample-rank": "sft_sample_rank", "rso-sample-rank": "rso"}
 LOSSES = {"sigmoid-norm": "dpo", "hinge-norm": "hinge_norm"}
 
@@ -36,7 +37,7 @@ def scores_on(common: list[str], before: dict, after: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="posttrain bench rso")
+    ap = argparse.ArgumentParser(prog="python -m experiments.rso")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--runs", default="runs/rso")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     r0 = next(iter(rows.values()))[0]
     text = "\n".join([
         "# RSO: rso-sample-rank vs sft-sample-rank vs direct", "",
-        f"Reproduce: `posttrain bench rso --seeds {' '.join(map(str, a.seeds))}` (each row is `posttrain train "
+        f"Reproduce: `python -m experiments.rso --seeds {' '.join(map(str, a.seeds))}` (each row is `posttrain train "
         "recipes/rso_arithmetic.yaml` or `recipes/rso_direct.yaml` with the overrides in its run's `recipe.yaml`).", "",
         "- model: SmolLM2-135M-Instruct (embedded), LoRA r16 all-linear; reference = starting model (precomputed)",
         "- prompts: 96 built-in arithmetic problems (seed 1); candidates: 16 per prompt from the starting policy "
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         "wins-ties-losses per seed", "pairs", "mean reward of accepted", "acceptance rate",
                         "train s"], table), "",
         f"![loss]({png.name})", ""])
-    atomic_write_text(out / "rso.md", text)
-    print(out / "rso.md")
-    return 0
+    return publish(out / "rso.md", text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

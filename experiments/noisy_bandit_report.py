@@ -2,7 +2,7 @@
 observations read off the numbers, the plot, and the console summary.
 
 The experiment itself (config, problem, fit, evaluate, run_sweep, summarize, main) is in
-:mod:`posttrain.bench.noisy_bandit`, which also re-exports ``write_report`` and ``format_summary``.
+:mod:`posttrain.bandit`, which also re-exports ``write_report`` and ``format_summary``.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from posttrain.files import atomic_path, atomic_write_text
 
-from posttrain.bench.stats import mean_ci
-from posttrain.bench.noisy_bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order,
+from posttrain.stats import mean_ci
+from posttrain.bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order,
                                           summarize, yardsticks)
 
 
@@ -210,7 +210,7 @@ def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", 
         f"- realised flip rates: {flip_rates}",
         f"- wall time of the sweep: {wall_s:.1f} s (2 shared CPU cores, 1 torch thread)" if wall_s is not None
         else "- wall time: not measured",
-        f"- command: `python -m posttrain.bench.noisy_bandit --seeds {len(seeds)} --out {out_dir}`",
+        f"- command: `python -m posttrain.bandit --seeds {len(seeds)} --out {out_dir}`",
         "",
         "All numbers: mean ± half-width of the 95% t-interval over seeds.",
         "",

@@ -35,13 +35,12 @@ Reported per (method, eps), mean over seeds with 95% t-intervals:
 - param_error = ||beta*theta - theta*|| (not for IPO), direction_error, and
   scale = beta * (theta . theta*) / ||theta*||^2 (1 = the right scale; below 1 = shrunk towards uniform).
 
-Run: `python -m posttrain.bench.noisy_bandit --seeds 10 --out docs/results`.
+The experiment that writes docs/results/noisy_preferences.md is experiments/noisy_bandit.py (run from a
+checkout: `python -m experiments.noisy_bandit --seeds 20`); `posttrain demo` runs a small sweep of it.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -50,7 +49,7 @@ import torch
 
 from posttrain.errors import RecipeError
 from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
-from posttrain.bench.stats import mean_ci
+from posttrain.stats import mean_ci
 
 METHODS = ("dpo", "cdpo", "rdpo", "ipo")
 REPORT_NAME = "noisy_preferences.md"
@@ -335,36 +334,3 @@ def rdpo_vs_n(cfg: BanditConfig, ns: tuple[int, ...] = (2000, 5000, 20000), eps:
                              **evaluate(c, problem, theta, method), "diverged": info["diverged"],
                              "unbounded": info["unbounded"]})
     return rows
-
-
-# ---- report --------------------------------------------------------------------------------------
-# The report lives in posttrain.bench.noisy_bandit_report, which imports this module; `main` imports it
-# when it runs and `write_report` / `format_summary` are re-exported lazily here, so there is no import cycle.
-def main(argv: list[str] | None = None) -> int:
-    from posttrain.bench.noisy_bandit_report import format_summary, write_report
-    ap = argparse.ArgumentParser(prog="python -m posttrain.bench.noisy_bandit", description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=BanditConfig.seeds, help="number of seeds (default %(default)s)")
-    ap.add_argument("--out", default="docs/results", help="folder for noisy_preferences.md and its plot")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny tensors: 1 is fastest)")
-    ap.add_argument("--no-diagnostic", action="store_true",
-                    help="skip the extra table of DPO and rDPO at the largest eps for growing n")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cfg = BanditConfig(seeds=args.seeds)
-    print(f"noisy bandit: {asdict(cfg)}", file=sys.stderr)
-    t0 = time.perf_counter()
-    rows = run_sweep(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    wall = time.perf_counter() - t0
-    print(format_summary(summarize(rows)))
-    diagnostic = None
-    if not args.no_diagnostic:
-        t1 = time.perf_counter()
-        diagnostic = rdpo_vs_n(cfg)
-        print(f"diagnostic (rDPO vs n): {time.perf_counter() - t1:.1f} s", file=sys.stderr)
-    path = write_report(rows, args.out, cfg=cfg, wall_s=wall, diagnostic=diagnostic)
-    print(f"sweep wall time {wall:.1f} s; wrote {path} and {path.with_name(PLOT_NAME)}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
