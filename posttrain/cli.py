@@ -71,18 +71,30 @@ def cmd_rso(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    import json as _json
-
-    from posttrain.config import DataSource, NLUSource
-    from posttrain.data.sources import load_source
-    from posttrain.eval.nlu import nlu_eval
+def _model_to_evaluate(args):
+    """--run RUN (its latest checkpoint, as training built it), else --model with an optional --adapter."""
+    if getattr(args, "run", None):
+        from posttrain.export import load_run
+        model, tok, *_ = load_run(args.run)
+        return model, tok
     from posttrain.models import load_model
     model, tok = load_model(args.model)
     if args.adapter:
         from posttrain.models.io import apply_saved_adapter
         from posttrain.runner import adapter_folder
         model = apply_saved_adapter(model, adapter_folder(args.adapter))
+    return model, tok
+
+
+def cmd_eval(args) -> int:
+    if args.suite == "math":
+        return cmd_eval_math(args)
+    import json as _json
+
+    from posttrain.config import DataSource, NLUSource
+    from posttrain.data.sources import load_source
+    from posttrain.eval.nlu import nlu_eval
+    model, tok = _model_to_evaluate(args)
     rows = []
     for task in args.tasks:
         src = DataSource(nlu=NLUSource(task=task, split=args.split, limit=args.limit, shots=args.shots,
@@ -95,6 +107,21 @@ def cmd_eval(args) -> int:
     if args.out:
         from posttrain.files import atomic_write_text
         atomic_write_text(Path(args.out), _json.dumps({t: r for t, r in rows}, indent=1))
+    return 0
+
+
+def cmd_eval_math(args) -> int:
+    from posttrain.eval.math import evaluate, load_items, write_results
+    model, tok = _model_to_evaluate(args)
+    for name in args.data:
+        items = load_items(name, limit=args.limit)
+        res = evaluate(model, tok, items, k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                       batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+        label = Path(str(name)).stem if Path(str(name)).suffix else str(name)
+        out = Path(args.out_dir) / label
+        report, graded = write_results(res, out, f"Math evaluation: {name}")
+        maj = f"  maj@{args.k} {res['maj_accuracy']:.3f}" if "maj_accuracy" in res else ""
+        print(f"{label:10s} greedy {res['greedy_accuracy']:.3f}{maj}  n {res['n']}  -> {report}, {graded}", flush=True)
     return 0
 
 
@@ -163,18 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_rso)
 
-    e = sub.add_parser("eval", help="evaluate a model: `eval nlu` = dev accuracy of <Judgement> classification")
-    e.add_argument("suite", choices=["nlu"])
-    e.add_argument("--tasks", nargs="+", default=["sst2"], help="sst2 rte boolq cb copa (wic wsc with data)")
+    e = sub.add_parser("eval", help="evaluate a model: `eval nlu` (<Judgement> classification), `eval math` "
+                                    "(GSM8K, MATH-500 or a file: greedy accuracy and maj@k)")
+    e.add_argument("suite", choices=["nlu", "math"])
+    e.add_argument("--tasks", nargs="+", default=["sst2"], help="nlu: sst2 rte boolq cb copa (wic wsc with data)")
+    e.add_argument("--data", nargs="+", default=["gsm8k"],
+                   help="math: gsm8k, math500 (test sets in the shared data folder) or JSONL/parquet files")
     e.add_argument("--model", default="smollm2-135m-instruct")
     e.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/X/checkpoints/step-N/model)")
+    e.add_argument("--run", default=None, help="a run folder: its latest checkpoint, as training built it")
     e.add_argument("--split", default="validation")
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--shots", type=int, default=0)
-    e.add_argument("--seed", type=int, default=0, help="which shots")
+    e.add_argument("--seed", type=int, default=0, help="nlu: which shots; math: the maj@k samples")
+    e.add_argument("--k", type=int, default=1, help="math: samples per problem for maj@k (1 = greedy only)")
+    e.add_argument("--temperature", type=float, default=0.7, help="math: temperature of the maj@k samples")
+    e.add_argument("--max-new-tokens", type=int, default=512)
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-prompt-length", type=int, default=1024)
-    e.add_argument("--out", default=None, help="write the results (with sample completions) as JSON")
+    e.add_argument("--out", default=None, help="nlu: write the results (with sample completions) as JSON")
+    e.add_argument("--out-dir", default="runs/eval-math", help="math: report.md and graded.jsonl per data set")
+    e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
 
     m = sub.add_parser("models", help="list models, or convert the embedded one")

@@ -62,8 +62,9 @@ def bandit_table(part: dict) -> tuple[list[str], list[list]]:
 
 def sft_table(summary: dict) -> tuple[list[str], list[list]]:
     headers = ["model", "accuracy before", "accuracy after", "held-out problems", "train time (s)"]
-    return headers, [["SmolLM2-135M-Instruct + LoRA SFT", summary["before"]["accuracy"],
-                      summary["after"]["accuracy"], summary["after"]["n"], round(summary["train"]["wall_time_s"], 1)]]
+    return headers, [["SmolLM2-135M-Instruct + LoRA SFT", round(summary["before"]["accuracy"], 3),
+                      round(summary["after"]["accuracy"], 3), summary["after"]["n"],
+                      round(summary["train"]["wall_time_s"], 1)]]
 
 
 def write_report(bandit: dict, sft: dict, recipe, out_dir: Path, total_s: float) -> Path:

@@ -43,35 +43,26 @@ def _checkpoint(run: Path, checkpoint: str | os.PathLike | None) -> Path:
     return ckpt
 
 
-def export_run(run: str | os.PathLike, out: str | os.PathLike, merge: bool = False,
-               checkpoint: str | os.PathLike | None = None, *, force: bool = False) -> Path:
-    """Write the run's latest checkpoint (or `checkpoint`) to `out`, atomically; returns `out`.
-
-    `merge` folds a LoRA adapter into the weights; a full fine-tune is always a plain model. An existing
-    non-empty `out` is refused unless `force` (then it is replaced whole).
-    """
+def load_run(run: str | os.PathLike, checkpoint: str | os.PathLike | None = None):
+    """(model in eval mode, tokenizer, recipe, checkpoint folder, iteration): the run's latest checkpoint
+    (or `checkpoint`), its policy rebuilt as training built it. An iterated run's model is its last
+    finished iteration's. What `posttrain export` writes and `posttrain eval --run` evaluates."""
     from posttrain.config import Recipe, validate_section
-    from posttrain.models import is_lora, load_weights_, merge_and_save, unwrap
-    from posttrain.files import atomic_folder
+    from posttrain.models import load_weights_, unwrap
     from posttrain.models.value_head import HEAD_CONFIG, ScalarHeadModel
     from posttrain.engine import latest_checkpoint
     from posttrain.pipeline import iteration_dir
     from posttrain.runner import load_iteration
 
-    run, out = Path(run), Path(out)
+    run = Path(run)
     recipe_file = run / "recipe.yaml"
     if not recipe_file.is_file():
         raise ExportError(f"{run} is not a run folder: no recipe.yaml (written by posttrain train)")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
     try:
         raw = yaml.safe_load(recipe_file.read_text())
     except yaml.YAMLError as e:
         raise ExportError(f"{recipe_file}: not valid YAML: {e}") from None
     recipe = validate_section(Recipe, raw, str(recipe_file))
-    # an iterated run's model is its last finished iteration's (iter-K/), built on the ones before it
     done = [t for t in range(recipe.pipeline.iterations) if latest_checkpoint(iteration_dir(run, t)) is not None]
     ckpt = _checkpoint(iteration_dir(run, done[-1]) if done and checkpoint is None else run, checkpoint)
     k = re.fullmatch(r"iter-(\d+)", ckpt.parent.parent.name)
@@ -85,7 +76,25 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, merge: bool = Fal
         model = model.lm
     else:
         load_weights_(model, folder)
-    model = unwrap(model).eval()
+    return unwrap(model).eval(), tokenizer, recipe, ckpt, t
+
+
+def export_run(run: str | os.PathLike, out: str | os.PathLike, merge: bool = False,
+               checkpoint: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """Write the run's latest checkpoint (or `checkpoint`) to `out`, atomically; returns `out`.
+
+    `merge` folds a LoRA adapter into the weights; a full fine-tune is always a plain model. An existing
+    non-empty `out` is refused unless `force` (then it is replaced whole).
+    """
+    from posttrain.models import is_lora, merge_and_save
+    from posttrain.files import atomic_folder
+
+    run, out = Path(run), Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
+    model, tokenizer, recipe, ckpt, t = load_run(run, checkpoint)
 
     lora = is_lora(model)
     if lora and not merge and (recipe.model.adapter is not None or t > 0):
