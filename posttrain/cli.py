@@ -1,4 +1,4 @@
-"""`posttrain train | generate | rso | export | models | demo` — a thin layer over the library."""
+"""`posttrain train | generate | rso | eval | synth | export | models | demo` — a thin layer over the library."""
 from __future__ import annotations
 
 import argparse
@@ -125,6 +125,24 @@ def cmd_eval_math(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from posttrain.synth.math import load_synth_recipe, run_synth, run_worker
+    overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
+    recipe = load_synth_recipe(args.recipe, overrides)
+    if args.worker:
+        i, _, n = args.worker.partition("/")
+        if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+            raise PosttrainError(f"--worker {args.worker}: expected i/N with 0 <= i < N")
+        run_worker(recipe, args.stage, int(i), int(n))
+        return 0
+    stats = run_synth(recipe, Path(args.recipe), overrides=overrides, restart_from=args.restart_from,
+                      progress=not args.quiet)
+    for name, st in stats.items():
+        print(f"{name:14s} {st}")
+    print(f"data -> {recipe.run_dir / 'synth.jsonl'}; report -> {recipe.run_dir / 'report.md'}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from posttrain.models import ensure_converted, list_models
     if args.action == "convert":
@@ -212,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out-dir", default="runs/eval-math", help="math: report.md and graded.jsonl per data set")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
+
+    y = sub.add_parser("synth", help="`synth math RECIPE`: OpenMathInstruct-2-style math SFT data (resumable stages)")
+    y.add_argument("kind", choices=["math"])
+    y.add_argument("recipe")
+    y.add_argument("overrides", nargs="*", help="key.sub=value overrides of the synthesis recipe")
+    y.add_argument("--workers", type=int, default=None, help="processes per sampling stage (same output for any N)")
+    y.add_argument("--restart-from", default=None, metavar="STAGE", help="redo this stage and every stage after it")
+    y.add_argument("--quiet", action="store_true")
+    y.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # i/N: one shard of --stage (internal)
+    y.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    y.set_defaults(fn=cmd_synth)
 
     m = sub.add_parser("models", help="list models, or convert the embedded one")
     m.add_argument("action", choices=["list", "convert"], nargs="?", default="list")

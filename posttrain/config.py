@@ -232,7 +232,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def read_recipe(path: str | Path, overrides: list[str] | None, schema: type[BaseModel]):
+    """A YAML recipe file with `key.sub=value` overrides applied, validated against `schema`."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
@@ -242,13 +243,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
-    recipe = validate_section(Recipe, raw, str(path))
-    base = path.resolve().parent
+    return validate_section(schema, apply_overrides(raw, overrides or []), str(path))
+
+
+def relative_to_recipe(src: DataSource | None, recipe_path: str | Path) -> None:
+    """A relative data path is relative to the recipe's folder, so recipes run from any working directory
+    (a path that exists from the working directory and not beside the recipe is left as it is)."""
+    if src is not None and src.path is not None and not Path(src.path).is_absolute():
+        candidate = Path(recipe_path).resolve().parent / src.path
+        if candidate.exists() or not Path(src.path).exists():
+            src.path = str(candidate)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    recipe = read_recipe(path, overrides, Recipe)
     for src in (recipe.data.train, recipe.data.eval):
-        # relative data paths are relative to the recipe, so recipes run from any working directory
-        if src is not None and src.path is not None and not Path(src.path).is_absolute():
-            candidate = base / src.path
-            if candidate.exists() or not Path(src.path).exists():
-                src.path = str(candidate)
+        relative_to_recipe(src, path)
     return recipe

