@@ -7,6 +7,10 @@ cache is computed once per admission and copied to its other samples); draws, en
 log-probs are batched with one host transfer per step; stop strings are scanned incrementally. Other
 architectures decode through the model's own forward in static batches that shrink as rows finish.
 
+Memory: the fast path keeps one fused, transposed copy of the policy's effective weights per sampled
+model (about the model's own size: 540 MB for the embedded model in float32), rebuilt when the weights
+change, plus a KV cache of batch_size x (longest prompt + max_new_tokens) positions per call.
+
 `decode_dtype: bfloat16` decodes with a bfloat16 copy of the weights (half the memory traffic; on CPUs
 with AVX512-BF16 the matmuls run faster too). Then the tokens are drawn from the bfloat16 model's
 distribution, and the returned log-probs are recomputed after decoding by one float32 teacher-forced pass
