@@ -228,3 +228,15 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path, monkeypatch):
             assert all(x["logprobs"] == pytest.approx(y["logprobs"], abs=1e-4) for x, y in zip(a, b))
         else:
             assert (two / "s" / f).read_bytes() == (one / "s" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("Problem: Sara has 5 pens and buys 3 more. How many pens does she have?", True),
+    ("Sara has 5 pens and buys 3 more. 5 + 3 = 8.\nThe answer is 8.", False),  # an answer, not a problem
+    ("Sara has 5 pens and buys 3 more pens today.", False),  # no question
+    ("How many?", False),  # too short
+])
+def test_clean_question_keeps_problems_only(text, ok):
+    from posttrain.synth.math import clean_question
+    out = clean_question(text)
+    assert (out is not None) == ok and (not ok or not out.lower().startswith("problem:"))

@@ -60,6 +60,9 @@ class SolutionSettings(Section):
 
 class QuestionSettings(Section):
     enabled: bool = True
+    # the model that writes new problems (default: the teacher). A teacher fine-tuned to answer may only
+    # answer; its base model can still write problems (a deviation from the paper, which uses one teacher)
+    model: ModelSettings | None = None
     per_seed: int = Field(2, gt=0)  # new problems per seed problem (paper: 10 per GSM8K problem)
     k: int = Field(4, gt=0)  # solutions per new problem (paper: 32)
     min_agreement: float = Field(0.5, gt=0, le=1)  # the majority answer's share of the solutions
@@ -131,13 +134,15 @@ def sft_row(problem: str, solution: str, **meta) -> dict:
 
 
 def clean_question(text: str) -> str | None:
-    """The new problem from a teacher's reply: a leading "Problem:"/"New problem:" dropped; None when
-    nothing problem-like is left (too short, or it already carries a solution)."""
+    """The new problem from a teacher's reply: a leading "Problem:"/"New problem:" dropped; None when it is
+    not a problem: too short, no question mark, or it carries a solution (a box, an equation, "the answer
+    is") — a teacher fine-tuned to answer often answers instead of asking."""
     t = text.strip()
     for head in ("new problem:", "problem:"):
         if t.lower().startswith(head):
             t = t[len(head):].strip()
-    if "\\boxed" in t or len(t.split()) < 6:
+    low = t.lower()
+    if len(t.split()) < 6 or "?" not in t or "\\boxed" in t or "answer is" in low or "=" in t:
         return None
     return t
 
@@ -170,7 +175,7 @@ def sample_sharded(recipe: SynthRecipe, recipe_path: Path | None, stage: str, re
     n = recipe.workers
     t0 = time.time()
     if n == 1 or recipe_path is None:
-        model, tok = teacher(recipe)
+        model, tok = teacher(recipe, stage)
         _, st = sample_to_file(model, tok, records, params, out, batch_size=recipe.batch_size, progress=progress)
         return {"prompts": len(records), "samples": len(records) * params.n, "new_tokens": st.new_tokens,
                 "seconds": round(time.time() - t0, 1), "workers": 1}
@@ -194,7 +199,7 @@ def run_worker(recipe: SynthRecipe, stage: str, i: int, n: int) -> None:
     """One worker's share of a sampling stage: prompt ids i, i+N, ... into its shard file."""
     from posttrain.generation.to_file import sample_to_file
     records, params, out = sampling_job(recipe, stage)
-    model, tok = teacher(recipe)
+    model, tok = teacher(recipe, stage)
     sample_to_file(model, tok, records, params, shard_file(out, i, n), batch_size=recipe.batch_size,
                    progress=False, ids=range(i, len(records), n))
 
@@ -204,9 +209,11 @@ def run_worker(recipe: SynthRecipe, stage: str, i: int, n: int) -> None:
 STAGE_SEEDS = {"solutions": 1, "questions": 2, "new_solutions": 3}  # each sampling stage its own streams
 
 
-def teacher(recipe: SynthRecipe):
+def teacher(recipe: SynthRecipe, stage: str | None = None):
+    """The model that samples `stage` (the question writer for "questions", else the teacher)."""
     from posttrain.runner import load_start
-    model, tok = load_start(recipe.model)
+    settings = recipe.questions.model if stage == "questions" and recipe.questions.model else recipe.model
+    model, tok = load_start(settings)
     return model.eval(), tok
 
 
@@ -392,7 +399,7 @@ def write_report(recipe: SynthRecipe, stats: dict[str, dict]) -> dict:
     rows = read_jsonl(d / "synth.jsonl")
     summary = {"recipe": recipe.name, "teacher": recipe.model.name, "seed": recipe.seed, "stages": stats,
                "kept": len(rows), "kept_by_origin": {o: sum(r["origin"] == o for r in rows) for o in ("seed", "new")},
-               "kept_problems": len({r["problem"] for r in rows})}
+               "kept_problems": len({r["problem_id"] for r in rows})}
     atomic_write_json(d / "report.json", summary)
     table = [[name, s.get("seconds", ""), ", ".join(f"{k} {v}" for k, v in s.items() if k != "seconds")]
              for name, s in stats.items()]
