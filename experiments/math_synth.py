@@ -70,13 +70,18 @@ def train_and_eval(data: Path, name: str, seed: int, a) -> dict:
     row = run_variant(base, [f"name={name}-seed{seed}", f"output_dir={a.runs}", f"seed={seed}",
                              f"data.train={{path: {data}}}", "data.eval=null", "generation_eval=null",
                              f"train.max_steps={a.steps}", *a.overrides])
-    model, tok, *_ = load_run(Path(a.runs) / f"{name}-seed{seed}")
+    run = Path(a.runs) / f"{name}-seed{seed}"
+    done = run / f"eval_math_{a.eval_limit}_{a.max_new_tokens}.json"  # a rerun reuses finished evaluations
+    if done.is_file():
+        return json.loads(done.read_text())
+    model, tok, *_ = load_run(run)
     out = {"name": name, "seed": seed, "train_time_s": row["train_time_s"]}
     for label, path in (("word_problems", a.heldout), ("gsm8k", "gsm8k")):
         res = evaluate(model, tok, load_items(path, limit=a.eval_limit), max_new_tokens=a.max_new_tokens,
                        batch_size=32)
         out[label] = res["greedy_accuracy"]
         out[f"{label}_n"] = res["n"]
+    done.write_text(json.dumps(out))
     return out
 
 
