@@ -26,7 +26,8 @@ from posttrain.stats import mean_ci, wilson_interval
 
 def gold_rows(synth_run: Path) -> list[dict]:
     from posttrain.data.sources import load_source
-    from posttrain.synth.math import load_synth_recipe, read_jsonl, sft_row
+    from posttrain.synth.config import load_synth_recipe
+    from posttrain.synth.math import read_jsonl, sft_row
     recipe = load_synth_recipe(synth_run / "recipe.yaml")
     seeds = read_jsonl(synth_run / "seeds.jsonl")
     convs = [c for src in recipe.seeds for c in load_source(src, "sft")]

@@ -126,7 +126,8 @@ def cmd_eval_math(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from posttrain.synth.math import load_synth_recipe, run_synth, run_worker
+    from posttrain.synth.config import load_synth_recipe
+    from posttrain.synth.math import run_synth, run_worker
     overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
     recipe = load_synth_recipe(args.recipe, overrides)
     if args.worker:

@@ -19,7 +19,7 @@ def is_synth(path) -> bool:
 @pytest.mark.parametrize("path", [p for p in RECIPES if is_synth(p)], ids=lambda p: p.stem)
 def test_synth_recipe_is_valid_and_its_seeds_load(path):
     from posttrain.data.sources import load_source
-    from posttrain.synth.math import load_synth_recipe
+    from posttrain.synth.config import load_synth_recipe
     recipe = load_synth_recipe(path)
     for src in recipe.seeds:
         if src.path is not None and not Path(src.path).exists():

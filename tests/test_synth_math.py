@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from posttrain.errors import DataError
-from posttrain.synth.math import (decontaminate, filter_solutions, load_synth_recipe, run_synth, sft_row,
+from posttrain.synth.config import load_synth_recipe
+from posttrain.synth.math import (decontaminate, filter_solutions, run_synth, sft_row,
                                   write_jsonl)
 from posttrain.synth.overlap import (embedding_contamination, minilm_dir, minilm_embedder, near_duplicates,
                                      ngram_contamination)
@@ -240,3 +241,9 @@ def test_clean_question_keeps_problems_only(text, ok):
     from posttrain.synth.math import clean_question
     out = clean_question(text)
     assert (out is not None) == ok and (not ok or not out.lower().startswith("problem:"))
+
+
+def test_the_schema_allows_every_few_shot_example():
+    from posttrain.synth.config import FEW_SHOT_MAX
+    from posttrain.synth.math import FEW_SHOT
+    assert len(FEW_SHOT) == FEW_SHOT_MAX

@@ -31,12 +31,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
-
-from posttrain.config import DataSource, GenerationSettings, ModelSettings, PipelineSettings, Section
 from posttrain.errors import DataError, RecipeError
+from posttrain.synth.config import SynthRecipe
 
 FEW_SHOT = [
     ("A shop sells pencils at 3 for $2. How much do 12 pencils cost?",
@@ -48,71 +45,6 @@ FEW_SHOT = [
 QUESTION_PROMPT = ("Write one new math word problem that is similar to the problem below but uses different "
                    "numbers and a different story. Write only the new problem, without a solution.\n\n"
                    "Problem: {problem}")
-
-
-class SolutionSettings(Section):
-    k: int = Field(4, gt=0)  # solutions per seed problem (paper: 64 per GSM8K problem)
-    temperature: float = Field(0.8, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(320, gt=0)
-    few_shot: int = Field(2, ge=0, le=len(FEW_SHOT))
-
-
-class QuestionSettings(Section):
-    enabled: bool = True
-    # the model that writes new problems (default: the teacher). A teacher fine-tuned to answer may only
-    # answer; its base model can still write problems (a deviation from the paper, which uses one teacher)
-    model: ModelSettings | None = None
-    per_seed: int = Field(2, gt=0)  # new problems per seed problem (paper: 10 per GSM8K problem)
-    k: int = Field(4, gt=0)  # solutions per new problem (paper: 32)
-    min_agreement: float = Field(0.5, gt=0, le=1)  # the majority answer's share of the solutions
-    temperature: float = Field(1.0, ge=0)
-    max_new_tokens: int = Field(160, gt=0)
-
-
-class FilterSettings(Section):
-    max_problem_tokens: int = Field(1024, gt=0)
-    max_solution_tokens: int = Field(1024, gt=0)
-    min_solution_tokens: int = Field(5, ge=0)
-    near_duplicate_n: int = Field(3, gt=0)
-    near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
-
-
-class DecontamSettings(Section):
-    test_sets: list[str] = ["gsm8k", "math500"]  # names (the shared data folder) or files
-    ngram: int = Field(13, gt=0)
-    ngram_threshold: float = Field(0.5, gt=0, le=1)
-    embedding: Literal["auto", "on", "off"] = "auto"  # auto: on when the MiniLM wheel is installed
-    embedding_threshold: float = Field(0.9, gt=0, le=1)
-    top_k: int = Field(5, gt=0)
-
-
-class SynthRecipe(Section):
-    name: str
-    seed: int = 0
-    output_dir: str = "runs"
-    model: ModelSettings = ModelSettings()  # the teacher
-    seeds: list[DataSource]
-    solutions: SolutionSettings = SolutionSettings()
-    questions: QuestionSettings = QuestionSettings()
-    filters: FilterSettings = FilterSettings()
-    decontam: DecontamSettings = DecontamSettings()
-    generation: GenerationSettings = GenerationSettings()
-    batch_size: int = Field(16, gt=0)
-    workers: int = Field(1, gt=0)
-    pipeline: PipelineSettings = PipelineSettings()  # one iteration; here for the stage runner
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
-
-
-def load_synth_recipe(path, overrides: list[str] | None = None) -> SynthRecipe:
-    from posttrain.config import read_recipe, relative_to_recipe
-    recipe = read_recipe(path, overrides, SynthRecipe)
-    for src in recipe.seeds:
-        relative_to_recipe(src, path)
-    return recipe
 
 
 # ---------------------------------------------------------------- prompts
@@ -356,7 +288,7 @@ def filter_solutions(recipe: SynthRecipe, tokenizer) -> tuple[list[dict], list[d
     return unique, removed, counts
 
 
-def test_problems(recipe: SynthRecipe) -> list[tuple[str, str]]:
+def decontam_targets(recipe: SynthRecipe) -> list[tuple[str, str]]:
     """(test set name, problem) for every decontamination target."""
     from posttrain.eval.math import load_items
     out = []
@@ -451,7 +383,7 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
         return {"kept": len(kept), "dropped": counts}
 
     def decontam_stage():
-        clean, removed_d, counts = decontaminate(recipe, read_jsonl(d / "filtered.jsonl"), test_problems(recipe))
+        clean, removed_d, counts = decontaminate(recipe, read_jsonl(d / "filtered.jsonl"), decontam_targets(recipe))
         write_jsonl(d / "synth.jsonl", [sft_row(r["problem"], r["solution"], answer=r["answer"], origin=r["origin"],
                                                 problem_id=r["problem_id"]) for r in clean])
         write_jsonl(d / "removed.jsonl", read_jsonl(d / "removed.questions.jsonl") + read_jsonl(d / "removed.filter.jsonl")
