@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from experiments.sweep import publish
-from posttrain.stats import mean_ci, wilson_interval
+from posttrain.stats import mean_ci, sign_test_p, wilson_interval
 
 
 def gold_rows(synth_run: Path) -> list[dict]:
@@ -74,7 +74,9 @@ def train_and_eval(data: Path, name: str, seed: int, a) -> dict:
     run = Path(a.runs) / f"{name}-seed{seed}"
     done = run / f"eval_math_{a.eval_limit}_{a.max_new_tokens}.json"  # a rerun reuses finished evaluations
     if done.is_file():
-        return json.loads(done.read_text())
+        prev = json.loads(done.read_text())
+        if "gsm8k_correct" in prev:  # older files lack the per-problem grades the paired test needs
+            return prev
     model, tok, *_ = load_run(run)
     out = {"name": name, "seed": seed, "train_time_s": row["train_time_s"]}
     for label, path in (("word_problems", a.heldout), ("gsm8k", "gsm8k")):
@@ -82,8 +84,22 @@ def train_and_eval(data: Path, name: str, seed: int, a) -> dict:
                        batch_size=32)
         out[label] = res["greedy_accuracy"]
         out[f"{label}_n"] = res["n"]
+        out[f"{label}_correct"] = [bool(r["correct"]) for r in res["rows"]]
     done.write_text(json.dumps(out))
     return out
+
+
+def paired_counts(results: list[dict], arm: str, base: str, key: str) -> tuple[int, int]:
+    """(arm right and base wrong, base right and arm wrong) over every problem of every seed both ran."""
+    by = {(r["name"], r["seed"]): r[f"{key}_correct"] for r in results}
+    wins = losses = 0
+    for (name, seed), arm_ok in by.items():
+        if name != arm or (base, seed) not in by:
+            continue
+        for x, y in zip(arm_ok, by[(base, seed)]):
+            wins += x and not y
+            losses += y and not x
+    return wins, losses
 
 
 def heldout_file(path: Path, n: int) -> Path:
@@ -127,11 +143,19 @@ def main(argv: list[str] | None = None) -> int:
             m, ci = mean_ci([r[k] for r in rs])
             cell[k] = f"{m:.3f}" + ("" if ci != ci else f" ± {ci:.3f}")
         lines.append(f"| {name} | {rs[0]['rows']} | {len(rs)} | {cell['word_problems']} | {cell['gsm8k']} |")
+    lines += ["", "Paired against gold, per (problem, seed): problems one arm solved and the other did not "
+                  "(exact two-sided sign test).", "",
+              "| arm vs gold | eval set | arm only | gold only | sign test p |", "|---|---|---:|---:|---:|"]
+    for name in list(sets)[1:]:
+        for k in ("word_problems", "gsm8k"):
+            wins, losses = paired_counts(results, name.replace("+", "_"), "gold", k)
+            lines.append(f"| {name} | {k} | {wins} | {losses} | {sign_test_p(wins, losses):.3f} |")
     n = results[0]["gsm8k_n"]
     lo, hi = wilson_interval(n // 10, n)
     lines += ["", f"Intervals: 95% t over seeds on fixed eval sets; the eval sets' own sampling error is not in "
                   f"them (e.g. 10% accuracy on {n} problems: Wilson {lo:.3f}-{hi:.3f}).", "",
-              "Per run: " + json.dumps(results), ""]
+              "Per run: " + json.dumps([{k: v for k, v in r.items() if not k.endswith("_correct")}
+                                        for r in results]), ""]
     return publish(Path(a.out) / "math_synth.md", "\n".join(lines))
 
 

@@ -125,6 +125,7 @@ class GenerationEval(Section):
     batch_size: int = Field(16, gt=0)
     at_start: bool = True
     at_end: bool = True
+    during: bool = False  # also at every engine evaluation (train.eval_every), logged as eval/accuracy
 
 
 class PipelineSettings(Section):

@@ -38,7 +38,10 @@ class Objective(Protocol):
     """batch -> (loss summed over units, metrics summed over units); `units(batch)` is the normaliser.
 
     The units come only from `units(batch)`, without a forward pass, so the engine knows a step's total
-    before the first backward. Metrics named `*_count` are totals; all others are reported as means."""
+    before the first backward. Metrics named `*_count` are totals; all others are reported as means.
+    An objective with a schedule over steps (IFT's lambda) may define `set_step(step)`: the engine calls
+    it with the number of optimisation steps done before every step and every evaluation, so the
+    schedule is a function of the checkpointed step and a resumed run continues it exactly."""
 
     def __call__(self, model, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]: ...
 
@@ -279,6 +282,7 @@ class Engine:
     def train_step(self, batches: list[Batch]) -> dict[str, float]:
         acc, model = self.accelerator, self.model
         model.train()
+        self._tell_step()
         # units of the whole step, summed over processes, known before any backward
         units = [torch.as_tensor(float(self.objective.units(b)), dtype=torch.float64, device=acc.device)
                  for b in batches]
@@ -317,6 +321,11 @@ class Engine:
         out.update(_reduce_metrics(sums, total_units))
         return out
 
+    def _tell_step(self) -> None:
+        set_step = getattr(self.objective, "set_step", None)
+        if set_step is not None:
+            set_step(self.step)
+
     def _stop(self, what: str) -> None:
         """Refuse the update: nothing is stepped or saved, the last checkpoint stays the good one."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -329,6 +338,7 @@ class Engine:
     def evaluate(self) -> dict[str, float]:
         out: dict[str, float] = {}
         self.model.eval()
+        self._tell_step()
         if self.eval_data:
             loss, units, sums = 0.0, 0.0, {}
             bs = self.cfg.micro_batch_size

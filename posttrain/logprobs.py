@@ -34,22 +34,56 @@ def target_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mask, keep
 
 
-def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def _kept_logits(model, labels: torch.Tensor, attention_mask, model_kwargs: dict):
+    """(logits [K, V] at the positions that predict a labelled token, mask [B, T]); None when none."""
+    mask, keep = target_positions(labels)
+    if not mask.any():
+        return None, mask
+    out = model(attention_mask=attention_mask, logits_to_keep=keep, use_cache=False, **model_kwargs)
+    return out.logits, mask
+
+
+def completion_logprobs(model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
                         labels: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the labelled tokens, aligned with `labels`.
 
     Returns (token_logps [B, T], mask [B, T]): token_logps[b, t] = log pi(labels[b, t] | input_ids[b, :t])
     where mask[b, t] (labels[b, t] != IGNORE, t >= 1), and 0 elsewhere. Per-token tensors aligned to
-    labels (weights, advantages) multiply it directly.
+    labels (weights, advantages) multiply it directly. `input_ids` may be None when `inputs_embeds` is
+    given (IFT feeds mixed embeddings); the targets are always `labels`.
     """
-    mask, keep = target_positions(labels)
+    if input_ids is not None:
+        model_kwargs["input_ids"] = input_ids
+    elif "inputs_embeds" not in model_kwargs:
+        raise ValueError("completion_logprobs needs input_ids or inputs_embeds")
     token_logps = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-    if not mask.any():
+    logits, mask = _kept_logits(model, labels, attention_mask, model_kwargs)
+    if logits is None:
         return token_logps, mask
-    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep,
-                use_cache=False, **model_kwargs)
-    token_logps = token_logps.masked_scatter(mask, gather_logprobs(out.logits, labels[mask]))
+    token_logps = token_logps.masked_scatter(mask, gather_logprobs(logits, labels[mask]))
     return token_logps, mask
+
+
+@torch.no_grad()
+def greedy_predictions(model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                       labels: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's argmax prediction of every labelled token from the gold prefix, without gradient.
+
+    Returns (predicted [B, T], token_logps [B, T], mask [B, T]), aligned with `labels`: predicted[b, t] =
+    argmax pi(. | prefix[b, :t]) where mask[b, t], and labels[b, t] elsewhere (IGNORE stays IGNORE);
+    token_logps are the gold tokens' log-probs from the same pass (its SFT NLL comes free). The LM head
+    runs only at the predicting positions, like `completion_logprobs`.
+    """
+    if input_ids is not None:
+        model_kwargs["input_ids"] = input_ids
+    predicted = labels.clone()
+    token_logps = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    logits, mask = _kept_logits(model, labels, attention_mask, model_kwargs)
+    if logits is None:
+        return predicted, token_logps, mask
+    predicted[mask] = logits.argmax(-1)
+    token_logps = token_logps.masked_scatter(mask, gather_logprobs(logits, labels[mask]))
+    return predicted, token_logps, mask
 
 
 def sequence_logprobs(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

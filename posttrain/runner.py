@@ -71,6 +71,17 @@ def generation_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
                            max_new_tokens=g.max_new_tokens, batch_size=g.batch_size)
 
 
+def with_accuracy(eval_fn, recipe: Recipe, tokenizer, prompts, last: dict):
+    """The method's eval_fn plus the generation eval's accuracy (generation_eval.during); `last` keeps the
+    latest full result."""
+    def run(model) -> dict:
+        out = dict(eval_fn(model)) if eval_fn is not None else {}
+        last["result"] = generation_eval(recipe, model, tokenizer, prompts)
+        out["accuracy"] = last["result"]["accuracy"]
+        return out
+    return run
+
+
 def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
     """The generation eval of the starting model, cached: every run of a sweep starts from the same
     model (a fresh LoRA adapter is the identity), so only the first pays for it."""
@@ -134,6 +145,9 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         if prompts and recipe.generation_eval.at_start:
             out["before"] = starting_eval(recipe, model, tokenizer, prompts)
             atomic_write_text(ctx.dir / "eval_before.json", json.dumps(out["before"], indent=1))
+        last_eval: dict = {}
+        if prompts and recipe.generation_eval.during:
+            built.eval_fn = with_accuracy(built.eval_fn, recipe, tokenizer, prompts, last_eval)
         kw = {}
         if recipe.pipeline.optimizer == "carry":
             n = recipe.train.max_steps
@@ -150,7 +164,10 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         step_time = sum(h.get("step_time", 0.0) for h in result.history)
         if step_time > 0:
             out["train"]["tokens_per_s"] = round(tokens / step_time, 1)
-        if prompts and recipe.generation_eval.at_end:
+        if prompts and recipe.generation_eval.at_end and last_eval and result.history \
+                and "eval/accuracy" in result.history[-1]:
+            out["after"] = last_eval["result"]  # the engine's final evaluation already ran it on these weights
+        elif prompts and recipe.generation_eval.at_end:
             out["after"] = generation_eval(recipe, engine.accelerator.unwrap_model(engine.model), tokenizer, prompts)
         return out
 

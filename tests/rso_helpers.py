@@ -24,3 +24,16 @@ class VowelReward:
 
     def score(self, prompts, completions, meta=None):
         return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
+
+
+class LetterPreference:
+    """A pairwise oracle for tests: prefers the completion LetterReward scores higher (0.5 on a tie)."""
+    name = "letter_preference"
+
+    def compare(self, prompts, first, second, meta=None):
+        r = LetterReward()
+        a, b = r.score(prompts, first), r.score(prompts, second)
+        return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(a, b)]
+
+    def score(self, prompts, completions, meta=None):
+        raise ValueError("pairwise only")

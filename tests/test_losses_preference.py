@@ -22,9 +22,12 @@ def sig(x):
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def reference(name, pc, pr, rc, rr, nc, nr, p):
-    """The formulas of METHODS.md section 1, in numpy float64."""
+def reference(name, pc, pr, rc, rr, nc, nr, p, tc=None, tr=None):
+    """The formulas of METHODS.md sections 1 and 3, in numpy float64 (tc, tr: INPO's previous iterate)."""
     h = (pc - rc) - (pr - rr)
+    if name == "inpo":
+        a = p["tau"] / p["eta"]
+        return ((pc - pr) - a * (rc - rr) - (1 - a) * (tc - tr) - 1 / (2 * p["eta"])) ** 2
     if name == "dpo":
         return nlogsig(p["beta"] * h)
     if name == "cdpo":
@@ -53,11 +56,17 @@ PARAMS = {
     "dpo": {"beta": 0.1}, "cdpo": {"beta": 0.1, "eps": 0.2}, "rdpo": {"beta": 0.1, "eps": 0.3},
     "ipo": {"tau": 0.1}, "ipo_length_norm": {"tau": 0.1}, "hinge": {"gamma": 0.05}, "hinge_norm": {"gamma": 0.05},
     "rpo": {"beta": 0.05, "eta": 0.005}, "rpo_token_mean": {"beta": 0.1, "alpha": 0.2},
+    "inpo": {"eta": 0.005, "tau": 0.005 / 3},
 }
 
 
+def with_previous(name, arrs):
+    """INPO also reads the previous iterate's log-probs: give it ones that differ from the reference's."""
+    return (*arrs, arrs[2] + 1.5, arrs[3] - 0.7) if name == "inpo" else arrs
+
+
 def scale_of(name, p):
-    return p.get("beta", p.get("tau", p.get("gamma")))
+    return p.get("beta", p.get("eta" if name == "inpo" else "tau", p.get("gamma")))
 
 
 def random_pairs(n=64, seed=0, beta_h=(), scale=0.1):
@@ -84,11 +93,11 @@ def as_pairs(arrs, dtype=torch.float64, requires_grad=False):
 @pytest.mark.parametrize("name", list(PREFERENCE_LOSSES))
 def test_loss_matches_float64_formula_including_extremes(name):
     p = PARAMS[name]
-    arrs = random_pairs(beta_h=BETA_H_EXTREMES, scale=scale_of(name, p))
+    arrs = with_previous(name, random_pairs(beta_h=BETA_H_EXTREMES, scale=scale_of(name, p)))
     lp, _ = as_pairs(arrs)
     fn = PREFERENCE_LOSSES[name].fn
     losses, metrics = fn(lp, **p)
-    expected = reference(name, *arrs, p)
+    expected = reference(name, *arrs[:6], p, *arrs[6:])
     assert losses.shape == (64,)
     np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-6, atol=1e-12)
     for k in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracy", "logps/chosen",
@@ -103,7 +112,8 @@ def test_loss_matches_float64_formula_including_extremes(name):
 @pytest.mark.parametrize("name", list(PREFERENCE_LOSSES))
 def test_no_nan_or_inf_and_finite_gradients_at_extremes(name, dtype):
     p = PARAMS[name]
-    arrs = random_pairs(n=len(BETA_H_EXTREMES) + 4, seed=1, beta_h=BETA_H_EXTREMES, scale=scale_of(name, p))
+    arrs = with_previous(name, random_pairs(n=len(BETA_H_EXTREMES) + 4, seed=1, beta_h=BETA_H_EXTREMES,
+                                            scale=scale_of(name, p)))
     lp, ts = as_pairs(arrs, dtype=dtype, requires_grad=True)
     losses, metrics = PREFERENCE_LOSSES[name].fn(lp, **p)
     assert torch.isfinite(losses).all()

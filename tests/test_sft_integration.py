@@ -54,3 +54,15 @@ def test_same_recipe_and_seed_give_the_same_numbers(tmp_path):
     la = [h["loss"] for h in read_history(a.run_dir)]
     lb = [h["loss"] for h in read_history(b.run_dir)]
     assert la == lb
+
+
+def test_generation_eval_during_the_run_logs_accuracy_at_every_evaluation(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(RECIPE.format(norm="token", lora="", packing="false").replace(
+        "batch_size: 4}", "batch_size: 4, during: true}"))
+    recipe = load_recipe(p, [f"output_dir={tmp_path / 'runs'}", "train.max_steps=4", "train.eval_every=2"])
+    summary = run_recipe(recipe, show_progress=False)
+    hist = read_history(recipe.run_dir)
+    assert [h["step"] for h in hist if "eval/accuracy" in h] == [2, 4]
+    # the final evaluation is the summary's "after": one generation pass, not two
+    assert summary["after"]["accuracy"] == hist[-1]["eval/accuracy"] and summary["after"]["n"] == 4

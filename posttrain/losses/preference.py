@@ -1,4 +1,4 @@
-"""Offline preference losses (DPO family, IPO, SLiC/RSO hinge, RPO) as pure functions of per-sequence log-probs.
+"""Preference losses (DPO family, IPO, SLiC/RSO hinge, RPO, INPO) as pure functions of per-sequence log-probs.
 
 Every loss takes a `PairLogps` (tensors [B]: summed completion log-probs under the policy and the
 reference, and the completion lengths) and returns `(losses [B], metrics)`; metrics are per-pair
@@ -49,12 +49,16 @@ class PairLogps:
     ref_rejected: torch.Tensor | None = None
     chosen_tokens: torch.Tensor | None = None
     rejected_tokens: torch.Tensor | None = None
+    # the previous iterate pi_t (INPO), carried next to the reference's
+    prev_chosen: torch.Tensor | None = None
+    prev_rejected: torch.Tensor | None = None
 
     def __post_init__(self):
         shape = self.policy_chosen.shape
         if len(shape) != 1:
             raise ValueError(f"per-sequence log-probs must be 1-D [B], got shape {tuple(shape)}")
-        for name in ("policy_rejected", "ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens"):
+        for name in ("policy_rejected", "ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens",
+                     "prev_chosen", "prev_rejected"):
             t = getattr(self, name)
             if t is not None and t.shape != shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, policy_chosen has {tuple(shape)}")
@@ -62,6 +66,8 @@ class PairLogps:
             raise ValueError("give both ref_chosen and ref_rejected, or neither")
         if (self.chosen_tokens is None) != (self.rejected_tokens is None):
             raise ValueError("give both chosen_tokens and rejected_tokens, or neither")
+        if (self.prev_chosen is None) != (self.prev_rejected is None):
+            raise ValueError("give both prev_chosen and prev_rejected, or neither")
 
     def _ref(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.ref_chosen is None:
@@ -240,6 +246,31 @@ def rpo_token_mean(lp: PairLogps, *, beta: float = 0.1, alpha: float = 0.2) -> t
     return losses + alpha * nll, metrics
 
 
+# ---- INPO ----------------------------------------------------------------------------------------
+def inpo(lp: PairLogps, *, eta: float = 0.005, tau: float = 0.005 / 3) -> tuple[torch.Tensor, Metrics]:
+    """INPO (Zhang et al., "Iterative Nash Policy Optimization", ICLR 2025; METHODS.md section 3):
+
+        h_t = D_theta - (tau/eta) D_ref - (1 - tau/eta) D_t,   loss = (h_t - 1/(2 eta))^2
+
+    with D = logp(y_w) - logp(y_l) SUMMED over each completion, under the policy, the reference pi_ref and
+    the previous iterate pi_t (`prev_chosen`, `prev_rejected`). Its minimiser over on-policy pairs is the
+    mirror-descent step pi_{t+1} ∝ pi_ref^(tau/eta) pi_t^(1 - tau/eta) exp(P(y > pi_t) / eta); at t = 1
+    (pi_t = pi_ref) it is IPO with tau_IPO = eta. tau in [0, eta]: tau = 0 drops the KL to pi_ref.
+    The rewards reported are eta * (logp_policy - the mixed anchor), the log-ratios the loss acts on.
+    """
+    _positive("eta", eta)
+    if not 0.0 <= tau <= eta:
+        raise ValueError(f"inpo: tau must be in [0, eta] = [0, {eta}] (the anchor mixes pi_ref^(tau/eta) and "
+                         f"pi_t^(1 - tau/eta)), got {tau}")
+    if lp.prev_chosen is None:
+        raise ValueError("inpo needs the previous iterate's log-probs (prev_chosen, prev_rejected)")
+    rc, rr = lp._ref()
+    a = tau / eta
+    c = lp.policy_chosen - a * rc - (1 - a) * lp.prev_chosen
+    r = lp.policy_rejected - a * rr - (1 - a) * lp.prev_rejected
+    return (c - r - 1 / (2 * eta)) ** 2, _metrics(lp, c, r, eta)
+
+
 # ---- registry ------------------------------------------------------------------------------------
 class LossSpec(NamedTuple):
     """A loss picked by name: the function, whether it reads reference log-probs, its parameter names."""
@@ -259,4 +290,7 @@ PREFERENCE_LOSSES: dict[str, LossSpec] = {
     "hinge_norm": LossSpec(hinge_norm, True, ("gamma",)),
     "rpo": LossSpec(rpo, True, ("beta", "eta")),
     "rpo_token_mean": LossSpec(rpo_token_mean, True, ("beta", "alpha")),
+    "inpo": LossSpec(inpo, True, ("eta", "tau")),
 }
+# losses that also read the previous iterate's log-probs (precomputed like the reference's)
+NEEDS_PREVIOUS = frozenset({"inpo"})

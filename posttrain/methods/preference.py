@@ -29,7 +29,7 @@ from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_path
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
-from posttrain.losses.preference import PREFERENCE_LOSSES, PairLogps
+from posttrain.losses.preference import NEEDS_PREVIOUS, PREFERENCE_LOSSES, PairLogps
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.models import cache_dir, unwrap
 from posttrain.references import REFERENCES, Reference, resolve_reference
@@ -43,7 +43,7 @@ class PreferenceLossParams(Section):
     # the same bounds the loss functions guard, checked when the recipe loads (an error names the key)
     beta: float = Field(0.1, gt=0)
     eps: float = Field(0.0, ge=0.0, lt=0.5)  # assumed label-flip rate (cdpo, rdpo); 0.5 is pure noise
-    tau: float = Field(0.1, gt=0)  # ipo
+    tau: float = Field(0.1, ge=0)  # ipo (> 0, checked by the loss); inpo's KL coefficient (0 <= tau <= eta)
     gamma: float = Field(0.05, gt=0)  # hinge, hinge_norm
     eta: float = Field(0.005, ge=0)  # rpo (summed NLL, coefficient eta*beta)
     alpha: float = Field(0.2, ge=0)  # rpo_token_mean
@@ -91,34 +91,42 @@ def n_pairs(batch: dict) -> int:
 
 
 class PreferenceObjective:
-    def __init__(self, params: PreferenceParams, reference: Reference | None = None):
+    def __init__(self, params: PreferenceParams, reference: Reference | None = None,
+                 previous: Reference | None = None):
         self.params = params
         self.fn, self.needs_ref, _ = PREFERENCE_LOSSES[params.loss_name]
+        self.needs_prev = params.loss_name in NEEDS_PREVIOUS
         self.kwargs = params.loss_kwargs()
-        self.reference = reference  # only for reference_mode="live"
+        # only for reference_mode="live": the reference, and the previous iterate (INPO's pi_t)
+        self.models = {"ref": reference, "prev": previous}
 
     def units(self, batch) -> float:
         return n_pairs(batch)
 
     @torch.no_grad()
-    def reference_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if "ref_chosen" in batch:
-            return batch["ref_chosen"], batch["ref_rejected"]
-        if self.reference is None:
-            raise TrainingError("a batch has no precomputed reference log-probs: the data plan the reference "
-                                "was computed for is not the one being trained")
-        with self.reference.use(model) as ref:
+    def reference_logps(self, model, batch, key: str = "ref") -> tuple[torch.Tensor, torch.Tensor]:
+        if f"{key}_chosen" in batch:
+            return batch[f"{key}_chosen"], batch[f"{key}_rejected"]
+        if self.models[key] is None:
+            raise TrainingError(f"a batch has no precomputed {ANCHORS[key]} log-probs: the data plan they were "
+                                "computed for is not the one being trained")
+        with self.models[key].use(model) as ref:
             rc, rr, _, _ = pair_logps(ref, batch)
         return rc, rr
 
     def __call__(self, model, batch):
         pc, pr, nc, nr = pair_logps(model, batch)
-        rc = rr = None
+        rc = rr = tc = tr = None
         if self.needs_ref:
             rc, rr = self.reference_logps(model, batch)
-        lp = PairLogps(pc, pr, rc, rr, nc.to(pc.dtype), nr.to(pr.dtype))
+        if self.needs_prev:
+            tc, tr = self.reference_logps(model, batch, "prev")
+        lp = PairLogps(pc, pr, rc, rr, nc.to(pc.dtype), nr.to(pr.dtype), tc, tr)
         losses, metrics = self.fn(lp, **self.kwargs)
         return losses.sum(), {k: v.detach().sum() for k, v in metrics.items()}
+
+
+ANCHORS = {"ref": "reference", "prev": "previous-iterate"}
 
 
 # ---- precomputed reference log-probs ----------------------------------------------------------
@@ -148,10 +156,12 @@ def compute_reference(reference: Reference, model, feats: list[dict], pad_id: in
 
 
 def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
-                     shared_prefix: bool = False) -> dict:
-    """Fill each feature's ref_chosen / ref_rejected, from the disk cache when the key matches."""
+                     shared_prefix: bool = False, key: str = "ref") -> dict:
+    """Fill each feature's <key>_chosen / <key>_rejected ("ref": the reference, "prev": the previous
+    iterate), from the disk cache when the key matches (the cache is keyed by weights, not by role)."""
+    name = "reference_cache" if key == "ref" else "previous_cache"
     if not feats:
-        return {"reference_cache": "empty"}
+        return {name: "empty"}
     path = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
     status = "hit"
     if path.exists():
@@ -163,16 +173,17 @@ def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int
         with atomic_path(path) as tmp:
             save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
     for f, c, r in zip(feats, rc.tolist(), rr.tolist()):
-        f["ref_chosen"], f["ref_rejected"] = c, r
-    return {"reference_cache": status, "reference_cache_file": str(path)}
+        f[f"{key}_chosen"], f[f"{key}_rejected"] = c, r
+    return {name: status, f"{name}_file": str(path)}
 
 
 def collate_pairs(pad_id: int, shared_prefix: bool = False):
     def collate(feats: list[dict]) -> dict:
         batch = shared_prefix_collate(feats, pad_id) if shared_prefix else pair_collate(feats, pad_id)
-        if all("ref_chosen" in f for f in feats):
-            batch["ref_chosen"] = torch.tensor([f["ref_chosen"] for f in feats], dtype=torch.float32)
-            batch["ref_rejected"] = torch.tensor([f["ref_rejected"] for f in feats], dtype=torch.float32)
+        for key in ANCHORS:
+            if all(f"{key}_chosen" in f for f in feats):
+                for side in ("chosen", "rejected"):
+                    batch[f"{key}_{side}"] = torch.tensor([f[f"{key}_{side}"] for f in feats], dtype=torch.float32)
         return batch
     return collate
 
@@ -185,12 +196,23 @@ def encode(records, tokenizer, data) -> tuple[list[dict], dict]:
     return feats, {**vars(stats), "examples": len(feats)}
 
 
+def check_loss_params(fn, kwargs: dict) -> None:
+    """The loss's own checks of its parameters (e.g. INPO's 0 <= tau <= eta), run when the recipe is built
+    rather than at the first step."""
+    z = torch.zeros(1)
+    try:
+        fn(PairLogps(z, z, z, z, z + 1, z + 1, z, z), **kwargs)
+    except ValueError as e:
+        raise RecipeError(f"method: {e}") from None
+
+
 def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     try:
         loss_name = params.loss_name
     except ValueError as e:
         raise RecipeError(str(e)) from None
-    _, needs_ref, _ = PREFERENCE_LOSSES[loss_name]
+    fn, needs_ref, _ = PREFERENCE_LOSSES[loss_name]
+    check_loss_params(fn, params.model_copy(update={"loss": loss_name}).loss_kwargs())
     data = recipe.data
     feats, stats = encode(load_records(recipe, kind="preference"), tokenizer, data)
     eval_feats = None
@@ -201,22 +223,29 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
     if params.pair_forward == "shared_prefix" and not shared:
         log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
     stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
-    reference = (resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0,
-                                   live=params.reference_mode == "live") if needs_ref else None)
+    live = params.reference_mode == "live"
+    iteration = run.iteration if run else 0
+    anchors = {}  # what the loss reads besides the policy: the reference, and INPO's previous iterate
+    if needs_ref:
+        anchors["ref"] = resolve_reference(params.reference, model, recipe.model, iteration, live=live)
+    if loss_name in NEEDS_PREVIOUS:
+        anchors["prev"] = resolve_reference("previous", model, recipe.model, iteration, live=live)
 
     def prepare(plan):
         # exactly the pairs the engine's plan will train on: a short run over a large set pays less
         used = [feats[i] for i in plan.used()]
-        stats.update(attach_reference(reference, model, used, pad, params.reference_batch_size, shared))
-        if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
-            attach_reference(reference, model, eval_feats, pad, params.reference_batch_size, shared)
+        for key, anchor in anchors.items():
+            stats.update(attach_reference(anchor, model, used, pad, params.reference_batch_size, shared, key))
+            if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
+                attach_reference(anchor, model, eval_feats, pad, params.reference_batch_size, shared, key)
 
-    precompute = reference is not None and params.reference_mode == "precomputed"
+    precompute = bool(anchors) and not live
     objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}),
-                                    reference if params.reference_mode == "live" else None)
+                                    *(anchors.get(k) if live else None for k in ANCHORS))
     return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats,
                  prepare=prepare if precompute else None)
 
 
+# INPO's name is its online loop (posttrain/methods/inpo.py); its loss on fixed pairs is `loss: inpo`
 SPECS = [MethodSpec(name, PreferenceParams, build, f"preference optimisation with the {name} loss")
-         for name in ("preference",) + LOSS_NAMES]
+         for name in ("preference",) + LOSS_NAMES if name not in NEEDS_PREVIOUS]

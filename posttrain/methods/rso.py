@@ -76,13 +76,15 @@ def _samples_file(params: RSOParams, ctx) -> Path:
     return Path(s.samples_file) if s.samples_file and ctx.iteration == 0 else ctx.dir / "samples.jsonl"
 
 
-def sample_candidates(recipe, params: RSOParams, ctx) -> dict:
-    """Stage 1: `num_candidates` samples per prompt from the iteration's starting policy (resumable)."""
+def sample_candidates(recipe, params, ctx, records: list | None = None) -> dict:
+    """Stage 1: `num_candidates` samples per prompt (default: every prompt of data.train) from the
+    iteration's starting policy (resumable). Shared with INPO, whose params have the same `sampling`."""
     s = params.sampling
     model, tokenizer = ctx.policy()
     sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                         max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
-    _, st = sample_to_file(model, tokenizer, load_records(recipe), sp, _samples_file(params, ctx),
+    records = load_records(recipe) if records is None else records
+    _, st = sample_to_file(model, tokenizer, records, sp, _samples_file(params, ctx),
                            batch_size=s.batch_size, max_prompt_length=recipe.data.max_prompt_length,
                            progress=ctx.progress)
     return {"sampling_tokens_per_s": round(st.tokens_per_s, 1), "sampling_new_tokens": st.new_tokens,
@@ -153,8 +155,9 @@ def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
                      uses_weights=False)]
 
 
-def build(recipe, params: RSOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
-    """Training on the pairs the stages before it wrote (posttrain train runs them first)."""
+def build_on_pairs(recipe, params: preference.PreferenceParams, model, tokenizer, run: RunInfo | None,
+                   stats_file: str) -> Built:
+    """The preference build on the pairs.jsonl an earlier stage of the iteration wrote (RSO, INPO)."""
     folder = run.dir if run is not None else recipe.run_dir
     path = folder / "pairs.jsonl"
     if not path.is_file():
@@ -162,9 +165,15 @@ def build(recipe, params: RSOParams, model, tokenizer, run: RunInfo | None = Non
                           f"pairs before training")
     pairs_recipe = recipe.model_copy(update={"data": recipe.data.model_copy(
         update={"train": DataSource(path=str(path)), "instruction": None})})
-    built = preference.build(pairs_recipe, params.preference_params(), model, tokenizer, run)
-    built.stats = {**built.stats, "rso": json.loads((folder / "rso_stats.json").read_text())}
+    built = preference.build(pairs_recipe, params, model, tokenizer, run)
+    # in place: the build's prepare() adds the reference-cache status to this same dict later
+    built.stats[stats_file.split("_")[0]] = json.loads((folder / stats_file).read_text())
     return built
+
+
+def build(recipe, params: RSOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
+    """Training on the pairs the stages before it wrote (posttrain train runs them first)."""
+    return build_on_pairs(recipe, params.preference_params(), model, tokenizer, run, "rso_stats.json")
 
 
 SPEC = MethodSpec("rso", RSOParams, build, "statistical rejection sampling -> pairs -> preference loss",

@@ -51,7 +51,8 @@ def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
     return feats, out
 
 
-def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = None) -> Built:
+def encode_splits(recipe, tokenizer) -> tuple[list[dict], list[dict] | None, dict]:
+    """(train features, eval features or None, encoding stats) of an SFT-kind recipe's data."""
     data = recipe.data
     train = load_source(data.train, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
     feats, stats = encode_all(train, tokenizer, data)
@@ -59,6 +60,12 @@ def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = Non
     if data.eval is not None:
         ev = load_source(data.eval, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
         eval_feats, _ = encode_all(ev, tokenizer, data)
+    return feats, eval_feats, stats
+
+
+def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = None) -> Built:
+    data = recipe.data
+    feats, eval_feats, stats = encode_splits(recipe, tokenizer)
     pad = tokenizer.pad_token_id
     if data.packing:
         if params.normalization == "sequence":

@@ -22,6 +22,7 @@ _REGISTRY: dict[str, str] = {
     "label": "posttrain.rewards.label:LabelReward",
     "reward_model": "posttrain.rewards.reward_model:RewardModelReward",
     "pairwise": "posttrain.rewards.pairwise:PairwiseReward",
+    "cyclic": "posttrain.rewards.cyclic:CyclicPreference",
 }
 
 #: The names ``get_reward`` knows, in registry order.
