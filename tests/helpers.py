@@ -40,3 +40,17 @@ def pad(feats: list[dict], pad_id: int = 0) -> dict:
         labels[i, :n] = torch.tensor(f["labels"])
         attn[i, :n] = 1
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def engine_for(recipe):
+    """The engine `posttrain train` would build for a one-iteration recipe (its method's build), without
+    running it: tests drive `train(stop_after=...)` to interrupt and resume."""
+    from posttrain.config import validate_section
+    from posttrain.engine import seed_everything
+    from posttrain.methods import get_method
+    from posttrain.runner import load_policy, make_engine
+    spec = get_method(recipe.method_name)
+    seed_everything(recipe.seed)
+    lm, tok = load_policy(recipe)
+    built = spec.build(recipe, validate_section(spec.params, recipe.method, "method"), lm, tok)
+    return make_engine(recipe, built, lm, tok, show_progress=False)

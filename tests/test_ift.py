@@ -13,7 +13,7 @@ from posttrain.logprobs import IGNORE, completion_logprobs, greedy_predictions
 from posttrain.losses.sft import discounted_suffix_sum, ift_token_weights, sft_loss
 from posttrain.methods.ift import IFTObjective, IFTParams, frozen_input_embedding, lambda_at
 from posttrain.methods.sft import SFTObjective
-from tests.helpers import pad, random_features, tiny_llama
+from tests.helpers import engine_for, pad, random_features, tiny_llama
 
 
 def reference_weights(nll: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -198,18 +198,6 @@ def recipe(tmp_path, monkeypatch):
     return make
 
 
-def _engine(r):
-    from posttrain.config import validate_section
-    from posttrain.engine import seed_everything
-    from posttrain.methods import get_method
-    from posttrain.runner import load_policy, make_engine
-    spec = get_method("ift")
-    seed_everything(r.seed)
-    lm, tok = load_policy(r)
-    built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-    return make_engine(r, built, lm, tok, show_progress=False)
-
-
 def _logged(r):
     from posttrain.runner import read_history
     return [{k: v for k, v in h.items() if k not in TIMING} for h in read_history(r.run_dir)]
@@ -218,18 +206,18 @@ def _logged(r):
 @pytest.mark.parametrize("lora", ["", ", lora: {r: 4, alpha: 8}"], ids=["full", "lora"])
 def test_ift_trains_follows_the_schedule_and_resumes_exactly(recipe, lora):
     straight = recipe("straight", lora)
-    _engine(straight).train()
+    engine_for(straight).train()
     hist = _logged(straight)
     assert [h["lambda"] for h in hist] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4])
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert "eval/loss" in hist[2] and "eval/sft_nll" in hist[5]
     cut = recipe("cut", lora)
-    _engine(cut).train(stop_after=2)  # inside the lambda warmup
-    _engine(cut).train()
+    engine_for(cut).train(stop_after=2)  # inside the lambda warmup
+    engine_for(cut).train()
     assert _logged(cut) == hist  # every metric at every step, lambda included
 
 
 def test_packing_is_refused_with_a_reason(recipe):
     r = recipe("packed", packing="true")
     with pytest.raises(RecipeError, match="packing"):
-        _engine(r)
+        engine_for(r)

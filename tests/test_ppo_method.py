@@ -8,6 +8,7 @@ import torch
 from posttrain.config import load_recipe
 from posttrain.errors import RecipeError
 from posttrain.runner import read_history
+from tests.helpers import engine_for
 
 RECIPE = """
 name: ppo
@@ -228,18 +229,6 @@ def test_minibatch_must_divide_the_rollout(recipe):
 TIMING = ("tokens_per_s", "step_time", "elapsed")
 
 
-def _engine(r):
-    from posttrain.config import validate_section
-    from posttrain.engine import seed_everything
-    from posttrain.methods import get_method
-    from posttrain.runner import load_policy, make_engine
-    spec = get_method("ppo")
-    seed_everything(r.seed)
-    lm, tok = load_policy(r)
-    built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-    return make_engine(r, built, lm, tok, show_progress=False)
-
-
 def _logged(r):
     return [{k: v for k, v in h.items() if k not in TIMING} for h in read_history(r.run_dir)]
 
@@ -250,11 +239,11 @@ def test_ppo_resumes_exactly(recipe, stop):
     same numbers at every step as the uninterrupted run (the buffer, KL controller and iteration are
     restored from the checkpoint; nothing is redrawn)."""
     straight = recipe(steps=8, extra=["name=straight", "train.save_every=1"])
-    _engine(straight).train()
+    engine_for(straight).train()
     cut = recipe(steps=8, extra=["name=cut", "train.save_every=1"])
-    _engine(cut).train(stop_after=stop)
+    engine_for(cut).train(stop_after=stop)
     assert len(read_history(cut.run_dir)) == stop
-    resumed = _engine(cut)
+    resumed = engine_for(cut)
     calls = []
     rollout = resumed.stage.rollout
     resumed.stage.rollout = lambda *a: calls.append(a[1]) or rollout(*a)

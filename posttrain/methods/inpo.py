@@ -16,8 +16,6 @@ Every stage is resumable and recorded in pipeline.json, like RSO's.
 """
 from __future__ import annotations
 
-import json
-import logging
 from collections import Counter
 from typing import Any, Literal
 
@@ -27,17 +25,16 @@ from pydantic import Field
 from posttrain.config import Section
 from posttrain.data.sources import prompt_text
 from posttrain.errors import DataError, RecipeError
-from posttrain.files import atomic_write_text
 from posttrain.generation.knockout import knockout
 from posttrain.generation.to_file import read_samples, source_path
 from posttrain.methods import preference
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
-from posttrain.methods.rso import SAMPLE_KEYS, SamplingSettings, _samples_file, build_on_pairs, sample_candidates
+from posttrain.methods.rso import (SAMPLE_KEYS, SamplingSettings, _samples_file, build_on_pairs, sample_candidates,
+                                   write_pairs)
 from posttrain.pipeline import StageDef, flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
 
-log = logging.getLogger(__name__)
 DEFAULT_LOSS = {"inpo": "inpo", "iterative_dpo": "dpo"}
 
 
@@ -117,13 +114,8 @@ def make_pairs(recipe, params: INPOParams, ctx) -> dict:
     out = {"iteration": ctx.iteration + 1, "prompts": len(records), "candidates": len(records) * s.num_candidates,
            "pairs": len(rows), "oracle": params.oracle.kind, "oracle_calls": 0, "prompts_without_pair": 0,
            **dict(stats)}
-    atomic_write_text(folder / "inpo_stats.json", json.dumps(out, indent=1))
-    log.info("inpo pairs: %s", out)
-    if not rows:
-        raise DataError(f"the oracle separated no responses of {len(records)} prompts (every best-worst pair "
-                        f"tied or lost its final); see {folder / 'inpo_stats.json'}")
-    atomic_write_text(folder / "pairs.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    return out
+    return write_pairs(folder, rows, out, "inpo_stats.json", f"the oracle separated no responses of "
+                       f"{len(records)} prompts (every best-worst pair tied or lost its final)")
 
 
 PAIR_KEYS = ("seed", "method.oracle", "method.prompts_per_iteration")

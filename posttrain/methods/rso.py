@@ -127,13 +127,20 @@ def make_pairs(recipe, params: RSOParams, ctx) -> dict:
            "mean_reward_candidates": float(np.mean(rewards_all)) if rewards_all else 0.0,
            "mean_reward_accepted": float(np.mean(accepted_r)) if accepted_r else 0.0, **dict(stats)}
     out["acceptance_rate"] = stats["accepted"] / max(stats["unique_candidates"], 1)
-    atomic_write_text(folder / "rso_stats.json", json.dumps(out, indent=1))
-    log.info("rso data: %s", out)
+    return write_pairs(folder, rows, out, "rso_stats.json",
+                       f"RSO produced no pairs from {n} prompts (every pair tied: the reward does not separate "
+                       f"the candidates)")
+
+
+def write_pairs(folder: Path, rows: list[dict], stats: dict, stats_file: str, empty: str) -> dict:
+    """The pairs stage's outputs: the stats file always (it says why there are no pairs), pairs.jsonl when
+    there are pairs; none is an error (`empty`, with the stats file named)."""
+    atomic_write_text(folder / stats_file, json.dumps(stats, indent=1))
+    log.info("%s: %s", stats_file, stats)
     if not rows:
-        raise DataError(f"RSO produced no pairs from {n} prompts (every pair tied: the reward does not "
-                        f"separate the candidates); see {folder / 'rso_stats.json'}")
+        raise DataError(f"{empty}; see {folder / stats_file}")
     atomic_write_text(folder / "pairs.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    return out
+    return stats
 
 
 SAMPLE_KEYS = ("model", "data.train", "data.instruction", "data.system_prompt", "data.max_prompt_length",
