@@ -93,7 +93,8 @@ def test_actor_loss_minimiser_is_the_exponential_tilt_of_the_reference(beta):
     adv = torch.tensor(rng.normal(0, 0.05, 5))
     ref = torch.log(torch.tensor(pi_ref))
     free = ref.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([free], max_iter=500, tolerance_grad=1e-14, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([free], max_iter=2000, tolerance_grad=1e-15, tolerance_change=1e-30,
+                            line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
@@ -107,7 +108,8 @@ def test_actor_loss_minimiser_is_the_exponential_tilt_of_the_reference(beta):
     target = rng.dirichlet(np.ones(5))
     adv = torch.tensor(beta * np.log(target / pi_ref))
     theta = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([theta], max_iter=500, tolerance_grad=1e-14, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([theta], max_iter=2000, tolerance_grad=1e-15, tolerance_change=1e-30,
+                            line_search_fn="strong_wolfe")
 
     def closure2():
         opt.zero_grad()
