@@ -1,0 +1,123 @@
+"""INPO vs iterative DPO on the embedded model (issue 17, experiment (b), docs/results/inpo.md).
+
+Each run is `posttrain train` of recipes/inpo_arithmetic.yaml (a transitive oracle: the math reward) or
+recipes/inpo_cyclic.yaml (the non-transitive length cycle), with `method.name=inpo` or `iterative_dpo`,
+per seed. After training, the policy after each iteration (the start model for t = 0) answers the same
+held-out prompts (one sample each, a fixed seed); the oracle compares every answer with the initial
+policy's answer to the same prompt: win rate = (wins + ties / 2) / prompts. Finished runs and evaluations
+are reused (`--report` trains nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from experiments import RECIPES
+from experiments.sweep import publish, run_variant
+from posttrain.stats import mean_ci, sign_test_p
+
+ORACLES = {"math": RECIPES / "inpo_arithmetic.yaml", "cyclic": RECIPES / "inpo_cyclic.yaml"}
+METHODS = {"inpo": [], "iterative_dpo": ["method.name=iterative_dpo", "method.beta=0.1"]}
+
+
+def answers(recipe, t: int, records, a) -> list[str]:
+    """One sampled answer per held-out prompt from the policy after t iterations (t = 0: the start)."""
+    from posttrain.data.template import encode_prompt
+    from posttrain.generation.sampler import SamplingParams, sample
+    from posttrain.runner import load_iteration
+    model, tok = load_iteration(recipe, t)
+    model.eval()
+    s = params_of(recipe).sampling
+    prompts = [encode_prompt(tok, r.prompt) for r in records]
+    out, _ = sample(model, tok, prompts, SamplingParams(temperature=a.temperature, max_new_tokens=s.max_new_tokens,
+                                                        seed=10_000 + recipe.seed), batch_size=32)
+    return [x[0].text for x in out]
+
+
+def params_of(recipe):
+    from posttrain.config import validate_section
+    from posttrain.methods import get_method
+    return validate_section(get_method(recipe.method_name).params, recipe.method, "method")
+
+
+def win_counts(recipe, records, mine: list[str], base: list[str]) -> tuple[int, int, int]:
+    """(wins, ties, losses) of `mine` against `base` under the recipe's oracle."""
+    from posttrain.data.sources import prompt_text
+    from posttrain.rewards import get_reward
+    o = params_of(recipe).oracle
+    oracle_kind = o.kind
+    oracle = get_reward(o.name, **o.options)
+    ps = [prompt_text(r) for r in records]
+    meta = [{"answer": r.answer, **r.meta} for r in records]
+    if oracle_kind == "reward":
+        x, y = oracle.score(ps, mine, meta), oracle.score(ps, base, meta)
+        p = [1.0 if u > v else 0.0 if u < v else 0.5 for u, v in zip(x, y)]
+    else:
+        p = oracle.compare(ps, mine, base, meta)
+    return sum(q > 0.5 for q in p), sum(q == 0.5 for q in p), sum(q < 0.5 for q in p)
+
+
+def evaluate(oracle: str, method: str, seed: int, a) -> dict | None:
+    from posttrain.config import load_recipe
+    from posttrain.data.sources import load_source
+    name = f"{oracle}-{method}-seed{seed}"
+    over = [f"name={name}", f"seed={seed}", f"method.sampling.seed={seed}", f"output_dir={a.runs}",
+            *METHODS[method], *a.overrides]
+    if run_variant(ORACLES[oracle], over, collect=a.report) is None:
+        return None
+    recipe = load_recipe(ORACLES[oracle], over)
+    done = recipe.run_dir / f"winrate_{a.prompts}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    held = load_source(recipe.data.train.model_copy(update={"synthetic": recipe.data.train.synthetic.model_copy(
+        update={"seed": 99, "n": a.prompts})}), "prompt")
+    base = answers(recipe, 0, held, a)
+    out = {"name": name, "oracle": oracle, "method": method, "seed": seed, "iterations": []}
+    for t in range(1, recipe.pipeline.iterations + 1):
+        w, ties, l_ = win_counts(recipe, held, answers(recipe, t, held, a), base)
+        out["iterations"].append({"t": t, "wins": w, "ties": ties, "losses": l_,
+                                  "win_rate": (w + ties / 2) / len(held)})
+    done.write_text(json.dumps(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.inpo_lm", description=__doc__.split("\n")[0])
+    ap.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=list(ORACLES))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--runs", default="runs/inpo")
+    ap.add_argument("--out", default="docs/results")
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args(argv)
+    rows = [r for o in a.oracles for m in a.methods for s in a.seeds if (r := evaluate(o, m, s, a)) is not None]
+    if not a.report:
+        return 0
+    lines = ["## (b) The embedded model: win rate against the initial policy", "",
+             f"Reproduce: `python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}` then `--report`.", "",
+             "| oracle | method | seeds | " + " | ".join(f"win rate after iteration {t}" for t in (1, 2, 3)) + " |",
+             "|---|---|---:|---:|---:|---:|"]
+    for o in a.oracles:
+        for m in a.methods:
+            rs = [r for r in rows if r["oracle"] == o and r["method"] == m]
+            if not rs:
+                continue
+            cells = []
+            for k in range(len(rs[0]["iterations"])):
+                mean, half = mean_ci([r["iterations"][k]["win_rate"] for r in rs])
+                w = sum(r["iterations"][k]["wins"] for r in rs)
+                l_ = sum(r["iterations"][k]["losses"] for r in rs)
+                cells.append(f"{mean:.3f}" + ("" if half != half else f" ± {half:.3f}") +
+                             f" (W {w} / L {l_}, sign p {sign_test_p(w, l_):.3f})")
+            lines.append(f"| {o} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
+    lines += ["", "Per run: " + json.dumps(rows), ""]
+    return publish(Path(a.out) / "inpo_lm.md", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
