@@ -73,6 +73,10 @@ def task_section(task: str, sft: list[dict], ift: list[dict], out: Path) -> list
         rows.append([label, len(rs), f"{rs[0]['before_accuracy']:.3f}", ci([r["after_accuracy"] for r in rs]),
                      ci([heldout_nll(r) for r in rs]), f"{sum(r['train_time_s'] for r in rs) / len(rs):.0f}"])
     lo, hi = wilson_interval(round(sum(r["after_accuracy"] for r in sft) / len(sft) * n), n)
+    along = []
+    for label, rs in (("SFT", sft), ("IFT", ift)):
+        steps, acc = accuracy_curve(rs)
+        along.append(f"{label} " + ", ".join(f"step {s} {a:.3f}" for s, a in zip(steps, acc)))
     return [f"### {task.replace('_', ' ')}", "",
             markdown_table(["arm", "seeds", "accuracy at start", "accuracy at end (95% t over seeds)",
                             "held-out NLL per sequence", "train s per run"], rows), "",
@@ -80,6 +84,7 @@ def task_section(task: str, sft: list[dict], ift: list[dict], out: Path) -> list
             f"Paired over (problem, seed): IFT right and SFT wrong {wins}, the reverse {losses}, exact sign test "
             f"p = {sign_test_p(wins, losses):.3f}. The t intervals are over seeds on one fixed set of {n} problems "
             f"and exclude that set's own sampling error (SFT's mean accuracy on {n} problems: Wilson {lo:.3f}-{hi:.3f}).",
+            "", "Accuracy along the run (mean over seeds): " + "; ".join(along) + ".",
             "", f"![accuracy along the run]({png.name})", ""]
 
 
