@@ -201,3 +201,11 @@ def test_math500_numeric_answers_are_extracted_from_solutions():
     assert len(numeric) > 250
     for r in numeric:
         assert answers_match(extract_answer(r["solution"]), r["answer"]), (r["solution"][-200:], r["answer"])
+
+
+def test_a_last_number_that_is_no_number_gives_no_answer_not_a_crash():
+    # "5/0" matches the number pattern but is not a number; found in a GSM8K generation (IFT experiment)
+    from posttrain.eval.answers import extract_answer, final_answers, grade
+    assert final_answers("so the rate is 5/0") == []
+    assert extract_answer("so the rate is 5/0") is None
+    assert grade("so the rate is 5/0", "5") is False

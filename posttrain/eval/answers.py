@@ -189,7 +189,8 @@ def final_answers(text: str | None) -> list[str]:
     if answers:
         return answers
     numbers = _NUMBER.findall(text)
-    return [canonical_number(numbers[-1])] if numbers else []
+    last = canonical_number(numbers[-1]) if numbers else None  # None for e.g. "5/0"
+    return [last] if last is not None else []
 
 
 def extract_answer(text: str | None) -> str | None:
