@@ -74,9 +74,10 @@ def evaluate(oracle: str, method: str, seed: int, a) -> dict | None:
     held = load_source(recipe.data.train.model_copy(update={"synthetic": recipe.data.train.synthetic.model_copy(
         update={"seed": 99, "n": a.prompts})}), "prompt")
     base = answers(recipe, 0, held, a)
-    out = {"name": name, "oracle": oracle, "method": method, "seed": seed, "iterations": []}
+    out = {"name": name, "oracle": oracle, "method": method, "seed": seed, "iterations": [], "answers": [base]}
     for t in range(1, recipe.pipeline.iterations + 1):
-        w, ties, l_ = win_counts(recipe, held, answers(recipe, t, held, a), base)
+        out["answers"].append(answers(recipe, t, held, a))
+        w, ties, l_ = win_counts(recipe, held, out["answers"][-1], base)
         out["iterations"].append({"t": t, "wins": w, "ties": ties, "losses": l_,
                                   "win_rate": (w + ties / 2) / len(held)})
     done.write_text(json.dumps(out))

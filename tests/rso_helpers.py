@@ -37,3 +37,14 @@ class LetterPreference:
 
     def score(self, prompts, completions, meta=None):
         raise ValueError("pairwise only")
+
+
+class EvenLetterReward:
+    """A 0/1 'correctness' for tests: 1 when the completion holds an even number of the letter."""
+    name = "even_letter"
+
+    def __init__(self, letter: str = "e"):
+        self.letter = letter
+
+    def score(self, prompts, completions, meta=None):
+        return [float(c.count(self.letter) % 2 == 0) for c in completions]

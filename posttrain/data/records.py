@@ -14,6 +14,11 @@ prompt) and the model continues it; for a Conversation the final assistant messa
 and the SFT loss covers only what follows it (:func:`posttrain.data.template.encode_conversation`).
 A reward sees the prefix plus the generated text (:func:`completion_text`). A row's ``assistant_prefix``
 must be a non-empty string; null (or no key) means no prefix.
+
+``prefix_ids`` (PromptRecord only, set by code, not read from rows) is a prefix given as token ids, for
+continuing a sampled response exactly where it stopped (step-level DAPO's states): re-tokenizing its text
+can merge tokens across the cut, so the prompt's ids end with these ids as they are. ``assistant_prefix``
+then holds their decoded text, which is what a reward sees.
 """
 from __future__ import annotations
 
@@ -210,10 +215,19 @@ class PromptRecord:
     assistant_prefix: str | None = None
     file: str | None = field(default=None, compare=False, repr=False)
     line: int | None = field(default=None, compare=False, repr=False)
+    prefix_ids: tuple[int, ...] | None = None  # the prefix as exact token ids (module docstring)
 
     def __post_init__(self):
         self.prompt = _as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
         _check_prefix(self.assistant_prefix, self.file, self.line)
+        if self.prefix_ids is not None:
+            ids = tuple(self.prefix_ids)
+            if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+                raise _fail("expected a non-empty list of token ids", self.file, self.line, "prefix_ids")
+            if self.assistant_prefix is None:
+                raise _fail("prefix_ids need their decoded text in assistant_prefix (what a reward sees)",
+                            self.file, self.line, "assistant_prefix")
+            self.prefix_ids = ids
         if self.answer is not None:
             if isinstance(self.answer, bool) or not isinstance(self.answer, (str, int, float)):
                 raise _fail(f"expected a string or a number, got {_type_name(self.answer)}",

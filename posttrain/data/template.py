@@ -272,6 +272,17 @@ def encode_prompt(tokenizer, messages: Sequence[dict], *, max_length: int | None
     return ids
 
 
+def encode_record_prompt(tokenizer, record, *, max_length: int | None = None) -> list[int]:
+    """A PromptRecord's sampling prompt: with ``prefix_ids``, the generation prompt's ids followed by those
+    exact ids (never re-tokenized); else :func:`encode_prompt` with its ``assistant_prefix``."""
+    ids = getattr(record, "prefix_ids", None)
+    if ids is None:
+        return encode_prompt(tokenizer, record.prompt, max_length=max_length,
+                             assistant_prefix=record.assistant_prefix)
+    out = encode_prompt(tokenizer, record.prompt) + list(ids)
+    return out[len(out) - max_length:] if max_length is not None and len(out) > max_length else out
+
+
 def encode_pair(tokenizer, prompt_messages: Sequence[dict], chosen: str, rejected: str, *, max_length: int,
                 max_prompt_length: int | None = None, min_response_tokens: int = 1, on_overflow: str = "error",
                 stats: TruncationStats | None = None, file: str | None = None,

@@ -6,7 +6,9 @@ seeds its samples, so a resumed run writes exactly what an uninterrupted one wou
 
 A record's `assistant_prefix` (null when it has none) is part of the prompt: the prompt tokens end with
 it and the model continues it, so `text` and `token_ids` are only what was generated after it, without
-the prefix (what a reward scores is the prefix + `text`: posttrain.data.records.completion_text).
+the prefix (what a reward scores is the prefix + `text`: posttrain.data.records.completion_text). A
+record with `prefix_ids` (a prefix given as exact token ids) has its prompt end with those ids, and its
+lines carry them as "prefix_ids".
 
 Resume rule: a batch's lines are written with one write + flush + fsync. On start, the file is read
 back; a torn last line is discarded, and so is any prompt with fewer than n samples; if anything was
@@ -31,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from posttrain.data.template import encode_prompt
+from posttrain.data.template import encode_record_prompt
 from posttrain.errors import DataError
 from posttrain.files import atomic_write_json, atomic_write_text
 from posttrain.generation.sampler import Sample, SamplingParams, SamplingStats, sample
@@ -122,6 +124,11 @@ def read_samples(path: Path, n: int) -> tuple[dict[int, list[dict]], bool]:
     return complete, dirty
 
 
+def _ids_or_none(record) -> list[int] | None:
+    ids = getattr(record, "prefix_ids", None)
+    return None if ids is None else list(ids)
+
+
 def _rewrite(path: Path, done: dict[int, list[dict]]) -> None:
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for pid in sorted(done) for row in done[pid]), fsync=True)
 
@@ -149,7 +156,8 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
         raise DataError(f"{path} holds prompt ids beyond the {len(records)} prompts given: written for other "
                         f"data? Use another --out or delete it", file=str(path))
     stale = [pid for pid, rows in done.items() if rows[0].get("prompt") != records[pid].prompt
-             or rows[0].get("assistant_prefix") != records[pid].assistant_prefix]
+             or rows[0].get("assistant_prefix") != records[pid].assistant_prefix
+             or rows[0].get("prefix_ids") != _ids_or_none(records[pid])]
     if stale:
         raise DataError(f"{path} was written for other prompts (prompt id {stale[0]} differs); use another "
                         f"output file or delete it", file=str(path))
@@ -159,8 +167,7 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
     if ids is not None and set(done) - set(wanted):
         raise DataError(f"{path} holds prompt ids outside this shard: written for another shard or run", file=str(path))
     todo = [i for i in wanted if i not in done]
-    encoded = [encode_prompt(tokenizer, records[i].prompt, max_length=max_prompt_length,
-                             assistant_prefix=records[i].assistant_prefix) for i in todo]
+    encoded = [encode_record_prompt(tokenizer, records[i], max_length=max_prompt_length) for i in todo]
 
     def rows_of(batch: list[Sample]) -> list[dict]:
         rows = []
@@ -168,6 +175,7 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
             r = records[s.prompt_id]
             rows.append({"prompt_id": s.prompt_id, "sample_index": s.sample_index, "prompt": r.prompt,
                          "assistant_prefix": r.assistant_prefix, "answer": r.answer, "meta": r.meta,
+                         **({"prefix_ids": list(r.prefix_ids)} if r.prefix_ids is not None else {}),
                          **{k: v for k, v in s.to_row().items() if k not in ("prompt_id", "sample_index")}})
         return rows
 

@@ -1,0 +1,302 @@
+"""Step-level DAPO end to end (METHODS.md section 5): token-exact states, MC targets and candidates, the
+spread filter, state-preserving batches, the actor objective, and the six-stage pipeline with resume."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from posttrain.data.records import PromptRecord
+from posttrain.data.template import encode_prompt, encode_record_prompt
+from posttrain.errors import DataError
+from posttrain.methods import dapo_data as dd
+from posttrain.methods.dapo_step import DAPOStepObjective, collate_states
+from tests.data_helpers import load_smollm2_tokenizer
+
+
+def test_a_token_id_prefix_is_continued_exactly_not_retokenized():
+    tok = load_smollm2_tokenizer()
+    msgs = [{"role": "user", "content": "Add 2 and 3."}]
+    # "Hel" + "lo" as two tokens: the text "Hello" re-tokenizes to other ids
+    ids = tok.encode("Hel", add_special_tokens=False) + tok.encode("lo", add_special_tokens=False)
+    assert tok.encode("Hello", add_special_tokens=False) != ids
+    rec = PromptRecord(msgs, "5", assistant_prefix=tok.decode(ids), prefix_ids=ids)
+    assert encode_record_prompt(tok, rec) == encode_prompt(tok, msgs) + ids
+    assert encode_record_prompt(tok, rec, max_length=5) == (encode_prompt(tok, msgs) + ids)[-5:]
+    plain = PromptRecord(msgs, "5", assistant_prefix="Hello")
+    assert encode_record_prompt(tok, plain) == encode_prompt(tok, msgs, assistant_prefix="Hello")
+    with pytest.raises(DataError, match="prefix_ids"):
+        PromptRecord(msgs, prefix_ids=[1, -2], assistant_prefix="x")
+    with pytest.raises(DataError, match="assistant_prefix"):
+        PromptRecord(msgs, prefix_ids=[1, 2])
+
+
+@pytest.mark.parametrize("n_right,n_wrong,keep,want", [(10, 10, 6, (3, 3)), (1, 20, 6, (1, 5)), (20, 2, 6, (4, 2)),
+                                                        (0, 5, 4, (0, 4)), (2, 1, 6, (2, 1)), (5, 5, 5, (2, 3))])
+def test_balanced_keep_takes_half_of_each_side_and_fills_from_the_other(n_right, n_wrong, keep, want):
+    correct = [True] * n_right + [False] * n_wrong
+    rng = np.random.default_rng([0, 1])
+    np.random.default_rng(0).shuffle(correct)
+    idx = dd.balanced_keep(correct, keep, rng)
+    assert idx == sorted(set(idx))
+    assert (sum(correct[i] for i in idx), sum(not correct[i] for i in idx)) == want
+
+
+class FakeGrader:
+    """Correct when the last token id of the whole response is even."""
+
+    def __call__(self, record, ids_list):
+        return [ids[-1] % 2 == 0 for ids in ids_list]
+
+
+def test_mc_targets_are_the_fraction_correct_and_candidates_are_deduplicated_first_steps():
+    nl, eos = frozenset({10}), {99}
+    states = [{"state_id": 0, "prompt_id": 0, "prefix_ids": [5, 10]}]
+    rows = [{"token_ids": [1, 10, 4], "finish_reason": "stop"},     # first step [1, 10], correct
+            {"token_ids": [1, 10, 3, 99], "finish_reason": "stop"},  # same first step, wrong (99 odd)
+            {"token_ids": [2, 98], "finish_reason": "length"},       # one step, cut: not terminal
+            {"token_ids": [7, 99], "finish_reason": "stop"},         # one step ended by eos: terminal, wrong
+            {"token_ids": [8, 10, 6], "finish_reason": "stop"}]      # correct
+    (t,) = dd.state_targets(states, {0: rows}, [PromptRecord("p", "1")], FakeGrader(), nl, eos)
+    assert t["mc"] == pytest.approx(3 / 5)  # the grader saw prefix + completion: [5,10,1,10,4] ... even last
+    acts = {tuple(a["ids"]): a for a in t["actions"]}
+    assert list(acts) == [(1, 10), (2, 98), (7, 99), (8, 10)]
+    assert acts[(1, 10)]["count"] == 2 and not acts[(1, 10)]["terminal"]
+    assert not acts[(2, 98)]["terminal"] and acts[(2, 98)]["reward"] is None
+    assert acts[(7, 99)]["terminal"] and acts[(7, 99)]["reward"] == 0.0
+
+
+def test_the_spread_filter_drops_exactly_the_states_below_the_threshold():
+    def state(sid, n, terminal=()):
+        return {"state_id": sid, "actions": [{"ids": [j], "terminal": j in terminal,
+                                              "reward": 1.0 if j in terminal else None} for j in range(n)]}
+    targets = [state(0, 2), state(1, 3), state(2, 1), state(3, 2, terminal=(1,)), state(4, 2)]
+    values = {(0, 0): 0.5, (0, 1): 0.6, (1, 0): 0.2, (1, 1): 0.25, (1, 2): 0.29, (2, 0): 0.9,
+              (3, 0): 0.2, (4, 0): 0.3, (4, 1): 0.75}
+    kept, stats = dd.score_states(targets, values, 0.1, "reward")
+    assert [t["state_id"] for t in kept] == [0, 3, 4]  # 0.6 - 0.5 is a spread of 0.1: kept
+    assert stats == Counter(dropped_single_candidate=1, dropped_small_spread=1)
+    s3 = kept[1]["actions"]
+    assert [a["value"] for a in s3] == [0.2, 1.0] and [a["adv"] for a in s3] == pytest.approx([-0.4, 0.4])
+    kept, _ = dd.score_states(targets, {**values, (3, 1): 0.25}, 0.1, "critic")
+    assert [t["state_id"] for t in kept] == [0, 4]  # valued by the critic, state 3 spreads 0.05
+
+
+def test_batches_keep_every_state_with_all_its_candidates_and_count_candidates():
+    feats = [{"context": [1, 2, 3], "actions": [[4], [5, 6]], "adv": [0.1, -0.1], "logp_ref": [-1.0, -2.0]},
+             {"context": [7], "actions": [[8, 9, 10], [11], [12]], "adv": [0.2, 0.0, -0.2], "logp_ref": [-3, -1, -2]}]
+    b = collate_states(feats, pad=0)
+    assert b["state_index"].tolist() == [0, 0, 1, 1, 1]
+    assert DAPOStepObjective(0.01).units(b) == 5
+    assert b["input_ids"][1, :5].tolist() == [1, 2, 3, 5, 6]
+    assert b["labels"][1, :5].tolist() == [-100, -100, -100, 5, 6]  # only the candidate step is a target
+    assert b["labels"][2, :4].tolist() == [-100, 8, 9, 10]
+
+
+def test_the_actor_objective_equals_the_formula_on_an_independent_forward():
+    from posttrain.models import load_model
+    model, tok = load_model("tiny-llama", seed=3)
+    feats = [{"context": [5, 6, 7], "actions": [[8, 9], [10]], "adv": [0.3, -0.3], "logp_ref": [-20.0, -9.0]},
+             {"context": [11, 12], "actions": [[13, 14, 15], [16, 17]], "adv": [0.05, -0.05], "logp_ref": [-30, -21]}]
+    b = collate_states(feats, tok.pad_token_id)
+    beta = 0.05
+    loss, metrics = DAPOStepObjective(beta)(model, b)
+    want = 0.0
+    for f in feats:
+        for a, adv, ref in zip(f["actions"], f["adv"], f["logp_ref"]):
+            ids = torch.tensor([f["context"] + a])
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+            lp = sum(logp[len(f["context"]) + k - 1, t] for k, t in enumerate(a))
+            want += 0.5 * (adv / beta - (lp.item() - ref)) ** 2
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    assert metrics["target_log_ratio"].item() == pytest.approx(sum(x for f in feats for x in f["adv"]) / beta)
+
+
+def test_calibration_reports_brier_and_a_reliability_table():
+    c = dd.calibration([0.05, 0.15, 0.95, 0.9], [0.0, 0.5, 1.0, 0.5])
+    assert c["brier"] == pytest.approx((0.05 ** 2 + 0.35 ** 2 + 0.05 ** 2 + 0.4 ** 2) / 4)
+    assert [r["states"] for r in c["reliability"]] == [1, 1, 2]
+    assert c["reliability"][2]["mean_target"] == pytest.approx(0.75)
+    assert dd.heldout_problems(20, 0.1, 0, 0) == dd.heldout_problems(20, 0.1, 0, 0)
+    assert len(dd.heldout_problems(20, 0.1, 0, 0)) == 2 and dd.heldout_problems(20, 0.0, 0, 0) == set()
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------
+RECIPE = """
+name: dapo-pipe
+seed: 0
+method:
+  name: dapo_step
+  beta: 0.05
+  min_spread: 0.0
+  keep: 2
+  completions: 3
+  sampling: {num_candidates: 4, temperature: 1.0, top_k: 0, max_new_tokens: 8, batch_size: 16}
+  reward: {name: "tests.rso_helpers:EvenLetterReward"}
+  critic: {lr: 1.0e-3, max_steps: 2, micro_batch_size: 4, heldout: 0.25}
+model: {name: tiny-llama, lora: {r: 4, alpha: 8}}
+data:
+  train: {path: prompts.jsonl}
+  max_length: 96
+pipeline: {iterations: 2}
+train: {lr: 1e-3, micro_batch_size: 2, max_steps: 2, warmup_steps: 0, save_every: 1}
+"""
+TIMING = ("tokens_per_s", "step_time", "elapsed")
+OUTPUTS = ("samples.jsonl", "states.jsonl", "rollouts.jsonl", "targets.jsonl", "actions.jsonl")
+
+
+def setup_folder(folder, monkeypatch):
+    from posttrain.config import load_recipe
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(folder / "cache"))
+    monkeypatch.chdir(folder)
+    words = ["cats", "dogs", "rain", "tea"]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Tell me about {w}.", "answer": "1"})
+                                                  + "\n" for w in words))
+    (folder / "dapo.yaml").write_text(RECIPE)
+    # the tiny random model rarely samples a newline: treat every third token id as one, so responses have
+    # several steps and states have depth > 0
+    monkeypatch.setattr(dd, "newline_tokens", lambda tok: frozenset(range(0, len(tok), 3)))
+
+    def make(*overrides, name="dapo-pipe"):
+        return load_recipe(folder / "dapo.yaml", [f"output_dir={folder / 'runs'}", f"name={name}", *overrides])
+    return make
+
+
+@pytest.fixture
+def make(tmp_path, monkeypatch):
+    return setup_folder(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted two-iteration run, shared by the resume tests."""
+    from posttrain.runner import run_recipe
+    with pytest.MonkeyPatch.context() as m:
+        r = setup_folder(tmp_path_factory.mktemp("straight"), m)(name="straight")
+        run_recipe(r, show_progress=False)
+    return r
+
+
+def logged(run_dir):
+    from posttrain.runner import read_history
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in read_history(run_dir)]
+
+
+def rows(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_dapo_step_pipeline_states_are_exact_prefixes_and_rollouts_continue_them(make):
+    from posttrain.runner import run_recipe
+    r = make("pipeline.iterations=1")
+    s = run_recipe(r, show_progress=False)
+    d = r.run_dir
+    samples = {(x["prompt_id"], x["sample_index"]): x["token_ids"] for x in rows(d / "samples.jsonl")}
+    states = rows(d / "states.jsonl")
+    assert states and {x["depth"] for x in states} >= {0, 1, 2}
+    for st in states:  # a state is the first `depth` steps of a kept response, as its exact ids
+        resp = samples[(st["prompt_id"], st["response"])]
+        assert resp[:len(st["prefix_ids"])] == st["prefix_ids"]
+    # every problem contributes one k = 0 state, shared by its responses
+    assert sorted(x["prompt_id"] for x in states if x["depth"] == 0) == [0, 1, 2, 3]
+    by_state = {x["state_id"]: x for x in states}
+    for x in rows(d / "rollouts.jsonl"):  # a rollout's prompt id is its state's id
+        assert x.get("prefix_ids", []) == by_state[x["prompt_id"]]["prefix_ids"]
+    targets = rows(d / "targets.jsonl")
+    assert len(targets) == len(states) and all(0 <= t["mc"] <= 1 for t in targets)
+    acts = rows(d / "actions.jsonl")
+    stats = json.loads((d / "dapo_stats.json").read_text())
+    assert stats["states_kept"] == len(acts) and sum(len(a["actions"]) for a in acts) == stats["actions"]
+    critic = json.loads((d / "critic_eval.json").read_text())
+    assert critic["heldout"]["states"] > 0 and critic["train"]["states"] > 0
+    assert (d / "critic" / "checkpoints").is_dir()
+    first = logged(d)[0]
+    # the actor starts at pi_ref, so the log-ratio is 0 and the loss is 1/2 (A/beta)^2 per candidate
+    assert first["log_ratio"] == pytest.approx(0.0, abs=1e-4)
+    assert s["data"]["actions"] > 0
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["sample", "states", "rollouts", "critic", "advantages", "train"])
+def test_dapo_step_resumes_inside_any_stage_with_identical_outputs(straight, make, monkeypatch, where):
+    from posttrain.runner import run_recipe
+    cut = make(name="cut")
+    it2 = "iter-2"
+    with monkeypatch.context() as m:
+        kill(m, where, it2)
+        with pytest.raises(Killed):
+            run_recipe(cut, show_progress=False)
+    partial = {"sample": "samples.jsonl", "rollouts": "rollouts.jsonl", "critic": "critic/checkpoints"}.get(where)
+    if partial:  # the kill left work behind that the rerun resumes
+        assert (cut.run_dir / it2 / partial).exists()
+    run_recipe(cut, show_progress=False)
+    for sub in ("", it2):
+        for name in OUTPUTS:
+            assert (cut.run_dir / sub / name).read_text() == (straight.run_dir / sub / name).read_text(), (sub, name)
+        assert logged(cut.run_dir / sub) == logged(straight.run_dir / sub)
+        assert logged(cut.run_dir / sub / "critic") == logged(straight.run_dir / sub / "critic")
+
+
+def kill(monkeypatch, where, it2):
+    """Make the run die in iteration 2, inside stage `where`."""
+    from posttrain.engine import Engine
+    from posttrain.methods import dapo_step as ds
+    if where in ("sample", "rollouts"):
+        import posttrain.generation.to_file as tf
+        real = tf.sample
+        calls = Counter()
+
+        def dying(*a, **k):
+            on_batch = k["on_batch"]
+
+            def cb(batch):
+                calls["n"] += 1
+                on_batch(batch)
+                if calls["n"] == 2:  # after the second prompt's samples reach the file
+                    raise Killed
+            k["on_batch"] = cb
+            return real(*a, **k)
+        target = ds if where == "sample" else dd
+        fn = "sample_candidates" if where == "sample" else "make_rollouts"
+        real_stage = getattr(target, fn)
+
+        def stage(*a, **k):
+            if a[2].iteration == 1:
+                monkeypatch.setattr(tf, "sample", dying)
+            return real_stage(*a, **k)
+        monkeypatch.setattr(target, fn, stage)
+    elif where == "states":
+        real = dd.make_states
+
+        def dying(recipe, params, ctx, f):
+            if ctx.iteration == 1:
+                dd.write_jsonl(ctx.dir / "states.jsonl", [{"torn": True}])
+                raise Killed
+            return real(recipe, params, ctx, f)
+        monkeypatch.setattr(dd, "make_states", dying)
+    elif where == "advantages":
+        real = dd.score_states
+
+        def dying(*a):
+            if dying.n == 1:  # the second call: iteration 2
+                raise Killed
+            dying.n += 1
+            return real(*a)
+        dying.n = 0
+        monkeypatch.setattr(dd, "score_states", dying)
+    else:
+        real_step = Engine.train_step
+        folder = "critic" if where == "critic" else None
+
+        def dying(self, batches):
+            here = str(self.run_dir)
+            if self.step == 1 and it2 in here and (folder is None) == ("critic" not in here):
+                raise Killed
+            return real_step(self, batches)
+        monkeypatch.setattr(Engine, "train_step", dying)
