@@ -59,22 +59,35 @@ def win_counts(recipe, records, mine: list[str], base: list[str]) -> tuple[int, 
     return sum(q > 0.5 for q in p), sum(q == 0.5 for q in p), sum(q < 0.5 for q in p)
 
 
+def overrides_of(oracle: str, method: str, seed: int, a) -> list[str]:
+    return [f"name={oracle}-{method}-seed{seed}", f"seed={seed}", f"method.sampling.seed={seed}",
+            f"output_dir={a.runs}", *METHODS[method], *a.overrides]
+
+
+def load_recipe_of(row: dict, a):
+    from posttrain.config import load_recipe
+    return load_recipe(ORACLES[row["oracle"]], overrides_of(row["oracle"], row["method"], row["seed"], a))
+
+
+def held_out(recipe, a) -> list:
+    """The held-out prompts: the recipe's synthetic task under another seed."""
+    from posttrain.data.sources import load_source
+    return load_source(recipe.data.train.model_copy(update={"synthetic": recipe.data.train.synthetic.model_copy(
+        update={"seed": 99, "n": a.prompts})}), "prompt")
+
+
 def evaluate(oracle: str, method: str, seed: int, a) -> dict | None:
     from posttrain.config import load_recipe
-    from posttrain.data.sources import load_source
-    name = f"{oracle}-{method}-seed{seed}"
-    over = [f"name={name}", f"seed={seed}", f"method.sampling.seed={seed}", f"output_dir={a.runs}",
-            *METHODS[method], *a.overrides]
+    over = overrides_of(oracle, method, seed, a)
     if run_variant(ORACLES[oracle], over, collect=a.report) is None:
         return None
     recipe = load_recipe(ORACLES[oracle], over)
     done = recipe.run_dir / f"winrate_{a.prompts}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    held = load_source(recipe.data.train.model_copy(update={"synthetic": recipe.data.train.synthetic.model_copy(
-        update={"seed": 99, "n": a.prompts})}), "prompt")
+    held = held_out(recipe, a)
     base = answers(recipe, 0, held, a)
-    out = {"name": name, "oracle": oracle, "method": method, "seed": seed, "iterations": [], "answers": [base]}
+    out = {"name": recipe.name, "oracle": oracle, "method": method, "seed": seed, "iterations": [], "answers": [base]}
     for t in range(1, recipe.pipeline.iterations + 1):
         out["answers"].append(answers(recipe, t, held, a))
         w, ties, l_ = win_counts(recipe, held, out["answers"][-1], base)
@@ -116,7 +129,24 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{mean:.3f}" + ("" if half != half else f" ± {half:.3f}") +
                              f" (W {w} / L {l_}, sign p {sign_test_p(w, l_):.3f})")
             lines.append(f"| {o} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
-    lines += ["", "Per run: " + json.dumps(rows), ""]
+    lines += ["", "INPO against iterative DPO directly, the same held-out prompts, each policy's answer against the "
+              "other's under the oracle (wins / ties / losses of INPO, summed over seeds; sign test on wins vs losses):", ""]
+    for o in a.oracles:
+        pairs = [(r, q) for r in rows for q in rows if r["oracle"] == q["oracle"] == o and r["seed"] == q["seed"]
+                 and r["method"] == "inpo" and q["method"] == "iterative_dpo" and "answers" in r and "answers" in q]
+        if not pairs:
+            continue
+        cells = []
+        for t in range(1, len(pairs[0][0]["answers"])):
+            w = ties = l_ = 0
+            for r, q in pairs:
+                recipe = load_recipe_of(r, a)
+                held = held_out(recipe, a)
+                x, y, z = win_counts(recipe, held, r["answers"][t], q["answers"][t])
+                w, ties, l_ = w + x, ties + y, l_ + z
+            cells.append(f"t = {t}: {w} / {ties} / {l_} (p {sign_test_p(w, l_):.3f})")
+        lines.append(f"- {o} ({len(pairs)} seeds): " + "; ".join(cells))
+    lines += ["", "Per run: " + json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows]), ""]
     return publish(Path(a.out) / "inpo_lm.md", "\n".join(lines))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -183,8 +184,11 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
                     continue
             state.stages[key] = {"status": "running", **fp}
             state.save()
+            began = time.time()
             out = st.run()
-            state.stages[key] = {"status": "done", **fp, "stats": json.loads(json.dumps(out, default=str))}
+            # the wall time of the attempt that finished the stage (a resumed stage's earlier work not counted)
+            state.stages[key] = {"status": "done", **fp, "stats": json.loads(json.dumps(out, default=str)),
+                                 "wall_time_s": round(time.time() - began, 1)}
             state.save()
             stats[st.name] = out
             if until == key or until == st.name:

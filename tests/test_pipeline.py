@@ -67,6 +67,7 @@ def test_rerun_skips_finished_stages(make, sampler_calls):
     assert sum(map(len, sampler_calls)) == 6
     state = json.loads((r.run_dir / "pipeline.json").read_text())["stages"]
     assert {k: v["status"] for k, v in state.items()} == {"sample": "done", "pairs": "done", "train": "done"}
+    assert all(v["wall_time_s"] >= 0 for v in state.values())  # each stage's time is recorded
     sampler_calls.clear()
     pairs = (r.run_dir / "pairs.jsonl").read_text()
     s = run_recipe(make(), show_progress=False)

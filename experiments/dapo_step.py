@@ -1,0 +1,180 @@
+"""Step-level DAPO vs rejection-sampling SFT and DPO on word problems (issue 18, METHODS.md section 5,
+docs/results/dapo_step.md).
+
+Every arm starts from the LoRA SFT model (recipes/sft_word_problems_lora.yaml, trained first if missing).
+- dapo: recipes/dapo_step_word_problems.yaml, 2 iterations; accuracy after each;
+- rs_sft: SFT on the correct responses among that run's own first-iteration samples (deduplicated);
+- dpo: DPO on (correct, wrong) pairs from the same samples, up to `keep / 2` pairs per problem.
+Greedy accuracy on the same held-out problems; paired sign tests over (problem, seed). Finished runs are
+reused (`--report` trains nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments import RECIPES
+from experiments.sweep import publish, run_variant
+from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.stats import mean_ci, sign_test_p, wilson_interval
+
+DAPO = RECIPES / "dapo_step_word_problems.yaml"
+BASELINES = {"rs_sft": RECIPES / "dapo_step_rs_sft.yaml", "dpo": RECIPES / "dapo_step_dpo.yaml"}
+SFT = RECIPES / "sft_word_problems_lora.yaml"
+STAGES = ("sample", "states", "rollouts", "critic", "advantages", "train")
+
+
+def baseline_data(run_dir: Path, out: Path, seed: int, keep: int) -> dict[str, Path]:
+    """The baselines' training files from the DAPO run's first-iteration samples."""
+    from posttrain.eval.answers import grade
+    paths = {"rs_sft": out / f"rs_sft-seed{seed}.jsonl", "dpo": out / f"dpo-seed{seed}.jsonl"}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    by_prompt: dict[int, list[dict]] = {}
+    for line in (run_dir / "samples.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        by_prompt.setdefault(row["prompt_id"], []).append(row)
+    sft, pairs = [], []
+    for pid in sorted(by_prompt):
+        rows = by_prompt[pid]
+        right = list(dict.fromkeys(r["text"] for r in rows if r["text"] and grade(r["text"], r["answer"])))
+        wrong = list(dict.fromkeys(r["text"] for r in rows if r["text"] and not grade(r["text"], r["answer"])))
+        sft += [{"messages": rows[0]["prompt"] + [{"role": "assistant", "content": t}]} for t in right]
+        rng = np.random.default_rng([seed, pid])
+        for c, w in zip(rng.permutation(right)[:keep // 2], rng.permutation(wrong)[:keep // 2]):
+            pairs.append({"prompt": rows[0]["prompt"], "chosen": str(c), "rejected": str(w)})
+    out.mkdir(parents=True, exist_ok=True)
+    paths["rs_sft"].write_text("".join(json.dumps(r) + "\n" for r in sft))
+    paths["dpo"].write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    return paths
+
+
+def correct_of(result: dict) -> list[bool]:
+    return [s["correct"] for s in result["samples"]]
+
+
+def run_seed(seed: int, a) -> dict | None:
+    """{arm: {"accuracy", "correct"}} for one seed, plus the DAPO run's stage records."""
+    from posttrain.config import load_recipe
+    over = [f"name=dapo-seed{seed}", f"seed={seed}", f"method.sampling.seed={seed}", f"output_dir={a.runs}",
+            *a.overrides]
+    if run_variant(DAPO, over, collect=a.report) is None:
+        return None
+    recipe = load_recipe(DAPO, over)
+    summary = json.loads((recipe.run_dir / "summary.json").read_text())
+    its = summary["iterations"]
+    arms = {"SFT start": its[0]["train"]["before"]}
+    for t, it in enumerate(its, 1):
+        arms[f"DAPO iteration {t}"] = it["train"]["after"]
+    paths = baseline_data(recipe.run_dir, Path(a.runs) / "data", seed, recipe.method.get("keep", 6))
+    for arm, base in BASELINES.items():
+        name = f"{arm}-seed{seed}"
+        if run_variant(base, [f"name={name}", f"seed={seed}", f"data.train.path={paths[arm]}",
+                              f"output_dir={a.runs}", *a.overrides], collect=a.report) is None:
+            continue
+        s = json.loads((Path(a.runs) / name / "summary.json").read_text())
+        arms[{"rs_sft": "rejection-sampling SFT", "dpo": "DPO (correct vs wrong)"}[arm]] = s["after"] | {
+            "steps": s["train"]["steps"], "examples": s["data"]["examples"], "wall_time_s": s["wall_time_s"]}
+    pipe = json.loads((recipe.run_dir / "pipeline.json").read_text())["stages"]
+    critic = [json.loads(((recipe.run_dir / f"iter-{t}") if t > 1 else recipe.run_dir).joinpath(
+        "critic_eval.json").read_text()) for t in range(1, len(its) + 1)]
+    return {"seed": seed, "arms": arms, "pipeline": pipe, "critic": critic,
+            "train_steps": [it["train"]["train"]["steps"] for it in its]}
+
+
+def paired(x: list[list[bool]], y: list[list[bool]]) -> tuple[int, int]:
+    w = sum(a and not b for xs, ys in zip(x, y) for a, b in zip(xs, ys))
+    l_ = sum(b and not a for xs, ys in zip(x, y) for a, b in zip(xs, ys))
+    return w, l_
+
+
+def report(rows: list[dict], a) -> int:
+    out = Path(a.out)
+    arms = [k for k in rows[0]["arms"] if all(k in r["arms"] for r in rows)]
+    n = rows[0]["arms"]["SFT start"]["n"]
+    start = [correct_of(r["arms"]["SFT start"]) for r in rows]
+    table = []
+    for arm in arms:
+        acc = [r["arms"][arm]["accuracy"] for r in rows]
+        m, half = mean_ci(acc)
+        cor = [correct_of(r["arms"][arm]) for r in rows]
+        w, l_ = paired(cor, start)
+        table.append([arm, f"{m:.3f}" + ("" if half != half else f" ± {half:.3f}"),
+                      ", ".join(f"{x:.2f}" for x in acc),
+                      "" if arm == "SFT start" else f"{w} / {l_}, p = {sign_test_p(w, l_):.3f}"])
+    last = f"DAPO iteration {max(int(k.split()[-1]) for k in arms if k.startswith('DAPO'))}"
+    versus = []
+    for arm in arms:
+        if arm.startswith("DAPO") or arm == "SFT start":
+            continue
+        w, l_ = paired([correct_of(r["arms"][last]) for r in rows], [correct_of(r["arms"][arm]) for r in rows])
+        versus.append(f"{last} vs {arm}: {w} / {l_} discordant (DAPO right only / {arm} right only), "
+                      f"sign test p = {sign_test_p(w, l_):.3f}")
+    lo, hi = wilson_interval(round(np.mean([r["arms"]["SFT start"]["accuracy"] for r in rows]) * n), n)
+    # stage counts and times
+    stage_rows = []
+    for r in rows:
+        for key, rec in r["pipeline"].items():
+            it, _, st = key.rpartition("/")
+            st_stats = rec.get("stats", {})
+            keep = {k: v for k, v in st_stats.items() if isinstance(v, (int, float)) and k in (
+                "states", "completions", "responses", "responses_correct", "problems_all_correct",
+                "problems_all_wrong", "states_kept", "actions", "dropped_single_candidate", "dropped_small_spread",
+                "sampling_new_tokens", "mean_mc_target", "mean_candidates_per_state", "steps", "heldout_brier")}
+            stage_rows.append([r["seed"], it or "iter-1", st, rec.get("wall_time_s", ""),
+                               ", ".join(f"{k} {v}" for k, v in keep.items())])
+    calib_rows, curves = [], {}
+    for r in rows:
+        for t, c in enumerate(r["critic"], 1):
+            h = c["heldout"]
+            calib_rows.append([r["seed"], t, h["states"], f"{h.get('brier', float('nan')):.4f}",
+                               f"{h.get('brier_of_the_mean', float('nan')):.4f}",
+                               f"{c['train'].get('brier', float('nan')):.4f}"])
+            rel = h.get("reliability", [])
+            curves[f"seed {r['seed']} iteration {t}"] = ([b["mean_value"] for b in rel], [b["mean_target"] for b in rel])
+    curves["ideal"] = ([0.0, 1.0], [0.0, 1.0])
+    png = plot_curves(curves, out / "dapo_step_reliability.png", title="critic reliability, held-out problems' states",
+                      xlabel="predicted V(s)", ylabel="MC target (fraction correct)")
+    seeds = [r["seed"] for r in rows]
+    lines = ["## Results", "",
+             f"Reproduce: `python -m experiments.dapo_step --seeds {' '.join(map(str, seeds))}` then `--report`.", "",
+             f"Greedy accuracy on the same {n} held-out word problems (seeds {seeds}; ± is a 95% t interval over "
+             f"seeds and excludes the eval set's own sampling error: the start's Wilson interval on {n} problems is "
+             f"{lo:.3f}-{hi:.3f}). Paired = (problem, seed) pairs where the arm is right and the start wrong / the "
+             "reverse, exact sign test.", "",
+             markdown_table(["arm", "accuracy", "per seed", "paired vs start (W / L)"], table), "",
+             *[f"- {v}" for v in versus], "",
+             "### Critic calibration (held-out problems' states)", "",
+             markdown_table(["seed", "iteration", "states", "Brier", "Brier of predicting the mean target",
+                             "train Brier"], calib_rows), "",
+             f"![reliability]({png.name})", "",
+             "### Stages: counts and wall time (s)", "",
+             markdown_table(["seed", "iteration", "stage", "wall s", "counts"], stage_rows), "",
+             "Baselines: " + "; ".join(f"{arm} seed {r['seed']}: {r['arms'][arm].get('examples')} examples, "
+                                      f"{r['arms'][arm].get('steps')} steps, {r['arms'][arm].get('wall_time_s')} s"
+                                      for r in rows for arm in arms if "steps" in r["arms"][arm]), ""]
+    return publish(out / "dapo_step_results.md", "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.dapo_step", description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--runs", default="runs/dapo_step")
+    ap.add_argument("--out", default="docs/results")
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args(argv)
+    if not a.report:
+        run_variant(SFT, [])  # the starting model (reused when runs/sft-word-problems-lora is there)
+    rows = [r for s in a.seeds if (r := run_seed(s, a)) is not None]
+    if a.report and rows:
+        return report(rows, a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
