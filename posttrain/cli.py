@@ -89,6 +89,8 @@ def _model_to_evaluate(args):
 def cmd_eval(args) -> int:
     if args.suite == "math":
         return cmd_eval_math(args)
+    if args.suite == "tools":
+        return cmd_eval_tools(args)
     import json as _json
 
     from posttrain.config import DataSource, NLUSource
@@ -113,15 +115,42 @@ def cmd_eval(args) -> int:
 def cmd_eval_math(args) -> int:
     from posttrain.eval.math import evaluate, load_items, write_results
     model, tok = _model_to_evaluate(args)
-    for name in args.data:
+    for name in args.data or ["gsm8k"]:
         items = load_items(name, limit=args.limit)
         res = evaluate(model, tok, items, k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
         label = Path(str(name)).stem if Path(str(name)).suffix else str(name)
-        out = Path(args.out_dir) / label
+        out = Path(args.out_dir or "runs/eval-math") / label
         report, graded = write_results(res, out, f"Math evaluation: {name}")
         maj = f"  maj@{args.k} {res['maj_accuracy']:.3f}" if "maj_accuracy" in res else ""
         print(f"{label:10s} greedy {res['greedy_accuracy']:.3f}{maj}  n {res['n']}  -> {report}, {graded}", flush=True)
+    return 0
+
+
+def cmd_eval_tools(args) -> int:
+    from posttrain.eval.tools import (completions_for, generate_completions, load_predictions, score,
+                                      summary_lines, write_results)
+    from posttrain.tools.loaders import load_tool_examples
+    if not args.data:
+        raise PosttrainError("eval tools needs --data: BFCL_v4_<category>.json or Seal-Tools files")
+    predictions = load_predictions(args.predictions) if args.predictions else None
+    model = None
+    for name in args.data:
+        examples = load_tool_examples(name, answers=args.answers, tools_path=args.tool_specs, limit=args.limit)
+        if predictions is not None:
+            texts, _ = completions_for(examples, predictions, args.predictions)
+        else:
+            if model is None:
+                model, tok = _model_to_evaluate(args)
+            texts = generate_completions(model, tok, examples, max_new_tokens=args.max_new_tokens,
+                                         batch_size=args.batch_size, progress=not args.quiet)
+        res = score(examples, texts)
+        label = Path(str(name)).stem
+        report, graded = write_results(res, Path(args.out_dir or "runs/eval-tools") / label,
+                                       f"Tool-call evaluation: {name}")
+        for line in summary_lines(res):
+            print(line)
+        print(f"-> {report}, {graded}", flush=True)
     return 0
 
 
@@ -210,11 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_rso)
 
     e = sub.add_parser("eval", help="evaluate a model: `eval nlu` (<Judgement> classification), `eval math` "
-                                    "(GSM8K, MATH-500 or a file: greedy accuracy and maj@k)")
-    e.add_argument("suite", choices=["nlu", "math"])
+                                    "(GSM8K, MATH-500 or a file: greedy accuracy and maj@k), `eval tools` "
+                                    "(BFCL AST accuracy, Seal-Tools P/R/F1; a model or a predictions file)")
+    e.add_argument("suite", choices=["nlu", "math", "tools"])
     e.add_argument("--tasks", nargs="+", default=["sst2"], help="nlu: sst2 rte boolq cb copa (wic wsc with data)")
-    e.add_argument("--data", nargs="+", default=["gsm8k"],
-                   help="math: gsm8k, math500 (test sets in the shared data folder) or JSONL/parquet files")
+    e.add_argument("--data", nargs="+", default=None,
+                   help="math: gsm8k (default), math500 (test sets in the shared data folder) or JSONL/parquet "
+                        "files; tools: BFCL_v4_<category>.json or Seal-Tools .jsonl files")
+    e.add_argument("--predictions", default=None,
+                   help="tools: JSONL of {id, completion} (or {id, calls}) to score instead of running a model")
+    e.add_argument("--answers", default=None, help="tools: BFCL possible answers (default: possible_answer/<name>)")
+    e.add_argument("--tool-specs", default=None, help="tools: Seal-Tools tool.jsonl (default: beside the data)")
     e.add_argument("--model", default="smollm2-135m-instruct")
     e.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/X/checkpoints/step-N/model)")
     e.add_argument("--run", default=None, help="a run folder: its latest checkpoint, as training built it")
@@ -228,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-prompt-length", type=int, default=1024)
     e.add_argument("--out", default=None, help="nlu: write the results (with sample completions) as JSON")
-    e.add_argument("--out-dir", default="runs/eval-math", help="math: report.md and graded.jsonl per data set")
+    e.add_argument("--out-dir", default=None, help="math, tools: report.md and graded.jsonl per data set "
+                                                   "(default runs/eval-math, runs/eval-tools)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
 
