@@ -12,7 +12,7 @@ from posttrain.rewards import REWARDS, Reward, check_batch, check_scores, get_re
 
 
 def test_known_names():
-    assert REWARDS == ("math", "sentiment", "label", "reward_model", "pairwise", "cyclic")
+    assert REWARDS == ("math", "sentiment", "label", "reward_model", "pairwise", "cyclic", "tool_call")
 
 
 def test_get_reward_math_and_sentiment():

@@ -18,6 +18,7 @@ Formats (``FORMATS[(kind, name)]``):
 | prompt     | gsm8k             | ``{question, answer}`` → answer N                                   |
 | prompt     | math              | ``{problem, answer}`` or the last ``\\boxed{}`` of ``solution``      |
 | prompt     | hh-rlhf           | ``{chosen, ...}`` → the dialogue before the final Assistant turn    |
+| tool       | tool_messages     | ``{messages, tools}`` with ``tool`` messages (posttrain/tools/records.py) |
 
 GSM8K solutions: the ``<<a*b=c>>`` calculator notes are removed and the ``#### N`` line is replaced by a
 final-answer line chosen by ``answer_style``: ``"answer_is"`` (default) → ``The answer is N.``,
@@ -39,6 +40,7 @@ from typing import Any, Callable
 from posttrain.data.records import (Conversation, PreferencePair, PromptRecord, _as_prompt, _as_response, _meta,
                                     _require, validate_messages)
 from posttrain.errors import DataError
+from posttrain.tools.records import ToolConversation
 from posttrain.eval.answers import gold_answer, last_boxed
 
 # ---------------------------------------------------------------- helpers
@@ -280,6 +282,7 @@ FORMATS: dict[tuple[str, str], Callable[..., Any]] = {
     ("prompt", "gsm8k"): gsm8k_to_prompt,
     ("prompt", "math"): math_to_prompt,
     ("prompt", "hh-rlhf"): hh_rlhf_to_prompt,
+    ("tool", "tool_messages"): ToolConversation.from_row,
 }
 
 
@@ -297,6 +300,7 @@ def detect_format(row: dict, kind: str, *, file: str | None = None, line: int | 
         "preference": [({"prompt", "chosen", "rejected"}, "pairs")],
         "prompt": [({"prompt"}, "prompt"), ({"messages"}, "messages"), ({"question", "answer"}, "gsm8k"),
                    ({"problem"}, "math")],
+        "tool": [({"messages", "tools"}, "tool_messages")],
     }[kind]
     for need, name in rules:
         if need <= keys:

@@ -22,7 +22,7 @@ from posttrain.errors import DataError
 log = logging.getLogger("posttrain.data")
 
 FILE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet", ".arrow")
-KINDS = ("sft", "preference", "prompt")
+KINDS = ("sft", "preference", "prompt", "tool")
 
 
 def _kind_of(path: Path) -> str | None:

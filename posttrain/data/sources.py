@@ -6,9 +6,10 @@ from posttrain.data import synthetic
 from posttrain.data.synthetic_pairs import generate_pairs
 from posttrain.data.readers import load_records
 from posttrain.data.records import Conversation, PreferencePair, PromptRecord
+from posttrain.tools.records import ToolConversation
 from posttrain.errors import RecipeError
 
-RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord}
+RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord, "tool": ToolConversation}
 
 
 def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[dict]:
@@ -70,7 +71,7 @@ def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
         records = records[src.skip:None if src.limit is None else src.skip + src.limit]
     if system_prompt is not None:
         for r in records:
-            msgs = r.messages if kind == "sft" else r.prompt
+            msgs = r.messages if kind in ("sft", "tool") else r.prompt
             if not msgs or msgs[0]["role"] != "system":
                 msgs.insert(0, {"role": "system", "content": system_prompt})
     return records

@@ -213,9 +213,10 @@ def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
                         max_prompt_length: int | None = None, min_response_tokens: int = 1,
                         on_overflow: str = "error", stats: TruncationStats | None = None,
                         file: str | None = None, line: int | None = None,
-                        assistant_prefix: str | None = None) -> dict | None:
+                        assistant_prefix: str | None = None, final_only: bool = False) -> dict | None:
     """Tokenize a chat for SFT: ``{"input_ids", "labels"}`` with labels -100 on every token that is not
-    assistant content or an assistant end-of-turn token; every assistant turn is supervised.
+    assistant content or an assistant end-of-turn token; every assistant turn is supervised, or with
+    ``final_only`` only the final one (one sample per turn: earlier turns are history).
 
     With ``assistant_prefix`` the final message must be an assistant reply starting with it (else
     DataError), and only the final reply's tokens after the prefix (and its end-of-turn token) are
@@ -242,7 +243,7 @@ def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
     p, end = spans[-1]
     if assistant_prefix is None:
         labels = [IGNORE_INDEX] * len(ids)
-        for s, e in spans:
+        for s, e in spans[-1:] if final_only else spans:
             labels[s:e] = ids[s:e]
     else:
         p = _prefilled_len(tokenizer, messages, assistant_prefix, ids, p, file, line)

@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-Normalization = Literal["token", "sequence"]
+Normalization = Literal["token", "sequence", "weights"]
 
 
 def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None,
@@ -18,9 +18,12 @@ def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tenso
 
     - "token": sum_i sum_t w_it m_it (-logp_it) / sum_i sum_t m_it   (every token counts the same)
     - "sequence": mean_i [ sum_t w_it m_it (-logp_it) / sum_t m_it ]  (every sequence counts the same)
+    - "weights": sum_i sum_t w_it m_it (-logp_it) / sum_i sum_t w_it m_it  (a weighted mean over tokens:
+      TL-Training's key-token loss; weights of 1 give "token")
 
-    Weights scale each token's NLL but not the normaliser, so weights of 1 give the plain loss and a
-    method that down-weights tokens (key-token weighting, IFT) lowers the loss rather than re-normalising it.
+    Under "token" and "sequence" the weights scale each token's NLL but not the normaliser, so weights of 1
+    give the plain loss and a method that down-weights tokens (IFT) lowers the loss rather than
+    re-normalising it; "weights" re-normalises by them.
     """
     if token_logps.shape != mask.shape:
         raise ValueError(f"token_logps {tuple(token_logps.shape)} and mask {tuple(mask.shape)} differ")
@@ -32,13 +35,17 @@ def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tenso
     seq_tokens = m.sum(-1)
     if normalization == "token":
         loss_sum, units = nll.sum(), tokens
+    elif normalization == "weights":
+        if weights is None:
+            raise ValueError("normalization 'weights' needs weights")
+        loss_sum, units = nll.sum(), (weights.to(token_logps.dtype) * m).sum()
     elif normalization == "sequence":
         # a sequence with no supervised token contributes nothing and is not counted
         has = seq_tokens > 0
         loss_sum = (nll.sum(-1)[has] / seq_tokens[has]).sum()
         units = has.sum().to(token_logps.dtype)
     else:
-        raise ValueError(f"normalization must be 'token' or 'sequence', got {normalization!r}")
+        raise ValueError(f"normalization must be 'token', 'sequence' or 'weights', got {normalization!r}")
     metrics = {"supervised_tokens_count": tokens.detach()}
     return loss_sum, units, metrics
 

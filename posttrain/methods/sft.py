@@ -30,6 +30,8 @@ class SFTObjective:
         supervised = batch["labels"][:, 1:] != IGNORE
         if self.normalization == "token":
             return float(supervised.sum())
+        if self.normalization == "weights":
+            return float((batch["weights"][:, 1:] * supervised).sum())
         return float(batch["num_sequences"]) if "num_sequences" in batch else float(supervised.any(-1).sum())
 
     def __call__(self, model, batch):

@@ -23,6 +23,7 @@ _REGISTRY: dict[str, str] = {
     "reward_model": "posttrain.rewards.reward_model:RewardModelReward",
     "pairwise": "posttrain.rewards.pairwise:PairwiseReward",
     "cyclic": "posttrain.rewards.cyclic:CyclicPreference",
+    "tool_call": "posttrain.rewards.tool_call:ToolCallReward",
 }
 
 #: The names ``get_reward`` knows, in registry order.

@@ -1,0 +1,186 @@
+"""PKT (TL-Training's key tokens) on the real SmolLM2 tokenizer, the weighted SFT normaliser, and the
+tool_sft method's per-turn samples."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from posttrain.losses.sft import sft_loss
+from posttrain.tools.calls import ToolCall, format_calls
+from posttrain.tools.key_tokens import call_spans, name_tokens, pkt_weights
+from tests.data_helpers import load_smollm2_tokenizer
+
+
+def weights_of(tok, calls, tool_names, max_weight=9.0):
+    """Render one assistant reply holding `calls`; return per-token (text, weight) of the reply."""
+    from posttrain.data.template import render
+    reply = format_calls([ToolCall(n, a) for n, a in calls])
+    msgs = [{"role": "user", "content": "Help me."}, {"role": "assistant", "content": reply}]
+    text = render(tok, msgs)
+    start = len(render(tok, msgs[:1], add_generation_prompt=True))
+    ids, w, n_keys = pkt_weights(tok, text, start, reply, tool_names, max_weight)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids == enc["input_ids"]
+    toks = [(tok.decode([i]), wt, o) for i, wt, o in zip(ids, w, enc["offset_mapping"])]
+    return [(t, wt) for t, wt, (a, b) in toks if a >= start], n_keys, reply
+
+
+def call_token_count(tok, reply):
+    (name, n0, n1, c0, c1), = call_spans(reply)
+    return c0, c1
+
+
+def test_the_first_name_token_is_key_and_weighs_non_key_over_key_clipped():
+    tok = load_smollm2_tokenizer()
+    toks, n_keys, reply = weights_of(tok, [("get_weather", {"city": "Paris"})], ["get_weather", "search_flights"])
+    keyed = [(t, w) for t, w in toks if w != 1.0]
+    assert n_keys == 1 and [t for t, _ in keyed] == ["get"]  # no other tool shares a prefix
+    # |NK| = the call's other tokens: {"name": "get_weather", "arguments": {"city": "Paris"}} minus "get"
+    enc = tok(reply, add_special_tokens=False, return_offsets_mapping=True)
+    c0, c1 = call_token_count(tok, reply)
+    in_call = [o for o in enc["offset_mapping"] if o[0] < c1 and o[1] > c0]
+    assert keyed[0][1] == min(max((len(in_call) - 1) / 1, 1), 9)
+
+
+def test_divergence_tokens_of_tools_sharing_a_prefix_are_key():
+    tok = load_smollm2_tokenizer()
+    assert name_tokens(tok, "get_weather")[:2] == name_tokens(tok, "get_time")[:2]
+    tools = ["get_weather", "get_time", "getWeather", "search_flights"]
+    toks, n_keys, _ = weights_of(tok, [("get_weather", {"city": "Paris"})], tools)
+    keyed = [t for t, w in toks if w != 1.0]
+    # "get" first; get_time shares "get", "_" (diverges at "weather"); getWeather shares "get" (diverges at "_")
+    assert keyed == ["get", "_", "weather"] and n_keys == 3
+    w = {t: wt for t, wt in toks if wt != 1.0}
+    assert len(set(w.values())) == 1
+
+
+def test_a_gold_name_that_is_a_prefix_of_another_makes_the_closing_quote_key():
+    tok = load_smollm2_tokenizer()
+    toks, n_keys, _ = weights_of(tok, [("get_weather", {})], ["get_weather", "get_weather_forecast"])
+    keyed = [t for t, w in toks if w != 1.0]
+    assert keyed[0] == "get" and len(keyed) == 2 and '"' in keyed[1]  # the token after the name decides
+
+
+def test_key_weights_clip_at_1_and_at_max():
+    tok = load_smollm2_tokenizer()
+    long_args = {"text": "word " * 200}
+    toks, _, _ = weights_of(tok, [("a", long_args)], ["a"])
+    assert max(w for _, w in toks) == 9.0  # |NK|/|K| is in the hundreds
+    toks, _, _ = weights_of(tok, [("a", long_args)], ["a"], max_weight=3.0)
+    assert max(w for _, w in toks) == 3.0
+    # many key tokens and few others: the ratio falls below 1 and is clipped up to 1
+    names = ["x" + "_y" * k for k in range(1, 12)]
+    toks, n_keys, _ = weights_of(tok, [(names[-1], {})], names)
+    assert n_keys >= 5 and all(w >= 1.0 for _, w in toks)
+
+
+def test_parallel_calls_get_key_tokens_each():
+    tok = load_smollm2_tokenizer()
+    toks, n_keys, _ = weights_of(tok, [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})],
+                                 ["get_weather", "get_time"])
+    keyed = [t for t, w in toks if w != 1.0]
+    assert keyed == ["get", "weather", "get", "time"] and n_keys == 4
+
+
+def test_weighted_normaliser_is_the_sum_of_weights():
+    logps = -torch.tensor([[0.5, 1.0, 2.0, 0.0], [1.5, 0.5, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]).bool()
+    w = torch.tensor([[1.0, 9.0, 1.0, 5.0], [2.0, 1.0, 7.0, 7.0]])
+    loss, units, _ = sft_loss(logps, mask, w, "weights")
+    assert units.item() == pytest.approx(1 + 9 + 1 + 2 + 1)
+    assert (loss / units).item() == pytest.approx((0.5 + 9 * 1.0 + 2.0 + 2 * 1.5 + 0.5) / 14)
+    ones, units1, _ = sft_loss(logps, mask, torch.ones_like(w), "weights")
+    plain, tokens, _ = sft_loss(logps, mask, None, "token")
+    assert (ones / units1).item() == pytest.approx((plain / tokens).item())
+    with pytest.raises(ValueError, match="needs weights"):
+        sft_loss(logps, mask, None, "weights")
+
+
+# ---- the method --------------------------------------------------------------------------------------
+
+TOOLS = [{"name": "get_weather", "description": "Weather now.",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+         {"name": "get_time", "description": "Local time.",
+          "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}]
+
+
+def conversation():
+    bad = format_calls([ToolCall("get_weather", {"town": "Paris"})])
+    good = format_calls([ToolCall("get_weather", {"city": "Paris"})])
+    return {"tools": TOOLS, "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": bad},
+        {"role": "tool", "content": "TypeError: get_weather() got an unexpected keyword argument 'town'"},
+        {"role": "assistant", "content": good},
+        {"role": "tool", "content": json.dumps({"temp_c": 21})},
+        {"role": "assistant", "content": "It is 21 degrees in Paris."}]}
+
+
+@pytest.fixture
+def tool_recipe(tmp_path, monkeypatch):
+    from posttrain.config import load_recipe
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tools.jsonl").write_text(json.dumps(conversation()) + "\n")
+    (tmp_path / "r.yaml").write_text("name: t\nmethod: {name: tool_sft}\nmodel: {name: smollm2-135m-instruct}\n"
+                                     "data: {train: {path: tools.jsonl}, max_length: 512}\n"
+                                     "train: {max_steps: 1}\n")
+
+    def make(*over):
+        return load_recipe(tmp_path / "r.yaml", [f"output_dir={tmp_path}", *over])
+    return make
+
+
+@pytest.mark.parametrize("mae,pkt", [(False, False), (True, False), (False, True), (True, True)])
+def test_tool_sft_samples_one_turn_each_mae_drops_the_adverse_turn_and_pkt_weighs(tool_recipe, mae, pkt):
+    from posttrain.methods import get_method
+    from posttrain.config import validate_section
+    tok = load_smollm2_tokenizer()
+    recipe = tool_recipe(f"method.mae={str(mae).lower()}", f"method.pkt={str(pkt).lower()}")
+    spec = get_method("tool_sft")
+    params = validate_section(spec.params, recipe.method, "method")
+    built = spec.build(recipe, params, None, tok)
+    assert built.stats["turns"] == 3
+    assert len(built.train_data) == (2 if mae else 3) and built.stats["adverse_turns_skipped"] == int(mae)
+    for f in built.train_data:
+        sup = [t for t, lab in zip(f["input_ids"], f["labels"]) if lab != -100]
+        text = tok.decode(sup)
+        assert text.count("<|im_end|>") == 1  # one assistant turn supervised, with its end-of-turn token
+    trained = [tok.decode([t for t, lab in zip(f["input_ids"], f["labels"]) if lab != -100]) for f in built.train_data]
+    assert any("town" in t for t in trained) != mae  # the adverse call is trained only without MAE
+    last = built.train_data[-1]
+    assert "town" in tok.decode(last["input_ids"])  # ... but it is history for the later turns either way
+    if pkt:
+        keyed = [tok.decode([t]) for f in built.train_data[:-1] for t, w in zip(f["input_ids"], f["weights"]) if w > 1]
+        assert keyed[-2:] == ["get", "weather"]  # the call's key tokens: get_time shares "get", "_"
+        assert all(w == 1.0 for w in built.train_data[-1]["weights"])  # a plain-text turn has no key token
+        assert built.objective.normalization == "weights"
+        batch = built.collate(built.train_data)
+        assert built.objective.units(batch) > sum(len([x for x in f["labels"][1:] if x != -100])
+                                                  for f in built.train_data)
+    else:
+        assert built.objective.normalization == "token" and "weights" not in built.train_data[0]
+
+
+def test_tool_sft_objective_is_the_weighted_mean_nll_on_an_independent_forward(tool_recipe):
+    from posttrain.config import validate_section
+    from posttrain.methods import get_method
+    from posttrain.models import load_model
+    model, _ = load_model("tiny-llama", seed=1)
+    tok = load_smollm2_tokenizer()
+    recipe = tool_recipe("method.pkt=true")
+    spec = get_method("tool_sft")
+    built = spec.build(recipe, validate_section(spec.params, recipe.method, "method"), model, tok)
+    batch = built.collate(built.train_data)
+    loss_sum, _ = built.objective(model, batch)
+    num = den = 0.0
+    for f in built.train_data:
+        logp = torch.log_softmax(model(torch.tensor([f["input_ids"]])).logits[0].double(), -1)
+        for t in range(1, len(f["input_ids"])):
+            if f["labels"][t] != -100:
+                num += f["weights"][t] * -logp[t - 1, f["labels"][t]].item()
+                den += f["weights"][t]
+    assert built.objective.units(batch) == pytest.approx(den)
+    assert loss_sum.item() / built.objective.units(batch) == pytest.approx(num / den, rel=1e-5)
+    assert den > sum(sum(x != -100 for x in f["labels"][1:]) for f in built.train_data)  # key tokens weigh > 1
