@@ -57,20 +57,21 @@ def correct_of(result: dict) -> list[bool]:
     return [s["correct"] for s in result["samples"]]
 
 
-def run_seed(seed: int, a) -> dict | None:
-    """{arm: {"accuracy", "correct"}} for one seed, plus the DAPO run's stage records."""
-    from posttrain.config import load_recipe
-    over = [f"name=dapo-seed{seed}", f"seed={seed}", f"method.sampling.seed={seed}", f"output_dir={a.runs}",
+def dapo_overrides(seed: int, a) -> list[str]:
+    return [f"name=dapo-seed{seed}", f"seed={seed}", f"method.sampling.seed={seed}", f"output_dir={a.runs}",
             *a.overrides]
-    if run_variant(DAPO, over, collect=a.report) is None:
-        return None
-    recipe = load_recipe(DAPO, over)
-    summary = json.loads((recipe.run_dir / "summary.json").read_text())
-    its = summary["iterations"]
-    arms = {"SFT start": its[0]["train"]["before"]}
-    for t, it in enumerate(its, 1):
-        arms[f"DAPO iteration {t}"] = it["train"]["after"]
+
+
+def run_baselines(seed: int, a) -> dict:
+    """{arm label: its after-training eval} for the baselines whose data (the DAPO run's first-iteration
+    samples) exists; trains the missing ones unless reporting."""
+    from posttrain.config import load_recipe
+    recipe = load_recipe(DAPO, dapo_overrides(seed, a))
+    state = recipe.run_dir / "pipeline.json"
+    if not state.is_file() or json.loads(state.read_text())["stages"].get("sample", {}).get("status") != "done":
+        return {}
     paths = baseline_data(recipe.run_dir, Path(a.runs) / "data", seed, recipe.method.get("keep", 6))
+    arms = {}
     for arm, base in BASELINES.items():
         name = f"{arm}-seed{seed}"
         if run_variant(base, [f"name={name}", f"seed={seed}", f"data.train.path={paths[arm]}",
@@ -79,6 +80,22 @@ def run_seed(seed: int, a) -> dict | None:
         s = json.loads((Path(a.runs) / name / "summary.json").read_text())
         arms[{"rs_sft": "rejection-sampling SFT", "dpo": "DPO (correct vs wrong)"}[arm]] = s["after"] | {
             "steps": s["train"]["steps"], "examples": s["data"]["examples"], "wall_time_s": s["wall_time_s"]}
+    return arms
+
+
+def run_seed(seed: int, a) -> dict | None:
+    """{arm: {"accuracy", "correct"}} for one seed, plus the DAPO run's stage records."""
+    from posttrain.config import load_recipe
+    over = dapo_overrides(seed, a)
+    if run_variant(DAPO, over, collect=a.report) is None:
+        return None
+    recipe = load_recipe(DAPO, over)
+    summary = json.loads((recipe.run_dir / "summary.json").read_text())
+    its = summary["iterations"]
+    arms = {"SFT start": its[0]["train"]["before"]}
+    for t, it in enumerate(its, 1):
+        arms[f"DAPO iteration {t}"] = it["train"]["after"]
+    arms.update(run_baselines(seed, a))
     pipe = json.loads((recipe.run_dir / "pipeline.json").read_text())["stages"]
     critic = [json.loads(((recipe.run_dir / f"iter-{t}") if t > 1 else recipe.run_dir).joinpath(
         "critic_eval.json").read_text()) for t in range(1, len(its) + 1)]
@@ -164,12 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.dapo_step", description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="train only the baselines (they need just the DAPO run's first-iteration samples)")
     ap.add_argument("--runs", default="runs/dapo_step")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args(argv)
     if not a.report:
         run_variant(SFT, [])  # the starting model (reused when runs/sft-word-problems-lora is there)
+    if a.baselines_only:
+        for s in a.seeds:
+            print(s, {k: v["accuracy"] for k, v in run_baselines(s, a).items()}, flush=True)
+        return 0
     rows = [r for s in a.seeds if (r := run_seed(s, a)) is not None]
     if a.report and rows:
         return report(rows, a)

@@ -97,6 +97,21 @@ def evaluate(oracle: str, method: str, seed: int, a) -> dict | None:
     return out
 
 
+def class_mix(recipe, texts: list[str]) -> list[float]:
+    """Shares of the cyclic oracle's length classes among `texts`."""
+    from posttrain.rewards import get_reward
+    o = params_of(recipe).oracle
+    oracle = get_reward(o.name, **o.options)
+    cats = [oracle.category(t) for t in texts]
+    return [cats.count(k) / len(cats) for k in range(3)]
+
+
+def exploitability(mix: list[float]) -> float:
+    """max_c P(c > pi) - 1/2 under the cyclic matrix, for pi = mix over (short, medium, long)."""
+    from posttrain.rewards.cyclic import MATRIX
+    return max(sum(MATRIX[c][k] * mix[k] for k in range(3)) for c in range(3)) - 0.5
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.inpo_lm", description=__doc__.split("\n")[0])
     ap.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=list(ORACLES))
@@ -146,6 +161,22 @@ def main(argv: list[str] | None = None) -> int:
                 w, ties, l_ = w + x, ties + y, l_ + z
             cells.append(f"t = {t}: {w} / {ties} / {l_} (p {sign_test_p(w, l_):.3f})")
         lines.append(f"- {o} ({len(pairs)} seeds): " + "; ".join(cells))
+    cyc = [r for r in rows if r["oracle"] == "cyclic" and "answers" in r]
+    if cyc:
+        lines += ["", "Under the cyclic oracle, each policy's class mix (short / medium / long) on the held-out answers and "
+                  "its exploitability, max over classes c of P(c > pi) - 1/2 (0 at the Nash policy, 1/3 each; 1/2 "
+                  "for a pure policy), mean over seeds:", "",
+                  "| method | t = 0 | t = 1 | t = 2 | t = 3 |", "|---|---|---|---|---|"]
+        for m in a.methods:
+            rs = [r for r in cyc if r["method"] == m]
+            if rs:
+                cells = []
+                for t in range(len(rs[0]["answers"])):
+                    mixes = [class_mix(load_recipe_of(r, a), r["answers"][t]) for r in rs]
+                    mix = [sum(x[k] for x in mixes) / len(mixes) for k in range(3)]
+                    ex = sum(exploitability(x) for x in mixes) / len(mixes)
+                    cells.append(" / ".join(f"{p:.2f}" for p in mix) + f", {ex:.3f}")
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "Per run: " + json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows]), ""]
     return publish(Path(a.out) / "inpo_lm.md", "\n".join(lines))
 
