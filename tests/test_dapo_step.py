@@ -76,12 +76,13 @@ def test_the_spread_filter_drops_exactly_the_states_below_the_threshold():
     targets = [state(0, 2), state(1, 3), state(2, 1), state(3, 2, terminal=(1,)), state(4, 2)]
     values = {(0, 0): 0.5, (0, 1): 0.6, (1, 0): 0.2, (1, 1): 0.25, (1, 2): 0.29, (2, 0): 0.9,
               (3, 0): 0.2, (4, 0): 0.3, (4, 1): 0.75}
-    kept, stats = dd.score_states(targets, values, 0.1, "reward")
+    kept, stats, spreads = dd.score_states(targets, values, 0.1, "reward")
     assert [t["state_id"] for t in kept] == [0, 3, 4]  # 0.6 - 0.5 is a spread of 0.1: kept
     assert stats == Counter(dropped_single_candidate=1, dropped_small_spread=1)
+    assert spreads == pytest.approx([0.1, 0.09, 0.8, 0.45])
     s3 = kept[1]["actions"]
     assert [a["value"] for a in s3] == [0.2, 1.0] and [a["adv"] for a in s3] == pytest.approx([-0.4, 0.4])
-    kept, _ = dd.score_states(targets, {**values, (3, 1): 0.25}, 0.1, "critic")
+    kept, _, _ = dd.score_states(targets, {**values, (3, 1): 0.25}, 0.1, "critic")
     assert [t["state_id"] for t in kept] == [0, 4]  # valued by the critic, state 3 spreads 0.05
 
 
@@ -210,6 +211,8 @@ def test_dapo_step_pipeline_states_are_exact_prefixes_and_rollouts_continue_them
     acts = rows(d / "actions.jsonl")
     stats = json.loads((d / "dapo_stats.json").read_text())
     assert stats["states_kept"] == len(acts) and sum(len(a["actions"]) for a in acts) == stats["actions"]
+    median, p90, top = stats["spread_quantiles"]  # the critic's within-state discrimination is reported
+    assert 0 <= median <= p90 <= top
     critic = json.loads((d / "critic_eval.json").read_text())
     assert critic["heldout"]["states"] > 0 and critic["train"]["states"] > 0
     assert (d / "critic" / "checkpoints").is_dir()

@@ -251,11 +251,12 @@ def calibration(values: list[float], targets: list[float], bins: int = 10) -> di
 
 
 def score_states(targets: list[dict], values: dict[tuple[int, int], float], min_spread: float,
-                 terminal_value: str) -> tuple[list[dict], Counter]:
+                 terminal_value: str) -> tuple[list[dict], Counter, list[float]]:
     """Per state: each candidate's value (critic value, or a terminal action's reward), advantages, and the
-    states kept (>= 2 candidates and a spread >= min_spread). `values[(state_id, j)]` is the critic's value
-    of candidate j after the state."""
-    kept, stats = [], Counter()
+    states kept (>= 2 candidates and a spread >= min_spread); also the spread of every state with >= 2
+    candidates (how well the critic tells a state's next steps apart). `values[(state_id, j)]` is the
+    critic's value of candidate j after the state."""
+    kept, stats, spreads = [], Counter(), []
     for t in targets:
         acts = t["actions"]
         if len(acts) < 2:
@@ -264,11 +265,12 @@ def score_states(targets: list[dict], values: dict[tuple[int, int], float], min_
         vals = [a["reward"] if (a["terminal"] and terminal_value == "reward") else values[(t["state_id"], j)]
                 for j, a in enumerate(acts)]
         adv = advantages(vals)
+        spreads.append(max(adv) - min(adv))
         if not keeps_state(adv, min_spread):
             stats["dropped_small_spread"] += 1
             continue
         kept.append({**t, "actions": [{**a, "value": v, "adv": x} for a, v, x in zip(acts, vals, adv)]})
-    return kept, stats
+    return kept, stats, spreads
 
 
 @torch.no_grad()

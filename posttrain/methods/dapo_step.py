@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -140,7 +141,7 @@ def make_advantages(recipe, params: DAPOStepParams, ctx) -> dict:
     seqs = [context(sid) + by_id[sid]["actions"][j]["ids"] for sid, j in want]
     values = dict(zip(want, dd.critic_values(critic, seqs, tok.pad_token_id, params.critic.batch_size)))
     del critic
-    kept, stats = dd.score_states(targets, values, params.min_spread, params.terminal_value)
+    kept, stats, spreads = dd.score_states(targets, values, params.min_spread, params.terminal_value)
     model, _ = ctx.policy()  # pi_ref: the iteration's starting model (a fresh adapter is the identity)
     pairs = [(context(t["state_id"]), a["ids"]) for t in kept for a in t["actions"]]
     logps = iter(dd.action_logprobs(model, pairs, tok.pad_token_id, params.logprob_batch_size))
@@ -148,7 +149,9 @@ def make_advantages(recipe, params: DAPOStepParams, ctx) -> dict:
              "mc": t["mc"], "actions": [{**a, "logp_ref": next(logps)} for a in t["actions"]]} for t in kept]
     out = {"iteration": ctx.iteration + 1, "states": len(targets), "states_kept": len(rows),
            "actions": sum(len(r["actions"]) for r in rows), "critic_values": len(values),
-           "dropped_single_candidate": 0, "dropped_small_spread": 0, **dict(stats)}
+           "dropped_single_candidate": 0, "dropped_small_spread": 0, **dict(stats),
+           "spread_quantiles": ([round(float(q), 4) for q in np.quantile(spreads, [0.5, 0.9, 1.0])]
+                                if spreads else None)}  # median, 90th percentile, max
     atomic_write_text(ctx.dir / "dapo_stats.json", json.dumps(out, indent=1))
     if not rows:
         raise DataError(f"no state kept: every state had one candidate or an advantage spread below "
