@@ -20,6 +20,7 @@ import numpy as np
 from experiments import RECIPES
 from experiments.sweep import publish, run_variant
 from posttrain.eval.report import markdown_table, plot_curves
+from posttrain.files import write_jsonl
 from posttrain.stats import mean_ci, sign_test_p, wilson_interval
 
 DAPO = RECIPES / "dapo_step_word_problems.yaml"
@@ -48,8 +49,9 @@ def baseline_data(run_dir: Path, out: Path, seed: int, keep: int) -> dict[str, P
         for c, w in zip(rng.permutation(right)[:keep // 2], rng.permutation(wrong)[:keep // 2]):
             pairs.append({"prompt": rows[0]["prompt"], "chosen": str(c), "rejected": str(w)})
     out.mkdir(parents=True, exist_ok=True)
-    paths["rs_sft"].write_text("".join(json.dumps(r) + "\n" for r in sft))
-    paths["dpo"].write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    # atomic: a file left half-written by a kill would be reused as complete above
+    write_jsonl(paths["rs_sft"], sft)
+    write_jsonl(paths["dpo"], pairs)
     return paths
 
 

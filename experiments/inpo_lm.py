@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         if not pairs:
             continue
         cells = []
+        setups = [(load_recipe_of(r, a), r, q) for r, q in pairs]
+        setups = [(recipe, held_out(recipe, a), r, q) for recipe, r, q in setups]
         for t in range(1, len(pairs[0][0]["answers"])):
             w = ties = l_ = 0
-            for r, q in pairs:
-                recipe = load_recipe_of(r, a)
-                held = held_out(recipe, a)
+            for recipe, held, r, q in setups:
                 x, y, z = win_counts(recipe, held, r["answers"][t], q["answers"][t])
                 w, ties, l_ = w + x, ties + y, l_ + z
             cells.append(f"t = {t}: {w} / {ties} / {l_} (p {sign_test_p(w, l_):.3f})")

@@ -36,7 +36,7 @@ def data_dir(a) -> Path:
 
 
 def prepare(a) -> None:
-    from posttrain.files import atomic_write_text
+    from posttrain.files import write_jsonl
     from posttrain.rewards.tool_call import irm_meta
     from posttrain.tools.loaders import load_seal_tools
     from posttrain.tools.prompt import with_tool_system
@@ -47,7 +47,7 @@ def prepare(a) -> None:
     write_trajectories(make_trajectories(examples, error_rate=a.error_rate, seed=0), out / "train.jsonl")
     rows = [{"prompt": with_tool_system(e.messages, e.tools), "id": e.id,
              **{k: json.dumps(v) for k, v in irm_meta(e).items()}} for e in examples]
-    atomic_write_text(out / "ppo_prompts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(out / "ppo_prompts.jsonl", rows)
 
 
 def eval_sets(a) -> list:

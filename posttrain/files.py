@@ -69,6 +69,16 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False
             os.fsync(f.fileno())
 
 
+def write_jsonl(path: str | os.PathLike, rows, *, fsync: bool = False) -> None:
+    """One JSON object a line, written atomically (a killed writer leaves the old file or none)."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows), fsync=fsync)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a file written by :func:`write_jsonl` (blank lines skipped)."""
+    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=str))
 

@@ -12,6 +12,7 @@ import torch
 from posttrain.data.records import PromptRecord
 from posttrain.data.template import encode_prompt, encode_record_prompt
 from posttrain.errors import DataError
+from posttrain.files import write_jsonl
 from posttrain.methods import dapo_data as dd
 from posttrain.methods.dapo_step import DAPOStepObjective, collate_states
 from tests.data_helpers import load_smollm2_tokenizer
@@ -279,7 +280,7 @@ def kill(monkeypatch, where, it2):
 
         def dying(recipe, params, ctx, f):
             if ctx.iteration == 1:
-                dd.write_jsonl(ctx.dir / "states.jsonl", [{"torn": True}])
+                write_jsonl(ctx.dir / "states.jsonl", [{"torn": True}])
                 raise Killed
             return real(recipe, params, ctx, f)
         monkeypatch.setattr(dd, "make_states", dying)

@@ -10,7 +10,6 @@ The prompt asks for the final answer in \\boxed{} (`MATH_PROMPT`, shown in every
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -183,7 +182,7 @@ def breakdown(rows: list[dict], key: str) -> dict:
 def write_results(res: dict, out_dir: Path, title: str) -> tuple[Path, Path]:
     """report.md (the prompt, the accuracies and breakdowns) and graded.jsonl (one row per problem)."""
     from posttrain.eval.report import markdown_table
-    from posttrain.files import atomic_write_text
+    from posttrain.files import atomic_write_text, write_jsonl
     from posttrain.stats import wilson_interval
     out_dir.mkdir(parents=True, exist_ok=True)
     n = res["n"]
@@ -202,5 +201,5 @@ def write_results(res: dict, out_dir: Path, title: str) -> tuple[Path, Path]:
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     graded = out_dir / "graded.jsonl"
-    atomic_write_text(graded, "".join(json.dumps(r) + "\n" for r in res["rows"]))
+    write_jsonl(graded, res["rows"])
     return report, graded

@@ -21,7 +21,6 @@ decoded ids of the whole response.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,8 @@ from posttrain.data.sources import prompt_text
 from posttrain.data.steps import newline_tokens, split_steps
 from posttrain.data.template import encode_prompt
 from posttrain.errors import DataError
-from posttrain.files import atomic_write_text
+from posttrain import files
+from posttrain.files import write_jsonl
 from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file
 from posttrain.logprobs import IGNORE, completion_logprobs, sequence_logprobs
@@ -45,17 +45,15 @@ from posttrain.rewards import get_reward, score_checked
 ROLLOUT_SEED_OFFSET = 1_000_003  # rollout streams must not repeat the responses' (same prompt ids)
 
 
-# ------------------------------------------------------------------ small file helpers
+# ------------------------------------------------------------------ stage files
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """An earlier stage's output file; a clear error when that stage did not finish."""
     if not path.is_file():
         raise DataError(f"{path} does not exist: an earlier stage did not finish", file=str(path))
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return files.read_jsonl(path)
 
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 # ------------------------------------------------------------------ grading
@@ -121,7 +119,7 @@ def make_states(recipe, params, ctx, samples_file: Path) -> dict:
                     rows.append({"state_id": len(rows), "prompt_id": pid, "depth": k, "prefix_ids": list(prefix),
                                  "response": i, "response_correct": correct[i]})
                 prefix = prefix + step
-    write_jsonl(ctx.dir / "states.jsonl", rows)
+    write_jsonl(ctx.dir / "states.jsonl", rows, fsync=True)
     kept = stats["kept_correct"] + stats["kept_wrong"]
     return {"problems": len(records), "responses": len(records) * n, "states": len(rows),
             "steps_per_kept_response": round(stats.pop("steps") / max(kept, 1), 2), **dict(stats)}
@@ -181,7 +179,7 @@ def make_rollouts(recipe, params, ctx) -> dict:
     rollouts, st = sample_to_file(model, tok, recs, rollout_params(params), ctx.dir / "rollouts.jsonl",
                                   batch_size=params.sampling.batch_size, progress=ctx.progress)
     targets = state_targets(states, rollouts, records, Grader(params, tok), newline_tokens(tok), stop_ids(tok, model))
-    write_jsonl(ctx.dir / "targets.jsonl", targets)
+    write_jsonl(ctx.dir / "targets.jsonl", targets, fsync=True)
     n_actions = [len(t["actions"]) for t in targets]
     return {"states": len(states), "completions": len(states) * params.completions,
             "sampling_new_tokens": st.new_tokens, "sampling_tokens_per_s": round(st.tokens_per_s, 1),

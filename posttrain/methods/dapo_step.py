@@ -26,7 +26,7 @@ from pydantic import Field
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
 from posttrain.errors import DataError, RecipeError
-from posttrain.files import atomic_write_text, latest_checkpoint
+from posttrain.files import atomic_write_text, latest_checkpoint, write_jsonl
 from posttrain.generation.to_file import source_path
 from posttrain.logprobs import completion_logprobs, sequence_logprobs
 from posttrain.losses.advantage import dapo_step_loss
@@ -156,7 +156,7 @@ def make_advantages(recipe, params: DAPOStepParams, ctx) -> dict:
     if not rows:
         raise DataError(f"no state kept: every state had one candidate or an advantage spread below "
                         f"{params.min_spread}; see {ctx.dir / 'dapo_stats.json'}")
-    dd.write_jsonl(ctx.dir / "actions.jsonl", rows)
+    write_jsonl(ctx.dir / "actions.jsonl", rows, fsync=True)
     return out
 
 

@@ -26,7 +26,7 @@ from posttrain.config import DataSource, RewardSettings, Section
 from posttrain.data.sources import prompt_text
 from posttrain.generation.rso import PAIRINGS, SELECTIONS, pair_up, select
 from posttrain.errors import DataError, RecipeError
-from posttrain.files import atomic_write_text
+from posttrain.files import atomic_write_text, write_jsonl
 from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file, source_path
 from posttrain.losses.preference import PREFERENCE_LOSSES
@@ -139,7 +139,7 @@ def write_pairs(folder: Path, rows: list[dict], stats: dict, stats_file: str, em
     log.info("%s: %s", stats_file, stats)
     if not rows:
         raise DataError(f"{empty}; see {folder / stats_file}")
-    atomic_write_text(folder / "pairs.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(folder / "pairs.jsonl", rows)
     return stats
 
 

@@ -25,13 +25,13 @@ changes the order of a matmul's sums).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from posttrain import files
 from posttrain.errors import DataError, RecipeError
 from posttrain.synth.config import SynthRecipe
 
@@ -83,12 +83,12 @@ def clean_question(text: str) -> str | None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    """A shard or stage file's rows; none when it is not written yet."""
+    return files.read_jsonl(path) if path.is_file() else []
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    from posttrain.files import atomic_write_text
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows), fsync=True)
+    files.write_jsonl(path, rows, fsync=True)
 
 
 # ---------------------------------------------------------------- sharded sampling
