@@ -9,12 +9,50 @@ from pathlib import Path
 from posttrain.errors import PosttrainError
 
 
+def launch_command(nproc: int, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) that runs `posttrain <argv>` in `nproc` processes on this machine with torchrun:
+    the same as `torchrun --standalone --nproc_per_node N -m posttrain.cli <argv>`."""
+    import os
+    env = dict(os.environ)
+    # torchrun would set 1 thread per process; share the cores out instead (CPU runs)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "posttrain.cli", *argv], env
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def cmd_train(args) -> int:
     from posttrain.config import load_recipe
     from posttrain.runner import run_recipe
+    if args.nproc is not None:
+        import os
+        import subprocess
+        if args.nproc < 1:
+            raise PosttrainError(f"--nproc must be at least 1, got {args.nproc}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise PosttrainError("--nproc inside a launched process: drop it, the launcher already started "
+                                 f"{os.environ['WORLD_SIZE']} processes")
+        load_recipe(args.recipe, args.overrides)  # a bad recipe fails here, once, not in every process
+        cmd, env = launch_command(args.nproc, strip_nproc(args.argv))
+        return subprocess.run(cmd, env=env).returncode
+    from posttrain import distributed
+    distributed.init()
     recipe = load_recipe(args.recipe, args.overrides)
     summary = run_recipe(recipe, resume=not args.no_resume, show_progress=not args.quiet,
                          restart_from=args.restart_from, until=args.until)
+    if not distributed.is_main():
+        return 0
     if "train" not in summary:
         print(json.dumps(summary["stages"], indent=1, default=str))
         return 0
@@ -210,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo this stage (e.g. pairs, train, iter-2/sample) and every stage after it")
     t.add_argument("--until", default=None, metavar="STAGE", help="stop after this stage (e.g. sample)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="run in N processes on this machine (torchrun; docs/scaling.md for more)")
     t.set_defaults(fn=cmd_train)
 
     g = sub.add_parser("generate", help="sample from a model: one prompt, or a prompt file into a samples file")
@@ -303,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # per-shard bars from transformers drown our own progress output
     try:

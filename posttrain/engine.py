@@ -26,6 +26,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from posttrain import distributed
 from posttrain.config import TrainSettings
 from posttrain.errors import TrainingError
 from posttrain.files import atomic_folder, checkpoints, latest_checkpoint
@@ -256,6 +257,13 @@ class Engine:
         offset, total = schedule or (0, self.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total, offset))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.accelerator.num_processes > 1 and (distributed.is_sharded_model(self.model)
+                                                   or self.accelerator.distributed_type.name == "DEEPSPEED"):
+            # rank 0 alone writes checkpoints, and under FSDP / ZeRO it holds only its shard of the
+            # optimizer state: a resume would be silently wrong
+            raise TrainingError("FSDP and DeepSpeed with more than one process are not supported yet "
+                                "(checkpoints would keep rank 0's optimizer shard only); use DDP: "
+                                "docs/scaling.md")
         self.step = 0
         self.plan = DataPlan(len(train_data), self._global_batch(), self.steps, seed)
         if prepare is not None:
@@ -303,7 +311,11 @@ class Engine:
             tokens += _count_tokens(batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-        loss_mean = acc.reduce(torch.tensor(loss_total, device=acc.device), reduction="sum").item() / total_units
+        # metrics of the whole step: every rank's micro-batches (a rank's own counts are a fraction of it)
+        glob = distributed.sum_over_ranks({"loss": loss_total, "tokens": tokens,
+                                           **{f"m/{k}": sums.get(k, 0.0) for k in self._metric_keys(sums)}})
+        loss_mean, tokens = glob.pop("loss") / total_units, int(glob.pop("tokens"))
+        sums = {k[2:]: v for k, v in glob.items()}
         if not math.isfinite(loss_mean):
             self._stop(f"non-finite loss ({loss_mean})")
         grad_norm = None
@@ -320,6 +332,14 @@ class Engine:
             out["grad_norm"] = grad_norm
         out.update(_reduce_metrics(sums, total_units))
         return out
+
+    @staticmethod
+    def _metric_keys(sums: dict) -> list[str]:
+        """The union of every rank's metric names (a rank with no eval batch, or an objective that reports a
+        metric only for some batches, has fewer)."""
+        if distributed.world() == 1:
+            return sorted(sums)
+        return sorted({k for part in distributed.gather_objects(sorted(sums)) for k in part})
 
     def _tell_step(self) -> None:
         set_step = getattr(self.objective, "set_step", None)
@@ -342,13 +362,24 @@ class Engine:
         if self.eval_data:
             loss, units, sums = 0.0, 0.0, {}
             bs = self.cfg.micro_batch_size
-            for s in range(0, len(self.eval_data), bs):
+            starts = range(0, len(self.eval_data), bs)
+            model = self.model
+            if not distributed.is_sharded_model(self.model):
+                # each rank its shard of the batches, summed over ranks: the one-process sums. Unwrapped: the
+                # ranks run different numbers of passes, and DDP's forward would sync buffers at each one
+                starts, model = distributed.shard(starts), self.accelerator.unwrap_model(self.model)
+            for s in starts:
                 batch = self._to_device(self.collate(list(self.eval_data[s:s + bs])))
                 with self.autocast():
-                    l, m = self.objective(self.model, batch)
+                    l, m = self.objective(model, batch)
                 loss, units = loss + float(l), units + float(self.objective.units(batch))
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+            keys = self._metric_keys(sums)
+            glob = distributed.sum_over_ranks({"loss": loss, "units": units,
+                                               **{f"m/{k}": sums.get(k, 0.0) for k in keys}})
+            loss, units = glob.pop("loss"), glob.pop("units")
+            sums = {k[2:]: v for k, v in glob.items()}
             out["eval/loss"] = loss / max(units, 1e-12)
             out.update({f"eval/{k}": v for k, v in _reduce_metrics(sums, units).items()})
         if self.eval_fn is not None:
@@ -360,6 +391,7 @@ class Engine:
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
         final = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
+        rng_states = distributed.gather_objects(_rng_state())
         if not acc.is_main_process:
             acc.wait_for_everyone()
             return final
@@ -367,7 +399,9 @@ class Engine:
             save_weights(acc.unwrap_model(self.model), tmp / "model", tokenizer=self.tokenizer)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(_rng_state(), tmp / "rng.pt")
+            torch.save(rng_states[0], tmp / "rng.pt")
+            for r, state in enumerate(rng_states[1:], start=1):  # each rank resumes its own streams
+                torch.save(state, tmp / f"rng-{r}.pt")
             if self.stage is not None:
                 torch.save({"stage": self.stage.state_dict(), "data": list(self.train_data),
                             "metrics": self.stage_metrics}, tmp / "stage.pt")
@@ -383,7 +417,12 @@ class Engine:
         load_weights_(self.accelerator.unwrap_model(self.model), path / "model")
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-        _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+        rank = distributed.rank()
+        own = path / f"rng-{rank}.pt"
+        if rank > 0 and not own.is_file():
+            raise TrainingError(f"{path} has no {own.name}: written by a run with fewer processes; resume it "
+                                f"with as many processes as wrote it")
+        _set_rng_state(torch.load(own if rank > 0 else path / "rng.pt", weights_only=True))
         self.step = json.loads((path / "state.json").read_text())["step"]
         if self.stage is not None:
             if not (path / "stage.pt").is_file():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from posttrain.models.lora import unwrap
+
 IGNORE = -100
 
 
@@ -113,7 +115,7 @@ SHARED_PREFIX_ATTENTION = ("sdpa", "eager")
 
 def supports_shared_prefix(model) -> bool:
     """Custom 4D masks reach the kernel unchanged only with sdpa and eager attention."""
-    config = getattr(model, "config", None)
+    config = getattr(unwrap(model), "config", None)  # through DDP/FSDP: the wrapper has no config
     return getattr(config, "_attn_implementation", None) in SHARED_PREFIX_ATTENTION
 
 
@@ -124,7 +126,7 @@ def shared_prefix_pair_logprobs(model, batch: dict) -> dict[str, tuple[torch.Ten
     float rounding) to ``completion_logprobs`` on the concatenated ``pair_collate`` batch.
     """
     segments = batch["pair_segments"]
-    impl = model.config._attn_implementation
+    impl = unwrap(model).config._attn_implementation
     dtype = next(p for p in model.parameters()).dtype
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         dtype = torch.float32

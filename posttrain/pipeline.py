@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from posttrain.errors import RecipeError
+from posttrain import distributed
+from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_write_json, file_hash
 
 STATE_FILE = "pipeline.json"
@@ -39,6 +40,9 @@ class StageDef:
     outputs: list[str]  # paths relative to the iteration folder, deleted when the stage is redone
     inputs: list[str] = field(default_factory=list)  # outputs of earlier stages it reads
     uses_weights: bool = True  # whether the starting weights decide its output
+    # under N processes: True = every rank runs it and it splits its own work (training, sampling);
+    # False = rank 0 runs it alone while the others wait for its files and stats
+    parallel: bool = False
 
 
 def flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,7 +79,8 @@ class PipelineState:
         self.stages: dict[str, dict] = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"stages": self.stages})
+        if distributed.is_main():
+            atomic_write_json(self.path, {"stages": self.stages})
 
 
 def _files_identity(folder: Path) -> dict[str, str]:
@@ -172,7 +177,9 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
                   "start": ctx.start if st.uses_weights else {}}
             record = state.stages.get(key)
             if restarting:
-                _remove([it_dir / o for o in st.outputs])
+                if distributed.is_main():
+                    _remove([it_dir / o for o in st.outputs])
+                distributed.barrier()
                 state.stages.pop(key, None)
                 record = None
             if record is not None:
@@ -185,7 +192,8 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
             state.stages[key] = {"status": "running", **fp}
             state.save()
             began = time.time()
-            out = st.run()
+            out = st.run() if st.parallel else _on_main(st.run, key)
+            distributed.barrier()  # the next stage reads this one's files on every rank
             # the wall time of the attempt that finished the stage (a resumed stage's earlier work not counted)
             state.stages[key] = {"status": "done", **fp, "stats": json.loads(json.dumps(out, default=str)),
                                  "wall_time_s": round(time.time() - began, 1)}
@@ -196,6 +204,24 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
         results.append(stats)
         previous_final = final_model(it_dir)
     return results
+
+
+def _on_main(run: Callable[[], dict], key: str) -> dict:
+    """Rank 0 runs the stage; the others get its stats (or its failure) once its files are written."""
+    if distributed.world() == 1:
+        return run()
+    out, error = None, None
+    if distributed.is_main():
+        try:
+            out = run()
+        except Exception as e:  # the others must not wait forever for a stage that failed
+            error = e
+    shared = distributed.broadcast_object({"out": out, "error": None if error is None else str(error)})
+    if error is not None:
+        raise error
+    if shared["error"] is not None:
+        raise TrainingError(f"stage '{key}' failed on rank 0: {shared['error']}")
+    return shared["out"]
 
 
 def _check_stage_name(name: str | None, names: list[str], iterations: int) -> None:

@@ -32,6 +32,10 @@ class Reference:
     @contextlib.contextmanager
     def use(self, policy) -> Iterator:
         if self.frozen is not None:
+            # built on the CPU with the recipe; the policy may since have moved to an accelerator
+            device = next(unwrap(policy).parameters()).device
+            if next(self.frozen.parameters()).device != device:
+                self.frozen.to(device)
             yield self.frozen
         else:
             with reference_model(unwrap(policy)) as ref:

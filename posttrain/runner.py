@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from posttrain import distributed
 from posttrain.config import Recipe, validate_section
 from posttrain.data.sources import load_source, prompt_text
 from posttrain.engine import Engine, TrainResult, latest_checkpoint, seed_everything
@@ -94,7 +95,8 @@ def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     result = generation_eval(recipe, model, tokenizer, prompts)
-    atomic_write_text(path, json.dumps(result))
+    if distributed.is_main():
+        atomic_write_text(path, json.dumps(result))
     return result
 
 
@@ -144,7 +146,8 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
             prompts = eval_prompts(recipe, train_q)
         if prompts and recipe.generation_eval.at_start:
             out["before"] = starting_eval(recipe, model, tokenizer, prompts)
-            atomic_write_text(ctx.dir / "eval_before.json", json.dumps(out["before"], indent=1))
+            if distributed.is_main():
+                atomic_write_text(ctx.dir / "eval_before.json", json.dumps(out["before"], indent=1))
         last_eval: dict = {}
         if prompts and recipe.generation_eval.during:
             built.eval_fn = with_accuracy(built.eval_fn, recipe, tokenizer, prompts, last_eval)
@@ -172,7 +175,8 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         return out
 
     return StageDef("train", select(flat(recipe.model_dump(mode="json"))), run,
-                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"], inputs=list(inputs))
+                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"], inputs=list(inputs),
+                    parallel=True)
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = True,
@@ -188,7 +192,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     params = validate_section(spec.params, recipe.method, f"recipe {recipe.name}: method")
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    if distributed.is_main():
+        atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
     def stages_for(ctx):
         before = spec.stages(recipe, params, ctx) if spec.stages is not None else []
@@ -208,7 +213,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     if len(per_iteration) > 1:
         summary["iterations"] = per_iteration
     summary["wall_time_s"] = round(time.time() - t_start, 1)
-    if "train" in last:
+    if "train" in last and distributed.is_main():
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
 

@@ -279,3 +279,120 @@ def test_reference_start_from_an_sft_adapter_has_zero_kl_before_any_update(recip
         kls[ref] = stats["kl"]
     assert kls["start"] == 0.0
     assert abs(kls["base"]) > 1e-3
+
+
+def test_rollout_split_over_two_emulated_ranks_gives_the_one_process_buffer(recipe, monkeypatch):
+    """Two ranks emulated one after the other: each samples, scores and evaluates its half of the prompts
+    (with the global prompt ids, so the one-process samples), the halves are gathered, and each rank then
+    holds the one-process buffer, stats and KL controller. A first pass per rank records its half (the
+    gather stops the rollout there); the second pass gathers both recorded halves."""
+    import copy
+
+    from posttrain import distributed
+    from posttrain.config import validate_section
+    from posttrain.engine import seed_everything
+    from posttrain.methods import get_method, ppo
+    from posttrain.runner import load_policy
+    r = recipe()
+    spec = get_method("ppo")
+    seed_everything(0)
+    lm, tok = load_policy(r)
+    with torch.no_grad():  # a policy away from its reference, so the KL terms are not all 0
+        g = torch.Generator().manual_seed(0)
+        for n, w in lm.named_parameters():
+            if "lora_B" in n:
+                w.copy_(torch.randn(w.shape, generator=g) * 0.05)
+    built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
+    stage, it = built.stage, 1  # iteration 1: the global prompt ids do not start at 0
+    start = copy.deepcopy(stage.state_dict())
+    one_buf, one_stats = stage.rollout(built.model, it)
+    one_state = copy.deepcopy(stage.state_dict())
+
+    sampled_ids, real_sample = [], ppo.sample
+
+    def recorded_sample(*a, **k):
+        sampled_ids.append(list(k["prompt_ids"]))
+        return real_sample(*a, **k)
+    monkeypatch.setattr(ppo, "sample", recorded_sample)
+    rank = {"r": 0}
+    monkeypatch.setattr(distributed, "world", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: rank["r"])  # the real `shard` reads these two
+
+    class Gathered(Exception):
+        pass
+
+    halves = {}
+
+    def record(local):
+        halves[rank["r"]] = list(local)
+        raise Gathered
+    monkeypatch.setattr(distributed, "gather_shards", record)
+    for r_ in (0, 1):
+        rank["r"] = r_
+        with pytest.raises(Gathered):
+            stage.rollout(built.model, it)
+    assert [len(halves[0]), len(halves[1])] == [4, 4]
+    assert sampled_ids == [[8, 9, 10, 11], [12, 13, 14, 15]]  # each rank sampled its half, global ids
+
+    def gather(local):
+        assert local == halves[rank["r"]]  # the rollout's own half, as recorded
+        return halves[0] + halves[1]
+    monkeypatch.setattr(distributed, "gather_shards", gather)
+    per_rank = []
+    for r_ in (0, 1):
+        rank["r"] = r_
+        stage.load_state_dict(copy.deepcopy(start))
+        buf, stats = stage.rollout(built.model, it)
+        per_rank.append((buf, stats, copy.deepcopy(stage.state_dict())))
+    assert per_rank[0] == per_rank[1]  # every rank holds the same buffer, stats and state, exactly
+    buf, stats, state = per_rank[0]
+    assert state["kl"] == pytest.approx(one_state["kl"], abs=1e-5)  # the controller saw the whole batch
+    assert stats == pytest.approx(one_stats, abs=1e-5)
+    assert len(buf) == len(one_buf) == 8
+    for got, want in zip(buf, one_buf):
+        assert got["input_ids"] == want["input_ids"] and got["labels"] == want["labels"]
+        for k in ("old_logps", "old_values", "advantages", "returns"):
+            assert got[k] == pytest.approx(want[k], abs=1e-5), k
+
+
+def test_eval_fn_split_into_parts_gives_the_one_process_numbers(monkeypatch):
+    """The eval prompts split into parts (one per rank, one of them empty, as with more ranks than prompts)
+    give the one-process accuracy, invalid rate and mean reward. The completions are scripted from each
+    prompt alone, so any difference would come from how the parts are combined."""
+    from types import SimpleNamespace
+
+    from posttrain import distributed
+    from posttrain.data.records import PromptRecord
+    from posttrain.eval import nlu
+    from posttrain.generation.sampler import SamplingStats
+    from posttrain.methods import ppo
+    from posttrain.models import load_model
+    from tests.rso_helpers import VowelReward
+    _, tok = load_model("tiny-llama")
+    labels = ["Yes", "No"]
+    records = [PromptRecord([{"role": "user", "content": f"Is {w} a word?"}], assistant_prefix="<Judgement>",
+                            meta={"label": labels[i % 2], "labels": labels})
+               for i, w in enumerate(["cat", "dog", "tea", "jam", "owl", "fig", "bee"])]
+
+    def scripted(model, tokenizer, prompts, params, **kw):
+        texts = [["Yes</Judgement>", "No</Judgement>", "Yes or No</Judgement>"][sum(p) % 3] for p in prompts]
+        return [[SimpleNamespace(text=t)] for t in texts], SamplingStats()
+    monkeypatch.setattr(nlu, "sample", scripted)
+    monkeypatch.setattr(ppo, "sample", scripted)
+    params = ppo.PPOParams(name="ppo")
+    model = SimpleNamespace(lm=None)
+    by_label = ppo._eval_fn(params, records, tok, None, None)
+    by_reward = ppo._eval_fn(params, [PromptRecord(r.prompt) for r in records], tok, VowelReward(), None)
+    one = by_label(model), by_reward(model)
+    want = nlu.nlu_eval(None, tok, records)
+    assert one[0] == {"accuracy": want["accuracy"], "invalid_rate": want["invalid_rate"]}
+    assert 0 < want["accuracy"] < 1 and 0 < want["invalid_rate"] < 1  # the scripted grades are mixed
+
+    calls = []
+
+    def split(fn, items):  # three emulated ranks, the first with nothing to do
+        calls.append(len(items))
+        return fn(items[:0]) + fn(items[:3]) + fn(items[3:])
+    monkeypatch.setattr(distributed, "map_sharded", split)
+    assert (by_label(model), by_reward(model)) == one
+    assert calls == [7, 7]

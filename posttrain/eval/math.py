@@ -134,30 +134,36 @@ def prompt_messages(item: MathItem, system_prompt: str | None = None) -> list[di
 def evaluate(model, tokenizer, items: Sequence[MathItem], *, k: int = 1, temperature: float = 0.7,
              max_new_tokens: int = 512, batch_size: int = 16, seed: int = 0, system_prompt: str | None = None,
              progress: bool = False) -> dict:
-    """{"n", "greedy_accuracy", "maj_accuracy" (k > 1), "by_subject", "by_level", "rows"}."""
+    """{"n", "greedy_accuracy", "maj_accuracy" (k > 1), "by_subject", "by_level", "rows"}. Under several
+    processes each rank samples its shard of the problems and every rank grades them all."""
     from posttrain.data.template import encode_prompt
     from posttrain.generation.sampler import SamplingParams, sample
-    prompts = [encode_prompt(tokenizer, prompt_messages(it, system_prompt)) for it in items]
-    greedy, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
-                       batch_size=batch_size, progress=progress)
-    voted = None
-    if k > 1:
-        voted, _ = sample(model, tokenizer, prompts, SamplingParams(n=k, temperature=temperature,
-                                                                    max_new_tokens=max_new_tokens, seed=seed),
-                          batch_size=batch_size, progress=progress)
+    from posttrain.distributed import is_main, map_sharded
+
+    def texts(ids: list[int]) -> list[tuple[str, list[str]]]:
+        """(greedy text, the k voting texts) of these problems; the global ids seed the votes."""
+        prompts = [encode_prompt(tokenizer, prompt_messages(items[i], system_prompt)) for i in ids]
+        greedy, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
+                           prompt_ids=ids, batch_size=batch_size, progress=progress and is_main())
+        voted = [[]] * len(ids)
+        if k > 1:
+            voted, _ = sample(model, tokenizer, prompts, SamplingParams(n=k, temperature=temperature,
+                                                                        max_new_tokens=max_new_tokens, seed=seed),
+                              prompt_ids=ids, batch_size=batch_size, progress=progress and is_main())
+        return [(g[0].text, [s.text for s in v]) for g, v in zip(greedy, voted)]
+
     rows = []
-    for i, it in enumerate(items):
-        text = greedy[i][0].text
+    for i, (it, (text, vote_texts)) in enumerate(zip(items, map_sharded(texts, list(range(len(items)))))):
         row = {"index": i, "problem": it.problem, "gold": it.answer, **it.meta, "completion": text,
                "answer": extract_answer(text), "correct": grade(text, it.answer)}
-        if voted is not None:
-            answers = [extract_answer(s.text) for s in voted[i]]
+        if k > 1:
+            answers = [extract_answer(t) for t in vote_texts]
             maj, votes = majority(answers)
             row.update(samples=answers, maj_answer=maj, maj_votes=votes, maj_correct=math_equal(maj, it.answer))
         rows.append(row)
     res = {"n": len(rows), "k": k, "greedy_accuracy": sum(r["correct"] for r in rows) / len(rows),
            "prompt": MATH_PROMPT.format(problem="<problem>"), "rows": rows}
-    if voted is not None:
+    if k > 1:
         res["maj_accuracy"] = sum(r["maj_correct"] for r in rows) / len(rows)
     for key in ("subject", "level"):
         if any(key in r for r in rows):
@@ -181,10 +187,16 @@ def breakdown(rows: list[dict], key: str) -> dict:
 
 def write_results(res: dict, out_dir: Path, title: str) -> tuple[Path, Path]:
     """report.md (the prompt, the accuracies and breakdowns) and graded.jsonl (one row per problem)."""
+    from posttrain.distributed import on_main
+    report, graded = out_dir / "report.md", out_dir / "graded.jsonl"
+    on_main(_write_results, res, report, graded, title)  # the others return once the files are there
+    return report, graded
+
+
+def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
     from posttrain.eval.report import markdown_table
     from posttrain.files import atomic_write_text, write_jsonl
     from posttrain.stats import wilson_interval
-    out_dir.mkdir(parents=True, exist_ok=True)
     n = res["n"]
     lo, hi = wilson_interval(round(res["greedy_accuracy"] * n), n)
     lines = [f"# {title}", "", "Prompt (the user turn; the chat template wraps it):", "", "```",
@@ -198,8 +210,5 @@ def write_results(res: dict, out_dir: Path, title: str) -> tuple[Path, Path]:
             lines += ["", f"## By {key}", "",
                       markdown_table([key, *cols], [[name, *[round(v[c], 3) if isinstance(v[c], float) else v[c]
                                                               for c in cols]] for name, v in res[f"by_{key}"].items()])]
-    report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
-    graded = out_dir / "graded.jsonl"
     write_jsonl(graded, res["rows"])
-    return report, graded

@@ -78,13 +78,18 @@ def completions_for(examples: Sequence[ToolExample], predictions: dict[str, str]
 
 def generate_completions(model, tokenizer, examples: Sequence[ToolExample], *, max_new_tokens: int = 256,
                          batch_size: int = 16, mode: str = "auto", progress: bool = False) -> list[str]:
-    """Greedy completions of each example's prompt with its tools."""
+    """Greedy completions of each example's prompt with its tools (under several processes each rank
+    decodes its shard; every rank returns them all)."""
+    from posttrain.distributed import is_main, map_sharded
     from posttrain.generation.sampler import SamplingParams, sample
     from posttrain.tools.prompt import encode_tool_prompt
-    prompts = [encode_tool_prompt(tokenizer, ex.messages, ex.tools, mode=mode) for ex in examples]
-    out, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
-                    batch_size=batch_size, progress=progress)
-    return [row[0].text for row in out]
+
+    def complete(shard: list[ToolExample]) -> list[str]:
+        prompts = [encode_tool_prompt(tokenizer, ex.messages, ex.tools, mode=mode) for ex in shard]
+        out, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
+                        batch_size=batch_size, progress=progress and is_main())
+        return [row[0].text for row in out]
+    return map_sharded(complete, examples)
 
 
 def score(examples: Sequence[ToolExample], completions: Sequence[str]) -> dict:
@@ -133,9 +138,15 @@ def summary_lines(res: dict) -> list[str]:
 
 def write_results(res: dict, out_dir: Path, title: str) -> tuple[Path, Path]:
     """report.md (the scores) and graded.jsonl (one row per example), written atomically."""
+    from posttrain.distributed import on_main
+    report, graded = out_dir / "report.md", out_dir / "graded.jsonl"
+    on_main(_write_results, res, report, graded, title)  # the others return once the files are there
+    return report, graded
+
+
+def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
     from posttrain.eval.report import markdown_table
     from posttrain.files import atomic_write_text
-    out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "", f"- examples: {res['n']}"]
     if "bfcl" in res:
         lines += ["", "## BFCL (AST match)", "", markdown_table(
@@ -149,8 +160,5 @@ def write_results(res: dict, out_dir: Path, title: str) -> tuple[Path, Path]:
             [[c, r["n"], round(r["format_rate"], 3), round(r["exact_match"], 3),
               *(" / ".join(f"{r[k][m]:.3f}" for m in ("precision", "recall", "f1")) for k in cols)]
              for c, r in res["seal_tools"].items()])]
-    report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
-    graded = out_dir / "graded.jsonl"
     atomic_write_text(graded, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in res["rows"]))
-    return report, graded

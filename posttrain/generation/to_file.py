@@ -23,16 +23,26 @@ no sidecar (an older version wrote it) is refused, its source being unknown. An 
 starts afresh and (re)writes the sidecar. Batch size and progress are not part of the source: every
 sample has its own random stream seeded from (seed, prompt id, sample index), whatever its batch (only
 float rounding follows the batch's shape: log-probs can differ in the 6th decimal, and the line order).
+
+Several processes (torchrun, `posttrain.distributed`): every rank reads what is held, then samples its
+contiguous shard of the prompts still to do into its own part file `<out>.part-<rank>` (incrementally,
+with the same resume rule); after all are done rank 0 writes `<out>` as one process writes it (complete
+prompts in prompt-id order) and removes the parts, and every rank returns the full result. A killed
+run's parts are read by any later run, whatever its number of processes (one included): their complete
+prompts count as done, and the merge folds them into `<out>`. Every rank must see the same folder (one
+machine, or a shared filesystem).
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Sequence
 
+from posttrain import distributed as dist
 from posttrain.data.template import encode_record_prompt
 from posttrain.errors import DataError
 from posttrain.files import atomic_write_json, atomic_write_text
@@ -45,6 +55,18 @@ _UNUSED_WHEN_GREEDY = ("top_p", "top_k", "seed")
 def source_path(out: str | os.PathLike) -> Path:
     path = Path(out)
     return path.with_name(path.name + ".source.json")
+
+
+def part_path(out: str | os.PathLike, r: int) -> Path:
+    """Rank r's part file (module docstring)."""
+    path = Path(out)
+    return path.with_name(f"{path.name}.part-{r}")
+
+
+def part_files(out: str | os.PathLike) -> list[Path]:
+    """Every part file of `out`, of this run or of a killed run with any number of processes."""
+    path = Path(out)
+    return sorted(path.parent.glob(glob.escape(path.name) + ".part-*"))
 
 
 def sampled_weights_hash(model) -> str:
@@ -124,6 +146,23 @@ def read_samples(path: Path, n: int) -> tuple[dict[int, list[dict]], bool]:
     return complete, dirty
 
 
+def read_held(path: Path, n: int) -> tuple[dict[int, list[dict]], bool]:
+    """read_samples of `path` with the complete prompts of its part files added."""
+    done, dirty = read_samples(path, n)
+    for part in part_files(path):
+        for pid, rows in read_samples(part, n)[0].items():
+            done.setdefault(pid, rows)
+    return done, dirty
+
+
+def _combined(per_rank: list[SamplingStats]) -> SamplingStats:
+    """The ranks' stats as one call's: counts summed, the time of the slowest (they ran at once)."""
+    return SamplingStats(prompts=sum(s.prompts for s in per_rank), samples=sum(s.samples for s in per_rank),
+                         new_tokens=sum(s.new_tokens for s in per_rank), seconds=max(s.seconds for s in per_rank),
+                         decode_steps=sum(s.decode_steps for s in per_rank),
+                         extra={k: v for s in reversed(per_rank) for k, v in s.extra.items()})
+
+
 def _ids_or_none(record) -> list[int] | None:
     ids = getattr(record, "prefix_ids", None)
     return None if ids is None else list(ids)
@@ -140,18 +179,21 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
     """Samples for every PromptRecord (resuming `out`); returns ({prompt_id: rows}, stats of this call).
 
     `ids`: sample only these prompt ids (a shard of the records: worker i of N takes i, i+N, ...); the
-    file then holds only them, with their global prompt ids and seeds.
+    file then holds only them, with their global prompt ids and seeds. Under several processes the
+    ranks share the work (module docstring); each returns the whole result.
 
     `weights`: the model's sampled_weights_hash when the caller has it already (it costs ~1.5 s for
     the embedded model). Raises DataError when `out` was sampled from another source (module docstring)."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a killed run's parts are resumed through the sharded path even by one process
+    sharded = dist.world() > 1 or bool(part_files(path))
     source = _source(model, tokenizer, params, max_prompt_length, weights)
-    if path.exists() and path.stat().st_size > 0:
+    if any(p.stat().st_size > 0 for p in [path, *part_files(path)] if p.exists()):
         check_source(path, source)
-    else:
+    elif dist.is_main():
         atomic_write_json(source_path(path), source)
-    done, dirty = read_samples(path, params.n)
+    done, dirty = read_held(path, params.n)
     if any(pid >= len(records) for pid in done):
         raise DataError(f"{path} holds prompt ids beyond the {len(records)} prompts given: written for other "
                         f"data? Use another --out or delete it", file=str(path))
@@ -161,12 +203,19 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
     if stale:
         raise DataError(f"{path} was written for other prompts (prompt id {stale[0]} differs); use another "
                         f"output file or delete it", file=str(path))
-    if dirty:
-        _rewrite(path, done)
     wanted = range(len(records)) if ids is None else list(ids)
     if ids is not None and set(done) - set(wanted):
         raise DataError(f"{path} holds prompt ids outside this shard: written for another shard or run", file=str(path))
     todo = [i for i in wanted if i not in done]
+    resumed = len(wanted) - len(todo)
+    target, kept = path, done
+    if sharded:
+        dist.barrier()  # every rank has read what is held (and agrees on `todo`) before any rank writes
+        todo = todo[slice(*dist.bounds(len(todo)))]
+        target = part_path(path, dist.rank())
+        kept, dirty = read_samples(target, params.n)
+    if dirty:
+        _rewrite(target, kept)
     encoded = [encode_record_prompt(tokenizer, records[i], max_length=max_prompt_length) for i in todo]
 
     def rows_of(batch: list[Sample]) -> list[dict]:
@@ -179,7 +228,7 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
                          **{k: v for k, v in s.to_row().items() if k not in ("prompt_id", "sample_index")}})
         return rows
 
-    with open(path, "a", encoding="utf-8") as f:
+    with open(target, "a", encoding="utf-8") as f:
         def write(batch: list[Sample]) -> None:
             rows = rows_of(batch)
             f.write("".join(json.dumps(row) + "\n" for row in rows))
@@ -189,8 +238,16 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
                 done.setdefault(row["prompt_id"], []).append(row)
 
         _, stats = sample(model, tokenizer, encoded, params, prompt_ids=todo, batch_size=batch_size,
-                          progress=progress, on_batch=write)
-    stats.extra["resumed_prompts"] = len(wanted) - len(todo)
+                          progress=progress and dist.is_main(), on_batch=write)
+    if sharded:
+        stats = _combined(dist.gather_objects(stats))  # also: every rank's part is complete
+        with dist.main_first() as first:
+            if first:
+                _rewrite(path, read_held(path, params.n)[0])
+                for part in part_files(path):
+                    part.unlink()
+        done, _ = read_samples(path, params.n)
+    stats.extra["resumed_prompts"] = resumed
     for pid in done:
         done[pid].sort(key=lambda r: r["sample_index"])
     return done, stats

@@ -33,7 +33,7 @@ from posttrain.data.sources import prompt_text
 from posttrain.data.steps import newline_tokens, split_steps
 from posttrain.data.template import encode_prompt
 from posttrain.errors import DataError
-from posttrain import files
+from posttrain import distributed, files
 from posttrain.files import write_jsonl
 from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file
@@ -179,7 +179,8 @@ def make_rollouts(recipe, params, ctx) -> dict:
     rollouts, st = sample_to_file(model, tok, recs, rollout_params(params), ctx.dir / "rollouts.jsonl",
                                   batch_size=params.sampling.batch_size, progress=ctx.progress)
     targets = state_targets(states, rollouts, records, Grader(params, tok), newline_tokens(tok), stop_ids(tok, model))
-    write_jsonl(ctx.dir / "targets.jsonl", targets, fsync=True)
+    if distributed.is_main():
+        write_jsonl(ctx.dir / "targets.jsonl", targets, fsync=True)
     n_actions = [len(t["actions"]) for t in targets]
     return {"states": len(states), "completions": len(states) * params.completions,
             "sampling_new_tokens": st.new_tokens, "sampling_tokens_per_s": round(st.tokens_per_s, 1),
@@ -204,7 +205,7 @@ class CriticObjective:
         return batch["input_ids"].shape[0]
 
     def __call__(self, model, batch):
-        logits = model.last_values(batch["input_ids"], batch["attention_mask"])
+        logits = model(batch["input_ids"], batch["attention_mask"], output="last_values")  # through a DDP wrapper
         target = batch["target"].to(logits.dtype)
         loss = critic_loss(logits, target)
         with torch.no_grad():
@@ -228,7 +229,8 @@ def critic_values(critic, seqs: list[list[int]], pad: int, batch_size: int) -> l
     out: list[float] = []
     for i in range(0, len(seqs), batch_size):
         b = pad_collate([{"input_ids": s} for s in seqs[i:i + batch_size]], pad)
-        out += torch.sigmoid(critic.last_values(b["input_ids"].to(device), b["attention_mask"].to(device))).tolist()
+        out += torch.sigmoid(critic(b["input_ids"].to(device), b["attention_mask"].to(device),
+                                    output="last_values")).tolist()
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from posttrain import distributed
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
 from posttrain.errors import DataError, RecipeError
@@ -110,7 +111,8 @@ def train_critic(recipe, params: DAPOStepParams, ctx) -> dict:
     for name, part in (("heldout", [f for f in feats if f["prompt_id"] in held]), ("train", train)):
         v = dd.critic_values(model, [f["input_ids"] for f in part], pad, params.critic.batch_size)
         out[name] = dd.calibration(v, [f["target"] for f in part])
-    atomic_write_text(ctx.dir / "critic_eval.json", json.dumps(out, indent=1))
+    if distributed.is_main():
+        atomic_write_text(ctx.dir / "critic_eval.json", json.dumps(out, indent=1))
     return {k: out[k] for k in ("steps", "wall_time_s")} | {
         "heldout_brier": out["heldout"].get("brier"), "train_brier": out["train"].get("brier")}
 
@@ -171,18 +173,18 @@ def stages(recipe, params: DAPOStepParams, ctx) -> list[StageDef]:
     samples = _samples_file(params, ctx).name
     return [
         StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params, ctx),
-                 outputs=[samples, source_path(samples).name]),
+                 outputs=[samples, source_path(samples).name], parallel=True),
         StageDef("states", select_keys(settings, ("seed", "method.keep", "model") + grading),
                  lambda: dd.make_states(recipe, params, ctx, _samples_file(params, ctx)),
                  outputs=["states.jsonl"], inputs=[samples], uses_weights=False),
         StageDef("rollouts", select_keys(settings, SAMPLE_KEYS + ("method.completions",) + grading),
                  lambda: dd.make_rollouts(recipe, params, ctx),
                  outputs=["rollouts.jsonl", source_path("rollouts.jsonl").name, "targets.jsonl"],
-                 inputs=["states.jsonl"]),
+                 inputs=["states.jsonl"], parallel=True),
         StageDef("critic", select_keys(settings, ("seed", "model", "method.critic") +
                                        tuple(f"train.{k}" for k in TRAIN_KEYS_FOR_CRITIC)),
                  lambda: train_critic(recipe, params, ctx), outputs=[CRITIC_DIR, "critic_eval.json"],
-                 inputs=["states.jsonl", "targets.jsonl"]),
+                 inputs=["states.jsonl", "targets.jsonl"], parallel=True),
         StageDef("advantages", select_keys(settings, ("method.min_spread", "method.terminal_value",
                                                       "method.critic.batch_size", "model")),
                  lambda: make_advantages(recipe, params, ctx), outputs=["actions.jsonl", "dapo_stats.json"],

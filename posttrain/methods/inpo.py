@@ -127,7 +127,7 @@ def stages(recipe, params: INPOParams, ctx) -> list[StageDef]:
         raise RecipeError("method.sampling.samples_file: INPO samples each iteration from its own policy")
     return [StageDef("sample", select_keys(settings, SAMPLE_KEYS + ("method.prompts_per_iteration",)),
                      lambda: sample_candidates(recipe, params, ctx, iteration_records(recipe, params, ctx.iteration)),
-                     outputs=["samples.jsonl", source_path("samples.jsonl").name]),
+                     outputs=["samples.jsonl", source_path("samples.jsonl").name], parallel=True),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
                      outputs=["pairs.jsonl", "inpo_stats.json"], inputs=["samples.jsonl"], uses_weights=False)]
 

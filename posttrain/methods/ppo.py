@@ -7,9 +7,12 @@ Layout of one PPO iteration (every `steps_per_iteration` engine steps):
    (`reference: start` by default: the model the run starts from, e.g. the SFT model when model.adapter
    is set; see posttrain/references.py), the reward's score, per-token
    reward r_t = -beta * KL_t (+ score on the last response token), GAE, advantage whitening. The buffer
-   replaces the engine's train_data.
-2. `ppo_epochs` passes over the buffer in minibatches of train.micro_batch_size * train.grad_accum
-   (the engine's order: a new shuffle per epoch), one optimiser step per minibatch, on
+   replaces the engine's train_data. Under N processes each rank samples and scores its shard of the
+   prompts (the samples are seeded by global prompt id, so they are the one-process samples), the
+   per-sample results are gathered, and the rest runs on the whole batch on every rank: every rank holds
+   the one-process buffer.
+2. `ppo_epochs` passes over the buffer in minibatches of train.micro_batch_size * train.grad_accum *
+   processes (the engine's order: a new shuffle per epoch), one optimiser step per minibatch, on
    loss = clipped policy loss + vf_coef * clipped value loss, averaged over response tokens.
 
 The value head is `ScalarHeadModel`'s linear head on the policy's own trunk (final hidden states, with
@@ -26,8 +29,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from posttrain import distributed
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
+from posttrain.data.nlu import nlu_accuracy
 from posttrain.data.records import completion_text
 from posttrain.data.sources import load_source, prompt_text
 from posttrain.data.template import encode_prompt
@@ -78,7 +83,9 @@ def logps_and_values(model: ScalarHeadModel, batch: dict):
     the state before token t is read where its logits are (position t-1). [B, T] tensors, 0 off mask."""
     labels = batch["labels"]
     mask, keep = target_positions(labels)
-    logits, values_all = model.logits_and_values(batch["input_ids"], batch["attention_mask"], keep)
+    # through forward, so a DDP-wrapped model synchronises the gradients of this pass
+    logits, values_all = model(batch["input_ids"], batch["attention_mask"], output="logits_and_values",
+                               logits_to_keep=keep)
     logp = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
     logp = logp.masked_scatter(mask, gather_logprobs(logits, labels[mask]))
     values = torch.zeros_like(logp).masked_scatter(mask, values_all[keep])
@@ -134,32 +141,13 @@ class PPOStage:
         p = self.p
         # the prompt stream is a data plan of its own: rollout_batch prompts per iteration, reshuffled per pass
         idx = DataPlan(len(self.records), p.rollout_batch, it + 1, self.seed).step(it)
-        recs = [self.records[i] for i in idx]
-        prompts = [encode_prompt(self.tok, r.prompt, max_length=self.max_prompt_length,
-                                 assistant_prefix=r.assistant_prefix) for r in recs]
-        was_training = model.training
-        model.eval()
-        try:
-            out, _ = sample(model.lm, self.tok, prompts,
-                            SamplingParams(temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                                           max_new_tokens=p.max_new_tokens, seed=self.seed * 1_000_003 + it),
-                            prompt_ids=[it * p.rollout_batch + j for j in range(len(idx))],
-                            batch_size=p.rollout_batch)
-            samples = [row[0] for row in out]
-            feats = [{"input_ids": pr + s.token_ids, "labels": [IGNORE] * len(pr) + s.token_ids}
-                     for pr, s in zip(prompts, samples)]
-            batch = pad_collate(feats, self.tok.pad_token_id)
-            ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-            logp_old, values, mask, _ = logps_and_values(model, batch)
-            with self.reference.use(model.lm) as ref:
-                logp_ref, _ = completion_logprobs(ref, ids, attn, labels)
-        finally:
-            model.train(was_training)
-        texts = [completion_text(r, s.text) for r, s in zip(recs, samples)]
-        meta = [{"answer": r.answer, **r.meta} for r in recs]
-        score = torch.tensor(score_checked(self.reward, [prompt_text(r) for r in recs], texts, meta))
+        rows = distributed.gather_shards(self.rollout_shard(model, it, distributed.shard(list(enumerate(idx)))))
+        # from here on every rank computes the same numbers from the same whole batch
+        batch = pad_collate(rows, self.tok.pad_token_id)
+        logp_old, values, score = batch["old_logps"], batch["old_values"], batch["score"]
+        mask = target_positions(batch["labels"])[0]
         beta = self.kl.value
-        rewards, kl = shaped_rewards(score, logp_old, logp_ref, mask, beta, p.kl_estimator)
+        rewards, kl = shaped_rewards(score, logp_old, batch["ref_logps"], mask, beta, p.kl_estimator)
         adv, returns = gae(rewards, values, mask, p.gamma, p.lam)
         if p.whiten_advantages:
             adv = whiten(adv, mask)
@@ -170,30 +158,72 @@ class PPOStage:
                  "response_length": float(mask.sum(-1).float().mean()),
                  "explained_variance": float(explained_variance(values, returns, mask))}
         log.info("ppo iteration %d: %s", it, stats)
-        return [{"input_ids": f["input_ids"], "labels": f["labels"],
-                 "old_logps": logp_old[i, :len(f["input_ids"])].tolist(),
+        return [{"input_ids": f["input_ids"], "labels": f["labels"], "old_logps": f["old_logps"],
+                 "old_values": f["old_values"], "advantages": adv[i, :len(f["input_ids"])].tolist(),
+                 "returns": returns[i, :len(f["input_ids"])].tolist()} for i, f in enumerate(rows)], stats
+
+    def rollout_shard(self, model: ScalarHeadModel, it: int, items: list[tuple[int, int]]) -> list[dict]:
+        """One sample for each (position in the iteration, record index) of `items`, with its old
+        log-probs, values and reference log-probs (unpadded lists) and its score."""
+        p = self.p
+        recs = [self.records[i] for _, i in items]
+        prompts = [encode_prompt(self.tok, r.prompt, max_length=self.max_prompt_length,
+                                 assistant_prefix=r.assistant_prefix) for r in recs]
+        was_training = model.training
+        model.eval()
+        try:
+            out, _ = sample(model.lm, self.tok, prompts,
+                            SamplingParams(temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                           max_new_tokens=p.max_new_tokens, seed=self.seed * 1_000_003 + it),
+                            prompt_ids=[it * p.rollout_batch + j for j, _ in items], batch_size=p.rollout_batch)
+            samples = [row[0] for row in out]
+            feats = [{"input_ids": pr + s.token_ids, "labels": [IGNORE] * len(pr) + s.token_ids}
+                     for pr, s in zip(prompts, samples)]
+            device = next(model.parameters()).device  # the collated batch is built on the CPU
+            batch = {k: v.to(device) for k, v in pad_collate(feats, self.tok.pad_token_id).items()}
+            logp_old, values, _, _ = logps_and_values(model, batch)
+            with self.reference.use(model.lm) as ref:
+                logp_ref, _ = completion_logprobs(ref, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        finally:
+            model.train(was_training)
+        texts = [completion_text(r, s.text) for r, s in zip(recs, samples)]
+        meta = [{"answer": r.answer, **r.meta} for r in recs]
+        score = score_checked(self.reward, [prompt_text(r) for r in recs], texts, meta)
+        return [{**f, "old_logps": logp_old[i, :len(f["input_ids"])].tolist(),
                  "old_values": values[i, :len(f["input_ids"])].tolist(),
-                 "advantages": adv[i, :len(f["input_ids"])].tolist(),
-                 "returns": returns[i, :len(f["input_ids"])].tolist()} for i, f in enumerate(feats)], stats
+                 "ref_logps": logp_ref[i, :len(f["input_ids"])].tolist(), "score": score[i]}
+                for i, f in enumerate(feats)]
 
 
 def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
-    """NLU accuracy when the eval prompts carry labels; else the mean reward of greedy answers."""
+    """NLU accuracy when the eval prompts carry labels; else the mean reward of greedy answers. Each rank
+    decodes its shard of the prompts; the numbers are computed from all of them on every rank."""
     if records and all("label" in r.meta for r in records):
+        def completions(model, part):
+            res = nlu_eval(model.lm, tokenizer, part, max_new_tokens=params.eval_max_new_tokens,
+                           batch_size=params.eval_batch_size, max_prompt_length=max_prompt_length,
+                           keep_samples=len(part))
+            return [s["completion"] for s in res["samples"]]
+
         def fn(model):
-            res = nlu_eval(model.lm, tokenizer, records, max_new_tokens=params.eval_max_new_tokens,
-                           batch_size=params.eval_batch_size, max_prompt_length=max_prompt_length)
+            texts = distributed.map_sharded(lambda part: completions(model, part) if part else [], records)
+            res = nlu_accuracy(texts, [r.meta for r in records])
             return {"accuracy": res["accuracy"], "invalid_rate": res["invalid_rate"]}
         return fn
 
-    def fn(model):
+    def scores(model, part):
+        if not part:
+            return []
         ids = [encode_prompt(tokenizer, r.prompt, max_length=max_prompt_length, assistant_prefix=r.assistant_prefix)
-               for r in records]
+               for r in part]
         out, _ = sample(model.lm, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=params.max_new_tokens),
                         batch_size=params.eval_batch_size)
-        texts = [completion_text(r, row[0].text) for r, row in zip(records, out)]
-        meta = [{"answer": r.answer, **r.meta} for r in records]
-        s = score_checked(reward, [prompt_text(r) for r in records], texts, meta)
+        texts = [completion_text(r, row[0].text) for r, row in zip(part, out)]
+        meta = [{"answer": r.answer, **r.meta} for r in part]
+        return score_checked(reward, [prompt_text(r) for r in part], texts, meta)
+
+    def fn(model):
+        s = distributed.map_sharded(lambda part: scores(model, part), records)
         return {"reward": sum(s) / len(s)}
     return fn
 
@@ -201,17 +231,19 @@ def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
 def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data, cfg = recipe.data, recipe.train
     records = load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
-    minibatch = cfg.micro_batch_size * cfg.grad_accum
+    world = distributed.world()
+    minibatch = cfg.micro_batch_size * cfg.grad_accum * world
     if params.rollout_batch % minibatch:
         raise RecipeError(f"method.rollout_batch ({params.rollout_batch}) must be a multiple of the minibatch "
-                          f"train.micro_batch_size * train.grad_accum ({minibatch})")
+                          f"train.micro_batch_size * train.grad_accum * processes ({cfg.micro_batch_size} * "
+                          f"{cfg.grad_accum} * {world} = {minibatch})")
     if len(records) < params.rollout_batch:
         raise RecipeError(f"{len(records)} prompts but method.rollout_batch is {params.rollout_batch}")
     steps_per_iteration = params.ppo_epochs * params.rollout_batch // minibatch
     reward = get_reward(params.reward.name, **params.reward.options)
     reference = resolve_reference(params.reference, model, recipe.model, run.iteration if run else 0)
     info = head_info(recipe.model)
-    policy = ScalarHeadModel(model, info=info, seed=recipe.seed)
+    policy = ScalarHeadModel(model, info=info, seed=recipe.seed, logits=True)
     objective = PPOObjective(params)
     stage = PPOStage(params, records, tokenizer, reward, recipe.seed, steps_per_iteration,
                      data.max_prompt_length, reference)

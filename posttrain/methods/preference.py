@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from pydantic import Field
 
+from posttrain import distributed
 from posttrain.config import Section
 from posttrain.data.collate import pair_collate, shared_prefix_collate
 from posttrain.data.template import encode_pairs
@@ -155,6 +156,19 @@ def compute_reference(reference: Reference, model, feats: list[dict], pad_id: in
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def _sharded_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
+                       shared_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """compute_reference with the pairs split across ranks and gathered back in order."""
+    part = distributed.shard(feats)
+    rows: list = []
+    if part:
+        rc, rr = compute_reference(reference, model, part, pad_id, batch_size, shared_prefix)
+        rows = list(zip(rc.tolist(), rr.tolist()))
+    rows = distributed.gather_shards(rows)
+    t = torch.tensor(rows, dtype=torch.float32).reshape(-1, 2)
+    return t[:, 0].contiguous(), t[:, 1].contiguous()
+
+
 def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
                      shared_prefix: bool = False, key: str = "ref") -> dict:
     """Fill each feature's <key>_chosen / <key>_rejected ("ref": the reference, "prev": the previous
@@ -164,14 +178,16 @@ def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int
         return {name: "empty"}
     path = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
     status = "hit"
-    if path.exists():
+    # rank 0 decides: a rank that looked after rank 0 wrote the file would skip the shared computation
+    if distributed.broadcast_object(path.exists()):
         t = load_file(str(path))
         rc, rr = t["chosen"], t["rejected"]
     else:
         status = "computed"
-        rc, rr = compute_reference(reference, model, feats, pad_id, batch_size, shared_prefix)
-        with atomic_path(path) as tmp:
-            save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
+        rc, rr = _sharded_reference(reference, model, feats, pad_id, batch_size, shared_prefix)
+        if distributed.is_main():
+            with atomic_path(path) as tmp:
+                save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
     for f, c, r in zip(feats, rc.tolist(), rr.tolist()):
         f[f"{key}_chosen"], f[f"{key}_rejected"] = c, r
     return {name: status, f"{name}_file": str(path)}

@@ -30,7 +30,7 @@ class RewardObjective:
         return batch["input_ids"].shape[0] // 2
 
     def __call__(self, model, batch):
-        r = model.last_values(batch["input_ids"], batch["attention_mask"])
+        r = model(batch["input_ids"], batch["attention_mask"], output="last_values")  # through a DDP wrapper
         b = r.shape[0] // 2
         losses, metrics = bradley_terry(r[:b], r[b:], center_coef=self.params.center_coef)
         return losses.sum(), {k: v.sum() for k, v in metrics.items()}

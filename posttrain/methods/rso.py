@@ -156,7 +156,7 @@ def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
     rel = str(samples.relative_to(ctx.dir)) if own else str(samples)
     sample_out = [rel, str(source_path(samples).relative_to(ctx.dir))] if own else []
     return [StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params, ctx),
-                     outputs=sample_out),
+                     outputs=sample_out, parallel=True),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
                      outputs=["pairs.jsonl", "rso_stats.json"], inputs=[rel],
                      uses_weights=False)]

@@ -17,6 +17,16 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         description="random Llama, hidden 128, 4 layers, 4 heads / 2 kv heads, SmolLM2 tokenizer (tests)",
         hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=256),
+    # Llama-shaped models at real sizes, random weights: GPU checks and throughput benchmarks without a
+    # download (benchmarks/gpu_check.sh, gpu_throughput.sh)
+    "random-llama-0.5b": dict(
+        description="random Llama, 0.49B parameters (hidden 1280, 24 layers, 20 / 5 kv heads; GPU checks)",
+        hidden_size=1280, num_hidden_layers=24, num_attention_heads=20, num_key_value_heads=5,
+        intermediate_size=3584),
+    "random-llama-1.2b": dict(
+        description="random Llama, 1.21B parameters (hidden 2048, 18 layers, 32 / 8 kv heads; GPU benchmarks)",
+        hidden_size=2048, num_hidden_layers=18, num_attention_heads=32, num_key_value_heads=8,
+        intermediate_size=8192),
 }
 MAX_POSITIONS = 2048
 

@@ -6,6 +6,10 @@ final hidden states (after the trunk's last norm). `values(...)` gives one scala
 The LM head is never run for a reward model; `logits_and_values(...)` runs it (only where
 `logits_to_keep` says) for PPO, which needs both from one trunk pass.
 
+Each of these is `forward(..., output=...)`: an objective calls `model(..., output="last_values")`,
+never the named method, because the engine may have wrapped the model in DistributedDataParallel, which
+only sees (and synchronises the gradients of) passes made through its own forward.
+
 Saved as the LM's own files (adapter or full weights, via save_pretrained) plus `scalar_head.safetensors`
 and `scalar_head.json` (base model name, dtype, LoRA settings), so `load_scalar_head_model(path)`
 rebuilds it from the folder alone.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -24,13 +29,21 @@ from posttrain.models.lora import is_lora, unwrap
 
 HEAD_WEIGHTS = "scalar_head.safetensors"
 HEAD_CONFIG = "scalar_head.json"
+OUTPUTS = ("values", "last_values", "logits_and_values")
 
 
 class ScalarHeadModel(torch.nn.Module):
-    def __init__(self, lm, *, info: dict | None = None, init_std: float | None = None, seed: int = 0):
+    def __init__(self, lm, *, info: dict | None = None, init_std: float | None = None, seed: int = 0,
+                 logits: bool = False):
+        """`logits=False` (a reward model, a critic): forward never runs the LM head, so an untied one is
+        frozen; trainable, it would get no gradient, and DDP (without find_unused_parameters) refuses a
+        step in which a trainable parameter got none. PPO's policy passes True."""
         super().__init__()
         self.lm = lm
         self.config = unwrap(lm).config
+        out = self._causal_lm().get_output_embeddings()
+        if not logits and out is not None and out.weight is not self._causal_lm().get_input_embeddings().weight:
+            out.requires_grad_(False)
         hidden = self.config.hidden_size
         dtype = next(lm.parameters()).dtype
         self.head = torch.nn.Linear(hidden, 1, dtype=dtype)
@@ -53,27 +66,34 @@ class ScalarHeadModel(torch.nn.Module):
 
     def values(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         """[B, T] float32: the head at every position."""
-        h = self.hidden_states(input_ids, attention_mask, position_ids)
-        return self.head(h).squeeze(-1).float()
+        return self(input_ids, attention_mask, position_ids, output="values")
 
     def last_values(self, input_ids, attention_mask) -> torch.Tensor:
         """[B] float32: the head at each row's last real token (rows right-padded)."""
-        h = self.hidden_states(input_ids, attention_mask)
-        last = attention_mask.long().sum(-1) - 1
-        if (last < 0).any():
-            raise ValueError("a row has no tokens")
-        h_last = h[torch.arange(h.shape[0], device=h.device), last]
-        return self.head(h_last).squeeze(-1).float()
+        return self(input_ids, attention_mask, output="last_values")
 
     def logits_and_values(self, input_ids, attention_mask=None, logits_to_keep=None):
         """(logits at the kept positions, [B, T] values) from one trunk pass."""
-        h = self.hidden_states(input_ids, attention_mask)
+        return self(input_ids, attention_mask, output="logits_and_values", logits_to_keep=logits_to_keep)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, *,
+                output: Literal["values", "last_values", "logits_and_values"] = "values", logits_to_keep=None):
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        h = self.hidden_states(input_ids, attention_mask, position_ids)
+        if output == "values":
+            return self.head(h).squeeze(-1).float()
+        if output == "last_values":
+            if attention_mask is None:
+                raise ValueError("last_values needs the attention mask (rows are right-padded)")
+            last = attention_mask.long().sum(-1) - 1
+            if (last < 0).any():
+                raise ValueError("a row has no tokens")
+            h_last = h[torch.arange(h.shape[0], device=h.device), last]
+            return self.head(h_last).squeeze(-1).float()
         kept = h[logits_to_keep] if logits_to_keep is not None else h
         logits = self._causal_lm().get_output_embeddings()(kept)
         return logits, self.head(h).squeeze(-1).float()
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
-        return self.values(input_ids, attention_mask, position_ids)
 
     # -- persistence (the engine's checkpoints call save_pretrained / load_weights_) --------------
     def save_pretrained(self, directory) -> None:
