@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU correctness (issue 20): every method for 2 steps on a random-initialised 0.49B Llama-shaped model in
-# bf16 autocast on CUDA, then SFT and DPO under FSDP (accelerate, one process). One PASS / FAIL line each;
+# bf16 autocast on CUDA, then SFT and DPO launched with an FSDP config (one process: the engine only moves the model). One PASS / FAIL line each;
 # the logs stay in $OUT. Budget: under 8 minutes on one GPU. Run from the repository root:
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # The cases are the CPU multi-process test's (tests/dist_methods_worker.py), with the model and precision

@@ -105,6 +105,9 @@ class TrainSettings(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
+    # shard parameters, gradients and optimizer state over the processes (FSDP 2); also on under
+    # `accelerate launch` with an FSDP config. One process: no effect
+    fsdp: bool = False
     eval_every: int | None = Field(None, gt=0)
     save_every: int | None = Field(None, gt=0)
     keep_checkpoints: int = Field(2, gt=0)

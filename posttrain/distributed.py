@@ -129,6 +129,108 @@ def main_first() -> Iterator[bool]:
         yield False
 
 
+def fsdp_requested(flag: bool) -> bool:
+    """The recipe's `train.fsdp`, or `accelerate launch` with an FSDP config (it sets ACCELERATE_USE_FSDP):
+    either way the engine shards the model itself (`shard_model`), so there is one FSDP path."""
+    return flag or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
+def shard_model(model, device: torch.device):
+    """FSDP 2 (torch's `fully_shard`) over every rank: each decoder layer is a unit, all-gathered only for
+    its own forward and backward; the rest (embeddings, the tied head, norms, scalar heads) is the root's.
+    Gradients are reduce-scattered as means over ranks, as DDP all-reduces them. One process: moved only."""
+    model.to(device)
+    if world() == 1:
+        return model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh(device.type, (world(),))
+    for m in [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]:
+        fully_shard(m, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _fsdp_units(model) -> list:
+    from torch.distributed.fsdp import FSDPModule
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextlib.contextmanager
+def full_params(model) -> Iterator[None]:
+    """Inside the block every rank holds the whole model (each FSDP unit all-gathered once and kept), so
+    forwards need no collectives and ranks may run different numbers of them (each samples its own
+    shard of prompts). Resharded on exit. A no-op for a model that is not sharded."""
+    units = _fsdp_units(model) if is_sharded_model(model) else []
+    if not units:
+        yield
+        return
+    inner = [m for m in units if m is not model]  # the root never reshards after its forward anyway
+    # peft's disable_adapter() switches requires_grad off and on again; done on the gathered parameters,
+    # it left the shards frozen (measured): what trains is restored by hand
+    trainable = [(p, p.requires_grad) for p in model.parameters()]
+    for m in inner:
+        m.set_reshard_after_forward(False)
+    for m in units:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in units:
+            m.reshard()
+        for m in inner:
+            m.set_reshard_after_forward(True)
+        for p, flag in trainable:
+            p.requires_grad_(flag)
+
+
+def keep_full_params(model) -> None:
+    """Gather a sharded model's full weights on every rank for good (after training: what follows
+    samples and evaluates, rank by rank)."""
+    units = _fsdp_units(model) if is_sharded_model(model) else []
+    for m in units:
+        if m is not model:
+            m.set_reshard_after_forward(False)
+    for m in units:
+        m.unshard()
+
+
+def full_state_dict(model) -> dict:
+    """The model's whole state dict (canonical names, CPU tensors) on rank 0, {} on the others; every rank
+    must call it (it gathers)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def full_optimizer_state(model, optimizer) -> dict:
+    """The optimizer's whole state keyed by parameter name, on rank 0 ({} elsewhere): independent of the
+    number of processes that wrote it. Collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    """Load a `full_optimizer_state` (every rank passes the whole dict) into a sharded model's optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def place_like(state: dict, model_state: dict) -> dict:
+    """`state`'s whole tensors cut to this rank's shards where `model_state` (the model's own state dict)
+    holds sharded ones (DTensors), so that `load_state_dict` copies shard into shard. Every rank read the
+    whole tensor from the file, so nothing is sent."""
+    from torch.distributed.tensor import distribute_tensor
+    out = {}
+    for k, v in state.items():
+        t = model_state.get(k)
+        if hasattr(t, "device_mesh"):
+            v = distribute_tensor(v.to(t.dtype), t.device_mesh, t.placements, src_data_rank=None)
+        out[k] = v
+    return out
+
+
 def is_sharded_model(model) -> bool:
     """Whether `model`'s parameters are sharded across ranks (FSDP 1 or 2): then every forward must go
     through the wrapper on every rank, and the unwrapped module is not a whole model."""

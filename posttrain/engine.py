@@ -249,25 +249,31 @@ class Engine:
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         self.steps = total_steps(cfg, len(train_data), self.accelerator.num_processes)
-        optimizer = build_optimizer(cfg, model)
+        # FSDP is ours (torch's fully_shard), never accelerate's: one code path, and it runs on CPU too
+        fsdp = distributed.fsdp_requested(cfg.fsdp)
+        self.sharded = fsdp and self.accelerator.num_processes > 1
+        if fsdp:  # one process: only moved to the device, never wrapped
+            model = distributed.shard_model(model, self.accelerator.device)
+        self.model = model
+        self.optimizer = optimizer = build_optimizer(cfg, model)
+        if optimizer_state is not None:  # before the scheduler, which sets the learning rates from it
+            self._load_optimizer(optimizer_state)
         # the schedule counts optimisation steps; accelerate's scheduler wrapper would step it once per
         # process, so it stays a plain scheduler on the raw optimizer
-        if optimizer_state is not None:
-            optimizer.load_state_dict(torch.load(optimizer_state, weights_only=True))
         offset, total = schedule or (0, self.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total, offset))
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        if self.accelerator.num_processes > 1 and (distributed.is_sharded_model(self.model)
-                                                   or self.accelerator.distributed_type.name == "DEEPSPEED"):
-            # rank 0 alone writes checkpoints, and under FSDP / ZeRO it holds only its shard of the
-            # optimizer state: a resume would be silently wrong
-            raise TrainingError("FSDP and DeepSpeed with more than one process are not supported yet "
-                                "(checkpoints would keep rank 0's optimizer shard only); use DDP: "
-                                "docs/scaling.md")
+        if not fsdp:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type.name == "DEEPSPEED":
+            # rank 0 alone writes checkpoints, and under ZeRO it holds only its shard of the optimizer
+            # state: a resume would be silently wrong
+            raise TrainingError("DeepSpeed with more than one process is not supported yet (checkpoints would "
+                                "keep rank 0's optimizer shard only); use DDP or FSDP: docs/scaling.md")
         self.step = 0
         self.plan = DataPlan(len(train_data), self._global_batch(), self.steps, seed)
         if prepare is not None:
-            prepare(self.plan)
+            with distributed.full_params(self.model):
+                prepare(self.plan)
 
     def autocast(self):
         return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,
@@ -300,9 +306,7 @@ class Engine:
         sums: dict[str, float] = {}
         loss_total, tokens = 0.0, 0
         for i, batch in enumerate(batches):
-            sync = i == len(batches) - 1
-            ctx = acc.no_sync(model) if not sync else nullcontext()
-            with ctx, self.autocast():
+            with self._grad_sync(i == len(batches) - 1), self.autocast():
                 loss_sum, metrics = self.objective(model, batch)
                 # DDP averages gradients over processes; scale back up so the step is a true mean
                 loss = loss_sum * (acc.num_processes / total_units)
@@ -320,7 +324,7 @@ class Engine:
             self._stop(f"non-finite loss ({loss_mean})")
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
-            grad_norm = float(acc.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm))
+            grad_norm = self._clip_grad_norm()
             if not math.isfinite(grad_norm):
                 self._stop(f"non-finite gradient norm ({grad_norm})")
         self.optimizer.step()
@@ -332,6 +336,20 @@ class Engine:
             out["grad_norm"] = grad_norm
         out.update(_reduce_metrics(sums, total_units))
         return out
+
+    def _grad_sync(self, sync: bool):
+        """Gradients are reduced across processes only at a step's last micro-batch."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(sync)
+            return nullcontext()
+        return nullcontext() if sync else self.accelerator.no_sync(self.model)
+
+    def _clip_grad_norm(self) -> float:
+        if not self.sharded:
+            return float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+        # over the shards' gradients: the norm of the whole gradient, as a DTensor
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     @staticmethod
     def _metric_keys(sums: dict) -> list[str]:
@@ -363,18 +381,17 @@ class Engine:
             loss, units, sums = 0.0, 0.0, {}
             bs = self.cfg.micro_batch_size
             starts = range(0, len(self.eval_data), bs)
-            model = self.model
-            if not distributed.is_sharded_model(self.model):
-                # each rank its shard of the batches, summed over ranks: the one-process sums. Unwrapped: the
-                # ranks run different numbers of passes, and DDP's forward would sync buffers at each one
-                starts, model = distributed.shard(starts), self.accelerator.unwrap_model(self.model)
-            for s in starts:
-                batch = self._to_device(self.collate(list(self.eval_data[s:s + bs])))
-                with self.autocast():
-                    l, m = self.objective(model, batch)
-                loss, units = loss + float(l), units + float(self.objective.units(batch))
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+            # each rank its shard of the batches, summed over ranks: the one-process sums. Unwrapped (and under
+            # FSDP gathered): the ranks run different numbers of passes, which a wrapper would sync at each one
+            with distributed.full_params(self.model):
+                model = self.accelerator.unwrap_model(self.model)
+                for s in distributed.shard(starts):
+                    batch = self._to_device(self.collate(list(self.eval_data[s:s + bs])))
+                    with self.autocast():
+                        l, m = self.objective(model, batch)
+                    loss, units = loss + float(l), units + float(self.objective.units(batch))
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
             keys = self._metric_keys(sums)
             glob = distributed.sum_over_ranks({"loss": loss, "units": units,
                                                **{f"m/{k}": sums.get(k, 0.0) for k in keys}})
@@ -383,7 +400,8 @@ class Engine:
             out["eval/loss"] = loss / max(units, 1e-12)
             out.update({f"eval/{k}": v for k, v in _reduce_metrics(sums, units).items()})
         if self.eval_fn is not None:
-            out.update({f"eval/{k}": v for k, v in self.eval_fn(self.accelerator.unwrap_model(self.model)).items()})
+            with distributed.full_params(self.model):
+                out.update({f"eval/{k}": v for k, v in self.eval_fn(self.accelerator.unwrap_model(self.model)).items()})
         self.model.train()
         return out
 
@@ -392,12 +410,16 @@ class Engine:
         acc = self.accelerator
         final = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
         rng_states = distributed.gather_objects(_rng_state())
+        weights = optim = None
+        if self.sharded:  # gathered from the shards by every rank, kept by rank 0
+            weights = distributed.full_state_dict(self.model)
+            optim = distributed.full_optimizer_state(self.model, self.optimizer)
         if not acc.is_main_process:
             acc.wait_for_everyone()
             return final
         with atomic_folder(final) as tmp:
-            save_weights(acc.unwrap_model(self.model), tmp / "model", tokenizer=self.tokenizer)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            save_weights(acc.unwrap_model(self.model), tmp / "model", tokenizer=self.tokenizer, state_dict=weights)
+            torch.save(optim if self.sharded else self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(rng_states[0], tmp / "rng.pt")
             for r, state in enumerate(rng_states[1:], start=1):  # each rank resumes its own streams
@@ -415,7 +437,7 @@ class Engine:
 
     def load_checkpoint(self, path: Path) -> None:
         load_weights_(self.accelerator.unwrap_model(self.model), path / "model")
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        self._load_optimizer(path / "optimizer.pt")
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rank = distributed.rank()
         own = path / f"rng-{rank}.pt"
@@ -432,6 +454,19 @@ class Engine:
             self._set_data(saved["data"])
             self.stage_metrics = dict(saved["metrics"])
 
+    def _load_optimizer(self, path: Path) -> None:
+        """An FSDP run saves the optimizer state keyed by parameter name (whole, whatever the number of
+        processes), any other run keyed by position."""
+        state = torch.load(path, weights_only=True)
+        by_name = any(isinstance(k, str) for k in state.get("state", {}))
+        if by_name != self.sharded:
+            raise TrainingError(f"{path} was written by a run {'with' if by_name else 'without'} FSDP over several "
+                                f"processes; resume it the same way (train.fsdp, number of processes)")
+        if self.sharded:
+            distributed.load_full_optimizer_state(self.model, self.optimizer, state)
+        else:
+            self.optimizer.load_state_dict(state)
+
     def _set_data(self, data: Sequence[Any]) -> None:
         if len(data) == 0:
             raise TrainingError(f"step {self.step + 1}: the stage returned an empty buffer")
@@ -439,7 +474,8 @@ class Engine:
         self.plan = DataPlan(len(data), self.plan.global_batch, self.plan.steps, self.seed)
 
     def run_stage(self) -> None:
-        out = self.stage(self.accelerator.unwrap_model(self.model), self.step)
+        with distributed.full_params(self.model):
+            out = self.stage(self.accelerator.unwrap_model(self.model), self.step)
         if out is None:
             return
         if out.data is not None:
@@ -493,6 +529,8 @@ class Engine:
             bar.close()
             if log is not None:
                 log.close()
+        if self.sharded:  # what follows (evaluations, the next stage's sampling) runs rank by rank
+            distributed.keep_full_params(self.model)
         return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
 
 

@@ -27,7 +27,8 @@ def weights_hash(model, *, adapter: bool = True) -> str:
             if "lora_" in name:
                 continue
             name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
-        state[name] = t
+        # a sharded (FSDP) model's tensor is this rank's shard: hash the whole (every rank gathers it)
+        state[name] = t.full_tensor() if hasattr(t, "full_tensor") else t
     for name, t in sorted(state.items()):
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())

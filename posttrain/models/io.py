@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from posttrain.distributed import place_like
 from posttrain.errors import ModelError
 from posttrain.files import atomic_folder
 from posttrain.models.lora import is_lora, unwrap
@@ -30,16 +31,26 @@ def trainable_parameters(model) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def save_weights(model, directory: str | os.PathLike, *, tokenizer=None) -> None:
+def save_weights(model, directory: str | os.PathLike, *, tokenizer=None, state_dict: dict | None = None) -> None:
     """Adapter only for a LoRA model, full weights otherwise; safetensors, written atomically.
 
     A full model is saved with save_pretrained, so the folder is also a loadable HF model (config included;
     tied embeddings are stored once); with `tokenizer` (and its chat template) it is a complete one, for
     AutoTokenizer too. `load_weights_` reads only the safetensors, so the tokenizer files never interfere.
+    `state_dict`: the model's whole state (a sharded model's, gathered), saved instead of its own tensors.
     """
     model = unwrap(model)
     with atomic_folder(directory) as tmp:
-        model.save_pretrained(tmp)
+        if state_dict is None:
+            model.save_pretrained(tmp)
+        else:  # a tied tensor once, under its first name, as save_pretrained stores it from the model
+            seen: set[int] = set()
+            dropped = set()
+            for name, p in model.named_parameters(remove_duplicate=False):
+                if id(p) in seen:
+                    dropped.add(name)
+                seen.add(id(p))
+            model.save_pretrained(tmp, state_dict={k: v for k, v in state_dict.items() if k not in dropped})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 
@@ -137,8 +148,8 @@ def _load_full(model, directory: Path) -> None:
     # save_pretrained stores a tied tensor under one of its names; the others are filled by the tie
     optional = {k for k in expected if any(a in state for a in aliases.get(k, ()) if a != k)}
     _check(state, expected, directory, optional)
-    with torch.no_grad():
-        model.load_state_dict(state, strict=False)
+    with torch.no_grad():  # under FSDP the model's tensors are shards
+        model.load_state_dict(place_like(state, expected), strict=False)
 
 
 def apply_saved_adapter(model, directory: str | os.PathLike):

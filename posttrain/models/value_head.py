@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from posttrain.distributed import place_like
 from posttrain.errors import ModelError
 from posttrain.files import latest_checkpoint
 from posttrain.models.lora import is_lora, unwrap
@@ -96,11 +97,17 @@ class ScalarHeadModel(torch.nn.Module):
         return logits, self.head(h).squeeze(-1).float()
 
     # -- persistence (the engine's checkpoints call save_pretrained / load_weights_) --------------
-    def save_pretrained(self, directory) -> None:
+    def save_pretrained(self, directory, state_dict: dict | None = None) -> None:
+        """`state_dict`: this model's whole state (names as in `self.state_dict()`), e.g. gathered from shards."""
         directory = Path(directory)
-        unwrap(self.lm).save_pretrained(directory)
-        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()},
-                  str(directory / HEAD_WEIGHTS))
+        if state_dict is None:
+            unwrap(self.lm).save_pretrained(directory)
+            head = self.head.state_dict()
+        else:
+            unwrap(self.lm).save_pretrained(directory, state_dict={
+                k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")})
+            head = {k[len("head."):]: v for k, v in state_dict.items() if k.startswith("head.")}
+        save_file({k: v.detach().contiguous() for k, v in head.items()}, str(directory / HEAD_WEIGHTS))
         (directory / HEAD_CONFIG).write_text(json.dumps({**self.info, "hidden_size": self.config.hidden_size},
                                                         indent=1))
 
@@ -115,9 +122,9 @@ class ScalarHeadModel(torch.nn.Module):
             if k not in state or state[k].shape != v.shape:
                 raise ModelError(f"{directory / HEAD_WEIGHTS}: '{k}' missing or of another shape than {tuple(v.shape)}")
         load_weights_(self.lm, directory)
-        with torch.no_grad():
-            for k, v in self.head.state_dict().items():
-                v.copy_(state[k])
+        with torch.no_grad():  # under FSDP the head's parameters are shards
+            self.load_state_dict(place_like({f"head.{k}": state[k] for k in self.head.state_dict()},
+                                            self.state_dict()), strict=False)
 
 
 def head_info(model_settings) -> dict:
