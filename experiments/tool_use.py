@@ -64,12 +64,13 @@ def train_arm(arm: str, seed: int, a) -> Path | None:
     base = [f"name={name}", f"seed={seed}", f"output_dir={a.runs}", *a.overrides]
     if arm in SFT_ARMS:
         ok = run_variant(RECIPES / "tool_sft_seal.yaml", base + [f"data.train.path={data_dir(a) / 'train.jsonl'}",
+                                                                f"train.max_steps={a.sft_steps}",
                                                                 *SFT_ARMS[arm]], collect=a.report)
     else:
         start = Path(a.runs) / f"{PPO_ARMS[arm]}-seed{seed}"
         if not (start / "summary.json").is_file():
             return None
-        ok = run_variant(RECIPES / "tool_ppo_seal.yaml", base + [f"model.adapter={start}",
+        ok = run_variant(RECIPES / "tool_ppo_seal.yaml", base + [f"model.adapter={start}", f"train.max_steps={a.ppo_steps}",
                                                                f"data.train.path={data_dir(a) / 'ppo_prompts.jsonl'}"],
                          collect=a.report)
     return Path(a.runs) / name if ok is not None else None
@@ -124,7 +125,8 @@ def report(results: dict[str, list[dict]], a) -> int:
         rows.append(cells)
     n = results[arms[0]][0]["n"]
     lines = ["## Results", "", f"Reproduce: `python -m experiments.tool_use --prepare`, then `python -m "
-             f"experiments.tool_use --seeds {' '.join(map(str, a.seeds))}`, then `--report`.", "",
+             f"experiments.tool_use --seeds {' '.join(map(str, a.seeds))} --sft-steps {a.sft_steps} --ppo-steps "
+             f"{a.ppo_steps}`, then `--report`.", "",
              f"Greedy decoding, {n} evaluation examples ({a.bfcl_per_category} per BFCL category, {a.seal_examples} "
              "Seal-Tools test_in_domain); ± = 95% t interval over seeds (excludes the eval sets' own sampling "
              "error). Paired: (example, seed) pairs correct under the arm but not under sft / the reverse "
@@ -139,13 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", nargs="+", default=[*SFT_ARMS, *PPO_ARMS], choices=[*SFT_ARMS, *PPO_ARMS])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--no-start", action="store_true",
+                    help="do not evaluate the embedded model here (another process does; --report reads it)")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--runs", default="runs/tool_use")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--train-examples", type=int, default=700)
+    ap.add_argument("--sft-steps", type=int, default=12, help="optimizer steps of each SFT arm (batch 4)")
+    ap.add_argument("--ppo-steps", type=int, default=6, help="PPO steps of each IRM arm (8 rollouts each)")
     ap.add_argument("--error-rate", type=float, default=0.3)
-    ap.add_argument("--bfcl-per-category", type=int, default=20)
-    ap.add_argument("--seal-examples", type=int, default=40)
+    ap.add_argument("--bfcl-per-category", type=int, default=10)
+    ap.add_argument("--seal-examples", type=int, default=30)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("overrides", nargs="*")
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     examples = eval_sets(a)
     results: dict[str, list[dict]] = {}
-    start = evaluate(None, "start", examples, a)
+    start = None if a.no_start and not a.report else evaluate(None, "start", examples, a)
     if start is not None:
         results["start"] = [{**start, "seed": 0}]
     for seed in a.seeds:

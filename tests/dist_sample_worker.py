@@ -12,7 +12,10 @@ from posttrain.generation.to_file import sample_to_file
 from posttrain.models import load_model
 
 QUESTIONS = ["Hello there", "What is 2+2?", "Name a colour.", "Hi", "Why is the sky blue?", "Count to three."]
-PARAMS = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=3)
+# top_k: the random model's distribution is near uniform over 49k tokens (bins of ~2e-5), where the ~1e-6
+# rounding that another batch composition gives the logits moves a draw to the next token now and then;
+# among 5 tokens the bins are wide enough that the draws are the same
+PARAMS = SamplingParams(n=2, temperature=1.0, top_k=5, max_new_tokens=8, seed=3)
 
 
 def run(out_dir: Path) -> tuple[dict, object]:

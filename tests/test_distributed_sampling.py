@@ -20,6 +20,7 @@ from posttrain import distributed as dist
 from posttrain.generation import to_file
 from posttrain.generation.to_file import part_path, sample_to_file, source_path
 from tests.dist_sample_worker import PARAMS, QUESTIONS, run
+from tests.helpers import assert_same_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,19 +112,22 @@ def test_two_ranks_write_the_one_process_file(monkeypatch, lms, records, full, s
     out = tmp_path / "samples.jsonl"
     results = two_rank_sample(monkeypatch, lms, records, out)
     assert sorted(calls) == [(0, [0, 1, 2]), (1, [3, 4, 5])]  # each rank sampled its contiguous shard
-    assert out.read_bytes() == full_path.read_bytes()
+    assert_same_samples(out, full_path)
     assert source_path(out).read_bytes() == source_path(full_path).read_bytes()
     assert not list(tmp_path.glob("*.part-*"))
     for done, stats in results:  # every rank returns the one-process result
-        assert done == full_done
+        assert_same_samples(done, full_done)
         assert (stats.prompts, stats.samples, stats.new_tokens) == \
             (full_stats.prompts, full_stats.samples, full_stats.new_tokens)
         assert stats.extra["resumed_prompts"] == 0
     # a finished file is resumed by both ranks: nothing to sample, the same bytes
     calls.clear()
+    before = out.read_bytes()
     results = two_rank_sample(monkeypatch, lms, records, out)
-    assert sorted(calls) == [(0, []), (1, [])] and out.read_bytes() == full_path.read_bytes()
-    assert results[1][0] == full_done and results[1][1].extra["resumed_prompts"] == len(records)
+    assert sorted(calls) == [(0, []), (1, [])]
+    assert out.read_bytes() == before
+    assert_same_samples(results[1][0], full_done)
+    assert results[1][1].extra["resumed_prompts"] == len(records)
 
 
 def killed_parts(full_path: Path, out: Path) -> None:
@@ -142,9 +146,11 @@ def test_killed_parts_are_resumed_by_two_ranks(monkeypatch, lms, records, full, 
     killed_parts(full_path, out)
     results = two_rank_sample(monkeypatch, lms, records, out)
     assert sorted(calls) == [(0, [1, 2]), (1, [3, 4])]  # the prompts left, split in two
-    assert out.read_bytes() == full_path.read_bytes()
+    assert_same_samples(out, full_path)
     assert not list(tmp_path.glob("*.part-*"))
-    assert all(done == full_done and stats.extra["resumed_prompts"] == 2 for done, stats in results)
+    for done, stats in results:
+        assert_same_samples(done, full_done)
+        assert stats.extra["resumed_prompts"] == 2
 
 
 def test_killed_parts_are_resumed_by_one_process(lms, records, full, sampled, tmp_path):
@@ -154,7 +160,8 @@ def test_killed_parts_are_resumed_by_one_process(lms, records, full, sampled, tm
     killed_parts(full_path, out)
     done, stats = sample_to_file(*lms[0], records, PARAMS, out, progress=False)
     assert calls == [(0, [1, 2, 3, 4])]
-    assert out.read_bytes() == full_path.read_bytes() and done == full_done
+    assert_same_samples(out, full_path)
+    assert_same_samples(done, full_done)
     assert stats.extra["resumed_prompts"] == 2 and not list(tmp_path.glob("*.part-*"))
 
 
@@ -268,9 +275,10 @@ def test_torchrun_two_processes_write_the_one_process_file(tmp_path, monkeypatch
                            str(ROOT / "tests" / "dist_sample_worker.py"), str(two)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (two / "samples.jsonl").read_bytes() == (one / "samples.jsonl").read_bytes()
+    assert_same_samples(two / "samples.jsonl", one / "samples.jsonl")
     assert not list(two.glob("*.part-*"))
     want = json.loads(json.dumps(done))  # prompt ids as JSON keys
     for r in (0, 1):
         got = json.loads((two / f"returned-{r}.json").read_text())
-        assert got["world"] == 2 and got["done"] == want and got["samples"] == 2 * len(QUESTIONS)
+        assert_same_samples(got["done"], want)
+        assert got["world"] == 2 and got["samples"] == 2 * len(QUESTIONS)

@@ -16,6 +16,7 @@ from posttrain.synth.math import (decontaminate, filter_solutions, run_synth, sf
 from posttrain.synth.overlap import (embedding_contamination, minilm_dir, minilm_embedder, near_duplicates,
                                      ngram_contamination)
 from tests.data_helpers import require_data
+from tests.helpers import assert_same_samples
 
 TESTS = ["Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
          "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck "
@@ -181,7 +182,14 @@ def test_pipeline_runs_writes_report_and_decontaminates_a_seed(tmp_path, monkeyp
     assert stats["seeds"]["seed_problems"] == 3 and "seconds" in stats["filter"]
 
 
-def test_killed_mid_stage_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+# The random model is near uniform over 49k tokens, where the float rounding another batch composition gives
+# (a resumed or sharded run samples its rows in other batches) moves a draw to the next token now and then:
+# a narrow nucleus and greedy questions keep the draws apart. Their log-probs agree to rounding.
+NARROW = dict(solutions={"k": 2, "max_new_tokens": 8, "top_p": 0.0005},
+              questions={"per_seed": 1, "k": 2, "max_new_tokens": 12, "temperature": 0})
+
+
+def test_killed_mid_stage_resumes_to_what_a_whole_run_writes(tmp_path, monkeypatch):
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     from posttrain.generation import to_file
     real = to_file.sample
@@ -189,7 +197,7 @@ def test_killed_mid_stage_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     for p in (whole, cut):
         p.mkdir()
         _inputs(p)
-    run_synth(_recipe(whole), progress=False)
+    run_synth(_recipe(whole, **NARROW), progress=False)
 
     class Killed(Exception):
         pass
@@ -201,32 +209,32 @@ def test_killed_mid_stage_resumes_to_the_same_bytes(tmp_path, monkeypatch):
         return real(model, tok, prompts, params, on_batch=write, **kw)
     monkeypatch.setattr(to_file, "sample", dying)
     with pytest.raises(Killed):
-        run_synth(_recipe(cut), progress=False)
+        run_synth(_recipe(cut, **NARROW), progress=False)
     monkeypatch.setattr(to_file, "sample", real)
-    run_synth(_recipe(cut), progress=False)
+    run_synth(_recipe(cut, **NARROW), progress=False)
     for f in OUTPUTS:
-        assert (cut / "s" / f).read_bytes() == (whole / "s" / f).read_bytes(), f
+        if f in SAMPLED:
+            assert_same_samples(cut / "s" / f, whole / "s" / f)
+        else:
+            assert (cut / "s" / f).read_bytes() == (whole / "s" / f).read_bytes(), f
 
 
 @pytest.mark.slow
-def test_two_workers_write_the_same_bytes_as_one(tmp_path, monkeypatch):
+def test_two_workers_write_what_one_writes(tmp_path, monkeypatch):
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the workers run `python -m posttrain`
     one, two = tmp_path / "one", tmp_path / "two"
     for p in (one, two):
         p.mkdir()
         _inputs(p)
-    run_synth(_recipe(one), progress=False)
-    r2 = _recipe(two, workers=2)
+    run_synth(_recipe(one, **NARROW), progress=False)
+    r2 = _recipe(two, workers=2, **NARROW)
     stats = run_synth(r2, two / "synth.yaml", progress=False)
     assert stats["solutions"]["workers"] == 2
     assert (two / "s" / "solutions.shard-1-of-2.jsonl").exists()
     for f in OUTPUTS:
-        if f in SAMPLED:  # tokens and texts equal; log-probs to float rounding (a worker runs on fewer threads)
-            rows = lambda d: [json.loads(x) for x in (d / "s" / f).read_text().splitlines()]  # noqa: E731
-            a, b = rows(one), rows(two)
-            assert [{**x, "logprobs": None} for x in a] == [{**x, "logprobs": None} for x in b], f
-            assert all(x["logprobs"] == pytest.approx(y["logprobs"], abs=1e-4) for x, y in zip(a, b))
+        if f in SAMPLED:  # a worker's batches hold other rows: log-probs to float rounding
+            assert_same_samples(two / "s" / f, one / "s" / f)
         else:
             assert (two / "s" / f).read_bytes() == (one / "s" / f).read_bytes(), f
 
