@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup clean
+.PHONY: demo test test-slow setup clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,11 +28,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/posttrain demo
 
+# `make test` stays under 20 minutes on 2 cores; the tests marked slow (multi-process launches, the real
+# embedded model at length) run in CI after it (.ci/run). Exit 5 ("no tests ran") is not a failure.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+	$(BIN)/python -m pytest -q -m "not slow" --durations=20 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow --durations=20 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

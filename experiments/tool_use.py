@@ -77,13 +77,19 @@ def train_arm(arm: str, seed: int, a) -> Path | None:
 
 
 def evaluate(run: Path | None, label: str, examples: list, a) -> dict | None:
-    """Scores of a run's final model (None: the embedded model itself) on the evaluation sets (cached)."""
+    """Scores of a run's final model (None: the embedded model itself) on the evaluation sets, with the
+    run's training steps and wall time: a file in --evals, which is committed, so a later session's seeds
+    and the report can join an earlier session's (the runs themselves do not survive a session)."""
+    import time
+
     from posttrain.eval.tools import generate_completions, score
-    out = Path(a.runs) / "eval" / f"{label}.json"
+    from posttrain.files import atomic_write_text
+    out = Path(a.evals) / f"{label}.json"
     if out.is_file():
         return json.loads(out.read_text())
     if a.report:
         return None
+    t0 = time.perf_counter()
     if run is None:
         from posttrain.models import load_model
         model, tok = load_model("smollm2-135m-instruct")
@@ -92,20 +98,27 @@ def evaluate(run: Path | None, label: str, examples: list, a) -> dict | None:
         model, tok, *_ = load_run(run)
     res = score(examples, generate_completions(model, tok, examples, max_new_tokens=a.max_new_tokens,
                                                batch_size=a.batch_size))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res))
+    res["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    res["date"] = time.strftime("%Y-%m-%d")
+    if run is not None:
+        summary = json.loads((run / "summary.json").read_text())
+        res["train"] = {"steps": summary["train"]["steps"], "wall_time_s": round(summary["wall_time_s"], 1)}
+    atomic_write_text(out, json.dumps(res, indent=None))
     return res
 
 
 def report(results: dict[str, list[dict]], a) -> int:
     arms = [k for k in ["start", *SFT_ARMS, *PPO_ARMS] if results.get(k)]
-    header = ["arm", "seeds", *[f"BFCL {c}" for c in BFCL], "Seal tool F1", "Seal param F1", "Seal content F1",
-              "exact (W / L vs sft)"]
+    header = ["arm", "seeds", "train steps", "train min", *[f"BFCL {c}" for c in BFCL], "Seal tool F1",
+              "Seal param F1", "Seal content F1", "exact (W / L vs sft)"]
     rows = []
     base = {r["seed"]: r for r in results.get("sft", [])}
     for arm in arms:
         rs = results[arm]
-        cells = [arm, len(rs)]
+        trained = [r["train"] for r in rs if "train" in r]
+        cells = [arm, " ".join(str(r["seed"]) for r in rs) if arm != "start" else "-",
+                 "/".join(sorted({str(t["steps"]) for t in trained})) or "0",
+                 " / ".join(f"{t['wall_time_s'] / 60:.0f}" for t in trained) or "-"]
         for c in BFCL:
             m, h = mean_ci([r["bfcl"][c]["accuracy"] for r in rs if c in r.get("bfcl", {})] or [float("nan")])
             cells.append(f"{m:.3f}" + ("" if h != h else f" ± {h:.3f}"))
@@ -118,21 +131,51 @@ def report(results: dict[str, list[dict]], a) -> int:
             b = base.get(r["seed"])
             if b is None or arm == "sft":
                 continue
-            for x, y in zip(r["rows"], b["rows"]):
+            for x, y in zip(r["rows"], b["rows"], strict=True):
+                assert x["id"] == y["id"], (arm, x["id"], y["id"])
                 w += x["correct"] and not y["correct"]
                 l_ += y["correct"] and not x["correct"]
         cells.append("" if arm in ("sft", "start") else f"{w} / {l_}, p = {sign_test_p(w, l_):.3f}")
         rows.append(cells)
     n = results[arms[0]][0]["n"]
+    dates = sorted({r.get("date", "?") for rs in results.values() for r in rs})
     lines = ["## Results", "", f"Reproduce: `python -m experiments.tool_use --prepare`, then `python -m "
              f"experiments.tool_use --seeds {' '.join(map(str, a.seeds))} --sft-steps {a.sft_steps} --ppo-steps "
-             f"{a.ppo_steps}`, then `--report`.", "",
+             f"{a.ppo_steps}`, then `--report`. Per-example results: `{a.evals}/` (evaluated {', '.join(dates)}). "
+             "train min: wall time of each seed's training run (one thread, two jobs on 2 cores).", "",
              f"Greedy decoding, {n} evaluation examples ({a.bfcl_per_category} per BFCL category, {a.seal_examples} "
              "Seal-Tools test_in_domain); ± = 95% t interval over seeds (excludes the eval sets' own sampling "
              "error). Paired: (example, seed) pairs correct under the arm but not under sft / the reverse "
              "(BFCL AST-correct or Seal-Tools exact match), exact sign test.", "",
              markdown_table(header, rows), ""]
+    plot = Path(a.out) / "tool_use.png"
+    _plot(results, arms, plot)
+    lines += [f"![per arm: BFCL accuracy and Seal-Tools content F1, one dot per seed]({plot.name})", ""]
     return publish(Path(a.out) / "tool_use_results.md", "\n".join(lines))
+
+
+def _plot(results: dict[str, list[dict]], arms: list[str], path: Path) -> None:
+    """Per arm: BFCL accuracy over every category and Seal-Tools content-filling F1, one dot per seed."""
+    import matplotlib.pyplot as plt
+
+    from posttrain.eval import report as _report  # noqa: F401  (sets the headless backend)
+    from posttrain.files import atomic_path
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    for ax, title, value in ((axes[0], "BFCL accuracy (all categories)", lambda r: r.get("bfcl_accuracy")),
+                             (axes[1], "Seal-Tools content-filling F1",
+                              lambda r: r["seal_tools"]["all"]["content_filling"]["f1"])):
+        for x, arm in enumerate(arms):
+            ys = [v for v in (value(r) for r in results[arm]) if v is not None]
+            if ys:
+                ax.bar(x, sum(ys) / len(ys), color="#9ab" if arm != "start" else "#ccc", width=0.6)
+                ax.scatter([x] * len(ys), ys, color="k", s=12, zorder=3)
+        ax.set_xticks(range(len(arms)), arms)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not evaluate the embedded model here (another process does; --report reads it)")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--runs", default="runs/tool_use")
+    ap.add_argument("--evals", default="docs/results/tool_use_eval",
+                    help="evaluation results, one JSON per (arm, seed): committed with the report")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--train-examples", type=int, default=700)
     ap.add_argument("--sft-steps", type=int, default=12, help="optimizer steps of each SFT arm (batch 4)")
@@ -160,15 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         prepare(a)
         print(data_dir(a))
         return 0
-    examples = eval_sets(a)
+    examples = [] if a.report else eval_sets(a)
     results: dict[str, list[dict]] = {}
     start = None if a.no_start and not a.report else evaluate(None, "start", examples, a)
     if start is not None:
         results["start"] = [{**start, "seed": 0}]
     for seed in a.seeds:
         for arm in a.arms:
-            run = train_arm(arm, seed, a)
-            if run is None:
+            run = None if a.report else train_arm(arm, seed, a)  # a report reads the evaluation files only
+            if run is None and not a.report:
                 continue
             res = evaluate(run, f"{arm}-seed{seed}", examples, a)
             if res is not None:

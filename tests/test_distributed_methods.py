@@ -5,6 +5,8 @@ parameters, gradients and optimizer state sharded (train.fsdp: FSDP 2).
 One launch runs every case (a launch costs ~10 s of imports), once with plain python and once with
 torchrun --nproc_per_node 2; each with its own POSTTRAIN_CACHE so the 2-process run computes its
 reference log-probs rather than reading the 1-process run's.
+
+Marked slow (three launches, ~5 minutes on 2 cores): CI runs it after `make test` (.ci/run).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.dist_methods_worker import CASES
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_methods_worker.py"
