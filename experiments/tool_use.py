@@ -65,6 +65,9 @@ def train_arm(arm: str, seed: int, a) -> Path | None:
     if arm in SFT_ARMS:
         ok = run_variant(RECIPES / "tool_sft_seal.yaml", base + [f"data.train.path={data_dir(a) / 'train.jsonl'}",
                                                                 f"train.max_steps={a.sft_steps}",
+                                                                *([f"train.micro_batch_size={a.sft_micro_batch}",
+                                                                   f"train.grad_accum={4 // a.sft_micro_batch}"]
+                                                                  if a.sft_micro_batch else []),
                                                                 *SFT_ARMS[arm]], collect=a.report)
     else:
         start = Path(a.runs) / f"{PPO_ARMS[arm]}-seed{seed}"
@@ -193,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--train-examples", type=int, default=700)
     ap.add_argument("--sft-steps", type=int, default=12, help="optimizer steps of each SFT arm (batch 4)")
-    ap.add_argument("--ppo-steps", type=int, default=6, help="PPO steps of each IRM arm (8 rollouts each)")
+    ap.add_argument("--sft-micro-batch", type=int, choices=[1, 2, 4],
+                    help="split each SFT step's 4 rows into micro-batches of this size (memory; the same step)")
+    ap.add_argument("--ppo-steps", type=int, default=6, help="PPO optimizer steps of each IRM arm (2 per iteration of 8 rollouts)")
     ap.add_argument("--error-rate", type=float, default=0.3)
     ap.add_argument("--bfcl-per-category", type=int, default=10)
     ap.add_argument("--seal-examples", type=int, default=30)
