@@ -73,9 +73,9 @@ def train_arm(arm: str, seed: int, a) -> Path | None:
         start = Path(a.runs) / f"{PPO_ARMS[arm]}-seed{seed}"
         if not (start / "summary.json").is_file():
             return None
-        ok = run_variant(RECIPES / "tool_ppo_seal.yaml", base + [f"model.adapter={start}", f"train.max_steps={a.ppo_steps}",
-                                                               f"data.train.path={data_dir(a) / 'ppo_prompts.jsonl'}"],
-                         collect=a.report)
+        ok = run_variant(RECIPES / "tool_ppo_seal.yaml",
+                         base + [f"model.adapter={start}", f"train.max_steps={a.ppo_steps}",
+                                 f"data.train.path={data_dir(a) / 'ppo_prompts.jsonl'}"], collect=a.report)
     return Path(a.runs) / name if ok is not None else None
 
 
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft-steps", type=int, default=12, help="optimizer steps of each SFT arm (batch 4)")
     ap.add_argument("--sft-micro-batch", type=int, choices=[1, 2, 4],
                     help="split each SFT step's 4 rows into micro-batches of this size (memory; the same step)")
-    ap.add_argument("--ppo-steps", type=int, default=6, help="PPO optimizer steps of each IRM arm (2 per iteration of 8 rollouts)")
+    ap.add_argument("--ppo-steps", type=int, default=6,
+                    help="PPO optimizer steps of each IRM arm (2 per iteration of 8 rollouts)")
     ap.add_argument("--error-rate", type=float, default=0.3)
     ap.add_argument("--bfcl-per-category", type=int, default=10)
     ap.add_argument("--seal-examples", type=int, default=30)
