@@ -113,9 +113,9 @@ def evaluate(run: Path | None, label: str, examples: list, a) -> dict | None:
 def report(results: dict[str, list[dict]], a) -> int:
     arms = [k for k in ["start", *SFT_ARMS, *PPO_ARMS] if results.get(k)]
     header = ["arm", "seeds", "train steps", "train min", *[f"BFCL {c}" for c in BFCL], "Seal tool F1",
-              "Seal param F1", "Seal content F1", "exact (W / L vs sft)"]
+              "Seal param F1", "Seal content F1", "exact (W / L vs sft)",
+              "exact (W / L vs its SFT start)"]
     rows = []
-    base = {r["seed"]: r for r in results.get("sft", [])}
     for arm in arms:
         rs = results[arm]
         trained = [r["train"] for r in rs if "train" in r]
@@ -129,16 +129,8 @@ def report(results: dict[str, list[dict]], a) -> int:
             vals = [r["seal_tools"]["all"][key]["f1"] for r in rs]
             m, h = mean_ci(vals)
             cells.append(f"{m:.3f}" + ("" if h != h else f" ± {h:.3f}"))
-        w = l_ = 0
-        for r in rs:
-            b = base.get(r["seed"])
-            if b is None or arm == "sft":
-                continue
-            for x, y in zip(r["rows"], b["rows"], strict=True):
-                assert x["id"] == y["id"], (arm, x["id"], y["id"])
-                w += x["correct"] and not y["correct"]
-                l_ += y["correct"] and not x["correct"]
-        cells.append("" if arm in ("sft", "start") else f"{w} / {l_}, p = {sign_test_p(w, l_):.3f}")
+        cells.append(_paired(rs, results.get("sft", []), arm) if arm not in ("sft", "start") else "")
+        cells.append(_paired(rs, results.get(PPO_ARMS[arm], []), arm) if arm in PPO_ARMS else "")
         rows.append(cells)
     n = results[arms[0]][0]["n"]
     dates = sorted({r.get("date", "?") for rs in results.values() for r in rs})
@@ -148,13 +140,30 @@ def report(results: dict[str, list[dict]], a) -> int:
              "train min: wall time of each seed's training run (one thread, two jobs on 2 cores).", "",
              f"Greedy decoding, {n} evaluation examples ({a.bfcl_per_category} per BFCL category, {a.seal_examples} "
              "Seal-Tools test_in_domain); ± = 95% t interval over seeds (excludes the eval sets' own sampling "
-             "error). Paired: (example, seed) pairs correct under the arm but not under sft / the reverse "
-             "(BFCL AST-correct or Seal-Tools exact match), exact sign test.", "",
+             "error). Paired: (example, seed) pairs correct under the arm but not under sft (last column: the SFT "
+             "run a PPO arm starts from) / the reverse (BFCL AST-correct or Seal-Tools exact match), exact sign "
+             "test.", "",
              markdown_table(header, rows), ""]
     plot = Path(a.out) / "tool_use.png"
     _plot(results, arms, plot)
     lines += [f"![per arm: BFCL accuracy and Seal-Tools content F1, one dot per seed]({plot.name})", ""]
     return publish(Path(a.out) / "tool_use_results.md", "\n".join(lines))
+
+
+def _paired(rs: list[dict], base: list[dict], arm: str) -> str:
+    """Wins / losses of `rs` against `base` over (example, seed) pairs on exact correctness, with the exact
+    sign test; seeds missing on either side are left out."""
+    by_seed = {r["seed"]: r for r in base}
+    w = l_ = 0
+    for r in rs:
+        b = by_seed.get(r["seed"])
+        if b is None:
+            continue
+        for x, y in zip(r["rows"], b["rows"], strict=True):
+            assert x["id"] == y["id"], (arm, x["id"], y["id"])
+            w += x["correct"] and not y["correct"]
+            l_ += y["correct"] and not x["correct"]
+    return f"{w} / {l_}, p = {sign_test_p(w, l_):.3f}"
 
 
 def _plot(results: dict[str, list[dict]], arms: list[str], path: Path) -> None:
