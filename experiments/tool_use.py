@@ -106,7 +106,7 @@ def evaluate(run: Path | None, label: str, examples: list, a) -> dict | None:
     if run is not None:
         summary = json.loads((run / "summary.json").read_text())
         res["train"] = {"steps": summary["train"]["steps"], "wall_time_s": round(summary["wall_time_s"], 1)}
-    atomic_write_text(out, json.dumps(res, indent=None))
+    atomic_write_text(out, json.dumps(res))
     return res
 
 
@@ -168,9 +168,8 @@ def _paired(rs: list[dict], base: list[dict], arm: str) -> str:
 
 def _plot(results: dict[str, list[dict]], arms: list[str], path: Path) -> None:
     """Per arm: BFCL accuracy over every category and Seal-Tools content-filling F1, one dot per seed."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the headless backend: posttrain.eval.report, imported above
 
-    from posttrain.eval import report as _report  # noqa: F401  (sets the headless backend)
     from posttrain.files import atomic_path
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
     for ax, title, value in ((axes[0], "BFCL accuracy (all categories)", lambda r: r.get("bfcl_accuracy")),
@@ -227,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         results["start"] = [{**start, "seed": 0}]
     for seed in a.seeds:
         for arm in a.arms:
-            run = None if a.report else train_arm(arm, seed, a)  # a report reads the evaluation files only
-            if run is None and not a.report:
-                continue
+            run = None
+            if not a.report:  # a report reads the evaluation files only
+                run = train_arm(arm, seed, a)
+                if run is None:
+                    continue
             res = evaluate(run, f"{arm}-seed{seed}", examples, a)
             if res is not None:
                 results.setdefault(arm, []).append({**res, "seed": seed})
