@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	# BFCL's AST checker (the `toolcheck` extra), the peer of our tool-call matcher in the tests; its declared
 	# dependencies are the model vendors' SDKs, which the checker does not use
 	$(BIN)/pip install --quiet --no-deps bfcl-eval==2026.3.23
+	# DeepSpeed for the ZeRO path's tests (tests/test_distributed_methods.py): an sdist whose setup imports
+	# torch, built without its CUDA ops; its deps by name, so that nothing can replace the pinned torch
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation deepspeed==0.19.8
+	$(BIN)/pip install --quiet hjson msgpack ninja einops py-cpuinfo nvidia-ml-py
 	touch $(STAMP)
 
 setup: $(STAMP)

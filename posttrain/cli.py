@@ -341,9 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_deepspeed_on_cpu() -> None:
+    """deepspeed, where installed (the ZeRO path), is imported by transformers and warns on every start that
+    it found no GPU; on a machine without one, tell it so first."""
+    import os
+
+    import torch
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_deepspeed_on_cpu()
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # per-shard bars from transformers drown our own progress output
     try:

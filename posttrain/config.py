@@ -108,6 +108,9 @@ class TrainSettings(Section):
     # shard parameters, gradients and optimizer state over the processes (FSDP 2); also on under
     # `accelerate launch` with an FSDP config. One process: no effect
     fsdp: bool = False
+    # DeepSpeed ZeRO stage (1-3) over the processes (needs deepspeed installed); also on under `accelerate
+    # launch` with a DeepSpeed config. 0 = off. One process: no effect
+    zero_stage: Literal[0, 1, 2, 3] = 0
     eval_every: int | None = Field(None, gt=0)
     save_every: int | None = Field(None, gt=0)
     keep_checkpoints: int = Field(2, gt=0)

@@ -29,6 +29,8 @@ def launched_world() -> int:
 
 def init() -> None:
     """Join the launcher's process group (idempotent; nothing to do for one process)."""
+    from posttrain import zero
+    zero.take_over_from_accelerate()  # before accelerate's state exists
     if launched_world() > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         from accelerate import PartialState
         PartialState(cpu=not torch.cuda.is_available())
@@ -160,7 +162,12 @@ def _fsdp_units(model) -> list:
 def full_params(model) -> Iterator[None]:
     """Inside the block every rank holds the whole model (each FSDP unit all-gathered once and kept), so
     forwards need no collectives and ranks may run different numbers of them (each samples its own
-    shard of prompts). Resharded on exit. A no-op for a model that is not sharded."""
+    shard of prompts). Resharded on exit. A no-op for a model that is not sharded. ZeRO: posttrain.zero."""
+    from posttrain import zero
+    if zero.is_zero(model):
+        with zero.full_params(model):
+            yield
+        return
     units = _fsdp_units(model) if is_sharded_model(model) else []
     if not units:
         yield

@@ -26,7 +26,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from posttrain import distributed
+from posttrain import distributed, zero
 from posttrain.config import TrainSettings
 from posttrain.errors import TrainingError
 from posttrain.files import atomic_folder, checkpoints, latest_checkpoint
@@ -240,6 +240,7 @@ class Engine:
         self.run_dir = Path(run_dir)
         # precision is our autocast, not accelerate's: its state is a process-wide singleton that
         # refuses a second Engine with another precision in the same process
+        zero.take_over_from_accelerate()  # ZeRO is the engine's, never accelerate's (posttrain/zero.py)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         if cfg.gradient_checkpointing:
             if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 name
@@ -250,30 +251,45 @@ class Engine:
                 model.enable_input_require_grads()
         self.steps = total_steps(cfg, len(train_data), self.accelerator.num_processes)
         # FSDP is ours (torch's fully_shard), never accelerate's: one code path, and it runs on CPU too
+        # FSDP and ZeRO are the engine's own, never accelerate's: one code path each, which runs on CPU too
         fsdp = distributed.fsdp_requested(cfg.fsdp)
-        self.sharded = fsdp and self.accelerator.num_processes > 1
-        if fsdp:  # one process: only moved to the device, never wrapped
+        stage = zero.requested_stage(cfg.zero_stage)
+        if fsdp and stage:
+            raise TrainingError("both FSDP (train.fsdp or accelerate's FSDP config) and DeepSpeed ZeRO "
+                                f"(stage {stage}) requested: choose one")
+        many = self.accelerator.num_processes > 1
+        self.sharded, self.zero = fsdp and many, stage if many else 0
+        if fsdp:  # one process: only moved to the device, never wrapped (ZeRO the same)
             model = distributed.shard_model(model, self.accelerator.device)
+        elif stage:
+            model = model.to(self.accelerator.device)
         self.model = model
         self.optimizer = optimizer = build_optimizer(cfg, model)
-        if optimizer_state is not None:  # before the scheduler, which sets the learning rates from it
+        if optimizer_state is not None and not self.zero:  # before the scheduler, which takes the lrs from it
             self._load_optimizer(optimizer_state)
         # the schedule counts optimisation steps; accelerate's scheduler wrapper would step it once per
-        # process, so it stays a plain scheduler on the raw optimizer
+        # process, so it stays a plain scheduler on the raw optimizer (which ZeRO steps too)
         offset, total = schedule or (0, self.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total, offset))
-        if not fsdp:
+        if self.zero:
+            self.model = zero.wrap(model, optimizer, stage=stage, micro_batch_size=cfg.micro_batch_size,
+                                   grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm)
+            if optimizer_state is not None:
+                self._load_optimizer(optimizer_state)
+        elif not fsdp:
             self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type.name == "DEEPSPEED":
-            # rank 0 alone writes checkpoints, and under ZeRO it holds only its shard of the optimizer
-            # state: a resume would be silently wrong
-            raise TrainingError("DeepSpeed with more than one process is not supported yet (checkpoints would "
-                                "keep rank 0's optimizer shard only); use DDP or FSDP: docs/scaling.md")
         self.step = 0
         self.plan = DataPlan(len(train_data), self._global_batch(), self.steps, seed)
         if prepare is not None:
             with distributed.full_params(self.model):
                 prepare(self.plan)
+
+    @property
+    def sharding(self) -> str:
+        """How the model is spread over the processes: "none" (one process), "ddp", "fsdp" or "zero<stage>"."""
+        if self.accelerator.num_processes == 1:
+            return "none"
+        return "fsdp" if self.sharded else f"zero{self.zero}" if zero.is_zero(self.model) else "ddp"
 
     def autocast(self):
         return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,
@@ -310,7 +326,10 @@ class Engine:
                 loss_sum, metrics = self.objective(model, batch)
                 # DDP averages gradients over processes; scale back up so the step is a true mean
                 loss = loss_sum * (acc.num_processes / total_units)
-                acc.backward(loss)
+                if self.zero:
+                    zero.backward(model, loss, last=i == len(batches) - 1)
+                else:
+                    acc.backward(loss)
             loss_total += loss_sum.detach().item()
             tokens += _count_tokens(batch)
             for k, v in metrics.items():
@@ -323,13 +342,19 @@ class Engine:
         if not math.isfinite(loss_mean):
             self._stop(f"non-finite loss ({loss_mean})")
         grad_norm = None
-        if self.cfg.max_grad_norm is not None:
-            grad_norm = self._clip_grad_norm()
-            if not math.isfinite(grad_norm):
-                self._stop(f"non-finite gradient norm ({grad_norm})")
-        self.optimizer.step()
+        if self.zero:  # ZeRO clips and steps in one call, and refuses the update itself on a bad norm
+            try:
+                grad_norm = zero.step(model)
+            except FloatingPointError as e:
+                self._stop(str(e))
+        else:
+            if self.cfg.max_grad_norm is not None:
+                grad_norm = self._clip_grad_norm()
+                if not math.isfinite(grad_norm):
+                    self._stop(f"non-finite gradient norm ({grad_norm})")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         out = {"loss": loss_mean, "lr": self.scheduler.get_last_lr()[0], "units": total_units, "tokens": tokens}
         if grad_norm is not None:
@@ -341,6 +366,8 @@ class Engine:
         """Gradients are reduced across processes only at a step's last micro-batch."""
         if self.sharded:
             self.model.set_requires_gradient_sync(sync)
+            return nullcontext()
+        if self.zero:  # the accumulation boundary is given to its backward
             return nullcontext()
         return nullcontext() if sync else self.accelerator.no_sync(self.model)
 
@@ -414,12 +441,15 @@ class Engine:
         if self.sharded:  # gathered from the shards by every rank, kept by rank 0
             weights = distributed.full_state_dict(self.model)
             optim = distributed.full_optimizer_state(self.model, self.optimizer)
+        elif self.zero:
+            weights = zero.full_state_dict(self.model) if self.zero == 3 else None
+            optim = zero.full_optimizer_state(self.model)
         if not acc.is_main_process:
             acc.wait_for_everyone()
             return final
         with atomic_folder(final) as tmp:
             save_weights(acc.unwrap_model(self.model), tmp / "model", tokenizer=self.tokenizer, state_dict=weights)
-            torch.save(optim if self.sharded else self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(optim if optim is not None else self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(rng_states[0], tmp / "rng.pt")
             for r, state in enumerate(rng_states[1:], start=1):  # each rank resumes its own streams
@@ -436,7 +466,10 @@ class Engine:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
-        load_weights_(self.accelerator.unwrap_model(self.model), path / "model")
+        if self.zero:
+            zero.load_weights(self.model, lambda module: load_weights_(module, path / "model"))
+        else:
+            load_weights_(self.accelerator.unwrap_model(self.model), path / "model")
         self._load_optimizer(path / "optimizer.pt")
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rank = distributed.rank()
@@ -455,15 +488,18 @@ class Engine:
             self.stage_metrics = dict(saved["metrics"])
 
     def _load_optimizer(self, path: Path) -> None:
-        """An FSDP run saves the optimizer state keyed by parameter name (whole, whatever the number of
-        processes), any other run keyed by position."""
+        """An FSDP or ZeRO run saves the optimizer state keyed by parameter name (whole, whatever the number
+        of processes), any other run keyed by position."""
         state = torch.load(path, weights_only=True)
         by_name = any(isinstance(k, str) for k in state.get("state", {}))
-        if by_name != self.sharded:
-            raise TrainingError(f"{path} was written by a run {'with' if by_name else 'without'} FSDP over several "
-                                f"processes; resume it the same way (train.fsdp, number of processes)")
+        if by_name != bool(self.sharded or self.zero):
+            raise TrainingError(f"{path} was written by a run {'with' if by_name else 'without'} FSDP or ZeRO over "
+                                f"several processes; resume it the same way (train.fsdp / train.zero_stage, "
+                                f"number of processes)")
         if self.sharded:
             distributed.load_full_optimizer_state(self.model, self.optimizer, state)
+        elif self.zero:
+            zero.load_full_optimizer_state(self.model, state)
         else:
             self.optimizer.load_state_dict(state)
 
@@ -531,6 +567,8 @@ class Engine:
                 log.close()
         if self.sharded:  # what follows (evaluations, the next stage's sampling) runs rank by rank
             distributed.keep_full_params(self.model)
+        elif self.zero:
+            zero.keep_full_params(self.model)
         return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
 
 

@@ -161,6 +161,7 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress, **kw)
         result: TrainResult = engine.train(resume=True)
         out["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),
+                        "processes": distributed.world(), "sharding": engine.sharding,
                         "final": result.final_metrics,
                         "checkpoint": str(result.checkpoint) if result.checkpoint else None}
         tokens = sum(h.get("tokens", 0) for h in result.history)

@@ -14,11 +14,11 @@ from posttrain.errors import ModelError
 from posttrain.files import atomic_folder
 
 
-_PARALLEL_WRAPPERS = ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel")
+_PARALLEL_WRAPPERS = ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel", "DeepSpeedEngine")
 
 
 def unwrap(model):
-    """The model inside DDP/FSDP (`.module`) or torch.compile (`._orig_mod`) wrappers.
+    """The model inside DDP/FSDP/DeepSpeed (`.module`) or torch.compile (`._orig_mod`) wrappers.
 
     By class name, not `hasattr(model, "module")`: a PeftModel forwards unknown attributes to the model
     it wraps and must itself not be unwrapped.
