@@ -154,6 +154,18 @@ def build_optimizer(cfg: TrainSettings, model) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def vector_norm(t: torch.Tensor, row: int = 4096) -> torch.Tensor:
+    """The 2-norm of `t`, as the norms of rows of `row` elements and then the norm of those. torch's own float32
+    norm on CPU sums a whole tensor in one accumulator: on the embedded model's 28M-element embedding gradient it
+    was 0.18% off (float64 as the truth), on the tiny model's 3M elements 2e-5; in two levels 1e-7 (and faster)."""
+    flat = t.detach().reshape(-1)
+    k = flat.numel() // row
+    parts = [torch.linalg.vector_norm(flat[:k * row].view(k, row), dim=1)] if k else []
+    if flat.numel() > k * row:
+        parts.append(torch.linalg.vector_norm(flat[k * row:]).view(1))
+    return torch.linalg.vector_norm(torch.cat(parts)) if parts else flat.new_zeros(())
+
+
 def _rng_state() -> dict:
     # numpy's state as plain lists: torch.load(weights_only=True) then needs no allow-listed globals
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -372,11 +384,17 @@ class Engine:
         return nullcontext() if sync else self.accelerator.no_sync(self.model)
 
     def _clip_grad_norm(self) -> float:
-        if not self.sharded:
-            return float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
-        # over the shards' gradients: the norm of the whole gradient, as a DTensor
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        """Clip to train.max_grad_norm; the norm of the whole gradient before clipping. Under FSDP each rank
+        holds a shard of every gradient (a DTensor): the squares are summed over ranks."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
+        norm = vector_norm(torch.stack([vector_norm(g) for g in grads])) if grads else torch.zeros(())
+        if self.sharded:
+            sq = norm.double() ** 2
+            torch.distributed.all_reduce(sq)
+            norm = sq.sqrt().to(torch.float32)
+        torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm)
+        return float(norm)
 
     @staticmethod
     def _metric_keys(sums: dict) -> list[str]:

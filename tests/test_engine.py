@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -206,3 +207,33 @@ def test_bf16_autocast_trains(tmp_path):
 def test_epochs_set_the_number_of_steps(tmp_path):
     e = engine(tmp_path, settings(max_steps=None, epochs=1.5, micro_batch_size=4, grad_accum=2), data=random_features(20))
     assert e.steps == 4  # ceil(1.5 * 20 / 8)
+
+
+def test_vector_norm_is_float64_accurate_where_torchs_own_is_not():
+    from posttrain.engine import vector_norm
+    g = torch.Generator().manual_seed(0)
+    # heavy-tailed like an embedding gradient (most rows near zero), 3M elements as in the tiny model's
+    t = torch.randn(3_000_001, generator=g) * torch.rand(3_000_001, generator=g) ** 4
+    exact = t.double().norm().item()
+    assert abs(vector_norm(t).item() - exact) / exact < 1e-6
+    for n in (0, 1, 4095, 4096, 8192 + 3):
+        x = torch.randn(n, generator=g)
+        assert math.isclose(vector_norm(x).item(), x.double().norm().item(), rel_tol=1e-6, abs_tol=1e-12)
+
+
+def test_the_logged_grad_norm_is_the_accurate_one_and_clipping_uses_it(tmp_path, monkeypatch):
+    seen = {}
+    clip = torch.nn.utils.clip_grads_with_norm_
+
+    def spy(params, max_norm, total_norm, *a, **kw):
+        params = list(params)
+        seen["exact"] = math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in params))
+        seen["given"] = float(total_norm)
+        clip(params, max_norm, total_norm, *a, **kw)
+        seen["after"] = math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in params))
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", spy)
+    e = engine(tmp_path, settings(max_steps=1, max_grad_norm=1e-3))
+    logged = e.train().history[0]["grad_norm"]
+    assert seen, "clipping did not run"
+    assert math.isclose(seen["given"], seen["exact"], rel_tol=1e-6) and logged == pytest.approx(seen["exact"], rel=1e-6)
+    assert seen["exact"] > 1e-3 and seen["after"] == pytest.approx(1e-3, rel=1e-4)
