@@ -57,6 +57,16 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _minor_faults() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _rows(tok, n: int, seed: int) -> list[dict]:
     from posttrain.data.synthetic_pairs import generate_pairs
     return generate_pairs("word_problems", n, seed=seed)
@@ -116,11 +126,16 @@ def run_posttrain(config: str, a) -> dict:
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
     ends = [time.perf_counter()]
     tokens, padded = 0, 0
+    faults, rss = [_minor_faults()], []
     for s in range(1, a.steps + 1):
         batches = eng.micro_batches(s)
         padded += sum(b["input_ids"].numel() for b in batches)
         tokens += eng.train_step(batches)["tokens"]
         ends.append(time.perf_counter())
+        faults.append(_minor_faults())
+        rss.append(round(_rss_now_mb()))
+    out["step_minor_faults"] = [b - e for e, b in zip(faults, faults[1:])]
+    out["step_rss_mb"] = rss
     timed = [feats[i] for i in order[a.batch:]]
     out.update(_summary(a, ends, timed, tokens, padded))
     out["first_step_pairs"] = order[:a.batch]
@@ -243,7 +258,8 @@ def spawn(impl: str, config: str, a) -> dict:
         cmd.append("--hash-patch")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+           "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads),
+           **dict(kv.split("=", 1) for kv in a.env)}
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -289,6 +305,9 @@ def main() -> None:
     ap.add_argument("--hash-patch", action="store_true",
                     help="TRL run: replace datasets' fingerprint hashing by random ids (a workaround for a "
                          "PicklingError seen on another machine; not needed here)")
+    ap.add_argument("--impls", default="trl,posttrain", help="which sides to run (e.g. posttrain alone)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment of the worker processes (e.g. glibc malloc settings); repeatable")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", choices=("trl", "posttrain"), help=argparse.SUPPRESS)
     ap.add_argument("--config", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
@@ -300,7 +319,7 @@ def main() -> None:
         if c not in CONFIGS:
             raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     start = time.perf_counter()
-    meta = {"model": MODEL, "pair_forward": a.pair_forward, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
+    meta = {"model": MODEL, "pair_forward": a.pair_forward, "env": a.env, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
             "threads": a.threads, "machine": _machine(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps({"meta": meta}), flush=True)
@@ -308,10 +327,10 @@ def main() -> None:
     for k, config in enumerate(configs):
         order = ("trl", "posttrain") if k % 2 == 0 else ("posttrain", "trl")  # alternate who runs first
         r = {"config": config}
-        for impl in order:
+        for impl in [i for i in order if i in a.impls.split(",")]:
             r[impl] = spawn(impl, config, a)
             print(json.dumps(r[impl]), flush=True)
-        t, p = r["trl"], r["posttrain"]
+        t, p = r.get("trl", {"error": "not run"}), r.get("posttrain", {"error": "not run"})
         if "error" not in t and "error" not in p:
             r["speed_ratio"] = p["pairs_per_s"] / t["pairs_per_s"]
             r["speed_ratio_median"] = p["pairs_per_s_median_step"] / t["pairs_per_s_median_step"]
@@ -324,7 +343,8 @@ def main() -> None:
                               "rss_ratio": round(r["rss_ratio"], 3)}), flush=True)
         results.append(r)
     print()
-    print(table(results))
+    if results and all("trl" in r and "posttrain" in r for r in results):
+        print(table(results))
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s")
 
 

@@ -26,7 +26,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from posttrain import distributed, zero
+from posttrain import allocator, distributed, zero
 from posttrain.config import TrainSettings
 from posttrain.errors import TrainingError
 from posttrain.files import atomic_folder, checkpoints, latest_checkpoint
@@ -250,10 +250,12 @@ class Engine:
         self.show_progress, self.tokenizer = show_progress, tokenizer
         self.stage_metrics: dict[str, float] = {}
         self.run_dir = Path(run_dir)
+        zero.take_over_from_accelerate()  # ZeRO is the engine's, never accelerate's (posttrain/zero.py)
         # precision is our autocast, not accelerate's: its state is a process-wide singleton that
         # refuses a second Engine with another precision in the same process
-        zero.take_over_from_accelerate()  # ZeRO is the engine's, never accelerate's (posttrain/zero.py)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        if cfg.keep_freed_memory and self.accelerator.device.type == "cpu":
+            allocator.keep_freed_memory()
         if cfg.gradient_checkpointing:
             if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 name
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -262,7 +264,6 @@ class Engine:
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         self.steps = total_steps(cfg, len(train_data), self.accelerator.num_processes)
-        # FSDP is ours (torch's fully_shard), never accelerate's: one code path, and it runs on CPU too
         # FSDP and ZeRO are the engine's own, never accelerate's: one code path each, which runs on CPU too
         fsdp = distributed.fsdp_requested(cfg.fsdp)
         stage = zero.requested_stage(cfg.zero_stage)

@@ -237,3 +237,37 @@ def test_the_logged_grad_norm_is_the_accurate_one_and_clipping_uses_it(tmp_path,
     assert seen, "clipping did not run"
     assert math.isclose(seen["given"], seen["exact"], rel_tol=1e-6) and logged == pytest.approx(seen["exact"], rel=1e-6)
     assert seen["exact"] > 1e-3 and seen["after"] == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_on_cpu_the_engine_keeps_freed_memory_unless_told_not_to(tmp_path, monkeypatch):
+    from posttrain import allocator
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    engine(tmp_path, settings(max_steps=1), name="a")
+    assert calls == [1]
+    engine(tmp_path, settings(max_steps=1, keep_freed_memory=False), name="b")
+    assert calls == [1]
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import ctypes
+    import platform
+    from posttrain import allocator
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt only")
+    assert allocator.keep_freed_memory() is True and allocator._applied
+    # a freed 64 MiB block is reused from the heap: touching it again costs no new page faults
+    import resource
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    size = 64 << 20
+
+    def touch() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        ptr = libc.malloc(size)
+        ctypes.memset(ptr, 1, size)
+        libc.free(ptr)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    touch()
+    assert touch() < 100  # with glibc's defaults (mmap for a block this size): ~16,000 faults each time
