@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import machine, minor_faults, peak_rss_mb, rss_now_mb, spawn as spawn_worker  # noqa: E402
 
 CONFIGS = {  # name: (lora?, posttrain reference_mode, TRL precompute_ref_log_probs)
     "lora-precomputed": (True, "precomputed", True),
@@ -40,31 +41,6 @@ CONFIGS = {  # name: (lora?, posttrain reference_mode, TRL precompute_ref_log_pr
 MODEL = "smollm2-135m-instruct"
 LORA = dict(r=16, alpha=32, targets="all-linear")
 BETA, LR = 0.1, 5e-6
-
-
-def _machine() -> str:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cpus ({cpu})"
-
-
-def _rss_mb() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _minor_faults() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def _rss_now_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _rows(tok, n: int, seed: int) -> list[dict]:
@@ -122,20 +98,22 @@ def run_posttrain(config: str, a) -> dict:
     order = _order(n, a.batch, a.steps + 1, a.seed)
     assert sorted(order) == list(range(n))
     out["setup_s"] = round(time.perf_counter() - t0, 2)
-    out["rss_before_train_mb"] = round(_rss_mb())
+    out["rss_before_train_mb"] = round(peak_rss_mb())
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
     ends = [time.perf_counter()]
     tokens, padded = 0, 0
-    faults, rss = [_minor_faults()], []
+    faults, rss, step_tokens = [minor_faults()], [], []
     for s in range(1, a.steps + 1):
         batches = eng.micro_batches(s)
         padded += sum(b["input_ids"].numel() for b in batches)
-        tokens += eng.train_step(batches)["tokens"]
+        step_tokens.append(eng.train_step(batches)["tokens"])
+        tokens += step_tokens[-1]
         ends.append(time.perf_counter())
-        faults.append(_minor_faults())
-        rss.append(round(_rss_now_mb()))
+        faults.append(minor_faults())
+        rss.append(round(rss_now_mb()))
     out["step_minor_faults"] = [b - e for e, b in zip(faults, faults[1:])]
     out["step_rss_mb"] = rss
+    out["step_tokens"] = step_tokens
     timed = [feats[i] for i in order[a.batch:]]
     out.update(_summary(a, ends, timed, tokens, padded))
     out["first_step_pairs"] = order[:a.batch]
@@ -205,7 +183,7 @@ def run_trl(config: str, a) -> dict:
 
     trainer.add_callback(StepTimes())
     out["setup_s"] = round(time.perf_counter() - t0, 2)
-    out["rss_before_train_mb"] = round(_rss_mb())
+    out["rss_before_train_mb"] = round(peak_rss_mb())
     trainer.train()
     assert len(ends) == a.steps + 1, ends
     ds = trainer.train_dataset
@@ -244,31 +222,17 @@ def worker(a) -> None:
     torch.manual_seed(a.seed)
     fn = run_trl if a.impl == "trl" else run_posttrain
     out = {"impl": a.impl, "config": a.config, **fn(a.config, a)}
-    out["peak_rss_mb"] = round(_rss_mb())
+    out["peak_rss_mb"] = round(peak_rss_mb())
     out["threads"] = torch.get_num_threads()
     print("RESULT " + json.dumps(out), flush=True)
 
 
 # ---- driver -------------------------------------------------------------------------------------
 def spawn(impl: str, config: str, a) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl, "--config", config,
-           "--steps", str(a.steps), "--batch", str(a.batch), "--max-length", str(a.max_length),
-           "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp, "--pair-forward", a.pair_forward]
-    if a.hash_patch:
-        cmd.append("--hash-patch")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads),
-           **dict(kv.split("=", 1) for kv in a.env)}
-    t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    if p.returncode != 0 or not lines:
-        sys.stderr.write(p.stdout[-3000:] + p.stderr[-6000:])
-        return {"impl": impl, "config": config, "error": f"exit {p.returncode}: {p.stderr.strip()[-300:]}"}
-    out = json.loads(lines[-1][len("RESULT "):])
-    out["process_s"] = round(time.perf_counter() - t, 1)
-    return out
+    args = ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch", str(a.batch), "--max-length",
+            str(a.max_length), "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp,
+            "--pair-forward", a.pair_forward] + (["--hash-patch"] if a.hash_patch else [])
+    return {"impl": impl, "config": config, **spawn_worker(__file__, args, a.threads, a.env)}
 
 
 def table(results: list[dict]) -> str:
@@ -320,7 +284,7 @@ def main() -> None:
             raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     start = time.perf_counter()
     meta = {"model": MODEL, "pair_forward": a.pair_forward, "env": a.env, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
-            "threads": a.threads, "machine": _machine(),
+            "threads": a.threads, "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps({"meta": meta}), flush=True)
     results = []

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -50,9 +51,11 @@ def take_over_from_accelerate() -> None:
     if not stage:
         path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
         try:
-            stage = str(int(json.loads(open(path).read()).get("zero_optimization", {}).get("stage", 0)))
+            stage = str(json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0))
         except (OSError, ValueError) as e:
             raise TrainingError(f"accelerate asked for DeepSpeed but its config {path!r} gives no ZeRO stage: {e}")
+    if stage not in ("1", "2", "3"):
+        raise TrainingError(f"accelerate asked for DeepSpeed ZeRO stage {stage!r}; the engine runs stages 1, 2 and 3")
     os.environ[_TAKEN] = stage
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "false"
 

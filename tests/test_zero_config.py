@@ -42,6 +42,9 @@ def test_the_stage_comes_from_the_recipe_or_from_accelerate_which_then_no_longer
     cfg.write_text("{not json")
     with pytest.raises(TrainingError, match="gives no ZeRO stage"):
         zero.requested_stage(0)
+    cfg.write_text(json.dumps({"zero_optimization": {"stage": 0}}))
+    with pytest.raises(TrainingError, match="runs stages 1, 2 and 3"):
+        zero.requested_stage(0)
 
 
 def test_offload_is_refused_with_a_message(monkeypatch):
