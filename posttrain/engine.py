@@ -302,7 +302,7 @@ class Engine:
         """How the model is spread over the processes: "none" (one process), "ddp", "fsdp" or "zero<stage>"."""
         if self.accelerator.num_processes == 1:
             return "none"
-        return "fsdp" if self.sharded else f"zero{self.zero}" if zero.is_zero(self.model) else "ddp"
+        return "fsdp" if self.sharded else f"zero{self.zero}" if self.zero else "ddp"
 
     def autocast(self):
         return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,

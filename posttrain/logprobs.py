@@ -15,7 +15,7 @@ IGNORE = -100
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """log softmax(logits)[targets] for logits [..., V], computed in float32 chunks along the rows."""
+    """log softmax(logits)[targets] for logits [..., V], computed in chunks of rows in float32 (or float64)."""
     flat = logits.reshape(-1, logits.shape[-1])
     if flat.shape[0] == 0:
         return flat.new_zeros(targets.shape, dtype=torch.float32)
@@ -47,14 +47,14 @@ class _TokenLogprob(torch.autograd.Function):
         grad = torch.empty_like(flat)
         acc = lse.dtype
         g = g.to(acc)
+        direct = grad.dtype == acc  # else (bf16 logits) each chunk is computed in `acc` and copied in
         for s in range(0, flat.shape[0], ctx.chunk):
             e = min(s + ctx.chunk, flat.shape[0])
-            out = grad[s:e] if grad.dtype == acc else torch.empty(e - s, flat.shape[1], dtype=acc, device=flat.device)
+            out = grad[s:e] if direct else torch.empty(e - s, flat.shape[1], dtype=acc, device=flat.device)
             torch.sub(flat[s:e].to(acc), lse[s:e, None], out=out)
             out.exp_().mul_(-g[s:e, None])
-            rows = torch.arange(e - s, device=flat.device)
-            out[rows, tgt[s:e]] += g[s:e]
-            if out.data_ptr() != grad[s:e].data_ptr():
+            out[torch.arange(e - s, device=flat.device), tgt[s:e]] += g[s:e]
+            if not direct:
                 grad[s:e].copy_(out)
         return grad, None, None
 

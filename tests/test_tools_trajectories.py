@@ -10,9 +10,9 @@ from posttrain.errors import DataError
 from posttrain.tools.calls import ToolCall, parse_calls
 from posttrain.tools.loaders import ToolExample, load_seal_tools
 from posttrain.tools.records import ToolConversation
-from posttrain.tools.trajectories import (ERROR_KINDS, adverse_signature, feedback_after, is_adverse,
-                                          make_trajectories, read_trajectories, synthetic_result,
-                                          trajectory_row, turn_samples, write_trajectories)
+from posttrain.tools.mae import adverse_signature, feedback_after, is_adverse, turn_samples
+from posttrain.tools.trajectories import (ERROR_KINDS, make_trajectories, read_trajectories, synthetic_result,
+                                          trajectory_row, write_trajectories)
 from tests.data_helpers import require_data
 
 WEATHER = {"name": "get_weather", "description": "Weather in a city.",

@@ -5,7 +5,7 @@
 - One training sample per assistant turn: the conversation up to and including that turn, with the tool
   list in the system prompt (posttrain/tools/prompt.py, system mode: the format a ChatML model is prompted
   with at evaluation too), loss on that turn only (its content and end-of-turn token).
-- `mae: true` (mitigate adverse data): a turn whose tool feedback is an error (posttrain/tools/trajectories.py
+- `mae: true` (mitigate adverse data): a turn whose tool feedback is an error (posttrain/tools/mae.py
   `is_adverse`) gives no sample, but stays in later samples' history as it was.
 - `pkt: true` (prioritise key tokens): each call's key tokens (posttrain/tools/key_tokens.py) weigh
   clip(|NK|/|K|, 1, pkt_max_weight), and the loss is the weighted NLL over the sum of weights
@@ -26,7 +26,7 @@ from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.methods.sft import SFTObjective
 from posttrain.tools.key_tokens import pkt_weights
 from posttrain.tools.prompt import resolve_mode, with_tool_system
-from posttrain.tools.trajectories import turn_samples
+from posttrain.tools.mae import turn_samples
 
 
 class ToolSFTParams(Section):
