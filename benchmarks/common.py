@@ -64,3 +64,61 @@ def step_summary(ends: list[float], faults: list[int], items: int, tokens: int) 
             "items_per_s": round(items / dt, 3), "tokens_per_s": round(tokens / dt, 1),
             "step_s": [round(x, 2) for x in steps],
             "step_minor_faults": [b - e for e, b in zip(faults, faults[1:])]}
+
+
+def gemm_flops_per_s(device: str = "cpu", dtype: str = "float32", n: int | None = None, reps: int = 3) -> float:
+    """The machine's matmul ceiling here and now: the best of `reps` timed n x n x n products (after one
+    warm-up) in FLOP/s, with the calling process's torch threads. Measured in the same run as the training
+    it divides, because the rate moves with clocks, neighbours and thread count."""
+    import torch
+    dt = getattr(torch, dtype)
+    n = n or (8192 if device == "cuda" else 2048)
+    x, y = (torch.randn(n, n, device=device).to(dt) for _ in range(2))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    best = float("inf")
+    for i in range(reps + 1):
+        sync()
+        t = time.perf_counter()
+        torch.mm(x, y)
+        sync()
+        if i:  # the first product is the warm-up
+            best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def param_counts(model) -> tuple[int, int]:
+    """(non-embedding parameters, LM-head parameters) of a causal LM, counted once even when the head is
+    tied to the input embedding (the lookup costs no FLOPs; the head's product does). Count before adding
+    adapters: the benchmarks' LoRA FLOPs are the base model's."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total - emb.numel() - (head.numel() if head is not emb else 0), head.numel()
+
+
+def train_flops(counts: tuple[int, int], tokens: int, head_positions: int, passes: int = 6) -> float:
+    """Model FLOPs of a forward+backward (passes=6) or a forward (passes=2): passes x non-embedding params x
+    tokens the model processed, plus the LM head on the positions it runs (issue 21's count; attention's
+    score products are not counted)."""
+    body, head = counts
+    return passes * (body * tokens + head * head_positions)
+
+
+def fixed_length_text(tok, n: int, rng) -> str:
+    """Text of exactly n tokens for the tokenizer: n words drawn from its vocabulary that each encode to one
+    token with a leading space (words split at spaces, so the count holds when they are joined)."""
+    words = getattr(tok, "_bench_words", None)
+    if words is None:
+        words = []
+        for i in range(min(len(tok), 20000)):
+            w = tok.decode([i])
+            if w.startswith(" ") and w[1:].isalpha() and tok.encode(w, add_special_tokens=False) == [i]:
+                words.append(w)
+        tok._bench_words = words
+    text = "".join(words[j] for j in rng.integers(0, len(words), n))
+    assert len(tok.encode(text, add_special_tokens=False)) == n, "fixed-length text does not round-trip"
+    return text

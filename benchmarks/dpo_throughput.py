@@ -20,6 +20,14 @@ engine order; TRL gets the dataset in that order with a sequential sampler), so 
 pairs. Steady-state throughput times steps 2..N+1 of N+1 (end of step 1 to end of step N+1, data
 collation included); the one-time reference pass of the "precomputed" modes is timed separately.
 One JSON line per run and per configuration, then a markdown table.
+
+Model FLOPs utilisation (`--ceiling`): the driver times a large matmul in the run's precision on the run's
+device before and after the workers (benchmarks/common.gemm_flops_per_s); each worker counts its model
+FLOPs per timed second as (6 for a full fine-tune, 4 for LoRA: no weight gradients of the frozen base,
+plus 2 for a live reference forward) x (non-embedding params x tokens processed + LM-head params x
+completion positions); MFU = that / the faster ceiling reading. `--model random-llama-1.2b --device cuda
+--precision bf16 --lengths 128,384` is the GPU benchmark's shape (benchmarks/gpu_throughput.sh): random
+weights and fixed-length random-word text, since throughput does not depend on either.
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, minor_faults, peak_rss_mb, rss_now_mb, spawn as spawn_worker  # noqa: E402
+from benchmarks.common import (gemm_flops_per_s, machine, minor_faults, param_counts, peak_rss_mb,  # noqa: E402
+                               rss_now_mb, spawn as spawn_worker, train_flops)
 
 CONFIGS = {  # name: (lora?, posttrain reference_mode, TRL precompute_ref_log_probs)
     "lora-precomputed": (True, "precomputed", True),
@@ -43,9 +52,27 @@ LORA = dict(r=16, alpha=32, targets="all-linear")
 BETA, LR = 0.1, 5e-6
 
 
-def _rows(tok, n: int, seed: int) -> list[dict]:
+def _rows(tok, n: int, a) -> list[dict]:
+    if a.lengths:
+        import numpy as np
+        from benchmarks.common import fixed_length_text
+        p, c = a.lengths
+        rng = np.random.default_rng(a.seed)
+        return [{"prompt": fixed_length_text(tok, p, rng), "chosen": fixed_length_text(tok, c, rng),
+                 "rejected": fixed_length_text(tok, c, rng)} for _ in range(n)]
     from posttrain.data.synthetic_pairs import generate_pairs
-    return generate_pairs("word_problems", n, seed=seed)
+    return generate_pairs("word_problems", n, seed=a.seed)
+
+
+def _sync(a) -> None:
+    if a.device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
+def _flop_passes(config: str) -> int:
+    lora, mode, _ = CONFIGS[config]
+    return (4 if lora else 6) + (2 if mode == "live" else 0)
 
 
 def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
@@ -69,17 +96,18 @@ def run_posttrain(config: str, a) -> dict:
 
     lora, mode, _ = CONFIGS[config]
     t0 = time.perf_counter()
-    model, tok = load_model(MODEL)
+    model, tok = load_model(a.model, seed=a.seed)
+    counts = param_counts(model)
     if lora:
         model = apply_lora(model, **LORA)
     n = a.batch * (a.steps + 1)
-    rows = _rows(tok, n, a.seed)
+    rows = _rows(tok, n, a)
     feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
                          max_length=a.max_length) for r in rows]
     pad = tok.pad_token_id
     out = {"pair_forward": a.pair_forward}
     shared = a.pair_forward == "shared_prefix"
-    reference = resolve_reference("start", model, ModelSettings(name=MODEL), live=mode == "live")
+    reference = resolve_reference("start", model, ModelSettings(name=a.model), live=mode == "live")
     if mode == "precomputed":
         # no cache hit from an earlier run: the pass is really computed (and its file removed after)
         stale = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
@@ -92,7 +120,7 @@ def run_posttrain(config: str, a) -> dict:
                               pair_forward=a.pair_forward)
     objective = PreferenceObjective(params, reference if mode == "live" else None)
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
-                        schedule="constant", max_grad_norm=1.0)
+                        schedule="constant", max_grad_norm=1.0, precision=a.precision)
     eng = Engine(model, objective, feats, collate_pairs(pad, shared), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
                  seed=a.seed, show_progress=False)
     order = _order(n, a.batch, a.steps + 1, a.seed)
@@ -100,6 +128,7 @@ def run_posttrain(config: str, a) -> dict:
     out["setup_s"] = round(time.perf_counter() - t0, 2)
     out["rss_before_train_mb"] = round(peak_rss_mb())
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
+    _sync(a)
     ends = [time.perf_counter()]
     tokens, padded = 0, 0
     faults, rss, step_tokens = [minor_faults()], [], []
@@ -108,6 +137,7 @@ def run_posttrain(config: str, a) -> dict:
         padded += sum(b["input_ids"].numel() for b in batches)
         step_tokens.append(eng.train_step(batches)["tokens"])
         tokens += step_tokens[-1]
+        _sync(a)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
         rss.append(round(rss_now_mb()))
@@ -115,7 +145,7 @@ def run_posttrain(config: str, a) -> dict:
     out["step_rss_mb"] = rss
     out["step_tokens"] = step_tokens
     timed = [feats[i] for i in order[a.batch:]]
-    out.update(_summary(a, ends, timed, tokens, padded))
+    out.update(_summary(a, ends, timed, tokens, padded, counts, _flop_passes(config)))
     out["first_step_pairs"] = order[:a.batch]
     return out
 
@@ -130,6 +160,7 @@ def run_trl(config: str, a) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from posttrain.models import load_model
+    from posttrain.models.tiny import TINY_MODELS
 
     if a.hash_patch:
         # datasets' fingerprinting (pickling map functions / tokenizers) failed with a PicklingError
@@ -139,16 +170,18 @@ def run_trl(config: str, a) -> dict:
     datasets.disable_progress_bars()
     lora, _, precompute = CONFIGS[config]
     t0 = time.perf_counter()
-    model, tok = load_model(MODEL)
+    model, tok = load_model(a.model, seed=a.seed)
+    counts = param_counts(model)
     n = a.batch * (a.steps + 1)
-    rows = _rows(tok, n, a.seed)
+    rows = _rows(tok, n, a)
     order = _order(n, a.batch, a.steps + 1, a.seed)
     data = datasets.Dataset.from_list([
         {"prompt": [{"role": "user", "content": rows[i]["prompt"]}],
          "chosen": [{"role": "assistant", "content": rows[i]["chosen"]}],
          "rejected": [{"role": "assistant", "content": rows[i]["rejected"]}]} for i in order])
     ref_model = None
-    if not lora and not precompute:
+    if not lora and (not precompute or a.model in TINY_MODELS):
+        # TRL rebuilds a missing reference from the policy's path, which a random-initialised model lacks
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     peft_config = None
     if lora:
@@ -159,8 +192,9 @@ def run_trl(config: str, a) -> dict:
         max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         max_grad_norm=1.0, beta=BETA, loss_type=["sigmoid"], max_length=a.max_length,
         precompute_ref_log_probs=precompute, precompute_ref_batch_size=a.batch,
-        bf16=False, gradient_checkpointing=False,  # TRL's defaults are bf16=True, gradient_checkpointing=True
-        train_sampling_strategy="sequential", seed=a.seed, use_cpu=True, dataloader_num_workers=0,
+        # TRL's defaults are bf16=True, gradient_checkpointing=True: set to match posttrain's run
+        bf16=a.precision == "bf16", gradient_checkpointing=False,
+        train_sampling_strategy="sequential", seed=a.seed, use_cpu=a.device == "cpu", dataloader_num_workers=0,
         dataloader_pin_memory=False, report_to="none", logging_strategy="no", save_strategy="no",
         eval_strategy="no", disable_tqdm=True)
     out = {}
@@ -179,6 +213,7 @@ def run_trl(config: str, a) -> dict:
 
     class StepTimes(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
+            _sync(a)
             ends.append(time.perf_counter())
 
     trainer.add_callback(StepTimes())
@@ -196,15 +231,17 @@ def run_trl(config: str, a) -> dict:
         b = coll([dict(ds[i]) for i in range(s * a.batch, (s + 1) * a.batch)])
         tokens += int(b["attention_mask"].sum())
         padded += b["input_ids"].numel()
-    out.update(_summary(a, ends, timed, tokens, padded))
+    out.update(_summary(a, ends, timed, tokens, padded, counts, _flop_passes(config)))
     out["first_step_pairs"] = order[:a.batch]
     return out
 
 
-def _summary(a, ends: list[float], timed: list[dict], tokens: int, padded: int) -> dict:
+def _summary(a, ends: list[float], timed: list[dict], tokens: int, padded: int, counts: tuple[int, int],
+             passes: int) -> dict:
     """`ends`: the end time of the warm-up step, then of each timed step."""
     import statistics
     n, dt = len(timed), ends[-1] - ends[0]
+    heads = sum(len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in timed)
     steps = [b - e for e, b in zip(ends, ends[1:])]
     mean = lambda k: round(sum(len(f[k]) for f in timed) / n, 1)  # noqa: E731
     return {"pairs_per_s": round(n / dt, 3), "s_per_step": round(dt / a.steps, 2),
@@ -213,7 +250,9 @@ def _summary(a, ends: list[float], timed: list[dict], tokens: int, padded: int) 
             "tokens_per_s": round(tokens / dt, 1), "tokens_per_step": tokens // a.steps,
             "padded_positions_per_step": padded // a.steps,
             "mean_prompt_tokens": mean("prompt_ids"), "mean_chosen_tokens": mean("chosen_ids"),
-            "mean_rejected_tokens": mean("rejected_ids")}
+            "mean_rejected_tokens": mean("rejected_ids"),
+            "params_body_head": list(counts), "flop_passes": passes,
+            "model_flops_per_s": train_flops(counts, tokens, heads, passes) / dt}
 
 
 def worker(a) -> None:
@@ -223,6 +262,8 @@ def worker(a) -> None:
     fn = run_trl if a.impl == "trl" else run_posttrain
     out = {"impl": a.impl, "config": a.config, **fn(a.config, a)}
     out["peak_rss_mb"] = round(peak_rss_mb())
+    if a.device == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     out["threads"] = torch.get_num_threads()
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -231,14 +272,17 @@ def worker(a) -> None:
 def spawn(impl: str, config: str, a) -> dict:
     args = ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch", str(a.batch), "--max-length",
             str(a.max_length), "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp,
-            "--pair-forward", a.pair_forward] + (["--hash-patch"] if a.hash_patch else [])
+            "--pair-forward", a.pair_forward, "--model", a.model, "--precision", a.precision, "--device", a.device,
+            ] + (["--lengths", ",".join(map(str, a.lengths))] if a.lengths else []) + (
+            ["--hash-patch"] if a.hash_patch else [])
     return {"impl": impl, "config": config, **spawn_worker(__file__, args, a.threads, a.env)}
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], ceiling: float | None = None) -> str:
     head = ("| config | TRL pairs/s | posttrain pairs/s | speed ratio (pt/TRL) | TRL peak RSS MB | "
-            "posttrain peak RSS MB | RSS ratio (pt/TRL) | ref precompute s (TRL / pt) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|")
+            "posttrain peak RSS MB | RSS ratio (pt/TRL) | ref precompute s (TRL / pt) |"
+            + (" MFU TRL / posttrain |" if ceiling else "") + "\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            + ("---:|" if ceiling else ""))
     lines = [head]
     for r in results:
         t, p = r["trl"], r["posttrain"]
@@ -250,7 +294,8 @@ def table(results: list[dict]) -> str:
             f"| {r['config']} | {t['pairs_per_s']:.3f} ({t['pairs_per_s_median_step']:.3f}) | "
             f"{p['pairs_per_s']:.3f} ({p['pairs_per_s_median_step']:.3f}) | "
             f"{r['speed_ratio']:.2f} ({r['speed_ratio_median']:.2f}) | {t['peak_rss_mb']} | {p['peak_rss_mb']} | "
-            f"{r['rss_ratio']:.2f} | {pre} |")
+            f"{r['rss_ratio']:.2f} | {pre} |"
+            + (f" {t['model_flops_per_s'] / ceiling:.1%} / {p['model_flops_per_s'] / ceiling:.1%} |" if ceiling else ""))
     lines.append("\npairs/s = timed pairs / wall time of the timed steps; in parentheses: batch / median step time.")
     return "\n".join(lines)
 
@@ -270,6 +315,15 @@ def main() -> None:
                     help="TRL run: replace datasets' fingerprint hashing by random ids (a workaround for a "
                          "PicklingError seen on another machine; not needed here)")
     ap.add_argument("--impls", default="trl,posttrain", help="which sides to run (e.g. posttrain alone)")
+    ap.add_argument("--model", default=MODEL, help="a posttrain model name (random-llama-0.5b, -1.2b on a GPU)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16 = autocast on both sides (TRL bf16=True, posttrain train.precision bf16)")
+    ap.add_argument("--lengths", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                    metavar="PROMPT,COMPLETION",
+                    help="fixed-length random-word pairs of these token counts instead of word problems")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="time a large matmul before and after the workers and report MFU against it")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of the worker processes (e.g. glibc malloc settings); repeatable")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -283,7 +337,18 @@ def main() -> None:
         if c not in CONFIGS:
             raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     start = time.perf_counter()
-    meta = {"model": MODEL, "pair_forward": a.pair_forward, "env": a.env, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
+    ceilings = []
+
+    def measure_ceiling() -> None:
+        import torch
+        torch.set_num_threads(a.threads)
+        ceilings.append(gemm_flops_per_s(a.device, "bfloat16" if a.precision == "bf16" else "float32"))
+        print(json.dumps({"gemm_flops_per_s": round(ceilings[-1])}), flush=True)
+
+    if a.ceiling:
+        measure_ceiling()
+    meta = {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
+            "pair_forward": a.pair_forward, "env": a.env, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
             "threads": a.threads, "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps({"meta": meta}), flush=True)
@@ -306,9 +371,17 @@ def main() -> None:
                               "trl_peak_rss_mb": t["peak_rss_mb"], "posttrain_peak_rss_mb": p["peak_rss_mb"],
                               "rss_ratio": round(r["rss_ratio"], 3)}), flush=True)
         results.append(r)
+    if a.ceiling:
+        measure_ceiling()
+    ceiling = max(ceilings) if ceilings else None
+    for r in results:
+        for impl in ("trl", "posttrain"):
+            if ceiling and "model_flops_per_s" in r.get(impl, {}):
+                print(json.dumps({"config": r["config"], "impl": impl,
+                                  "mfu": round(r[impl]["model_flops_per_s"] / ceiling, 4)}), flush=True)
     print()
     if results and all("trl" in r and "posttrain" in r for r in results):
-        print(table(results))
+        print(table(results, ceiling))
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s")
 
 

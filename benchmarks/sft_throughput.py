@@ -9,6 +9,10 @@ only: TRL gets prompt/completion records (its completion-only loss), posttrain t
 the same rows in the same order (posttrain's engine order; TRL's sampler sequential). Every (config,
 library) runs in its own process; they alternate who runs first. Throughput: timed steps 2..N+1 (end of
 step 1 to end of step N+1), tokens = real (non-padding) tokens the model processed.
+
+`--ceiling`, `--model`, `--device`, `--precision` and `--lengths PROMPT,COMPLETION` as in
+benchmarks/dpo_throughput.py: model FLOPs = (6 full / 4 LoRA) x (non-embedding params x tokens + LM-head
+params x supervised positions), MFU against a matmul timed in the same run.
 """
 from __future__ import annotations
 
@@ -19,16 +23,36 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, minor_faults, peak_rss_mb, spawn, step_summary  # noqa: E402
+from benchmarks.common import (gemm_flops_per_s, machine, minor_faults, param_counts, peak_rss_mb,  # noqa: E402
+                               spawn, step_summary, train_flops)
 
 MODEL = "smollm2-135m-instruct"
 LORA = dict(r=16, alpha=32, targets="all-linear")
 LR = 1e-5
 
 
-def _rows(n: int, seed: int) -> list[dict]:
+def _rows(tok, n: int, a) -> list[dict]:
+    if a.lengths:
+        import numpy as np
+        from benchmarks.common import fixed_length_text
+        rng = np.random.default_rng(a.seed)
+        return [{"messages": [{"role": "user", "content": fixed_length_text(tok, a.lengths[0], rng)},
+                              {"role": "assistant", "content": fixed_length_text(tok, a.lengths[1], rng)}]}
+                for _ in range(n)]
     from posttrain.data.synthetic import generate, to_sft_rows
-    return to_sft_rows(generate("word_problems", n, seed=seed))
+    return to_sft_rows(generate("word_problems", n, seed=a.seed))
+
+
+def _sync(a) -> None:
+    if a.device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
+def _flops(config: str, counts, dt: float, tokens: int, supervised: int) -> dict:
+    passes = 4 if config == "lora" else 6
+    return {"params_body_head": list(counts), "flop_passes": passes, "supervised_tokens": supervised,
+            "model_flops_per_s": train_flops(counts, tokens, supervised, passes) / dt}
 
 
 def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
@@ -44,22 +68,28 @@ def run_posttrain(config: str, a) -> dict:
     from posttrain.methods.sft import SFTObjective
     from posttrain.models import apply_lora, load_model
 
-    model, tok = load_model(MODEL)
+    model, tok = load_model(a.model, seed=a.seed)
+    counts = param_counts(model)
     if config == "lora":
         model = apply_lora(model, **LORA)
     n = a.batch * (a.steps + 1)
-    feats = [encode_conversation(tok, r["messages"], max_length=a.max_length) for r in _rows(n, a.seed)]
+    feats = [encode_conversation(tok, r["messages"], max_length=a.max_length) for r in _rows(tok, n, a)]
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
-                        schedule="constant", max_grad_norm=1.0)
+                        schedule="constant", max_grad_norm=1.0, precision=a.precision)
     eng = Engine(model, SFTObjective(), feats, lambda b: pad_collate(b, tok.pad_token_id), cfg,
                  run_dir=f"{a.tmp}/posttrain-{config}", seed=a.seed, show_progress=False)
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
-    ends, faults, tokens = [time.perf_counter()], [minor_faults()], 0
+    _sync(a)
+    ends, faults, tokens, supervised = [time.perf_counter()], [minor_faults()], 0, 0
     for s in range(1, a.steps + 1):
-        tokens += eng.train_step(eng.micro_batches(s))["tokens"]
+        batches = eng.micro_batches(s)
+        supervised += sum(int((b["labels"] != -100).sum()) for b in batches)
+        tokens += eng.train_step(batches)["tokens"]
+        _sync(a)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
-    return step_summary(ends, faults, a.batch * a.steps, tokens)
+    out = step_summary(ends, faults, a.batch * a.steps, tokens)
+    return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 
 def run_trl(config: str, a) -> dict:
@@ -71,9 +101,10 @@ def run_trl(config: str, a) -> dict:
     from posttrain.models import load_model
 
     datasets.disable_progress_bars()
-    model, tok = load_model(MODEL)
+    model, tok = load_model(a.model, seed=a.seed)
+    counts = param_counts(model)
     n = a.batch * (a.steps + 1)
-    rows = _rows(n, a.seed)
+    rows = _rows(tok, n, a)
     data = datasets.Dataset.from_list([{"prompt": rows[i]["messages"][:1], "completion": rows[i]["messages"][1:]}
                                        for i in _order(n, a.batch, a.steps + 1, a.seed)])
     peft_config = None
@@ -84,7 +115,8 @@ def run_trl(config: str, a) -> dict:
         output_dir=f"{a.tmp}/trl-{config}", per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
         max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         max_grad_norm=1.0, max_length=a.max_length, packing=False, completion_only_loss=True,
-        bf16=False, gradient_checkpointing=False, train_sampling_strategy="sequential", seed=a.seed, use_cpu=True,
+        bf16=a.precision == "bf16", gradient_checkpointing=False, train_sampling_strategy="sequential", seed=a.seed,
+        use_cpu=a.device == "cpu",
         dataloader_num_workers=0, dataloader_pin_memory=False, report_to="none", logging_strategy="no",
         save_strategy="no", eval_strategy="no", disable_tqdm=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
@@ -92,6 +124,7 @@ def run_trl(config: str, a) -> dict:
 
     class StepTimes(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
+            _sync(a)
             ends.append(time.perf_counter())
             faults.append(minor_faults())
 
@@ -99,9 +132,13 @@ def run_trl(config: str, a) -> dict:
     trainer.train()
     assert len(ends) == a.steps + 1, ends
     coll, ds = trainer.data_collator, trainer.train_dataset
-    tokens = sum(int(coll([dict(ds[i]) for i in range(s * a.batch, (s + 1) * a.batch)])["attention_mask"].sum())
-                 for s in range(1, a.steps + 1))
-    return step_summary(ends, faults, a.batch * a.steps, tokens)
+    tokens = supervised = 0
+    for s in range(1, a.steps + 1):
+        b = coll([dict(ds[i]) for i in range(s * a.batch, (s + 1) * a.batch)])
+        tokens += int(b["attention_mask"].sum())
+        supervised += int((b["labels"] != -100).sum())
+    out = step_summary(ends, faults, a.batch * a.steps, tokens)
+    return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 
 def worker(a) -> None:
@@ -110,6 +147,8 @@ def worker(a) -> None:
     torch.manual_seed(a.seed)
     out = {"impl": a.impl, "config": a.config, **(run_trl if a.impl == "trl" else run_posttrain)(a.config, a)}
     out["peak_rss_mb"] = round(peak_rss_mb())
+    if a.device == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -125,6 +164,12 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of the worker processes; repeatable")
     ap.add_argument("--tmp", default="runs/bench-sft")
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--lengths", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                    metavar="PROMPT,COMPLETION", help="fixed-length random-word chats of these token counts")
+    ap.add_argument("--ceiling", action="store_true", help="report MFU against a matmul timed in the same run")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", choices=("trl", "posttrain"), help=argparse.SUPPRESS)
     ap.add_argument("--config", choices=("lora", "full"), help=argparse.SUPPRESS)
@@ -132,26 +177,49 @@ def main() -> None:
     if a.worker:
         return worker(a)
     start = time.perf_counter()
-    print(json.dumps({"meta": {"model": MODEL, "batch": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
+    ceilings = []
+
+    def measure_ceiling() -> None:
+        import torch
+        torch.set_num_threads(a.threads)
+        ceilings.append(gemm_flops_per_s(a.device, "bfloat16" if a.precision == "bf16" else "float32"))
+        print(json.dumps({"gemm_flops_per_s": round(ceilings[-1])}), flush=True)
+
+    if a.ceiling:
+        measure_ceiling()
+    extra = ["--model", a.model, "--device", a.device, "--precision", a.precision] + (
+        ["--lengths", ",".join(map(str, a.lengths))] if a.lengths else [])
+    print(json.dumps({"meta": {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
+                               "batch": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
                                "threads": a.threads, "env": a.env, "machine": machine(),
                                "date": time.strftime("%Y-%m-%d %H:%M")}}), flush=True)
-    rows = []
+    rows, results = [], []
     for k, config in enumerate(a.configs.split(",")):
         order = ("trl", "posttrain") if k % 2 == 0 else ("posttrain", "trl")
         r = {}
         for impl in [i for i in order if i in a.impls.split(",")]:
             r[impl] = spawn(__file__, ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch",
                                        str(a.batch), "--max-length", str(a.max_length), "--threads", str(a.threads),
-                                       "--seed", str(a.seed), "--tmp", a.tmp], a.threads, a.env)
+                                       "--seed", str(a.seed), "--tmp", a.tmp, *extra], a.threads, a.env)
             print(json.dumps({"impl": impl, "config": config, **r[impl]}), flush=True)
+        results.append((config, r))
+    if a.ceiling:
+        measure_ceiling()
+    ceiling = max(ceilings) if ceilings else None
+    for config, r in results:
+        mfu = {i: r[i]["model_flops_per_s"] / ceiling for i in r if ceiling and "model_flops_per_s" in r[i]}
+        if mfu:
+            print(json.dumps({"config": config, "mfu": {i: round(v, 4) for i, v in mfu.items()}}), flush=True)
         if all(i in r and "error" not in r[i] for i in ("trl", "posttrain")):
             t, p = r["trl"], r["posttrain"]
             rows.append(f"| {config} | {t['tokens_per_s']} | {p['tokens_per_s']} | "
                         f"{p['tokens_per_s'] / t['tokens_per_s']:.2f} | {t['peak_rss_mb']} | {p['peak_rss_mb']} | "
-                        f"{p['peak_rss_mb'] / t['peak_rss_mb']:.2f} |")
+                        f"{p['peak_rss_mb'] / t['peak_rss_mb']:.2f} |"
+                        + (f" {mfu['trl']:.1%} / {mfu['posttrain']:.1%} |" if ceiling else ""))
     if rows:
         print("\n| config | TRL tokens/s | posttrain tokens/s | ratio (pt/TRL) | TRL peak RSS MB | "
-              "posttrain peak RSS MB | RSS ratio |\n|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+              "posttrain peak RSS MB | RSS ratio |" + (" MFU TRL / posttrain |" if ceiling else "")
+              + "\n|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if ceiling else "") + "\n" + "\n".join(rows))
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s")
 
 
