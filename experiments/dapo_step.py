@@ -99,10 +99,38 @@ def run_seed(seed: int, a) -> dict | None:
         arms[f"DAPO iteration {t}"] = it["train"]["after"]
     arms.update(run_baselines(seed, a))
     pipe = json.loads((recipe.run_dir / "pipeline.json").read_text())["stages"]
-    critic = [json.loads(((recipe.run_dir / f"iter-{t}") if t > 1 else recipe.run_dir).joinpath(
-        "critic_eval.json").read_text()) for t in range(1, len(its) + 1)]
-    return {"seed": seed, "arms": arms, "pipeline": pipe, "critic": critic,
+    folders = [(recipe.run_dir / f"iter-{t}") if t > 1 else recipe.run_dir for t in range(1, len(its) + 1)]
+    critic = [json.loads((f / "critic_eval.json").read_text()) for f in folders]
+    filters = [json.loads((f / "dapo_stats.json").read_text()) | {"data": data_spreads(f, recipe)} for f in folders]
+    return {"seed": seed, "arms": arms, "pipeline": pipe, "critic": critic, "filters": filters,
             "train_steps": [it["train"]["train"]["steps"] for it in its]}
+
+
+def data_spreads(folder: Path, recipe) -> dict:
+    """How many of an iteration's states the spread filter would keep if each candidate were valued by its own
+    completions (dapo_data.mc_spreads), beside the critic's count; targets written before the per-candidate
+    counts existed are rebuilt from the states and rollouts files with the method's own grading."""
+    from posttrain.methods import dapo_data as dd
+    targets = dd.read_jsonl(folder / "targets.jsonl")
+    if targets and "correct" not in targets[0]["actions"][0]:
+        from posttrain.data.steps import newline_tokens
+        from posttrain.generation.sampler import stop_ids
+        from posttrain.methods.base import load_records
+        from posttrain.methods.dapo_step import DAPOStepParams
+        from posttrain.models import load_tokenizer
+        params = DAPOStepParams(**recipe.method)
+        tok = load_tokenizer(recipe.model.name)
+        states = dd.read_jsonl(folder / "states.jsonl")
+        rollouts: dict[int, list[dict]] = {}
+        for row in dd.read_jsonl(folder / "rollouts.jsonl"):
+            rollouts.setdefault(states[row["prompt_id"]]["state_id"], []).append(row)
+        targets = dd.state_targets(states, rollouts, load_records(recipe), dd.Grader(params, tok),
+                                   newline_tokens(tok), stop_ids(tok))
+    spreads = dd.mc_spreads(targets)
+    min_spread = recipe.method.get("min_spread", 0.1)
+    return {"states": len(targets), "with_two_or_more": len(spreads),
+            "kept_by_mc": sum(x >= min_spread for x in spreads),
+            "median_mc_spread": round(float(np.median(spreads)), 3) if spreads else None}
 
 
 def paired(x: list[list[bool]], y: list[list[bool]]) -> tuple[int, int]:
@@ -158,6 +186,9 @@ def report(rows: list[dict], a) -> int:
     curves["ideal"] = ([0.0, 1.0], [0.0, 1.0])
     png = plot_curves(curves, out / "dapo_step_reliability.png", title="critic reliability, held-out problems' states",
                       xlabel="predicted V(s)", ylabel="MC target (fraction correct)")
+    filter_rows = [[r["seed"], t, f["states"], f["data"]["with_two_or_more"], f["states_kept"],
+                    " / ".join(map(str, f.get("spread_quantiles") or [])), f["data"]["kept_by_mc"],
+                    f["data"]["median_mc_spread"]] for r in rows for t, f in enumerate(r["filters"], 1)]
     seeds = [r["seed"] for r in rows]
     lines = ["## Results", "",
              f"Reproduce: `python -m experiments.dapo_step --seeds {' '.join(map(str, seeds))}` then `--report`.", "",
@@ -171,6 +202,13 @@ def report(rows: list[dict], a) -> int:
              markdown_table(["seed", "iteration", "states", "Brier", "Brier of predicting the mean target",
                              "train Brier"], calib_rows), "",
              f"![reliability]({png.name})", "",
+             "### The spread filter: the critic's values against the completions' own returns", "",
+             "Kept = states with an advantage spread of at least the recipe's min_spread. By the critic: what "
+             "the actor trained on. By MC: the same rule when each candidate step is valued by the fraction of "
+             "the state's completions that began with it and were correct (1-4 completions per candidate, so "
+             "noisy and biased towards large spreads; a diagnostic of the data, not of the method).", "",
+             markdown_table(["seed", "iteration", "states", "states with >= 2 candidates", "kept by the critic",
+                             "critic spread median / p90 / max", "kept by MC", "MC spread median"], filter_rows), "",
              "### Stages: counts and wall time (s)", "",
              markdown_table(["seed", "iteration", "stage", "wall s", "counts"], stage_rows), "",
              "Baselines: " + "; ".join(f"{arm} seed {r['seed']}: {r['arms'][arm].get('examples')} examples, "

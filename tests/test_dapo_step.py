@@ -66,6 +66,9 @@ def test_mc_targets_are_the_fraction_correct_and_candidates_are_deduplicated_fir
     acts = {tuple(a["ids"]): a for a in t["actions"]}
     assert list(acts) == [(1, 10), (2, 98), (7, 99), (8, 10)]
     assert acts[(1, 10)]["count"] == 2 and not acts[(1, 10)]["terminal"]
+    assert [a["correct"] for a in acts.values()] == [1, 1, 0, 1]  # of the completions starting with it
+    assert dd.mc_spreads([t]) == pytest.approx([1.0])  # candidate values 0.5, 1, 0, 1
+    assert dd.mc_spreads([{**t, "actions": t["actions"][:1]}]) == []  # one candidate: no spread
     assert not acts[(2, 98)]["terminal"] and acts[(2, 98)]["reward"] is None
     assert acts[(7, 99)]["terminal"] and acts[(7, 99)]["reward"] == 0.0
 

@@ -149,7 +149,8 @@ def rollout_params(params) -> SamplingParams:
 
 def state_targets(states: list[dict], rollouts: dict[int, list[dict]], records: list, grader: Grader,
                   nl: frozenset[int], eos: set[int]) -> list[dict]:
-    """Per state: its MC target and deduplicated candidate actions (first steps of its completions)."""
+    """Per state: its MC target and deduplicated candidate actions (first steps of its completions), each
+    with how many completions began with it and how many of those were correct."""
     out = []
     for s in states:
         rec, prefix, rows = records[s["prompt_id"]], s["prefix_ids"], rollouts[s["state_id"]]
@@ -161,8 +162,10 @@ def state_targets(states: list[dict], rollouts: dict[int, list[dict]], records: 
                 continue
             first = tuple(steps[0])
             terminal = len(steps) == 1 and r["finish_reason"] == "stop" and bool(first) and first[-1] in eos
-            actions.setdefault(first, {"ids": list(first), "terminal": terminal,
-                                       "reward": float(ok) if terminal else None, "count": 0})["count"] += 1
+            a = actions.setdefault(first, {"ids": list(first), "terminal": terminal,
+                                           "reward": float(ok) if terminal else None, "count": 0, "correct": 0})
+            a["count"] += 1
+            a["correct"] += int(ok)
         out.append({"state_id": s["state_id"], "prompt_id": s["prompt_id"], "mc": mc_target(correct),
                     "completions": len(rows), "actions": list(actions.values())})
     return out
@@ -248,6 +251,19 @@ def calibration(values: list[float], targets: list[float], bins: int = 10) -> di
 
 
 # ------------------------------------------------------------------ advantages
+
+
+def mc_spreads(targets: list[dict]) -> list[float]:
+    """The advantage spread of every state with two or more candidates when each candidate is valued by its
+    own completions (correct / count) instead of the critic: what a critic that matched the Monte-Carlo
+    returns would show the filter. Counts of 1-4 completions per candidate make these noisy (a diagnostic
+    of the data, not the method's values)."""
+    out = []
+    for t in targets:
+        if len(t["actions"]) >= 2:
+            adv = advantages([a["correct"] / a["count"] for a in t["actions"]])
+            out.append(max(adv) - min(adv))
+    return out
 
 
 def score_states(targets: list[dict], values: dict[tuple[int, int], float], min_spread: float,
