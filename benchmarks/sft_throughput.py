@@ -78,6 +78,7 @@ def run_posttrain(config: str, a) -> dict:
                         schedule="constant", max_grad_norm=1.0, precision=a.precision)
     eng = Engine(model, SFTObjective(), feats, lambda b: pad_collate(b, tok.pad_token_id), cfg,
                  run_dir=f"{a.tmp}/posttrain-{config}", seed=a.seed, show_progress=False)
+    rss_before = round(peak_rss_mb())
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
     _sync(a)
     ends, faults, tokens, supervised = [time.perf_counter()], [minor_faults()], 0, 0
@@ -88,7 +89,7 @@ def run_posttrain(config: str, a) -> dict:
         _sync(a)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
-    out = step_summary(ends, faults, a.batch * a.steps, tokens)
+    out = step_summary(ends, faults, a.batch * a.steps, tokens) | {"rss_before_train_mb": rss_before}
     return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 
@@ -129,6 +130,7 @@ def run_trl(config: str, a) -> dict:
             faults.append(minor_faults())
 
     trainer.add_callback(StepTimes())
+    rss_before = round(peak_rss_mb())
     trainer.train()
     assert len(ends) == a.steps + 1, ends
     coll, ds = trainer.data_collator, trainer.train_dataset
@@ -137,7 +139,7 @@ def run_trl(config: str, a) -> dict:
         b = coll([dict(ds[i]) for i in range(s * a.batch, (s + 1) * a.batch)])
         tokens += int(b["attention_mask"].sum())
         supervised += int((b["labels"] != -100).sum())
-    out = step_summary(ends, faults, a.batch * a.steps, tokens)
+    out = step_summary(ends, faults, a.batch * a.steps, tokens) | {"rss_before_train_mb": rss_before}
     return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 

@@ -172,8 +172,10 @@ def report(rows: list[dict], a) -> int:
                 "states", "completions", "responses", "responses_correct", "problems_all_correct",
                 "problems_all_wrong", "states_kept", "actions", "dropped_single_candidate", "dropped_small_spread",
                 "sampling_new_tokens", "mean_mc_target", "mean_candidates_per_state", "steps", "heldout_brier")}
+            if st == "train":
+                keep["actor steps"] = r["train_steps"][int(it.split("-")[1]) - 1 if it else 0]
             stage_rows.append([r["seed"], it or "iter-1", st, rec.get("wall_time_s", ""),
-                               ", ".join(f"{k} {v}" for k, v in keep.items())])
+                               ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}" for k, v in keep.items())])
     calib_rows, curves = [], {}
     for r in rows:
         for t, c in enumerate(r["critic"], 1):
