@@ -122,3 +122,39 @@ def fixed_length_text(tok, n: int, rng) -> str:
     text = "".join(words[j] for j in rng.integers(0, len(words), n))
     assert len(tok.encode(text, add_special_tokens=False)) == n, "fixed-length text does not round-trip"
     return text
+
+
+def add_model_args(ap, default_model: str) -> None:
+    """The options both training benchmarks share: which model, where, in what precision, on what data, and
+    whether to time the matmul ceiling."""
+    ap.add_argument("--model", default=default_model,
+                    help="a posttrain model name (random-llama-0.5b, -1.2b on a GPU)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16 = autocast on both sides (TRL bf16=True, posttrain train.precision bf16)")
+    ap.add_argument("--lengths", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                    metavar="PROMPT,COMPLETION",
+                    help="fixed-length random-word data of these token counts instead of word problems")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="time a large matmul before and after the workers and report MFU against it")
+
+
+def model_args(a) -> list[str]:
+    """add_model_args' options as a worker's command line (--ceiling stays with the driver)."""
+    return ["--model", a.model, "--device", a.device, "--precision", a.precision] + (
+        ["--lengths", ",".join(map(str, a.lengths))] if a.lengths else [])
+
+
+def measure_ceiling(a, readings: list[float]) -> None:
+    """Append this moment's matmul ceiling for the run's device, precision and threads, and print it."""
+    import torch
+    torch.set_num_threads(a.threads)
+    readings.append(gemm_flops_per_s(a.device, "bfloat16" if a.precision == "bf16" else "float32"))
+    print(json.dumps({"gemm_flops_per_s": round(readings[-1])}), flush=True)
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a timestamp ends a step (a no-op on CPU)."""
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()

@@ -38,8 +38,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (gemm_flops_per_s, machine, minor_faults, param_counts, peak_rss_mb,  # noqa: E402
-                               rss_now_mb, spawn as spawn_worker, train_flops)
+from benchmarks.common import (add_model_args, machine, measure_ceiling, minor_faults, model_args,  # noqa: E402
+                               param_counts, peak_rss_mb, rss_now_mb, spawn as spawn_worker, sync, train_flops)
 
 CONFIGS = {  # name: (lora?, posttrain reference_mode, TRL precompute_ref_log_probs)
     "lora-precomputed": (True, "precomputed", True),
@@ -63,11 +63,6 @@ def _rows(tok, n: int, a) -> list[dict]:
     from posttrain.data.synthetic_pairs import generate_pairs
     return generate_pairs("word_problems", n, seed=a.seed)
 
-
-def _sync(a) -> None:
-    if a.device == "cuda":
-        import torch
-        torch.cuda.synchronize()
 
 
 def _flop_passes(config: str) -> int:
@@ -128,7 +123,7 @@ def run_posttrain(config: str, a) -> dict:
     out["setup_s"] = round(time.perf_counter() - t0, 2)
     out["rss_before_train_mb"] = round(peak_rss_mb())
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
-    _sync(a)
+    sync(a.device)
     ends = [time.perf_counter()]
     tokens, padded = 0, 0
     faults, rss, step_tokens = [minor_faults()], [], []
@@ -137,7 +132,7 @@ def run_posttrain(config: str, a) -> dict:
         padded += sum(b["input_ids"].numel() for b in batches)
         step_tokens.append(eng.train_step(batches)["tokens"])
         tokens += step_tokens[-1]
-        _sync(a)
+        sync(a.device)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
         rss.append(round(rss_now_mb()))
@@ -213,7 +208,7 @@ def run_trl(config: str, a) -> dict:
 
     class StepTimes(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            _sync(a)
+            sync(a.device)
             ends.append(time.perf_counter())
 
     trainer.add_callback(StepTimes())
@@ -272,9 +267,7 @@ def worker(a) -> None:
 def spawn(impl: str, config: str, a) -> dict:
     args = ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch", str(a.batch), "--max-length",
             str(a.max_length), "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp,
-            "--pair-forward", a.pair_forward, "--model", a.model, "--precision", a.precision, "--device", a.device,
-            ] + (["--lengths", ",".join(map(str, a.lengths))] if a.lengths else []) + (
-            ["--hash-patch"] if a.hash_patch else [])
+            "--pair-forward", a.pair_forward, *model_args(a)] + (["--hash-patch"] if a.hash_patch else [])
     return {"impl": impl, "config": config, **spawn_worker(__file__, args, a.threads, a.env)}
 
 
@@ -315,15 +308,7 @@ def main() -> None:
                     help="TRL run: replace datasets' fingerprint hashing by random ids (a workaround for a "
                          "PicklingError seen on another machine; not needed here)")
     ap.add_argument("--impls", default="trl,posttrain", help="which sides to run (e.g. posttrain alone)")
-    ap.add_argument("--model", default=MODEL, help="a posttrain model name (random-llama-0.5b, -1.2b on a GPU)")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                    help="bf16 = autocast on both sides (TRL bf16=True, posttrain train.precision bf16)")
-    ap.add_argument("--lengths", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
-                    metavar="PROMPT,COMPLETION",
-                    help="fixed-length random-word pairs of these token counts instead of word problems")
-    ap.add_argument("--ceiling", action="store_true",
-                    help="time a large matmul before and after the workers and report MFU against it")
+    add_model_args(ap, MODEL)
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of the worker processes (e.g. glibc malloc settings); repeatable")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -337,16 +322,9 @@ def main() -> None:
         if c not in CONFIGS:
             raise SystemExit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
     start = time.perf_counter()
-    ceilings = []
-
-    def measure_ceiling() -> None:
-        import torch
-        torch.set_num_threads(a.threads)
-        ceilings.append(gemm_flops_per_s(a.device, "bfloat16" if a.precision == "bf16" else "float32"))
-        print(json.dumps({"gemm_flops_per_s": round(ceilings[-1])}), flush=True)
-
+    ceilings: list[float] = []
     if a.ceiling:
-        measure_ceiling()
+        measure_ceiling(a, ceilings)
     meta = {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
             "pair_forward": a.pair_forward, "env": a.env, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
             "threads": a.threads, "machine": machine(),
@@ -372,7 +350,7 @@ def main() -> None:
                               "rss_ratio": round(r["rss_ratio"], 3)}), flush=True)
         results.append(r)
     if a.ceiling:
-        measure_ceiling()
+        measure_ceiling(a, ceilings)
     ceiling = max(ceilings) if ceilings else None
     for r in results:
         for impl in ("trl", "posttrain"):

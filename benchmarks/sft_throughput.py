@@ -23,8 +23,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (gemm_flops_per_s, machine, minor_faults, param_counts, peak_rss_mb,  # noqa: E402
-                               spawn, step_summary, train_flops)
+from benchmarks.common import (add_model_args, machine, measure_ceiling, minor_faults, model_args,  # noqa: E402
+                               param_counts, peak_rss_mb, spawn, step_summary, sync, train_flops)
 
 MODEL = "smollm2-135m-instruct"
 LORA = dict(r=16, alpha=32, targets="all-linear")
@@ -42,11 +42,6 @@ def _rows(tok, n: int, a) -> list[dict]:
     from posttrain.data.synthetic import generate, to_sft_rows
     return to_sft_rows(generate("word_problems", n, seed=a.seed))
 
-
-def _sync(a) -> None:
-    if a.device == "cuda":
-        import torch
-        torch.cuda.synchronize()
 
 
 def _flops(config: str, counts, dt: float, tokens: int, supervised: int) -> dict:
@@ -80,13 +75,13 @@ def run_posttrain(config: str, a) -> dict:
                  run_dir=f"{a.tmp}/posttrain-{config}", seed=a.seed, show_progress=False)
     rss_before = round(peak_rss_mb())
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
-    _sync(a)
+    sync(a.device)
     ends, faults, tokens, supervised = [time.perf_counter()], [minor_faults()], 0, 0
     for s in range(1, a.steps + 1):
         batches = eng.micro_batches(s)
         supervised += sum(int((b["labels"] != -100).sum()) for b in batches)
         tokens += eng.train_step(batches)["tokens"]
-        _sync(a)
+        sync(a.device)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
     out = step_summary(ends, faults, a.batch * a.steps, tokens) | {"rss_before_train_mb": rss_before}
@@ -125,7 +120,7 @@ def run_trl(config: str, a) -> dict:
 
     class StepTimes(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            _sync(a)
+            sync(a.device)
             ends.append(time.perf_counter())
             faults.append(minor_faults())
 
@@ -166,12 +161,7 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of the worker processes; repeatable")
     ap.add_argument("--tmp", default="runs/bench-sft")
-    ap.add_argument("--model", default=MODEL)
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    ap.add_argument("--lengths", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
-                    metavar="PROMPT,COMPLETION", help="fixed-length random-word chats of these token counts")
-    ap.add_argument("--ceiling", action="store_true", help="report MFU against a matmul timed in the same run")
+    add_model_args(ap, MODEL)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", choices=("trl", "posttrain"), help=argparse.SUPPRESS)
     ap.add_argument("--config", choices=("lora", "full"), help=argparse.SUPPRESS)
@@ -179,18 +169,10 @@ def main() -> None:
     if a.worker:
         return worker(a)
     start = time.perf_counter()
-    ceilings = []
-
-    def measure_ceiling() -> None:
-        import torch
-        torch.set_num_threads(a.threads)
-        ceilings.append(gemm_flops_per_s(a.device, "bfloat16" if a.precision == "bf16" else "float32"))
-        print(json.dumps({"gemm_flops_per_s": round(ceilings[-1])}), flush=True)
-
+    ceilings: list[float] = []
     if a.ceiling:
-        measure_ceiling()
-    extra = ["--model", a.model, "--device", a.device, "--precision", a.precision] + (
-        ["--lengths", ",".join(map(str, a.lengths))] if a.lengths else [])
+        measure_ceiling(a, ceilings)
+    extra = model_args(a)
     print(json.dumps({"meta": {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
                                "batch": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
                                "threads": a.threads, "env": a.env, "machine": machine(),
@@ -206,7 +188,7 @@ def main() -> None:
             print(json.dumps({"impl": impl, "config": config, **r[impl]}), flush=True)
         results.append((config, r))
     if a.ceiling:
-        measure_ceiling()
+        measure_ceiling(a, ceilings)
     ceiling = max(ceilings) if ceilings else None
     for config, r in results:
         mfu = {i: r[i]["model_flops_per_s"] / ceiling for i in r if ceiling and "model_flops_per_s" in r[i]}
