@@ -64,7 +64,6 @@ def _rows(tok, n: int, a) -> list[dict]:
     return generate_pairs("word_problems", n, seed=a.seed)
 
 
-
 def _flop_passes(config: str) -> int:
     lora, mode, _ = CONFIGS[config]
     return (4 if lora else 6) + (2 if mode == "live" else 0)

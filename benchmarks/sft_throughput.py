@@ -43,7 +43,6 @@ def _rows(tok, n: int, a) -> list[dict]:
     return to_sft_rows(generate("word_problems", n, seed=a.seed))
 
 
-
 def _flops(config: str, counts, dt: float, tokens: int, supervised: int) -> dict:
     passes = 4 if config == "lora" else 6
     return {"params_body_head": list(counts), "flop_passes": passes, "supervised_tokens": supervised,
