@@ -74,13 +74,12 @@ def gemm_flops_per_s(device: str = "cpu", dtype: str = "float32", n: int | None 
     dt = getattr(torch, dtype)
     n = n or (8192 if device == "cuda" else 2048)
     x, y = (torch.randn(n, n, device=device).to(dt) for _ in range(2))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     best = float("inf")
     for i in range(reps + 1):
-        sync()
+        sync(device)
         t = time.perf_counter()
         torch.mm(x, y)
-        sync()
+        sync(device)
         if i:  # the first product is the warm-up
             best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
@@ -92,11 +91,7 @@ def param_counts(model) -> tuple[int, int]:
     adapters: the benchmarks' LoRA FLOPs are the base model's."""
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
+    total = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
     return total - emb.numel() - (head.numel() if head is not emb else 0), head.numel()
 
 

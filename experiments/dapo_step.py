@@ -108,24 +108,9 @@ def run_seed(seed: int, a) -> dict | None:
 
 def data_spreads(folder: Path, recipe) -> dict:
     """How many of an iteration's states the spread filter would keep if each candidate were valued by its own
-    completions (dapo_data.mc_spreads), beside the critic's count; targets written before the per-candidate
-    counts existed are rebuilt from the states and rollouts files with the method's own grading."""
+    completions (dapo_data.mc_spreads), beside the critic's count."""
     from posttrain.methods import dapo_data as dd
     targets = dd.read_jsonl(folder / "targets.jsonl")
-    if targets and "correct" not in targets[0]["actions"][0]:
-        from posttrain.data.steps import newline_tokens
-        from posttrain.generation.sampler import stop_ids
-        from posttrain.methods.base import load_records
-        from posttrain.methods.dapo_step import DAPOStepParams
-        from posttrain.models import load_tokenizer
-        params = DAPOStepParams(**recipe.method)
-        tok = load_tokenizer(recipe.model.name)
-        states = dd.read_jsonl(folder / "states.jsonl")
-        rollouts: dict[int, list[dict]] = {}
-        for row in dd.read_jsonl(folder / "rollouts.jsonl"):
-            rollouts.setdefault(states[row["prompt_id"]]["state_id"], []).append(row)
-        targets = dd.state_targets(states, rollouts, load_records(recipe), dd.Grader(params, tok),
-                                   newline_tokens(tok), stop_ids(tok))
     spreads = dd.mc_spreads(targets)
     min_spread = recipe.method.get("min_spread", 0.1)
     return {"states": len(targets), "with_two_or_more": len(spreads),
