@@ -5,7 +5,9 @@ same model, chats, batch, lengths and threads, in one run. Usage:
 
 Both train the embedded SmolLM2-135M-Instruct in float32 (no gradient checkpointing, AdamW, constant lr,
 clip 1.0) on built-in word-problem chats (user question, assistant solution), loss on the assistant reply
-only: TRL gets prompt/completion records (its completion-only loss), posttrain the same chats. Both see
+only: TRL gets prompt/completion records (its completion-only loss), posttrain the same chats (in its
+default SFT rows: each micro-batch one padding-free row, attention per example; `--padded` for
+right-padded rows like TRL's). Both see
 the same rows in the same order (posttrain's engine order; TRL's sampler sequential). Every (config,
 library) runs in its own process; they alternate who runs first. Throughput: timed steps 2..N+1 (end of
 step 1 to end of step N+1), tokens = real (non-padding) tokens the model processed.
@@ -56,10 +58,9 @@ def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
 
 def run_posttrain(config: str, a) -> dict:
     from posttrain.config import TrainSettings
-    from posttrain.data.collate import pad_collate
     from posttrain.data.template import encode_conversation
     from posttrain.engine import Engine
-    from posttrain.methods.sft import SFTObjective
+    from posttrain.methods.sft import SFTObjective, sft_collate
     from posttrain.models import apply_lora, load_model
 
     model, tok = load_model(a.model, seed=a.seed)
@@ -70,7 +71,8 @@ def run_posttrain(config: str, a) -> dict:
     feats = [encode_conversation(tok, r["messages"], max_length=a.max_length) for r in _rows(tok, n, a)]
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
                         schedule="constant", max_grad_norm=1.0, precision=a.precision)
-    eng = Engine(model, SFTObjective(), feats, lambda b: pad_collate(b, tok.pad_token_id), cfg,
+    collate = sft_collate(tok.pad_token_id, model, padding_free=not a.padded)
+    eng = Engine(model, SFTObjective(), feats, collate, cfg,
                  run_dir=f"{a.tmp}/posttrain-{config}", seed=a.seed, show_progress=False)
     rss_before = round(peak_rss_mb())
     eng.train_step(eng.micro_batches(0))  # warm-up step, not timed
@@ -83,7 +85,8 @@ def run_posttrain(config: str, a) -> dict:
         sync(a.device)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
-    out = step_summary(ends, faults, a.batch * a.steps, tokens) | {"rss_before_train_mb": rss_before}
+    out = step_summary(ends, faults, a.batch * a.steps, tokens) | {"rss_before_train_mb": rss_before,
+                                                                   "padding_free": not a.padded}
     return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 
@@ -159,6 +162,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of the worker processes; repeatable")
+    ap.add_argument("--padded", action="store_true",
+                    help="posttrain on right-padded rows instead of its default padding-free rows")
     ap.add_argument("--tmp", default="runs/bench-sft")
     add_model_args(ap, MODEL)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -173,6 +178,7 @@ def main() -> None:
         measure_ceiling(a, ceilings)
     extra = model_args(a)
     print(json.dumps({"meta": {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
+                               "posttrain_rows": "padded" if a.padded else "padding-free",
                                "batch": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
                                "threads": a.threads, "env": a.env, "machine": machine(),
                                "date": time.strftime("%Y-%m-%d %H:%M")}}), flush=True)
@@ -183,7 +189,8 @@ def main() -> None:
         for impl in [i for i in order if i in a.impls.split(",")]:
             r[impl] = spawn(__file__, ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch",
                                        str(a.batch), "--max-length", str(a.max_length), "--threads", str(a.threads),
-                                       "--seed", str(a.seed), "--tmp", a.tmp, *extra], a.threads, a.env)
+                                       "--seed", str(a.seed), "--tmp", a.tmp, *extra]
+                                 + (["--padded"] if a.padded else []), a.threads, a.env)
             print(json.dumps({"impl": impl, "config": config, **r[impl]}), flush=True)
         results.append((config, r))
     if a.ceiling:

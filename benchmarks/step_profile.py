@@ -25,7 +25,6 @@ MODEL = "smollm2-135m-instruct"
 
 def build(a):
     from posttrain.config import ModelSettings, TrainSettings
-    from posttrain.data.collate import pad_collate
     from posttrain.engine import Engine
     from posttrain.models import apply_lora, load_model
 
@@ -38,10 +37,11 @@ def build(a):
     if a.method == "sft":
         from posttrain.data.synthetic import generate, to_sft_rows
         from posttrain.data.template import encode_conversation
-        from posttrain.methods.sft import SFTObjective
+        from posttrain.methods.sft import SFTObjective, sft_collate
         feats = [encode_conversation(tok, r["messages"], max_length=512)
                  for r in to_sft_rows(generate("word_problems", n, seed=0))]
-        return Engine(model, SFTObjective(), feats, lambda b: pad_collate(b, tok.pad_token_id), cfg,
+        collate = sft_collate(tok.pad_token_id, model, padding_free=not a.padded)
+        return Engine(model, SFTObjective(), feats, collate, cfg,
                       run_dir=f"{a.tmp}/{a.method}-{a.config}", show_progress=False)
     from posttrain.data.synthetic_pairs import generate_pairs
     from posttrain.data.template import encode_pair
@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="pairs (dpo) or chats (sft) per step")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per pass (one warm-up step runs first)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--padded", action="store_true", help="sft: right-padded rows instead of padding-free ones")
     ap.add_argument("--tmp", default="runs/bench-profile")
     a = ap.parse_args()
     import torch

@@ -46,7 +46,8 @@ def test_pack_features_layout():
     with pytest.raises(ValueError, match="more than max_length=3"):
         pack_features(feats, max_length=3)
     b = PackingCollator(max_length=8, pad_token_id=0)(feats)
-    assert set(b) == {"input_ids", "labels", "position_ids", "weights", "num_sequences"}  # NO attention_mask
+    assert set(b) == {"input_ids", "labels", "position_ids", "weights", "num_sequences", "cu_seq_lens_q",
+                      "cu_seq_lens_k", "max_length_q", "max_length_k"}  # NO attention_mask
     assert b["num_sequences"].item() == 4
     assert b["input_ids"].shape == (2, 8)  # next_fit: [3, 2] then 4 does not fit in the 3 left
     assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], [0, 1, 2, 3, 0, 0, 1, 2]]
@@ -55,7 +56,15 @@ def test_pack_features_layout():
     assert two["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 0]]
     assert two["labels"][:, -1].tolist() == [-100, -100] and two["weights"][:, -1].tolist() == [0.0, 0.0]
     assert segment_ids(two["position_ids"]).tolist() == [[0, 0, 0, 1, 1, 2], [0, 0, 0, 0, 1, 2]]
-    assert model_inputs(two).keys() == {"input_ids", "position_ids", "use_cache"}
+    # example boundaries over the flattened rows; each row's padding is an example of its own
+    assert two["cu_seq_lens_q"].tolist() == [0, 3, 5, 6, 10, 11, 12] and two["max_length_q"] == 4
+    assert two["cu_seq_lens_q"].dtype == torch.int32
+    assert model_inputs(two).keys() == {"input_ids", "position_ids", "use_cache", "cu_seq_lens_q", "cu_seq_lens_k",
+                                        "max_length_q", "max_length_k"}
+    free = PackingCollator(max_length=None, pad_token_id=0)(feats)  # padding-free: one row, no pad token
+    assert free["input_ids"].tolist() == [list(range(1, 11))]
+    assert free["labels"].tolist() == [[-100, 2, 3, -100, 5, -100, 7, 8, 9, -100]]
+    assert free["cu_seq_lens_q"].tolist() == [0, 3, 5, 9, 10] and free["num_sequences"].item() == 4
     assert model_inputs(two)["use_cache"] is False
 
 
@@ -113,4 +122,6 @@ def test_packed_loss_equals_unpacked(tiny):
 
         # Pre-packed rows through the same collator give the same batch.
         again = collator(pack_features(feats, 128))
-        assert all(torch.equal(again[k], packed[k]) for k in packed)
+        assert again.keys() == packed.keys()
+        assert all(torch.equal(again[k], packed[k]) if torch.is_tensor(packed[k]) else again[k] == packed[k]
+                   for k in packed)

@@ -8,7 +8,9 @@ read the same boundaries from ``position_ids``. So a packed batch carries ``inpu
 ``position_ids`` (restarting at 0 for each example) and no ``attention_mask``. The forward MUST run with
 ``use_cache=False``: with the config default (``use_cache=True``) a cache is created even in training,
 the packed detection is switched off, and examples silently attend to each other. :func:`model_inputs`
-builds the keyword arguments accordingly.
+builds the keyword arguments accordingly. Packed batches also carry the example boundaries
+(``cu_seq_lens_q`` ...), so attention runs per example instead of over the whole row under a mask
+(posttrain/models/attention.py).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from typing import Sequence
 import torch
 
 IGNORE_INDEX = -100
-_MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
+_MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+               "max_length_k")
 
 
 def _is_per_token(value, n: int) -> bool:
@@ -186,13 +189,15 @@ class PackingCollator:
     them (:func:`pack_features`); called with rows already packed by :func:`pack_features` (they carry
     ``position_ids``), it only pads. Rows are right-padded to ``max_length`` (or to the longest row with
     ``pad_to_max_length=False``); the padding is a segment of its own (positions 0, 1, ...) with labels
-    -100 and weights 0. Output: ``input_ids``, ``labels``, ``position_ids``, ``num_sequences`` (a scalar:
-    examples in the batch, padding not counted) and per-token extras such as ``weights``. There is no
+    -100 and weights 0. ``max_length=None`` puts the whole batch in one row with no padding at all
+    (padding-free batches: no position computes on a pad token). Output: ``input_ids``, ``labels``,
+    ``position_ids``, ``num_sequences`` (a scalar: examples in the batch, padding not counted), the
+    example boundaries (:func:`segment_bounds`) and per-token extras such as ``weights``. There is no
     ``attention_mask`` on purpose; pass the batch through :func:`model_inputs` so the forward gets only
     the model's tensors and ``use_cache=False``.
     """
 
-    def __init__(self, max_length: int, pad_token_id: int, *, strategy: str = "next_fit",
+    def __init__(self, max_length: int | None, pad_token_id: int, *, strategy: str = "next_fit",
                  pad_to_max_length: bool = True):
         self.max_length, self.pad_token_id = max_length, pad_token_id
         self.strategy, self.pad_to_max_length = strategy, pad_to_max_length
@@ -200,9 +205,12 @@ class PackingCollator:
     def __call__(self, features: Sequence[dict]) -> dict:
         if not features:
             raise ValueError("PackingCollator got an empty batch")
+        one_row = self.max_length is None
         rows = list(features) if "position_ids" in features[0] else pack_features(
-            features, self.max_length, strategy=self.strategy)
-        length = self.max_length if self.pad_to_max_length else max(len(r["input_ids"]) for r in rows)
+            features, sum(len(f["input_ids"]) for f in features) if one_row else self.max_length,
+            strategy=self.strategy)
+        longest = max(len(r["input_ids"]) for r in rows)
+        length = self.max_length if self.pad_to_max_length and not one_row else longest
         batch = {
             "input_ids": _pad_rows([r["input_ids"] for r in rows], length, self.pad_token_id, torch.long),
             "labels": _pad_rows([r["labels"] for r in rows], length, IGNORE_INDEX, torch.long),
@@ -211,6 +219,7 @@ class PackingCollator:
             "num_sequences": torch.tensor(sum(len(r["seq_lens"]) if "seq_lens" in r else int(
                 (torch.tensor(r["position_ids"]) == 0).sum()) for r in rows)),
         }
+        batch.update(segment_bounds(batch["position_ids"]))
         for key in rows[0]:
             if key in batch or key in ("seq_lens", "attention_mask", "num_sequences"):
                 continue
@@ -227,6 +236,20 @@ def segment_ids(position_ids: torch.Tensor) -> torch.Tensor:
     starts wherever the position does not go up by one (the rule transformers uses)."""
     first = position_ids[:, :1] - 1
     return (torch.diff(position_ids, prepend=first, dim=-1) != 1).cumsum(-1)
+
+
+def segment_bounds(position_ids: torch.Tensor) -> dict:
+    """The examples of packed rows as flash-attention's varlen keywords: ``cu_seq_lens_q/k`` (int32
+    offsets of every example, padding segments included, over the R*L flattened positions) and
+    ``max_length_q/k``. posttrain's sdpa (posttrain/models/attention.py) and flash-attention kernels then
+    attend within each example without a [L, L] mask."""
+    seg = segment_ids(position_ids)
+    starts = torch.ones_like(seg, dtype=torch.bool)
+    starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
+    offsets = starts.reshape(-1).nonzero().squeeze(-1)
+    cu = torch.cat([offsets, offsets.new_tensor([position_ids.numel()])]).to(torch.int32)
+    longest = int(torch.diff(cu).max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
 
 def model_inputs(batch: dict) -> dict:

@@ -1,6 +1,7 @@
 """SFT: next-token NLL on assistant tokens (posttrain/losses/sft.py), on the shared engine."""
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 
@@ -12,6 +13,7 @@ from posttrain.logprobs import IGNORE, completion_logprobs
 from posttrain.losses.sft import sft_loss
 from posttrain.errors import RecipeError
 from posttrain.methods.base import Built, MethodSpec, RunInfo
+from posttrain.models.attention import supports_segments
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "weights")
 
@@ -19,6 +21,9 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "weights")
 class SFTParams(Section):
     name: Literal["sft"] = "sft"
     normalization: Literal["token", "sequence"] = "token"
+    # a micro-batch as one row with no padding, attention per example (posttrain/models/attention.py);
+    # needs token normalization and a model whose attention takes example boundaries, else rows are padded
+    padding_free: bool = True
 
 
 class SFTObjective:
@@ -68,16 +73,26 @@ def encode_splits(recipe, tokenizer) -> tuple[list[dict], list[dict] | None, dic
 def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data = recipe.data
     feats, eval_feats, stats = encode_splits(recipe, tokenizer)
-    pad = tokenizer.pad_token_id
-    if data.packing:
-        if params.normalization == "sequence":
+    collate = sft_collate(tokenizer.pad_token_id, model, padding_free=params.padding_free,
+                          per_sequence=params.normalization == "sequence",
+                          packing_length=data.max_length if data.packing else None)
+    stats["padding_free"] = isinstance(collate, PackingCollator) and collate.max_length is None
+    return Built(SFTObjective(params.normalization), feats, collate, eval_feats, stats=stats)
+
+
+def sft_collate(pad: int, model, *, padding_free: bool = True, per_sequence: bool = False,
+                packing_length: int | None = None):
+    """Rows packed to `packing_length` (data.packing), else one padding-free row per micro-batch (when the
+    model's attention takes example boundaries), else right-padded rows. `per_sequence`: the loss is a
+    mean per row, which needs one example per row."""
+    if packing_length is not None:
+        if per_sequence:
             # a packed row mixes sequences, so a per-row mean is not a per-sequence mean
             raise RecipeError("method.normalization 'sequence' cannot be combined with data.packing: true")
-        collate = PackingCollator(data.max_length, pad)
-    else:
-        def collate(batch):
-            return pad_collate(batch, pad)
-    return Built(SFTObjective(params.normalization), feats, collate, eval_feats, stats=stats)
+        return PackingCollator(packing_length, pad)
+    if padding_free and not per_sequence and supports_segments(model):
+        return PackingCollator(None, pad)
+    return functools.partial(pad_collate, pad_token_id=pad)
 
 
 SPEC = MethodSpec("sft", SFTParams, build, "supervised fine-tuning on assistant tokens", data_kind="sft")

@@ -1,5 +1,6 @@
 """Models: the registry (embedded / tiny / HF folder / hub), the embedded model's one-time GGUF
 conversion, LoRA adapters and checkpoint weights."""
+from posttrain.models import attention
 from posttrain.models.cache import cache_dir
 from posttrain.models.embedded import ensure_converted, ensure_tokenizer
 from posttrain.models.io import load_weights_, save_weights, trainable_parameters
@@ -12,3 +13,5 @@ __all__ = [
     "frozen_copy", "merge_and_save", "save_weights", "load_weights_", "trainable_parameters",
     "cache_dir", "ensure_converted", "ensure_tokenizer", "unwrap",
 ]
+
+attention.install()
