@@ -19,6 +19,8 @@ gradient checkpointing, on the same synthetic word-problem pairs in the same ord
 engine order; TRL gets the dataset in that order with a sequential sampler), so each step sees the same
 pairs. Steady-state throughput times steps 2..N+1 of N+1 (end of step 1 to end of step N+1, data
 collation included); the one-time reference pass of the "precomputed" modes is timed separately.
+posttrain runs its default pair layout (shared-prefix pairs in one padding-free row a step; `--padded`
+for one right-padded row per pair, `--pair-forward concatenated` for 2B rows like TRL's).
 One JSON line per run and per configuration, then a markdown table.
 
 Model FLOPs utilisation (`--ceiling`): the driver times a large matmul in the run's precision on the run's
@@ -82,7 +84,7 @@ def run_posttrain(config: str, a) -> dict:
     from posttrain.data.template import encode_pair
     from posttrain.engine import Engine
     from posttrain.methods.preference import (PreferenceObjective, PreferenceParams, attach_reference,
-                                              collate_pairs, reference_key)
+                                              collate_pairs, pair_layout, reference_key)
     from posttrain.models import cache_dir
     from posttrain.config import ModelSettings
     from posttrain.models import apply_lora, load_model
@@ -99,23 +101,24 @@ def run_posttrain(config: str, a) -> dict:
     feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
                          max_length=a.max_length) for r in rows]
     pad = tok.pad_token_id
-    out = {"pair_forward": a.pair_forward}
-    shared = a.pair_forward == "shared_prefix"
+    params = PreferenceParams(name="dpo", beta=BETA, reference_mode=mode, reference_batch_size=a.batch,
+                              pair_forward=a.pair_forward, padding_free=not a.padded)
+    layout = pair_layout(params, model)
+    out = {"pair_forward": layout}
     reference = resolve_reference("start", model, ModelSettings(name=a.model), live=mode == "live")
     if mode == "precomputed":
         # no cache hit from an earlier run: the pass is really computed (and its file removed after)
-        stale = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
+        digest = reference_key(reference.weights_hash(model), feats, layout, a.batch)
+        stale = cache_dir() / "reference_logps" / f"{digest}.safetensors"
         stale.unlink(missing_ok=True)
         tp = time.perf_counter()
-        info = attach_reference(reference, model, feats, pad, a.batch, shared)
+        info = attach_reference(reference, model, feats, pad, a.batch, layout)
         out["precompute_s"] = round(time.perf_counter() - tp, 2)
         os.remove(info["reference_cache_file"])
-    params = PreferenceParams(name="dpo", beta=BETA, reference_mode=mode, reference_batch_size=a.batch,
-                              pair_forward=a.pair_forward)
     objective = PreferenceObjective(params, reference if mode == "live" else None)
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
                         schedule="constant", max_grad_norm=1.0, precision=a.precision)
-    eng = Engine(model, objective, feats, collate_pairs(pad, shared), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
+    eng = Engine(model, objective, feats, collate_pairs(pad, layout), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
                  seed=a.seed, show_progress=False)
     order = _order(n, a.batch, a.steps + 1, a.seed)
     assert sorted(order) == list(range(n))
@@ -266,7 +269,8 @@ def worker(a) -> None:
 def spawn(impl: str, config: str, a) -> dict:
     args = ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch", str(a.batch), "--max-length",
             str(a.max_length), "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp,
-            "--pair-forward", a.pair_forward, *model_args(a)] + (["--hash-patch"] if a.hash_patch else [])
+            "--pair-forward", a.pair_forward, *model_args(a)] + (["--hash-patch"] if a.hash_patch else []) + (
+                ["--padded"] if a.padded else [])
     return {"impl": impl, "config": config, **spawn_worker(__file__, args, a.threads, a.env)}
 
 
@@ -302,6 +306,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pair-forward", choices=("shared_prefix", "concatenated"), default="shared_prefix",
                     help="posttrain's pair layout (default: the library default, shared_prefix)")
+    ap.add_argument("--padded", action="store_true",
+                    help="posttrain's shared-prefix rows right-padded instead of one padding-free row a step")
     ap.add_argument("--tmp", default="runs/bench-dpo")
     ap.add_argument("--hash-patch", action="store_true",
                     help="TRL run: replace datasets' fingerprint hashing by random ids (a workaround for a "
@@ -325,8 +331,8 @@ def main() -> None:
     if a.ceiling:
         measure_ceiling(a, ceilings)
     meta = {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
-            "pair_forward": a.pair_forward, "env": a.env, "batch_pairs": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
-            "threads": a.threads, "machine": machine(),
+            "pair_forward": a.pair_forward, "padded": a.padded, "env": a.env, "batch_pairs": a.batch,
+            "timed_steps": a.steps, "max_length": a.max_length, "threads": a.threads, "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps({"meta": meta}), flush=True)
     results = []

@@ -85,8 +85,8 @@ def run_posttrain(config: str, a) -> dict:
         sync(a.device)
         ends.append(time.perf_counter())
         faults.append(minor_faults())
-    out = step_summary(ends, faults, a.batch * a.steps, tokens) | {"rss_before_train_mb": rss_before,
-                                                                   "padding_free": not a.padded}
+    out = step_summary(ends, faults, a.batch * a.steps, tokens) | {
+        "rss_before_train_mb": rss_before, "padding_free": getattr(collate, "max_length", 0) is None}
     return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 

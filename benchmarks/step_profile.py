@@ -45,15 +45,18 @@ def build(a):
                       run_dir=f"{a.tmp}/{a.method}-{a.config}", show_progress=False)
     from posttrain.data.synthetic_pairs import generate_pairs
     from posttrain.data.template import encode_pair
-    from posttrain.methods.preference import PreferenceObjective, PreferenceParams, attach_reference, collate_pairs
+    from posttrain.methods.preference import (PreferenceObjective, PreferenceParams, attach_reference,
+                                              collate_pairs, pair_layout)
     from posttrain.references import resolve_reference
     feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"], max_length=512)
              for r in generate_pairs("word_problems", n, seed=0)]
     reference = resolve_reference("start", model, ModelSettings(name=MODEL), live=False)
-    info = attach_reference(reference, model, feats, tok.pad_token_id, a.batch, True)
+    params = PreferenceParams(name="dpo", beta=0.1, reference_mode="precomputed", padding_free=not a.padded)
+    layout = pair_layout(params, model)
+    info = attach_reference(reference, model, feats, tok.pad_token_id, a.batch, layout)
     os.remove(info["reference_cache_file"])
-    objective = PreferenceObjective(PreferenceParams(name="dpo", beta=0.1, reference_mode="precomputed"), None)
-    return Engine(model, objective, feats, collate_pairs(tok.pad_token_id, True), cfg,
+    objective = PreferenceObjective(params, None)
+    return Engine(model, objective, feats, collate_pairs(tok.pad_token_id, layout), cfg,
                   run_dir=f"{a.tmp}/{a.method}-{a.config}", show_progress=False)
 
 
@@ -105,7 +108,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="pairs (dpo) or chats (sft) per step")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per pass (one warm-up step runs first)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--padded", action="store_true", help="sft: right-padded rows instead of padding-free ones")
+    ap.add_argument("--padded", action="store_true", help="right-padded rows instead of padding-free ones")
     ap.add_argument("--tmp", default="runs/bench-profile")
     a = ap.parse_args()
     import torch

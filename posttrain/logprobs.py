@@ -159,24 +159,31 @@ def shared_prefix_pair_logprobs(model, batch: dict) -> dict[str, tuple[torch.Ten
     float rounding) to ``completion_logprobs`` on the concatenated ``pair_collate`` batch.
     """
     segments = batch["pair_segments"]
-    impl = unwrap(model).config._attn_implementation
-    dtype = next(p for p in model.parameters()).dtype
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        dtype = torch.float32
     keep = torch.zeros(segments.shape, dtype=torch.bool, device=segments.device)
+    # <side>_index is a position in the pair's own row, or (padding-free: all pairs in one row) in that row
+    n_pairs, length = batch["chosen_targets"].shape[0], segments.shape[1]
+    base = 0 if segments.shape[0] == 1 else torch.arange(n_pairs, device=segments.device)[:, None] * length
+    flat = {side: batch[f"{side}_index"] + base for side in ("chosen", "rejected")}
     masks = {}
     for side in ("chosen", "rejected"):
         masks[side] = batch[f"{side}_targets"] != IGNORE
-        rows, cols = masks[side].nonzero(as_tuple=True)
-        keep[rows, batch[f"{side}_index"][rows, cols]] = True
-    out = model(input_ids=batch["input_ids"], attention_mask=shared_prefix_mask(segments, impl, dtype),
-                position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
+        keep.view(-1)[flat[side][masks[side]]] = True
+    if "pair_bounds" in batch:
+        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                    pair_bounds=batch["pair_bounds"], logits_to_keep=keep, use_cache=False)
+    else:
+        impl = unwrap(model).config._attn_implementation
+        dtype = next(p for p in model.parameters()).dtype
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            dtype = torch.float32
+        out = model(input_ids=batch["input_ids"], attention_mask=shared_prefix_mask(segments, impl, dtype),
+                    position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
     logits = out.logits.reshape(-1, out.logits.shape[-1])
-    row_of = (keep.reshape(-1).cumsum(0) - 1).reshape(keep.shape)  # logits row of each kept position
+    row_of = keep.reshape(-1).cumsum(0) - 1  # logits row of each kept position
     result = {}
     for side in ("chosen", "rejected"):
         m = masks[side]
-        rows = row_of.gather(1, batch[f"{side}_index"])[m]
+        rows = row_of[flat[side]][m]
         token_logps = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
         token_logps = token_logps.masked_scatter(m, gather_logprobs(logits[rows], batch[f"{side}_targets"][m]))
         result[side] = (token_logps, m)

@@ -17,7 +17,7 @@ from posttrain.data.collate import pad_collate
 from posttrain.methods.dapo_data import CriticObjective
 from posttrain.methods.ift import IFTObjective, IFTParams, frozen_input_embedding
 from posttrain.methods.ppo import PPOObjective, PPOParams
-from posttrain.methods.preference import PreferenceObjective, PreferenceParams, collate_pairs
+from posttrain.methods.preference import PreferenceObjective, PreferenceParams, collate_pairs, pair_layout
 from posttrain.methods.reward_model import RewardModelParams, RewardObjective
 from posttrain.methods.sft import SFTObjective
 from posttrain.models.value_head import ScalarHeadModel
@@ -148,12 +148,16 @@ def test_tool_sft_objective():
     assert_same_through_ddp(tiny_llama(), SFTObjective("weights"), pad_collate(feats, 0))
 
 
-@pytest.mark.parametrize("pair_forward", ["shared_prefix", "concatenated"])
-def test_preference_objective(pair_forward):
-    params = PreferenceParams(name="dpo", pair_forward=pair_forward)
-    batch = collate_pairs(0, pair_forward == "shared_prefix")(pair_features())
-    assert ("pair_segments" in batch) == (pair_forward == "shared_prefix")
-    assert_same_through_ddp(tiny_llama(), PreferenceObjective(params), batch)
+@pytest.mark.parametrize("layout", ["padding_free", "shared_prefix", "concatenated"])
+def test_preference_objective(layout):
+    forward = "concatenated" if layout == "concatenated" else "shared_prefix"
+    params = PreferenceParams(name="dpo", pair_forward=forward, padding_free=layout == "padding_free")
+    model = tiny_llama()
+    assert pair_layout(params, model) == layout
+    batch = collate_pairs(0, layout)(pair_features())
+    assert ("pair_segments" in batch) == (layout != "concatenated")
+    assert ("pair_bounds" in batch) == (layout == "padding_free")
+    assert_same_through_ddp(model, PreferenceObjective(params), batch)
 
 
 def test_ift_objective():

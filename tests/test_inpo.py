@@ -215,6 +215,7 @@ def test_inpo_resumes_inside_any_stage_with_the_same_numbers(make, monkeypatch, 
             if ctx.iteration == 1:
                 raise Killed
             return real(recipe, params, ctx, records)
+        patched = (inpo_method, "sample_candidates", real)
         monkeypatch.setattr(inpo_method, "sample_candidates", dying)
     elif where == "pairs":
         real = inpo_method.choose_pair
@@ -225,6 +226,7 @@ def test_inpo_resumes_inside_any_stage_with_the_same_numbers(make, monkeypatch, 
             if len(calls) == 5:  # iteration 2's second prompt
                 raise Killed
             return real(*a)
+        patched = (inpo_method, "choose_pair", real)
         monkeypatch.setattr(inpo_method, "choose_pair", dying)
     else:
         real_step = Engine.train_step
@@ -233,10 +235,13 @@ def test_inpo_resumes_inside_any_stage_with_the_same_numbers(make, monkeypatch, 
             if self.step == 1 and "iter-2" in str(self.run_dir):
                 raise Killed
             return real_step(self, batches)
+        patched = (Engine, "train_step", real_step)
         monkeypatch.setattr(Engine, "train_step", dying)
     with pytest.raises(Killed):
         run_recipe(cut, show_progress=False)
-    monkeypatch.undo()
+    # only the kill is undone: the fixture's cache folder and working directory stay (an undo of
+    # everything sent the resumed run to the user's own cache)
+    monkeypatch.setattr(*patched)
     first = (cut.run_dir / "samples.jsonl").stat().st_mtime_ns
     run_recipe(cut, show_progress=False)
     assert (cut.run_dir / "samples.jsonl").stat().st_mtime_ns == first  # iteration 1 was not redone

@@ -5,6 +5,8 @@ from posttrain.data.collate import pair_collate, shared_prefix_collate
 
 from posttrain.logprobs import (completion_logprobs, gather_logprobs, sequence_logprobs, shared_prefix_mask,
                                 shared_prefix_pair_logprobs)
+from posttrain.models.attention import segment_attention, stats as attention_stats
+
 from tests.helpers import pad, random_features, tiny_llama
 
 
@@ -85,15 +87,18 @@ def _random_pairs(n: int, seed: int, vocab: int = 64) -> list[dict]:
     return [{"prompt_ids": rnd(1, 9), "chosen_ids": rnd(1, 7), "rejected_ids": rnd(1, 11)} for _ in range(n)]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "sdpa-padding-free"])
 def test_shared_prefix_equals_concatenated_forward(attn):
     model = tiny_llama()
-    model.config._attn_implementation = attn
+    model.config._attn_implementation = attn.removesuffix("-padding-free")
+    free = attn.endswith("padding-free")  # all pairs in one row, attention per pair (models/attention.py)
     feats = _random_pairs(6, seed=3)
     concat = pair_collate(feats, 0)
     tok, mask = completion_logprobs(model, concat["input_ids"], concat["attention_mask"], concat["labels"])
     seq = sequence_logprobs(tok, mask)
-    shared = shared_prefix_pair_logprobs(model, shared_prefix_collate(feats, 0))
+    before = attention_stats["pairs"]
+    shared = shared_prefix_pair_logprobs(model, shared_prefix_collate(feats, 0, padding_free=free))
+    assert attention_stats["pairs"] - before == (model.config.num_hidden_layers if free else 0)
     for k, side in enumerate(("chosen", "rejected")):
         t, m = shared[side]
         assert m.sum(-1).tolist() == [len(f[f"{side}_ids"]) for f in feats]
@@ -108,7 +113,7 @@ def test_shared_prefix_equals_concatenated_forward(attn):
                                            concat["labels"])).sum().backward()
     g_ref = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    out = shared_prefix_pair_logprobs(model, shared_prefix_collate(feats, 0))
+    out = shared_prefix_pair_logprobs(model, shared_prefix_collate(feats, 0, padding_free=free))
     (sequence_logprobs(*out["chosen"]).sum() + sequence_logprobs(*out["rejected"]).sum()).backward()
     for p, g in zip(model.parameters(), g_ref):
         assert torch.allclose(p.grad, g, atol=1e-5)
@@ -128,3 +133,24 @@ def test_shared_prefix_collate_layout():
     assert mask[2].tolist() == [True, False, True, False, False]
     with pytest.raises(ValueError):
         shared_prefix_collate([{"prompt_ids": [], "chosen_ids": [1], "rejected_ids": [2]}], 0)
+    free = shared_prefix_collate([{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5]},
+                                  {"prompt_ids": [6], "chosen_ids": [7], "rejected_ids": [8, 9, 10]}], 0,
+                                 padding_free=True)
+    assert "attention_mask" not in free and free["input_ids"].tolist() == [list(range(1, 11))]
+    assert free["position_ids"].tolist() == [[0, 1, 2, 3, 2, 0, 1, 1, 2, 3]]
+    assert free["pair_bounds"].tolist() == [[0, 2, 2, 1], [5, 1, 1, 3]]
+    assert free["chosen_index"].tolist() == [[1, 2], [5, 0]]
+    assert free["rejected_index"].tolist() == [[1, 0, 0], [5, 7, 8]]
+    assert free["rejected_targets"].tolist() == b["rejected_targets"].tolist()
+
+
+def test_padding_free_pairs_refuse_layers_they_cannot_serve():
+    """No mask fallback exists for pair rows: a sliding-window layer must fail, not attend wrongly."""
+    import types
+    q = torch.randn(1, 2, 5, 4)
+    module = types.SimpleNamespace(training=False, is_causal=True, sliding_window=2)
+    with pytest.raises(RuntimeError, match="plain causal"):
+        segment_attention(module, q, q, q, None, pair_bounds=torch.tensor([[0, 2, 2, 1]]))
+    plain = types.SimpleNamespace(training=False, is_causal=True)
+    with pytest.raises(RuntimeError, match="do not tile"):
+        segment_attention(plain, q, q, q, None, pair_bounds=torch.tensor([[0, 2, 2, 2]]))

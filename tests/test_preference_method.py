@@ -75,6 +75,10 @@ def test_reference_cache_is_reused(tmp_path, cache):
     s2 = run_recipe(recipe(tmp_path, name="two", steps=1), show_progress=False)
     assert s1["data"]["reference_cache"] == "computed" and s2["data"]["reference_cache"] == "hit"
     assert len(list((cache / "reference_logps").glob("*.safetensors"))) == 2  # train + eval
+    # another batching (layout, batch size) rounds differently: its own entry, never these values
+    s3 = run_recipe(recipe(tmp_path, name="three", steps=1, extra=["method.padding_free=false"]), show_progress=False)
+    assert s3["data"]["pair_forward"] == "shared_prefix" and s2["data"]["pair_forward"] == "padding_free"
+    assert s3["data"]["reference_cache"] == "computed"
 
 
 @pytest.mark.parametrize("loss", ["dpo", "rdpo", "ipo", "hinge_norm", "rpo"])

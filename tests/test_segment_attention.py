@@ -92,9 +92,10 @@ def test_layers_it_cannot_serve_are_handed_to_sdpa():
     mask[..., :2, :2] = mask[..., 2:, 2:] = True
     mask &= torch.ones(6, 6, dtype=torch.bool).tril()
     before = stats["segmented"]
+    other_keys = {"cu_seq_lens_k": torch.tensor([0, 3, 6], dtype=torch.int32)}
     for module, kw in [(types.SimpleNamespace(training=False, is_causal=True, sliding_window=2), {}),
                        (types.SimpleNamespace(training=False, is_causal=False), {}),
-                       (types.SimpleNamespace(training=False, is_causal=True), {"cu_seq_lens_k": torch.tensor([0, 3, 6], dtype=torch.int32)})]:
+                       (types.SimpleNamespace(training=False, is_causal=True), other_keys)]:
         out, _ = segment_attention(module, q, k, v, mask, cu_seq_lens_q=cu, **kw)
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
         torch.testing.assert_close(out, expected)

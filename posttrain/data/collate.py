@@ -87,7 +87,7 @@ def pair_collate(features: Sequence[dict], pad_token_id: int, *, pad_to_multiple
     return pad_collate(seqs, pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
 
 
-def shared_prefix_collate(features: Sequence[dict], pad_token_id: int) -> dict:
+def shared_prefix_collate(features: Sequence[dict], pad_token_id: int, *, padding_free: bool = False) -> dict:
     """Batch preference pairs so the prompt runs once: row b is ``prompt + chosen + rejected``.
 
     The rejected tokens take positions ``P..P+R-1`` (as if they followed the prompt directly) and must
@@ -97,29 +97,45 @@ def shared_prefix_collate(features: Sequence[dict], pad_token_id: int) -> dict:
     ``<side>_targets`` the token: the prompt's last position predicts the first token of both sides.
     Compared with :func:`pair_collate` this forwards B rows of P+C+R tokens instead of 2B rows of P+C
     and P+R, so the prompt's activations are computed and stored once.
+
+    ``padding_free``: all pairs end to end in ONE row with no padding and no ``attention_mask``;
+    ``pair_bounds`` [B, 4] holds each pair's (start, P, C, R) for posttrain's sdpa
+    (posttrain/models/attention.py), and ``<side>_index`` are positions in that row.
     """
     if not features:
         raise ValueError("shared_prefix_collate got an empty batch")
     ids, segs, pos, idx, tgt = [], [], [], {"chosen": [], "rejected": []}, {"chosen": [], "rejected": []}
+    bounds, start = [], 0
     for f in features:
         p, c, r = list(f["prompt_ids"]), list(f["chosen_ids"]), list(f["rejected_ids"])
         if not p or not c or not r:
             raise ValueError("shared_prefix_collate needs a non-empty prompt and both completions")
         n_p, n_c = len(p), len(c)
+        at = start if padding_free else 0  # where the pair's row starts
         ids.append(p + c + r)
         segs.append([0] * n_p + [1] * n_c + [2] * len(r))
         pos.append(list(range(n_p + n_c)) + list(range(n_p, n_p + len(r))))
-        idx["chosen"].append([n_p - 1 + j for j in range(n_c)])
-        idx["rejected"].append([n_p - 1] + [n_p + n_c + j - 1 for j in range(1, len(r))])
+        idx["chosen"].append([at + n_p - 1 + j for j in range(n_c)])
+        idx["rejected"].append([at + n_p - 1] + [at + n_p + n_c + j - 1 for j in range(1, len(r))])
         tgt["chosen"].append(c)
         tgt["rejected"].append(r)
-    length = max(len(x) for x in ids)
-    batch = {
-        "input_ids": _pad_rows(ids, length, pad_token_id, torch.long),
-        "attention_mask": _pad_rows([[1] * len(x) for x in ids], length, 0, torch.long),
-        "position_ids": _pad_rows(pos, length, 0, torch.long),
-        "pair_segments": _pad_rows(segs, length, -1, torch.long),
-    }
+        bounds.append([start, n_p, n_c, len(r)])
+        start += len(ids[-1])
+    if padding_free:
+        batch = {
+            "input_ids": torch.tensor([[t for x in ids for t in x]], dtype=torch.long),
+            "position_ids": torch.tensor([[t for x in pos for t in x]], dtype=torch.long),
+            "pair_segments": torch.tensor([[t for x in segs for t in x]], dtype=torch.long),
+            "pair_bounds": torch.tensor(bounds, dtype=torch.long),
+        }
+    else:
+        length = max(len(x) for x in ids)
+        batch = {
+            "input_ids": _pad_rows(ids, length, pad_token_id, torch.long),
+            "attention_mask": _pad_rows([[1] * len(x) for x in ids], length, 0, torch.long),
+            "position_ids": _pad_rows(pos, length, 0, torch.long),
+            "pair_segments": _pad_rows(segs, length, -1, torch.long),
+        }
     for side in ("chosen", "rejected"):
         width = max(len(x) for x in tgt[side])
         batch[f"{side}_index"] = _pad_rows(idx[side], width, 0, torch.long)

@@ -30,6 +30,7 @@ from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_path
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
+from posttrain.models.attention import supports_pair_rows
 from posttrain.losses.preference import NEEDS_PREVIOUS, PREFERENCE_LOSSES, PairLogps
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.models import cache_dir, unwrap
@@ -54,6 +55,9 @@ class PreferenceLossParams(Section):
     # shared_prefix: one row per pair (prompt once, rejected masked from chosen); concatenated: 2B rows.
     # Same log-probs to float rounding; shared_prefix is faster and lighter, and needs sdpa/eager attention.
     pair_forward: Literal["shared_prefix", "concatenated"] = "shared_prefix"
+    # shared_prefix rows of a micro-batch end to end in ONE row, no padding (posttrain/models/attention.py);
+    # needs transformers' sdpa with full attention layers, else rows are padded
+    padding_free: bool = True
 
 
 class PreferenceParams(PreferenceLossParams):
@@ -87,8 +91,7 @@ def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def n_pairs(batch: dict) -> int:
-    rows = batch["input_ids"].shape[0]
-    return rows if "pair_segments" in batch else rows // 2
+    return batch["chosen_targets"].shape[0] if "pair_segments" in batch else batch["input_ids"].shape[0] // 2
 
 
 class PreferenceObjective:
@@ -131,8 +134,12 @@ ANCHORS = {"ref": "reference", "prev": "previous-iterate"}
 
 
 # ---- precomputed reference log-probs ----------------------------------------------------------
-def reference_key(weights: str, feats: list[dict]) -> str:
-    h = hashlib.sha256(weights.encode())
+def reference_key(weights: str, feats: list[dict], layout: str, batch_size: int) -> str:
+    """The cache key of reference log-probs: the weights, the pairs' tokens in order, and how they were
+    batched (layout, batch size, processes). Another batching gives the same values only to float
+    rounding (~1e-6: matmul rounding depends on the rows beside a pair), and a run resumed from the
+    cache must see the exact values it would have computed."""
+    h = hashlib.sha256(f"{weights}|{layout}|{batch_size}|{distributed.world()}".encode())
     for f in feats:
         for k in ("prompt_ids", "chosen_ids", "rejected_ids"):
             h.update(json.dumps(f[k]).encode())
@@ -141,14 +148,14 @@ def reference_key(weights: str, feats: list[dict]) -> str:
 
 @torch.no_grad()
 def compute_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
-                      shared_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      layout: str = "concatenated") -> tuple[torch.Tensor, torch.Tensor]:
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
     try:
         with reference.use(model) as ref:
             for s in range(0, len(feats), batch_size):
-                rc, rr, _, _ = pair_logps(ref, collate_pairs(pad_id, shared_prefix)(feats[s:s + batch_size]))
+                rc, rr, _, _ = pair_logps(ref, collate_pairs(pad_id, layout)(feats[s:s + batch_size]))
                 chosen.append(rc)
                 rejected.append(rr)
     finally:
@@ -157,12 +164,12 @@ def compute_reference(reference: Reference, model, feats: list[dict], pad_id: in
 
 
 def _sharded_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
-                       shared_prefix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                       layout: str) -> tuple[torch.Tensor, torch.Tensor]:
     """compute_reference with the pairs split across ranks and gathered back in order."""
     part = distributed.shard(feats)
     rows: list = []
     if part:
-        rc, rr = compute_reference(reference, model, part, pad_id, batch_size, shared_prefix)
+        rc, rr = compute_reference(reference, model, part, pad_id, batch_size, layout)
         rows = list(zip(rc.tolist(), rr.tolist()))
     rows = distributed.gather_shards(rows)
     t = torch.tensor(rows, dtype=torch.float32).reshape(-1, 2)
@@ -170,13 +177,14 @@ def _sharded_reference(reference: Reference, model, feats: list[dict], pad_id: i
 
 
 def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int, batch_size: int,
-                     shared_prefix: bool = False, key: str = "ref") -> dict:
+                     layout: str = "concatenated", key: str = "ref") -> dict:
     """Fill each feature's <key>_chosen / <key>_rejected ("ref": the reference, "prev": the previous
     iterate), from the disk cache when the key matches (the cache is keyed by weights, not by role)."""
     name = "reference_cache" if key == "ref" else "previous_cache"
     if not feats:
         return {name: "empty"}
-    path = cache_dir() / "reference_logps" / f"{reference_key(reference.weights_hash(model), feats)}.safetensors"
+    digest = reference_key(reference.weights_hash(model), feats, layout, batch_size)
+    path = cache_dir() / "reference_logps" / f"{digest}.safetensors"
     status = "hit"
     # rank 0 decides: a rank that looked after rank 0 wrote the file would skip the shared computation
     if distributed.broadcast_object(path.exists()):
@@ -184,7 +192,7 @@ def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int
         rc, rr = t["chosen"], t["rejected"]
     else:
         status = "computed"
-        rc, rr = _sharded_reference(reference, model, feats, pad_id, batch_size, shared_prefix)
+        rc, rr = _sharded_reference(reference, model, feats, pad_id, batch_size, layout)
         if distributed.is_main():
             with atomic_path(path) as tmp:
                 save_file({"chosen": rc.contiguous(), "rejected": rr.contiguous()}, str(tmp))
@@ -193,9 +201,29 @@ def attach_reference(reference: Reference, model, feats: list[dict], pad_id: int
     return {name: status, f"{name}_file": str(path)}
 
 
-def collate_pairs(pad_id: int, shared_prefix: bool = False):
+PAIR_LAYOUTS = ("concatenated", "shared_prefix", "padding_free")
+
+
+def pair_layout(params: PreferenceLossParams, model) -> str:
+    """How a batch of pairs is laid out: 2B concatenated rows, B shared-prefix rows (prompt once), or
+    those end to end in one padding-free row; what the recipe asks, where the model's attention allows."""
+    if params.pair_forward == "concatenated":
+        return "concatenated"
+    if not supports_shared_prefix(unwrap(model)):
+        log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
+        return "concatenated"
+    return "padding_free" if params.padding_free and supports_pair_rows(model) else "shared_prefix"
+
+
+def collate_pairs(pad_id: int, layout: str = "concatenated"):
+    if layout not in PAIR_LAYOUTS:
+        raise ValueError(f"pair layout must be one of {PAIR_LAYOUTS}, got {layout!r}")
+
     def collate(feats: list[dict]) -> dict:
-        batch = shared_prefix_collate(feats, pad_id) if shared_prefix else pair_collate(feats, pad_id)
+        if layout == "concatenated":
+            batch = pair_collate(feats, pad_id)
+        else:
+            batch = shared_prefix_collate(feats, pad_id, padding_free=layout == "padding_free")
         for key in ANCHORS:
             if all(f"{key}_chosen" in f for f in feats):
                 for side in ("chosen", "rejected"):
@@ -235,10 +263,8 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
     if data.eval is not None:
         eval_feats, _ = encode(load_records(recipe, "eval", kind="preference"), tokenizer, data)
     pad = tokenizer.pad_token_id
-    shared = params.pair_forward == "shared_prefix" and supports_shared_prefix(unwrap(model))
-    if params.pair_forward == "shared_prefix" and not shared:
-        log.warning("pair_forward shared_prefix needs sdpa or eager attention; using concatenated rows")
-    stats["pair_forward"] = "shared_prefix" if shared else "concatenated"
+    layout = pair_layout(params, model)
+    stats["pair_forward"] = layout
     live = params.reference_mode == "live"
     iteration = run.iteration if run else 0
     anchors = {}  # what the loss reads besides the policy: the reference, and INPO's previous iterate
@@ -251,14 +277,14 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
         # exactly the pairs the engine's plan will train on: a short run over a large set pays less
         used = [feats[i] for i in plan.used()]
         for key, anchor in anchors.items():
-            stats.update(attach_reference(anchor, model, used, pad, params.reference_batch_size, shared, key))
+            stats.update(attach_reference(anchor, model, used, pad, params.reference_batch_size, layout, key))
             if eval_feats and recipe.train.eval_every:  # eval pairs are only scored when the run evaluates
-                attach_reference(anchor, model, eval_feats, pad, params.reference_batch_size, shared, key)
+                attach_reference(anchor, model, eval_feats, pad, params.reference_batch_size, layout, key)
 
     precompute = bool(anchors) and not live
     objective = PreferenceObjective(params.model_copy(update={"loss": loss_name}),
                                     *(anchors.get(k) if live else None for k in ANCHORS))
-    return Built(objective, feats, collate_pairs(pad, shared), eval_feats, stats=stats,
+    return Built(objective, feats, collate_pairs(pad, layout), eval_feats, stats=stats,
                  prepare=prepare if precompute else None)
 
 

@@ -12,6 +12,11 @@ causal attention of each example is computed on its own, with no mask and no pad
 gets its own causal SDPA call. The mask transformers still builds is not read then. Layers where the
 boundaries are not the whole story (a sliding window, softcapping) are handed over too, and get the
 mask path, which is correct for them.
+
+Preference pairs in one row (``pair_bounds``, posttrain/data/collate.py::shared_prefix_collate) get two
+calls per pair: prompt + chosen causally, and the rejected tokens over the prompt and themselves. There
+is no mask path to hand those to (transformers' mask from their position ids would cut the rejected
+tokens off the prompt), so layers this cannot serve raise instead.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 # how many attention calls ran per example (tests check the path was taken, not the mask fallback)
-stats = {"segmented": 0}
+stats = {"segmented": 0, "pairs": 0}
 
 _SDPA = None  # transformers' own sdpa_attention_forward, captured by install()
 
@@ -28,9 +33,16 @@ VARLEN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flash_attention_3")
 
 
 def segment_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                      cu_seq_lens_q=None, cu_seq_lens_k=None, **kwargs):
+                      cu_seq_lens_q=None, cu_seq_lens_k=None, pair_bounds=None, **kwargs):
     """query [B, H, T, d], key/value [B, Hkv, T, d]; returns ([B, T, H, d], None) like transformers'
-    attention functions. ``cu_seq_lens_q``: example boundaries over the B*T flattened positions."""
+    attention functions. ``cu_seq_lens_q``: example boundaries over the B*T flattened positions;
+    ``pair_bounds``: preference pairs laid out prompt + chosen + rejected in one row (below)."""
+    if pair_bounds is not None:
+        if not _plain_causal(module, query, key, kwargs) or query.shape[0] != 1:
+            # transformers' mask for these position ids would let the rejected tokens lose the prompt
+            raise RuntimeError("padding-free pair rows need plain causal attention (no sliding window, "
+                               "softcap, sinks or KV cache) over a single row")
+        return _pair_attention(query, key, value, pair_bounds, dropout, scaling), None
     if cu_seq_lens_q is None or not _segmentable(module, query, key, cu_seq_lens_q, cu_seq_lens_k, kwargs):
         return _SDPA(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      cu_seq_lens_q=cu_seq_lens_q, cu_seq_lens_k=cu_seq_lens_k, **kwargs)
@@ -41,20 +53,52 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     qs = query.transpose(1, 2).reshape(b * t, h, d).split(lens)
     ks = key.transpose(1, 2).reshape(b * t, hkv, d).split(lens)
     vs = value.transpose(1, 2).reshape(b * t, hkv, d).split(lens)
-    outs = [F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                                           dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=h != hkv)
-            [0].transpose(0, 1) for q, k, v in zip(qs, ks, vs)]
+    outs = [_block_sdpa(q, k, v, dropout, scaling, is_causal=True) for q, k, v in zip(qs, ks, vs)]
     stats["segmented"] += 1
     return torch.cat(outs).reshape(b, t, h, d), None
 
 
-def _segmentable(module, query, key, cu_q, cu_k, kwargs) -> bool:
+def _block_sdpa(q, k, v, dropout: float, scaling, **kw):
+    """SDPA on one block of positions: q [n, H, d], k/v [m, Hkv, d] -> [n, H, d]."""
+    out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                                         dropout_p=dropout, scale=scaling, enable_gqa=q.shape[1] != k.shape[1], **kw)
+    return out[0].transpose(0, 1)
+
+
+def _pair_attention(query, key, value, bounds: torch.Tensor, dropout: float, scaling):
+    """Each pair (start, P, C, R) of ``bounds`` [pairs, 4] is P prompt + C chosen + R rejected tokens of
+    the row: prompt and chosen attend causally to prompt + chosen, a rejected token to the prompt and the
+    rejected tokens up to itself (never to the chosen ones). Two SDPA calls per pair, no [L, L] mask."""
+    _, h, t, d = query.shape
+    pairs = bounds.tolist()
+    lens = [n for _, p, c, r in pairs for n in (p + c, r)]
+    if sum(lens) != t or any(s != sum(lens[:2 * i]) for i, (s, *_) in enumerate(pairs)):
+        raise RuntimeError(f"pair_bounds {pairs} do not tile the row's {t} positions")
+    qs = query[0].transpose(0, 1).split(lens)  # [n, H, d] blocks
+    ks, vs = key[0].transpose(0, 1).split(lens), value[0].transpose(0, 1).split(lens)
+    outs = []
+    for i, (_, p, _, r) in enumerate(pairs):
+        q_pc, k_pc, v_pc = qs[2 * i], ks[2 * i], vs[2 * i]
+        outs.append(_block_sdpa(q_pc, k_pc, v_pc, dropout, scaling, is_causal=True))
+        k_pr, v_pr = torch.cat([k_pc[:p], ks[2 * i + 1]]), torch.cat([v_pc[:p], vs[2 * i + 1]])
+        sees = torch.ones(r, p + r, dtype=torch.bool, device=query.device).tril(p)
+        outs.append(_block_sdpa(qs[2 * i + 1], k_pr, v_pr, dropout, scaling, attn_mask=sees))
+    stats["pairs"] += 1
+    return torch.cat(outs).reshape(1, t, h, d)
+
+
+def _plain_causal(module, query, key, kwargs) -> bool:
     if getattr(module, "sliding_window", None) is not None or kwargs.get("softcap") is not None:
         return False
     if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
         return False
-    if not getattr(module, "is_causal", True) or query.shape[2] != key.shape[2]:
-        return False  # encoder attention, or a KV cache: not a packed training row
+    # encoder attention, or a KV cache: not a packed training row
+    return getattr(module, "is_causal", True) and query.shape[2] == key.shape[2]
+
+
+def _segmentable(module, query, key, cu_q, cu_k, kwargs) -> bool:
+    if not _plain_causal(module, query, key, kwargs):
+        return False
     if cu_k is not None and not torch.equal(cu_k, cu_q):
         return False
     return int(cu_q[-1]) == query.shape[0] * query.shape[2]
@@ -70,6 +114,15 @@ def install() -> None:
 
     _SDPA = sdpa_attention_forward
     AttentionInterface.register("sdpa", segment_attention)
+
+
+def supports_pair_rows(model) -> bool:
+    """Whether preference pairs can run as one padding-free row (``pair_bounds``): only this module's
+    sdpa reads the bounds."""
+    from posttrain.models.lora import unwrap
+
+    impl = getattr(getattr(unwrap(model), "config", None), "_attn_implementation", None)
+    return impl == "sdpa" and supports_segments(model)
 
 
 def supports_segments(model) -> bool:
