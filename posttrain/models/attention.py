@@ -48,7 +48,7 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
                      cu_seq_lens_q=cu_seq_lens_q, cu_seq_lens_k=cu_seq_lens_k, **kwargs)
     b, h, t, d = query.shape
     hkv = key.shape[1]
-    lens = torch.diff(cu_seq_lens_q).tolist()
+    lens = _host_list(cu_seq_lens_q, lambda cu: torch.diff(cu).tolist())
     # [B, H, T, d] -> [B*T, H, d] is a view: the projections were [B, T, H, d] before the transpose
     qs = query.transpose(1, 2).reshape(b * t, h, d).split(lens)
     ks = key.transpose(1, 2).reshape(b * t, hkv, d).split(lens)
@@ -56,6 +56,17 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     outs = [_block_sdpa(q, k, v, dropout, scaling, is_causal=True) for q, k, v in zip(qs, ks, vs)]
     stats["segmented"] += 1
     return torch.cat(outs).reshape(b, t, h, d), None
+
+
+_host = [None, None]  # (the bounds tensor of the running forward, its values on the host)
+
+
+def _host_list(t: torch.Tensor, read):
+    """`read(t)` once per forward, not once per layer: every layer gets the same bounds tensor, and on a
+    GPU each read is a device-to-host sync. Keyed by identity; the reference held keeps the id unique."""
+    if _host[0] is not t:
+        _host[0], _host[1] = t, read(t)
+    return _host[1]
 
 
 def _block_sdpa(q, k, v, dropout: float, scaling, **kw):
@@ -70,7 +81,7 @@ def _pair_attention(query, key, value, bounds: torch.Tensor, dropout: float, sca
     the row: prompt and chosen attend causally to prompt + chosen, a rejected token to the prompt and the
     rejected tokens up to itself (never to the chosen ones). Two SDPA calls per pair, no [L, L] mask."""
     _, h, t, d = query.shape
-    pairs = bounds.tolist()
+    pairs = _host_list(bounds, lambda b: b.tolist())
     lens = [n for _, p, c, r in pairs for n in (p + c, r)]
     if sum(lens) != t or any(s != sum(lens[:2 * i]) for i, (s, *_) in enumerate(pairs)):
         raise RuntimeError(f"pair_bounds {pairs} do not tile the row's {t} positions")
