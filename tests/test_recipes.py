@@ -35,7 +35,8 @@ def test_recipe_is_valid_and_its_data_loads(path):
     validate_section(spec.params, recipe.method, str(path))
     src = recipe.data.train
     if src.path is not None and not Path(src.path).exists():
-        pytest.skip(f"{src.path} is absent (../shared/data not present here)")
+        # ../shared/data, or a file an experiment's earlier stage writes under runs/
+        pytest.skip(f"{src.path} is absent (shared data or an experiment's output not present here)")
     if src.nlu is not None:
         from posttrain.data.nlu import default_data_dir
         if not default_data_dir().exists():
