@@ -60,7 +60,7 @@ def run_posttrain(config: str, a) -> dict:
     from posttrain.config import TrainSettings
     from posttrain.data.template import encode_conversation
     from posttrain.engine import Engine
-    from posttrain.methods.sft import SFTObjective, sft_collate
+    from posttrain.methods.sft import SFTObjective, is_padding_free, sft_collate
     from posttrain.models import apply_lora, load_model
 
     model, tok = load_model(a.model, seed=a.seed)
@@ -86,7 +86,7 @@ def run_posttrain(config: str, a) -> dict:
         ends.append(time.perf_counter())
         faults.append(minor_faults())
     out = step_summary(ends, faults, a.batch * a.steps, tokens) | {
-        "rss_before_train_mb": rss_before, "padding_free": getattr(collate, "max_length", 0) is None}
+        "rss_before_train_mb": rss_before, "padding_free": is_padding_free(collate)}
     return out | _flops(config, counts, ends[-1] - ends[0], tokens, supervised)
 
 

@@ -30,10 +30,10 @@ from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_path
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
-from posttrain.models.attention import supports_pair_rows
 from posttrain.losses.preference import NEEDS_PREVIOUS, PREFERENCE_LOSSES, PairLogps
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
 from posttrain.models import cache_dir, unwrap
+from posttrain.models.attention import supports_pair_rows
 from posttrain.references import REFERENCES, Reference, resolve_reference
 
 LOSS_NAMES = tuple(PREFERENCE_LOSSES)

@@ -76,7 +76,7 @@ def build(recipe, params: SFTParams, model, tokenizer, run: RunInfo | None = Non
     collate = sft_collate(tokenizer.pad_token_id, model, padding_free=params.padding_free,
                           per_sequence=params.normalization == "sequence",
                           packing_length=data.max_length if data.packing else None)
-    stats["padding_free"] = isinstance(collate, PackingCollator) and collate.max_length is None
+    stats["padding_free"] = is_padding_free(collate)
     return Built(SFTObjective(params.normalization), feats, collate, eval_feats, stats=stats)
 
 
@@ -93,6 +93,11 @@ def sft_collate(pad: int, model, *, padding_free: bool = True, per_sequence: boo
     if padding_free and not per_sequence and supports_segments(model):
         return PackingCollator(None, pad)
     return functools.partial(pad_collate, pad_token_id=pad)
+
+
+def is_padding_free(collate) -> bool:
+    """Whether `sft_collate` gave one padding-free row per micro-batch."""
+    return isinstance(collate, PackingCollator) and collate.max_length is None
 
 
 SPEC = MethodSpec("sft", SFTParams, build, "supervised fine-tuning on assistant tokens", data_kind="sft")

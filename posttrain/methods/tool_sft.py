@@ -19,11 +19,10 @@ from typing import Literal
 from pydantic import Field
 
 from posttrain.config import Section
-from posttrain.data.collate import PackingCollator
 from posttrain.data.template import TruncationStats, encode_conversation, render
 from posttrain.errors import RecipeError
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
-from posttrain.methods.sft import SFTObjective, sft_collate
+from posttrain.methods.sft import SFTObjective, is_padding_free, sft_collate
 from posttrain.tools.key_tokens import pkt_weights
 from posttrain.tools.prompt import resolve_mode, with_tool_system
 from posttrain.tools.mae import turn_samples
@@ -90,7 +89,7 @@ def build(recipe, params: ToolSFTParams, model, tokenizer, run: RunInfo | None =
     if data.eval is not None:
         eval_feats, _ = encode_turns(load_records(recipe, "eval"), tokenizer, data, params)
     collate = sft_collate(tokenizer.pad_token_id, model)
-    stats["padding_free"] = isinstance(collate, PackingCollator)
+    stats["padding_free"] = is_padding_free(collate)
     return Built(SFTObjective("weights" if params.pkt else "token"), feats, collate, eval_feats, stats=stats)
 
 

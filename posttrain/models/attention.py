@@ -43,12 +43,16 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
             raise RuntimeError("padding-free pair rows need plain causal attention (no sliding window, "
                                "softcap, sinks or KV cache) over a single row")
         return _pair_attention(query, key, value, pair_bounds, dropout, scaling), None
-    if cu_seq_lens_q is None or not _segmentable(module, query, key, cu_seq_lens_q, cu_seq_lens_k, kwargs):
+    b, h, t, d = query.shape
+    lens = None
+    if cu_seq_lens_q is not None and _plain_causal(module, query, key, kwargs):
+        # None when the key boundaries differ from the query's (not one packed row)
+        lens = _host_list(cu_seq_lens_q, lambda cu: torch.diff(cu).tolist() if cu_seq_lens_k is None
+                          or torch.equal(cu_seq_lens_k, cu) else None)
+    if lens is None or sum(lens) != b * t:
         return _SDPA(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      cu_seq_lens_q=cu_seq_lens_q, cu_seq_lens_k=cu_seq_lens_k, **kwargs)
-    b, h, t, d = query.shape
     hkv = key.shape[1]
-    lens = _host_list(cu_seq_lens_q, lambda cu: torch.diff(cu).tolist())
     # [B, H, T, d] -> [B*T, H, d] is a view: the projections were [B, T, H, d] before the transpose
     qs = query.transpose(1, 2).reshape(b * t, h, d).split(lens)
     ks = key.transpose(1, 2).reshape(b * t, hkv, d).split(lens)
@@ -76,14 +80,22 @@ def _block_sdpa(q, k, v, dropout: float, scaling, **kw):
     return out[0].transpose(0, 1)
 
 
+def _pair_blocks(bounds: torch.Tensor) -> tuple[list, list[int]]:
+    """(pairs, block lengths P+C, R, P+C, R, ...), checked to follow each other from position 0."""
+    pairs = bounds.tolist()
+    lens = [n for _, p, c, r in pairs for n in (p + c, r)]
+    if any(s != sum(lens[:2 * i]) for i, (s, *_) in enumerate(pairs)):
+        raise RuntimeError(f"pair_bounds {pairs} do not follow each other from position 0")
+    return pairs, lens
+
+
 def _pair_attention(query, key, value, bounds: torch.Tensor, dropout: float, scaling):
     """Each pair (start, P, C, R) of ``bounds`` [pairs, 4] is P prompt + C chosen + R rejected tokens of
     the row: prompt and chosen attend causally to prompt + chosen, a rejected token to the prompt and the
     rejected tokens up to itself (never to the chosen ones). Two SDPA calls per pair, no [L, L] mask."""
     _, h, t, d = query.shape
-    pairs = _host_list(bounds, lambda b: b.tolist())
-    lens = [n for _, p, c, r in pairs for n in (p + c, r)]
-    if sum(lens) != t or any(s != sum(lens[:2 * i]) for i, (s, *_) in enumerate(pairs)):
+    pairs, lens = _host_list(bounds, _pair_blocks)
+    if sum(lens) != t:
         raise RuntimeError(f"pair_bounds {pairs} do not tile the row's {t} positions")
     qs = query[0].transpose(0, 1).split(lens)  # [n, H, d] blocks
     ks, vs = key[0].transpose(0, 1).split(lens), value[0].transpose(0, 1).split(lens)
@@ -107,14 +119,6 @@ def _plain_causal(module, query, key, kwargs) -> bool:
     return getattr(module, "is_causal", True) and query.shape[2] == key.shape[2]
 
 
-def _segmentable(module, query, key, cu_q, cu_k, kwargs) -> bool:
-    if not _plain_causal(module, query, key, kwargs):
-        return False
-    if cu_k is not None and not torch.equal(cu_k, cu_q):
-        return False
-    return int(cu_q[-1]) == query.shape[0] * query.shape[2]
-
-
 def install() -> None:
     """Register :func:`segment_attention` as transformers' "sdpa" (once per process)."""
     global _SDPA
@@ -127,21 +131,22 @@ def install() -> None:
     AttentionInterface.register("sdpa", segment_attention)
 
 
+def _config(model):
+    from posttrain.models.lora import unwrap
+
+    return getattr(unwrap(model), "config", None)  # through DDP/FSDP: the wrapper has no config
+
+
 def supports_pair_rows(model) -> bool:
     """Whether preference pairs can run as one padding-free row (``pair_bounds``): only this module's
     sdpa reads the bounds."""
-    from posttrain.models.lora import unwrap
-
-    impl = getattr(getattr(unwrap(model), "config", None), "_attn_implementation", None)
-    return impl == "sdpa" and supports_segments(model)
+    return getattr(_config(model), "_attn_implementation", None) == "sdpa" and supports_segments(model)
 
 
 def supports_segments(model) -> bool:
     """Whether packed rows with ``cu_seq_lens_q`` run per example on this model (else they take the
     block-diagonal mask: correct, with attention over the whole row)."""
-    from posttrain.models.lora import unwrap
-
-    config = getattr(unwrap(model), "config", None)
+    config = _config(model)
     if getattr(config, "_attn_implementation", None) not in VARLEN_IMPLEMENTATIONS:
         return False
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
