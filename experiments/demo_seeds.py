@@ -11,10 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.sweep import curve, run_variant
+from experiments.sweep import curve, publish, run_variant
 from posttrain.demo import bandit_part, bandit_table, demo_recipe_path
 from posttrain.eval.report import markdown_table, plot_curves
-from posttrain.files import atomic_write_text
 from posttrain.stats import mean_ci, sign_test_p, wilson_interval
 
 
@@ -58,9 +57,9 @@ def report(rows: list[dict], bandit: dict, out: Path, wall_s: float, command: st
         f"({bandit['wall_s']:.1f} s; the full sweep is docs/results/noisy_preferences.md):", "",
         markdown_table(*bandit_table(bandit)), "",
         f"rDPO has the smaller parameter error on {bandit['wins']} of {bandit['wins'] + bandit['losses']} seeds "
-        f"(sign test p = {bandit['p']:.2g}).", ""])
+        f"(each seed's rDPO error against its own DPO error; sign test p = {bandit['p']:.2g}).", ""])
     path = out / "demo.md"
-    atomic_write_text(path, text)
+    publish(path, text)
     return path
 
 

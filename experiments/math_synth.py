@@ -4,6 +4,10 @@ add? Run from a checkout after `posttrain synth math recipes/synth_math.yaml`:
 
     python -m experiments.math_synth --synth-run runs/synth-math --seeds 0 1
 
+It writes its tables to docs/results/math_synth_results.md (`--out` names the folder) and nothing else
+there: math_synth.md, the setup and the reading, is written by hand. Finished runs and evaluations are
+reused; `--report` trains and evaluates nothing and writes the page from the finished evaluations.
+
 Training sets, each one row per (problem, solution), the user turn = the `eval math` prompt:
 - gold: every seed problem with its original gold solution (built-in word problems: the generator's
   worked solution; GSM8K: the cleaned reference solution);
@@ -63,20 +67,34 @@ def write_set(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def train_and_eval(data: Path, name: str, seed: int, a) -> dict:
+RESULTS_PAGE = "math_synth_results.md"
+ARMS = {"gold": "gold", "synthetic": "synthetic", "synthetic+questions": "synthetic + new problems"}
+EVALS = {"word_problems": "word problems", "gsm8k": "GSM8K"}
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def run_name(arm: str) -> str:
+    return arm.replace("+", "_")
+
+
+def train_and_eval(data: Path, name: str, seed: int, a) -> dict | None:
+    """The run's evaluation (trained and evaluated unless finished before); None under --report when
+    it is not finished."""
     from posttrain.eval.math import evaluate, load_items
     from posttrain.export import load_run
     from experiments.sweep import run_variant
-    base = Path(__file__).resolve().parents[1] / "recipes" / "sft_word_problems_lora.yaml"
-    row = run_variant(base, [f"name={name}-seed{seed}", f"output_dir={a.runs}", f"seed={seed}",
-                             f"data.train={{path: {data}}}", "data.eval=null", "generation_eval=null",
-                             f"train.max_steps={a.steps}", *a.overrides])
     run = Path(a.runs) / f"{name}-seed{seed}"
     done = run / f"eval_math_{a.eval_limit}_{a.max_new_tokens}.json"  # a rerun reuses finished evaluations
     if done.is_file():
         prev = json.loads(done.read_text())
         if "gsm8k_correct" in prev:  # older files lack the per-problem grades the paired test needs
             return prev
+    if a.report:
+        return None
+    base = Path(__file__).resolve().parents[1] / "recipes" / "sft_word_problems_lora.yaml"
+    row = run_variant(base, [f"name={name}-seed{seed}", f"output_dir={a.runs}", f"seed={seed}",
+                             f"data.train={{path: {data}}}", "data.eval=null", "generation_eval=null",
+                             f"train.max_steps={a.steps}", *a.overrides])
     model, tok, *_ = load_run(run)
     out = {"name": name, "seed": seed, "train_time_s": row["train_time_s"]}
     for label, path in (("word_problems", a.heldout), ("gsm8k", "gsm8k")):
@@ -111,6 +129,54 @@ def heldout_file(path: Path, n: int) -> Path:
     return path
 
 
+def accuracy_cell(acc: float, n: int) -> str:
+    # two decimals as the page shows them; past 100 problems one problem moves an accuracy by under 0.01
+    return f"{acc:.2f}" if n <= 100 else f"{acc:.3f}"
+
+
+def report(results: list[dict], a) -> str:
+    """The results page: accuracies per arm and seed with a t interval over seeds, and the paired sign
+    tests against gold. `results`: one evaluation per (arm, seed), with "rows" (the arm's training rows)."""
+    seeds = sorted({r["seed"] for r in results})
+    arms = [arm for arm in ARMS if any(r["name"] == run_name(arm) for r in results)]
+    per_seed = ", ".join(f"seed {s}" for s in seeds)
+    command = (f"python -m experiments.math_synth --synth-run {a.synth_run} --seeds {' '.join(map(str, a.seeds))} "
+               f"--steps {a.steps} --eval-limit {a.eval_limit}"
+               + (f" --max-new-tokens {a.max_new_tokens}" if a.max_new_tokens != 256 else "")
+               + "".join(f" {o}" for o in a.overrides))
+    lines = ["# Math synthesis part 2: SFT on gold vs synthetic solutions (results)", "",
+             f"Written by `{command}` (`--report`: from the finished evaluations alone); do not edit by hand. The "
+             "setup and the reading: [math_synth.md](math_synth.md).", "",
+             f"| training set | rows | word problems: {per_seed} | mean ± 95% t ({len(seeds)} "
+             f"seed{'s' if len(seeds) != 1 else ''}) | GSM8K: {per_seed} | mean ± 95% t |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for arm in arms:
+        rs = sorted((r for r in results if r["name"] == run_name(arm)), key=lambda r: r["seed"])
+        cells = []
+        for k in EVALS:
+            cells.append(", ".join(accuracy_cell(r[k], r[f"{k}_n"]) for r in rs))
+            m, ci = mean_ci([r[k] for r in rs])
+            cells.append(f"{m:.3f}" + ("" if ci != ci else f" ± {ci:.3f}"))
+        lines.append(f"| {ARMS[arm]} | {rs[0]['rows']} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired against gold over the same (problem, seed) pairs — problems one arm solved and the other "
+                  "did not,", "exact two-sided sign test:", "",
+              "| arm vs gold | eval set | arm only | gold only | sign test p |", "|---|---|---:|---:|---:|"]
+    for arm in arms[1:]:
+        for k, label in EVALS.items():
+            wins, losses = paired_counts(results, run_name(arm), "gold", k)
+            lines.append(f"| {ARMS[arm]} | {label} | {wins} | {losses} | {sign_test_p(wins, losses):.3f} |")
+    n = results[0]["gsm8k_n"]
+    lo, hi = wilson_interval(n // 10, n)
+    dof = len(seeds) - 1
+    wilson = f"(10% accuracy on {n} problems alone has a Wilson interval of {lo:.3f}–{hi:.3f})."
+    if dof:
+        lines += ["", f"The t intervals ({NUMBERS.get(dof, str(dof))} degree{'s' if dof != 1 else ''} of freedom) are "
+                      "over seeds on fixed eval sets and exclude the eval sets' own", f"sampling error {wilson}", ""]
+    else:
+        lines += ["", f"One seed: no interval over seeds; the eval sets' own sampling error {wilson}", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.math_synth", description=__doc__.split("\n")[0])
     ap.add_argument("--synth-run", default="runs/synth-math")
@@ -119,44 +185,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-limit", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--runs", default="runs/math-synth")
-    ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--out", default="docs/results", help=f"the folder {RESULTS_PAGE} is written to")
+    ap.add_argument("--report", action="store_true", help="train and evaluate nothing: write the page from the "
+                                                          "finished evaluations under --runs")
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides of every training run (e.g. a tiny model)")
     a = ap.parse_args(argv)
     synth_run, runs = Path(a.synth_run), Path(a.runs)
-    a.heldout = str(heldout_file(runs / "heldout_word_problems.jsonl", a.eval_limit))
+    if not a.report:
+        a.heldout = str(heldout_file(runs / "heldout_word_problems.jsonl", a.eval_limit))
     gold = gold_rows(synth_run)
     sets = {"gold": gold, "synthetic": synthetic_rows(synth_run, len(gold), False),
             "synthetic+questions": synthetic_rows(synth_run, len(gold), True)}
-    results = []
+    results, missing = [], []
     for name, rows in sets.items():
-        data = write_set(rows, runs / "data" / f"{name.replace('+', '_')}.jsonl")
+        data = runs / "data" / f"{run_name(name)}.jsonl"
+        if not a.report:
+            write_set(rows, data)
         for seed in a.seeds:
-            results.append({**train_and_eval(data, name.replace("+", "_"), seed, a), "rows": len(rows)})
-    lines = ["# Math synthesis: SFT on gold vs synthetic solutions", "",
-             f"Reproduce: `python -m experiments.math_synth --synth-run {a.synth_run} --seeds "
-             f"{' '.join(map(str, a.seeds))} --steps {a.steps} --eval-limit {a.eval_limit}`", "",
-             "| training set | rows | seeds | held-out word problems | GSM8K test |", "|---|---:|---:|---:|---:|"]
-    for name in sets:
-        rs = [r for r in results if r["name"] == name.replace("+", "_")]
-        cell = {}
-        for k in ("word_problems", "gsm8k"):
-            m, ci = mean_ci([r[k] for r in rs])
-            cell[k] = f"{m:.3f}" + ("" if ci != ci else f" ± {ci:.3f}")
-        lines.append(f"| {name} | {rs[0]['rows']} | {len(rs)} | {cell['word_problems']} | {cell['gsm8k']} |")
-    lines += ["", "Paired against gold, per (problem, seed): problems one arm solved and the other did not "
-                  "(exact two-sided sign test).", "",
-              "| arm vs gold | eval set | arm only | gold only | sign test p |", "|---|---|---:|---:|---:|"]
-    for name in list(sets)[1:]:
-        for k in ("word_problems", "gsm8k"):
-            wins, losses = paired_counts(results, name.replace("+", "_"), "gold", k)
-            lines.append(f"| {name} | {k} | {wins} | {losses} | {sign_test_p(wins, losses):.3f} |")
-    n = results[0]["gsm8k_n"]
-    lo, hi = wilson_interval(n // 10, n)
-    lines += ["", f"Intervals: 95% t over seeds on fixed eval sets; the eval sets' own sampling error is not in "
-                  f"them (e.g. 10% accuracy on {n} problems: Wilson {lo:.3f}-{hi:.3f}).", "",
-              "Per run: " + json.dumps([{k: v for k, v in r.items() if not k.endswith("_correct")}
-                                        for r in results]), ""]
-    return publish(Path(a.out) / "math_synth.md", "\n".join(lines))
+            r = train_and_eval(data, run_name(name), seed, a)
+            if r is None:
+                missing.append(f"{run_name(name)}-seed{seed}")
+            else:
+                results.append({**r, "rows": len(rows)})
+    if missing:
+        raise SystemExit(f"--report: no finished evaluation (eval_math_{a.eval_limit}_{a.max_new_tokens}.json) for "
+                         f"{', '.join(missing)} under {runs}; run without --report to train and evaluate them")
+    return publish(Path(a.out) / RESULTS_PAGE, report(results, a))
 
 
 if __name__ == "__main__":

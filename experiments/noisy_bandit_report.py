@@ -84,9 +84,8 @@ def _observations(summary: list[dict]) -> list[str]:
         out.append(
             "- rDPO overshoots the scale (scale > 1 beyond its interval) at eps = "
             + ", ".join(f"{s['eps']:g} ({s['scale_mean']:.2f})" for s in over)
-            + ": a finite-sample effect (like the logistic-regression MLE's bias away from zero, amplified by "
-            "rDPO's 1/(1-2eps) correction). The greedier policy gains reward from it, so rDPO's reward near or "
-            "above the target's there is not by itself a better fit; its parameter error is the fairer measure.")
+            + ". A greedier policy than the target gains reward from that, so rDPO's reward near or above the "
+            "target's there is not by itself a better fit; its parameter error is the fairer measure.")
     slow = [s for s in summary if s["converged"] + s["ran_off"] < s["n"]]
     if slow:
         out.append("- Fits that stopped before the gradient tolerance (kept in the means): " + ", ".join(
@@ -210,7 +209,7 @@ def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", 
         f"- realised flip rates: {flip_rates}",
         f"- wall time of the sweep: {wall_s:.1f} s (2 shared CPU cores, 1 torch thread)" if wall_s is not None
         else "- wall time: not measured",
-        f"- command: `python -m posttrain.bandit --seeds {len(seeds)} --out {out_dir}`",
+        f"- command: `python -m experiments.noisy_bandit --seeds {len(seeds)} --out {out_dir}`",
         "",
         "All numbers: mean ± half-width of the 95% t-interval over seeds.",
         "",

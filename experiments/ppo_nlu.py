@@ -18,7 +18,7 @@ from pathlib import Path
 
 from experiments import RECIPES
 from posttrain.stats import mean_ci, sign_test_p
-from experiments.sweep import curve, run_variant
+from experiments.sweep import curve, publish, run_variant
 from posttrain.config import DataSource, NLUSource
 from posttrain.data.sources import load_source
 from posttrain.eval.nlu import nlu_eval
@@ -35,7 +35,6 @@ CONDITIONS = ("zero-shot", "few-shot", "SFT", *SFT_REFS.values(), "PPO from base
 # the ladder's steps, compared per seed: (higher, lower)
 STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), (SFT_REFS["start"], "SFT"), (SFT_REFS["base"], "SFT"),
          (SFT_REFS["start"], SFT_REFS["base"]), ("PPO from base", "SFT"))
-READING_HEADER = "## Reading"
 
 
 def dev_records(task: str, limit: int | None, shots: int = 0, seed: int = 0):
@@ -136,15 +135,6 @@ def mean_curves(rows: list[dict], key: str) -> dict[str, tuple[list[int], list[f
             for name, runs in series.items()}
 
 
-def kept_reading(path: Path) -> list[str]:
-    """A hand-written `## Reading` section of an earlier report, kept when the tables are regenerated."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    i = text.find("\n" + READING_HEADER)
-    return [text[i + 1:].rstrip("\n"), ""] if i >= 0 else []
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.ppo_nlu")
     ap.add_argument("--tasks", nargs="+", default=["sst2", "rte", "cb"])
@@ -221,10 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "Ladder steps, paired by seed (difference in dev accuracy; wins = seeds where the higher rung is ahead, "
         "with the two-sided exact sign test over the seeds that are not tied):", "",
         markdown_table(["task", "step", "difference", "wins"], steps), "",
-        f"![reward]({png_s.name})", "", f"![kl]({png_k.name})", "", *kept_reading(report)])
-    atomic_write_text(report, text)
-    print(report)
-    return 0
+        f"![reward]({png_s.name})", "", f"![kl]({png_k.name})", ""])
+    return publish(report, text)
 
 
 if __name__ == "__main__":

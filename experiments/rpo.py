@@ -18,6 +18,7 @@ VARIANTS = {
     "rpo (eta 1)": ["method.name=rpo", "method.eta=1.0"],
     "rpo_token_mean (alpha 0.2)": ["method.name=rpo_token_mean", "method.alpha=0.2"],
 }
+TOKEN_MEAN = "rpo_token_mean (alpha 0.2)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     a = ap.parse_args(argv)
     t0 = time.time()
+    variants = "" if a.variants == list(VARIANTS) else " --variants " + " ".join(f'"{v}"' for v in a.variants)
     rows = {}
     for label in a.variants:
         slug = label.split(" ")[0] + ("" if "(" not in label else "-" + label.split("(")[1].split(")")[0].replace(" ", ""))
@@ -43,14 +45,15 @@ def main(argv: list[str] | None = None) -> int:
              for k, r in rows.items()]
     text = "\n".join([
         "# RPO vs DPO: chosen log-likelihood and gold accuracy", "",
-        f"Reproduce: `python -m experiments.rpo --seed {a.seed}` (each row is `posttrain train recipes/rpo_vs_dpo.yaml` "
-        "with the overrides in its run's `recipe.yaml`).", "",
+        f"Reproduce: `python -m experiments.rpo --seed {a.seed}{variants}` (each row is `posttrain train "
+        "recipes/rpo_vs_dpo.yaml` with the overrides in its run's `recipe.yaml`).", "",
         "- model: SmolLM2-135M-Instruct (embedded), LoRA; reference = starting model (precomputed)",
         "- data: built-in arithmetic pairs (chosen = correct answer, rejected = wrong answer, no flips); held-out "
         "problems for the gold accuracy (greedy) and held-out pairs for eval log-probs",
         f"- seed {a.seed}; {r0['steps']} steps per run; total wall time {(time.time() - t0) / 60:.1f} min on 2 CPU cores",
-        "- RPO = DPO + eta*beta*(summed NLL of chosen) (paper and official code); rpo_token_mean = DPO + "
-        "alpha*(token-mean NLL of chosen) (OpenRLHF variant)", "",
+        "- RPO = DPO + eta*beta*(summed NLL of chosen) (paper and official code; beta 0.1, so eta 1 is a "
+        "coefficient of 0.1); rpo_token_mean = DPO + alpha*(token-mean NLL of chosen) (OpenRLHF variant)"
+        + ("" if TOKEN_MEAN in rows else ", not run here"), "",
         markdown_table(["variant", "accuracy before", "accuracy after", "logp(chosen) step 1", "logp(chosen) last step",
                         "eval logp(chosen)", "eval pair accuracy"], table), "",
         f"![logp chosen]({png.name})", ""])

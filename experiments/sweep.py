@@ -44,8 +44,25 @@ def curve(row: dict, key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+READING_HEADER = "## Reading"
+
+
+def kept_reading(path: Path) -> list[str]:
+    """The `## Reading` section of the page at `path` (from its header to the end), as lines to append to a
+    regenerated page; [] when there is none. A reading is written by a person after the numbers, never by
+    the script that writes the tables, so regenerating a page must not delete it."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    i = text.find("\n" + READING_HEADER)
+    return [text[i + 1:].rstrip("\n"), ""] if i >= 0 else []
+
+
 def publish(path: Path, text: str) -> int:
-    """Write a report atomically, say where, and return the exit status of an experiment's main."""
+    """Write a report atomically with the hand-written `## Reading` of the page it replaces kept at its end,
+    say where, and return the exit status of an experiment's main."""
+    if "\n" + READING_HEADER not in text:
+        text = "\n".join([text.rstrip("\n"), "", *kept_reading(path)]) if kept_reading(path) else text
     atomic_write_text(path, text)
     print(path)
     return 0

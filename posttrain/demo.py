@@ -52,7 +52,7 @@ def bandit_part(cfg: BanditConfig = BANDIT) -> dict:
 
 def bandit_table(part: dict) -> tuple[list[str], list[list]]:
     headers = ["method", "flip rate", "‖β·θ − θ*‖ (lower is better)", "scale (1 = right)",
-               "expected true reward", "minus DPO (paired)", "seeds used"]
+               "expected true reward", "‖β·θ − θ*‖ minus DPO's (paired)", "seeds used"]
     rows = [[s["method"], s["eps"], _pm(s["param_error_mean"], s["param_error_ci"]),
              _pm(s["scale_mean"], s["scale_ci"]), _pm(s["reward_mean"], s["reward_ci"]),
              "" if s["method"] == "dpo" else _pm(s["param_error_minus_dpo_mean"], s["param_error_minus_dpo_ci"]),

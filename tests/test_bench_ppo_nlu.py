@@ -2,7 +2,8 @@
 
 import pytest
 
-from experiments.ppo_nlu import kept_reading, mean_curves, summarize
+from experiments.ppo_nlu import mean_curves, summarize
+from experiments.sweep import kept_reading, publish
 
 
 def _row(task, seed, cond, acc, hist=None):
@@ -54,3 +55,14 @@ def test_kept_reading(tmp_path):
     assert kept_reading(p) == ["## Reading\n\n- hand written", ""]
     p.write_text("# t\n")
     assert kept_reading(p) == []
+
+
+def test_publish_keeps_the_hand_written_reading_of_the_page_it_replaces(tmp_path):
+    p = tmp_path / "r.md"
+    publish(p, "# t\n\n| old |\n")
+    assert p.read_text() == "# t\n\n| old |\n"
+    p.write_text("# t\n\n| old |\n\n## Reading\n\n- hand written\n")
+    publish(p, "# t\n\n| new |\n")
+    assert p.read_text() == "# t\n\n| new |\n\n## Reading\n\n- hand written\n"
+    publish(p, "# t\n\n| newer |\n")  # twice: kept once, not doubled
+    assert p.read_text().count("## Reading") == 1 and "| newer |" in p.read_text()

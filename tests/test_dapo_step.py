@@ -226,6 +226,107 @@ def test_dapo_step_pipeline_states_are_exact_prefixes_and_rollouts_continue_them
     assert s["data"]["actions"] > 0
 
 
+class SpyCritic(torch.nn.Module):
+    """A critic that records every sequence it is given (unpadded) and whose logit is a known function of
+    the sequence: its length and its last token, so the state alone is valued differently from the state
+    followed by a candidate."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # critic_values reads the device from a parameter
+        self.seen: list[list[int]] = []
+
+    @staticmethod
+    def logit(seq):
+        return 0.05 * len(seq) + 0.1 * (seq[-1] % 7) - 2.0
+
+    def forward(self, input_ids, attention_mask, output):
+        assert output == "last_values"
+        rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask)]
+        self.seen += rows
+        return torch.tensor([self.logit(r) for r in rows])
+
+
+@pytest.mark.parametrize("terminal_value", ["reward", "critic"])
+def test_the_advantages_stage_values_each_candidate_on_the_state_followed_by_the_candidate(
+        make, monkeypatch, tmp_path, terminal_value):
+    """A(s, a_i) = V(s∘a_i) - mean_j V(s∘a_j): the critic is given prompt + state prefix + candidate step,
+    never the state alone; a terminal candidate is valued by its reward under `terminal_value: reward`."""
+    from types import SimpleNamespace
+
+    from posttrain.config import validate_section
+    from posttrain.methods import dapo_step as ds
+    from posttrain.methods import get_method
+    from posttrain.methods.base import load_records
+    from posttrain.models import load_model
+    recipe = make("method.critic.batch_size=2", f"method.terminal_value={terminal_value}")  # 2: padded batches
+    params = validate_section(get_method("dapo_step").params, recipe.method, "method")
+    model, tok = load_model("tiny-llama", seed=5)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    states = [{"state_id": 0, "prompt_id": 0, "prefix_ids": []},
+              {"state_id": 1, "prompt_id": 1, "prefix_ids": [301, 302]},
+              {"state_id": 2, "prompt_id": 2, "prefix_ids": [401]},
+              {"state_id": 3, "prompt_id": 0, "prefix_ids": [201, 202]}]  # prompt 0 again, one step deeper
+
+    def act(ids, terminal=False, reward=None):
+        return {"ids": ids, "terminal": terminal, "reward": reward, "count": 1, "correct": int(reward == 1.0)}
+    targets = [{"state_id": 0, "prompt_id": 0, "mc": 0.5, "actions": [act([201, 202]), act([203]), act([204, 205, 206])]},
+               {"state_id": 1, "prompt_id": 1, "mc": 0.5, "actions": [act([303, 304]), act([305, end], True, 1.0)]},
+               {"state_id": 2, "prompt_id": 2, "mc": 0.0, "actions": [act([402])]},  # one candidate: never valued
+               {"state_id": 3, "prompt_id": 0, "mc": 1.0, "actions": [act([501]), act([502, 503])]}]
+    folder = tmp_path / "iter"
+    folder.mkdir()
+    write_jsonl(folder / "states.jsonl", states)
+    write_jsonl(folder / "targets.jsonl", targets)
+    spy = SpyCritic()
+    monkeypatch.setattr(ds, "load_critic", lambda recipe, params, ctx: (spy, tok))
+    ctx = SimpleNamespace(dir=folder, iteration=0, policy=lambda: (model, tok), progress=False)
+    out = ds.make_advantages(recipe, params, ctx)
+
+    records = load_records(recipe)
+    prompt = {pid: encode_prompt(tok, records[pid].prompt) for pid in range(3)}
+    assert tok.decode(prompt[0]).endswith("Tell me about cats.<|im_end|>\n<|im_start|>assistant\n")
+    by_state = {s["state_id"]: s for s in states}
+
+    def context(t):
+        return prompt[t["prompt_id"]] + by_state[t["state_id"]]["prefix_ids"]
+    critic_valued = [(t, j) for t in targets if len(t["actions"]) >= 2 for j, a in enumerate(t["actions"])
+                     if not (a["terminal"] and terminal_value == "reward")]
+    expected = [context(t) + t["actions"][j]["ids"] for t, j in critic_valued]
+    assert len(expected) == (6 if terminal_value == "reward" else 7)
+    # the critic saw exactly prompt + state prefix + candidate step, in order, nothing else (not the states)
+    assert spy.seen == expected
+    assert out["critic_values"] == len(expected)
+
+    def v(seq):
+        return 1 / (1 + np.exp(-SpyCritic.logit(seq)))
+    kept = {r["state_id"]: r for r in rows(folder / "actions.jsonl")}
+    assert sorted(kept) == [0, 1, 3]  # state 2 (one candidate) dropped; min_spread 0 keeps the rest
+    for t in targets:
+        if t["state_id"] not in kept:
+            continue
+        want = [a["reward"] if (a["terminal"] and terminal_value == "reward") else v(context(t) + a["ids"])
+                for a in t["actions"]]
+        got = kept[t["state_id"]]["actions"]
+        assert [a["ids"] for a in got] == [a["ids"] for a in t["actions"]]
+        assert [a["value"] for a in got] == pytest.approx(want, abs=1e-6)  # float32 sigmoid
+        assert [a["adv"] for a in got] == pytest.approx([w - np.mean(want) for w in want], abs=1e-6)
+        for a, val in zip(t["actions"], want):  # the state alone would have been valued otherwise
+            assert abs(val - v(context(t))) > 1e-3
+        # pi_ref's log-prob of each candidate is conditioned on the same context
+        for a, g in zip(t["actions"], got):
+            ids = context(t) + a["ids"]
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+            n = len(context(t))
+            assert g["logp_ref"] == pytest.approx(sum(logp[n + k - 1, x].item() for k, x in enumerate(a["ids"])),
+                                                  rel=1e-4)
+    terminal = kept[1]["actions"][1]
+    if terminal_value == "reward":
+        assert terminal["value"] == 1.0  # its own 0/1 reward, whatever the critic would say
+    else:
+        assert terminal["value"] == pytest.approx(v(prompt[1] + [301, 302, 305, end]), abs=1e-6)
+
+
 class Killed(Exception):
     pass
 

@@ -1,8 +1,13 @@
 """experiments/math_synth.py on a fabricated synthesis run and a tiny model: the three training sets are
-built at equal count, each trains and is evaluated per seed, and the report lands."""
+built at equal count, each trains and is evaluated per seed, and the report lands in its own page
+(math_synth_results.md) without touching the hand-written math_synth.md; the report's format is the one
+docs/results/math_synth.md shows."""
 import json
+from argparse import Namespace
 
-from experiments.math_synth import gold_rows, main, synthetic_rows
+import pytest
+
+from experiments.math_synth import gold_rows, main, report, synthetic_rows
 from posttrain.synth.math import sft_row, write_jsonl
 from tests.data_helpers import require_data
 
@@ -35,12 +40,77 @@ def test_sets_have_equal_counts_and_questions_add(tmp_path):
     assert len(synthetic_rows(run, len(gold), True)) == 4
 
 
-def test_experiment_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
+def test_experiment_end_to_end_on_a_tiny_model_writes_only_its_own_page(tmp_path, monkeypatch):
     require_data("gsm8k", "test.jsonl")
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     run = _synth_run(tmp_path)
-    assert main(["--synth-run", str(run), "--seeds", "0", "--steps", "1", "--eval-limit", "2", "--max-new-tokens", "4",
-                 "--runs", str(tmp_path / "runs"), "--out", str(tmp_path), "model.name=tiny-llama", "model.lora.r=2",
-                 "train.micro_batch_size=2"]) == 0
-    text = (tmp_path / "math_synth.md").read_text()
-    assert "| gold | 3 | 1 |" in text and "| synthetic+questions | 4 | 1 |" in text
+    out = tmp_path / "results"
+    out.mkdir()
+    hand = out / "math_synth.md"
+    hand.write_text("# hand-written setup and reading\n")
+    args = ["--synth-run", str(run), "--seeds", "0", "--steps", "1", "--eval-limit", "2", "--max-new-tokens", "4",
+            "--runs", str(tmp_path / "runs"), "--out", str(out), "model.name=tiny-llama", "model.lora.r=2",
+            "train.micro_batch_size=2"]
+    with pytest.raises(SystemExit, match="--report: no finished evaluation .* gold-seed0"):
+        main(args + ["--report"])  # nothing trained yet, and --report trains nothing
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["math_synth.md", "math_synth_results.md"]
+    assert hand.read_text() == "# hand-written setup and reading\n"
+    text = (out / "math_synth_results.md").read_text()
+    assert "| gold | 3 | " in text and "| synthetic | 3 | " in text and "| synthetic + new problems | 4 | " in text
+    assert "| synthetic + new problems | word problems | " in text
+    # --report rewrites the same page from the finished evaluations, byte for byte
+    (out / "math_synth_results.md").unlink()
+    assert main(args + ["--report"]) == 0
+    assert (out / "math_synth_results.md").read_text() == text and hand.read_text().startswith("# hand-written")
+
+
+def _grades(n: int, start: int, count: int) -> list[bool]:
+    return [start <= i < start + count for i in range(n)]
+
+
+# The tables of docs/results/math_synth.md part 2, as typed from the 2026-12-01 runs.
+PAGE_TABLES = """\
+| training set | rows | word problems: seed 0, seed 1 | mean ± 95% t (2 seeds) | GSM8K: seed 0, seed 1 | mean ± 95% t |
+|---|---:|---:|---:|---:|---:|
+| gold | 200 | 0.06, 0.09 | 0.075 ± 0.191 | 0.01, 0.00 | 0.005 ± 0.064 |
+| synthetic | 200 | 0.13, 0.17 | 0.150 ± 0.254 | 0.02, 0.01 | 0.015 ± 0.064 |
+| synthetic + new problems | 209 | 0.11, 0.17 | 0.140 ± 0.381 | 0.01, 0.03 | 0.020 ± 0.127 |
+
+Paired against gold over the same (problem, seed) pairs — problems one arm solved and the other did not,
+exact two-sided sign test:
+
+| arm vs gold | eval set | arm only | gold only | sign test p |
+|---|---|---:|---:|---:|
+| synthetic | word problems | 23 | 8 | 0.011 |
+| synthetic | GSM8K | 3 | 1 | 0.625 |
+| synthetic + new problems | word problems | 20 | 7 | 0.019 |
+| synthetic + new problems | GSM8K | 4 | 1 | 0.375 |
+
+The t intervals (one degree of freedom) are over seeds on fixed eval sets and exclude the eval sets' own
+sampling error (10% accuracy on 100 problems alone has a Wilson interval of 0.055–0.174).
+"""
+
+
+def test_the_report_writes_the_tables_the_page_shows():
+    """The runs behind the page are gone, so their per-problem grades are too: these grades are built to
+    give the page's counts (per-seed correct, and problems one arm solved and gold did not, and back);
+    what is checked is that the report turns such runs into exactly the page's lines."""
+    # (arm, seed): (start, count) of the correct problems among 100, word problems then GSM8K
+    spans = {("gold", 0): ((0, 6), (0, 1)), ("gold", 1): ((0, 9), (0, 0)),
+             ("synthetic", 0): ((3, 13), (1, 2)), ("synthetic", 1): ((5, 17), (0, 1)),
+             ("synthetic_questions", 0): ((3, 11), (1, 1)), ("synthetic_questions", 1): ((4, 17), (0, 3))}
+    rows = {"gold": 200, "synthetic": 200, "synthetic_questions": 209}
+    results = []
+    for (name, seed), (wp, gs) in spans.items():
+        r = {"name": name, "seed": seed, "rows": rows[name], "word_problems_n": 100, "gsm8k_n": 100,
+             "word_problems_correct": _grades(100, *wp), "gsm8k_correct": _grades(100, *gs)}
+        for k in ("word_problems", "gsm8k"):
+            r[k] = sum(r[f"{k}_correct"]) / 100
+        results.append(r)
+    a = Namespace(synth_run="runs/synth-math", seeds=[0, 1], steps=40, eval_limit=100, max_new_tokens=256,
+                  overrides=[])
+    title, written_by, tables = report(results, a).split("\n\n", 2)
+    assert tables == PAGE_TABLES
+    assert written_by.startswith("Written by `python -m experiments.math_synth --synth-run runs/synth-math --seeds 0 1 "
+                                 "--steps 40 --eval-limit 100` ")

@@ -1,6 +1,8 @@
-"""`posttrain synth math`: the overlap passes alone and together, the filters (gold, majority with a minimum
+"""`posttrain synth math`: the overlap passes alone and together, the decontamination test sets (any number,
+built-in or files, with errors naming the recipe key), the filters (gold, majority with a minimum
 agreement, lengths, exact and near duplicates), bad seed input, and the pipeline end to end on a tiny teacher:
-a kill mid-stage resumes to byte-identical files, and two workers write the same bytes as one."""
+planted test problems removed at the last stage, a kill mid-stage resumes to byte-identical files, and two
+workers write the same bytes as one."""
 from __future__ import annotations
 
 import json
@@ -9,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain.errors import DataError
+from posttrain.errors import DataError, RecipeError
 from posttrain.synth.config import load_synth_recipe
-from posttrain.synth.math import (decontaminate, filter_solutions, run_synth, sft_row,
+from posttrain.synth.math import (decontaminate, decontam_targets, filter_solutions, run_synth, sft_row,
                                   write_jsonl)
 from posttrain.synth.overlap import (embedding_contamination, minilm_dir, minilm_embedder, near_duplicates,
                                      ngram_contamination)
@@ -87,6 +89,8 @@ def _recipe(tmp_path, **over):
            "decontam": {"test_sets": [str(tmp_path / "test.jsonl")], "embedding": "off"}, "batch_size": 8, **over}
     path = tmp_path / "synth.yaml"
     path.write_text(json.dumps(cfg))
+    if not (tmp_path / "test.jsonl").exists():  # a recipe's test set must exist when it loads
+        (tmp_path / "test.jsonl").write_text(json.dumps({"question": "Unrelated?", "answer": "#### 1"}) + "\n")
     return load_synth_recipe(path)
 
 
@@ -154,13 +158,138 @@ def test_an_empty_seed_file_is_an_error(tmp_path):
         run_synth(_recipe(tmp_path), progress=False)
 
 
+# ---------------------------------------------------------------- test sets
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _recipe_file(tmp_path, test_sets) -> Path:
+    path = tmp_path / "synth.yaml"
+    path.write_text(json.dumps({"name": "s", "output_dir": str(tmp_path), "model": {"name": "tiny-llama"},
+                                "seeds": [{"path": "seeds.in.jsonl"}],
+                                "decontam": {"test_sets": test_sets, "embedding": "off"}}))
+    return path
+
+
+AIME = "Find the number of ordered pairs of positive integers (m, n) such that m^2 n = 20^20 and m divides n."
+AMC = "What is the smallest positive integer that leaves remainder 1 when divided by 2, 3, 4, 5 and 6?"
+MINE = "A cyclist rides 18 kilometres in 45 minutes. At that speed, how many kilometres does she ride in 2 hours?"
+
+
+def test_three_test_sets_from_a_recipe_each_remove_their_planted_problem(tmp_path, monkeypatch):
+    """Test sets as the paper names them beyond the shipped two: files and folders with their own fields,
+    relative to the recipe's folder whatever the working directory."""
+    _write_jsonl(tmp_path / "sets" / "aime24.jsonl",
+                 [{"problem": AIME, "answer": "1"}, {"problem": TESTS[1], "answer": "3"}])
+    _write_jsonl(tmp_path / "sets" / "amc23" / "part-0.jsonl", [{"question": AMC, "answer": "61"}])  # a folder
+    _write_jsonl(tmp_path / "sets" / "mine.jsonl", [{"text": MINE, "id": 7}])  # no answer, its own field
+    path = _recipe_file(tmp_path, [{"name": "aime24", "path": "sets/aime24.jsonl"}, {"path": "sets/amc23"},
+                                   {"path": "sets/mine.jsonl", "field": "text"}])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    recipe = load_synth_recipe(path)
+    tests = decontam_targets(recipe)
+    assert tests == [("aime24", AIME), ("aime24", TESTS[1]), ("sets/amc23", AMC), ("sets/mine.jsonl", MINE)]
+    planted = [AIME.upper(), AMC.replace("?", " ?"), MINE]  # each lightly edited or verbatim
+    rows = [{"problem": p, "solution": "x \\boxed{1}", "answer": "1", "origin": "new", "problem_id": f"p{i}"}
+            for i, p in enumerate(CLEAN + planted)]
+    clean, removed, counts = decontaminate(recipe, rows, tests)
+    assert [r["problem"] for r in clean] == CLEAN
+    labels = ["aime24", "sets/amc23", "sets/mine.jsonl"]
+    assert {r["problem"]: r["test_set"] for r in removed} == dict(zip(planted, labels))
+    assert counts["problems_removed_by_test_set"] == {"aime24": 1, "sets/amc23": 1, "sets/mine.jsonl": 1}
+    assert counts["test_problems"] == {"aime24": 2, "sets/amc23": 1, "sets/mine.jsonl": 1}
+
+
+def test_a_missing_test_set_file_names_the_recipe_key(tmp_path):
+    _write_jsonl(tmp_path / "a.jsonl", [{"problem": AIME}])
+    _write_jsonl(tmp_path / "b.jsonl", [{"problem": AMC}])
+    path = _recipe_file(tmp_path, [{"path": "a.jsonl"}, "b.jsonl", {"name": "aime24", "path": "sets/aime24.jsonl"}])
+    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[2\]\.path: file not found: .*sets/aime24\.jsonl"):
+        load_synth_recipe(path)
+    path = _recipe_file(tmp_path, ["a.jsonl", "aime24"])  # a string that is no built-in is a path
+    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[1\]\.path: file not found: .*aime24"):
+        load_synth_recipe(path)
+    path = _recipe_file(tmp_path, [{"name": "aime24"}])
+    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[0\]\.name: 'aime24' is not a built-in test set "
+                                          r"\(those are gsm8k, math500\)"):
+        load_synth_recipe(path)
+
+
+def test_a_test_set_without_the_problem_field_names_the_file_and_the_key(tmp_path):
+    _write_jsonl(tmp_path / "a.jsonl", [{"text": AIME}])
+    with pytest.raises(DataError, match=r"a\.jsonl:1: no problem field: .*name it in decontam\.test_sets\[0\]\.field"):
+        decontam_targets(load_synth_recipe(_recipe_file(tmp_path, ["a.jsonl"])))
+    with pytest.raises(DataError, match=r"looked for 'body'"):
+        decontam_targets(load_synth_recipe(_recipe_file(tmp_path, [{"path": "a.jsonl", "field": "body"}])))
+
+
+def test_built_in_names_resolve_under_the_shared_data_folder_and_a_missing_one_fails_before_sampling(tmp_path,
+                                                                                                   monkeypatch):
+    shared = tmp_path / "shared"
+    _write_jsonl(shared / "gsm8k" / "test.jsonl", [{"question": TESTS[0], "answer": "#### 18"}])
+    monkeypatch.setenv("POSTTRAIN_SHARED_DATA", str(shared))
+    (tmp_path / "seeds.in.jsonl").write_text(json.dumps({"question": "What is 1+1?", "answer": "#### 2"}) + "\n")
+    path = _recipe_file(tmp_path, ["gsm8k", {"name": "math500"}])  # the shipped recipe's form, and a mapping
+    recipe = load_synth_recipe(path)  # a built-in's file is the machine's business: not looked for at load
+    assert [t.label for t in recipe.decontam.test_sets] == ["gsm8k", "math500"]
+    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[1\]: the built-in test set 'math500' is not on "
+                                          r"this machine"):
+        run_synth(recipe, progress=False)
+    assert not recipe.run_dir.exists()  # nothing sampled
+    recipe = load_synth_recipe(path, ["decontam.test_sets=[gsm8k]"])
+    assert decontam_targets(recipe) == [("gsm8k", TESTS[0])]
+
+
+def test_the_default_test_sets_are_the_shipped_two():
+    from posttrain.synth.config import DecontamSettings
+    assert [t.label for t in DecontamSettings().test_sets] == ["gsm8k", "math500"]
+
+
 # ---------------------------------------------------------------- the pipeline
+
+BAKER = "A baker makes 14 loaves in the morning and 9 loaves in the afternoon. How many loaves does he make?"
+
 
 def _inputs(tmp_path):
     seeds = [{"question": f"Tom has {i} apples and buys {i + 2} more. How many apples does he have?",
               "answer": f"#### {2 * i + 2}"} for i in range(3)]
     (tmp_path / "seeds.in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeds))
-    (tmp_path / "test.jsonl").write_text(json.dumps({"question": seeds[1]["question"], "answer": "#### 4"}) + "\n")
+    # seed problem 1 and the new problem the fake teacher writes for seed 0 are test problems
+    _write_jsonl(tmp_path / "test.jsonl", [{"question": seeds[1]["question"], "answer": "#### 4"},
+                                           {"question": BAKER, "answer": "#### 23"}])
+
+
+def _fake_teacher(monkeypatch):
+    """Replace the sampler with a teacher that always solves these problems (the sum of the first two
+    numbers) and, asked for a new problem, writes BAKER for seed 0 and a clean problem for the others: every
+    row then survives the filters and reaches decontamination, which a random tiny model never gets to."""
+    import re
+    from posttrain.generation import to_file
+    from posttrain.generation.sampler import Sample, SamplingStats
+    marker = "put the final answer in \\boxed{}."
+
+    def reply(text: str, k: int) -> str:
+        if "Write one new math word problem" in text:
+            i = int(re.search(r"Tom has (\d+) apples", text).group(1))
+            return BAKER if i == 0 else f"Ann has {i + 10} pens and buys {i + 3} more. How many pens does she have?"
+        a, b = map(int, re.findall(r"\d+", text.rsplit(marker, 1)[1])[:2])
+        return [f"{a} + {b} = {a + b}.\n\\boxed{{{a + b}}}",
+                f"Adding {b} to {a} gives {a + b}.\n\\boxed{{{a + b}}}"][k % 2]
+
+    def sample(model, tok, prompts, params, *, prompt_ids=None, on_batch=None, **kw):
+        ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+        out = []
+        for p, pid in zip(prompts, ids):
+            text = tok.decode(p)
+            out.append([Sample(pid, k, reply(text, k), [0], [0.0], "stop") for k in range(params.n)])
+            if on_batch:
+                on_batch(out[-1])
+        return out, SamplingStats(prompts=len(prompts), samples=len(prompts) * params.n)
+    monkeypatch.setattr(to_file, "sample", sample)
 
 
 SAMPLED = {"solutions.jsonl", "questions.raw.jsonl", "new_solutions.jsonl"}
@@ -169,17 +298,42 @@ OUTPUTS = ["seeds.jsonl", "solutions.jsonl", "questions.raw.jsonl", "new_problem
 
 
 def test_pipeline_runs_writes_report_and_decontaminates_a_seed(tmp_path, monkeypatch):
+    """A seed problem and a new problem that are test problems reach decontamination (the fake teacher
+    solves everything) and are removed there: gone from synth.jsonl, listed in removed.jsonl, counted."""
     monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
     _inputs(tmp_path)
+    _fake_teacher(monkeypatch)
     recipe = _recipe(tmp_path)
     stats = run_synth(recipe, progress=False)
     assert list(stats) == ["seeds", "solutions", "questions", "new_problems", "new_solutions", "filter", "decontam"]
     d = recipe.run_dir
     assert all((d / f).exists() for f in OUTPUTS)
     assert len((d / "solutions.jsonl").read_text().splitlines()) == 3 * 2
-    report = json.loads((d / "report.json").read_text())
-    assert set(report["stages"]) == set(stats) and (d / "report.md").read_text().startswith("# Math synthesis")
     assert stats["seeds"]["seed_problems"] == 3 and "seconds" in stats["filter"]
+    seed_q = [json.loads(x)["question"] for x in (tmp_path / "seeds.in.jsonl").read_text().splitlines()]
+    filtered = {json.loads(x)["problem"] for x in (d / "filtered.jsonl").read_text().splitlines()}
+    assert seed_q[1] in filtered and BAKER in filtered  # both reached decontamination
+    assert stats["filter"]["kept"] == 12  # 3 seed + 3 new problems, 2 distinct solutions each
+    kept = [json.loads(x) for x in (d / "synth.jsonl").read_text().splitlines()]
+    problems = {r["messages"][0]["content"].split("\n\n", 1)[1] for r in kept}
+    assert problems == {seed_q[0], seed_q[2], "Ann has 11 pens and buys 4 more. How many pens does she have?",
+                        "Ann has 12 pens and buys 5 more. How many pens does she have?"}
+    assert len(kept) == 8
+    label = str(tmp_path / "test.jsonl")
+    removed = [json.loads(x) for x in (d / "removed.jsonl").read_text().splitlines()]
+    dec = {r["problem"]: r for r in removed if r["stage"] == "decontam"}
+    assert set(dec) == {seed_q[1], BAKER}
+    assert all(r["reason"] == "ngram" and r["test_set"] == label and r["score"] == 1.0 for r in dec.values())
+    assert dec[BAKER]["test_problem"] == BAKER
+    expected = {"kept": 8, "ngram": 2, "embedding": 0, "rows_removed": 4, "test_problems": {label: 2},
+                "problems_removed_by_test_set": {label: 2}}
+    assert {k: stats["decontam"][k] for k in expected} == expected
+    report = json.loads((d / "report.json").read_text())
+    assert set(report["stages"]) == set(stats) and report["stages"]["decontam"]["rows_removed"] == 4
+    assert report["kept"] == 8
+    text = (d / "report.md").read_text()
+    assert text.startswith("# Math synthesis") and f"decontamination against {label}:" in text
+    assert "rows_removed 4" in text
 
 
 # The random model is near uniform over 49k tokens, where the float rounding another batch composition gives

@@ -10,8 +10,10 @@ inputs change):
               answer (new problems; the problem is kept only when the majority reaches
               `questions.min_agreement` of its solutions); token-length limits; exact (problem, solution)
               dedup; near-duplicate new problems removed (word n-gram Jaccard);
-5. decontam   synthetic problems against the test sets (GSM8K test, MATH-500, any files given): an n-gram
-              overlap pass and a MiniLM nearest-neighbour pass; the paper's LLM judge is not run (deviation);
+5. decontam   synthetic problems against the test sets `decontam.test_sets` (default GSM8K test and MATH-500,
+              the built-ins; any number of files or folders of problems, e.g. AMC23 and AIME24, which the
+              shared data lacks): an n-gram overlap pass and a MiniLM nearest-neighbour pass; the paper's
+              LLM judge is not run (deviation);
 6. report     synth.jsonl (SFT conversations), removed.jsonl (every dropped item, its stage, reason and —
               for decontamination — the test item it matched and the score), report.md and report.json
               (counts kept/dropped per reason per stage, wall time per stage).
@@ -288,12 +290,35 @@ def filter_solutions(recipe: SynthRecipe, tokenizer) -> tuple[list[dict], list[d
     return unique, removed, counts
 
 
-def decontam_targets(recipe: SynthRecipe) -> list[tuple[str, str]]:
-    """(test set name, problem) for every decontamination target."""
-    from posttrain.eval.math import load_items
+def read_test_problems(path: Path, field: str | None, key: str) -> list[str]:
+    """The problems of a test set file or folder. Only the problem is read: a decontamination target needs
+    no answer (a file of AMC or AIME problems may carry none in a form the graders read)."""
+    from posttrain.data.readers import iter_sourced_rows
+    from posttrain.eval.math import PROBLEM_FIELDS
     out = []
-    for name in recipe.decontam.test_sets:
-        out += [(name, it.problem) for it in load_items(name)]
+    for file, line, row in iter_sourced_rows(path):
+        if not isinstance(row, dict):
+            raise DataError(f"expected an object, got {type(row).__name__}", file=file, line=line)
+        name = field if field is not None else next((k for k in PROBLEM_FIELDS if k in row), None)
+        if name is None or name not in row:
+            wanted = repr(field) if field is not None else f"one of {list(PROBLEM_FIELDS)}"
+            raise DataError(f"no problem field: looked for {wanted}, found {sorted(row)}; name it in {key}.field",
+                            file=file, line=line)
+        text = row[name]
+        if not isinstance(text, str) or not text.strip():
+            raise DataError("expected a non-empty string", file=file, line=line, field=name)
+        out.append(text.strip())
+    if not out:
+        raise DataError(f"no problems in the test set ({key})", file=str(path))
+    return out
+
+
+def decontam_targets(recipe: SynthRecipe) -> list[tuple[str, str]]:
+    """(test set label, problem) for every problem of every decontamination test set."""
+    from posttrain.synth.config import resolve_test_sets
+    out = []
+    for i, (ts, path) in enumerate(zip(recipe.decontam.test_sets, resolve_test_sets(recipe))):
+        out += [(ts.label, p) for p in read_test_problems(path, ts.field, f"decontam.test_sets[{i}]")]
     return out
 
 
@@ -316,10 +341,13 @@ def decontaminate(recipe: SynthRecipe, rows: list[dict], tests: list[tuple[str, 
                              "score": round(m["score"], 4), "neighbours": m["neighbours"]}
     clean = [r for r in rows if r["problem"] not in hits]
     removed = [{"stage": "decontam", "reason": h["pass"], "problem": p, **h} for p, h in hits.items()]
+    labels = list(dict.fromkeys(name for name, _ in tests))
     counts = {"ngram": sum(h["pass"] == "ngram" for h in hits.values()),
               "embedding": sum(h["pass"] == "embedding" for h in hits.values()),
               "embedding_pass": "run" if use_emb else "off (MiniLM wheel not installed)",
-              "rows_removed": len(rows) - len(clean)}
+              "rows_removed": len(rows) - len(clean),
+              "test_problems": {n: sum(name == n for name, _ in tests) for n in labels},
+              "problems_removed_by_test_set": {n: sum(h["test_set"] == n for h in hits.values()) for n in labels}}
     return clean, removed, counts
 
 
@@ -341,7 +369,8 @@ def write_report(recipe: SynthRecipe, stats: dict[str, dict]) -> dict:
         f"- seed {recipe.seed}; {recipe.solutions.k} solutions per seed problem; "
         + (f"{recipe.questions.per_seed} new problems per seed, {recipe.questions.k} solutions each, "
            f"majority >= {recipe.questions.min_agreement:.0%}" if recipe.questions.enabled else "no question augmentation"),
-        f"- decontamination against {', '.join(recipe.decontam.test_sets)}: {recipe.decontam.ngram}-gram overlap >= "
+        f"- decontamination against {', '.join(t.label for t in recipe.decontam.test_sets)}: "
+        f"{recipe.decontam.ngram}-gram overlap >= "
         f"{recipe.decontam.ngram_threshold}, embedding cosine >= {recipe.decontam.embedding_threshold}; no LLM judge",
         f"- kept: {summary['kept']} solutions of {summary['kept_problems']} problems "
         f"({summary['kept_by_origin']['seed']} on seed problems, {summary['kept_by_origin']['new']} on new ones)", "",
@@ -421,7 +450,9 @@ def run_synth(recipe: SynthRecipe, recipe_path: Path | None = None, *, overrides
     from posttrain.files import atomic_write_text
     from posttrain.generation.sampler import use_backend
     from posttrain.pipeline import run_stages
+    from posttrain.synth.config import resolve_test_sets
     import yaml
+    resolve_test_sets(recipe)  # a missing test set fails now, not at the last stage after the sampling
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(recipe.run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     with use_backend(recipe.generation):
