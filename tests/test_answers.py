@@ -105,6 +105,12 @@ def test_answers_do_not_match(pred, gold):
 def test_rel_tol():
     assert not answers_match("0.333", "1/3")
     assert answers_match("0.333", "1/3", rel_tol=1e-2)
+    # by hand: |0.333 - 1/3| = 1/3000, over max(|p|, |g|) = 1/3 gives a relative error of exactly 1e-3, so
+    # a tolerance of 2e-3 accepts it and 5e-4 does not (without this side, "any tol > 0 matches" passed)
+    assert answers_match("0.333", "1/3", rel_tol=2e-3)
+    assert not answers_match("0.333", "1/3", rel_tol=5e-4)
+    assert not answers_match("0.3", "1/3", rel_tol=1e-2)   # relative error 0.1
+    assert answers_match("99", "100", rel_tol=0.011) and not answers_match("99", "100", rel_tol=0.009)  # 1/100
 
 
 def test_accuracy():

@@ -239,6 +239,35 @@ def test_the_logged_grad_norm_is_the_accurate_one_and_clipping_uses_it(tmp_path,
     assert seen["exact"] > 1e-3 and seen["after"] == pytest.approx(1e-3, rel=1e-4)
 
 
+def test_clipping_leaves_a_gradient_under_the_limit_alone_and_halves_one_twice_over(tmp_path):
+    """The test above has only a norm far ABOVE the limit (every gradient saturates at max_norm), so a
+    rule that rescales every gradient to max_norm ("normalise" instead of "clip") would pass it. Here the
+    limit lies above the norm (nothing may change) and at half of it (a factor 1/2), checked through the
+    update itself: plain SGD steps by lr * clipped gradient, so update = lr * g * min(1, c / g)."""
+    data = random_features(4, seed=3)
+
+    def one_step(max_norm):
+        cfg = settings(optimizer="sgd", lr=0.05, micro_batch_size=4, max_steps=1, warmup_steps=0,
+                       schedule="constant", max_grad_norm=max_norm)
+        e = engine(tmp_path, cfg, data=data, name=f"clip{max_norm}")
+        # named_parameters, not state_dict: the tied embedding / LM head is one parameter, counted once
+        before = {n: p.detach().clone() for n, p in e.model.named_parameters()}
+        out = e.train_step(e.micro_batches(0))
+        delta = torch.cat([(p.detach() - before[n]).flatten().double() for n, p in e.model.named_parameters()])
+        return out["grad_norm"], delta
+
+    g, free = one_step(1e9)                    # far above any norm: the unclipped update
+    assert 0 < g < 1e9
+    assert free.norm().item() == pytest.approx(0.05 * g, rel=1e-4)    # |update| = lr * g, by hand
+    g2, above = one_step(2 * g)                # c = 2g: strictly inside, min(1, 2g / g) = 1, unchanged
+    assert g2 == pytest.approx(g, rel=1e-6)
+    torch.testing.assert_close(above, free, rtol=0, atol=1e-7)
+    g3, half = one_step(0.5 * g)               # c = g/2: min(1, (g/2) / g) = 1/2
+    assert g3 == pytest.approx(g, rel=1e-6)    # the logged norm is the one before clipping
+    assert half.norm().item() == pytest.approx(0.05 * g / 2, rel=1e-4)
+    torch.testing.assert_close(half, free / 2, rtol=0, atol=1e-7)
+
+
 def test_on_cpu_the_engine_keeps_freed_memory_unless_told_not_to(tmp_path, monkeypatch):
     from posttrain import allocator
     calls = []

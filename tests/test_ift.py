@@ -213,7 +213,10 @@ def test_ift_trains_follows_the_schedule_and_resumes_exactly(recipe, lora):
     assert "eval/loss" in hist[2] and "eval/sft_nll" in hist[5]
     cut = recipe("cut", lora)
     engine_for(cut).train(stop_after=2)  # inside the lambda warmup
-    engine_for(cut).train()
+    resumed = engine_for(cut).train()
+    # it did resume: this call trained steps 3-6 only (a silent restart from step 0 would log the very same
+    # numbers, the run being deterministic, so the equality below alone could not tell)
+    assert [h["step"] for h in resumed.history] == [3, 4, 5, 6]
     assert _logged(cut) == hist  # every metric at every step, lambda included
 
 

@@ -8,6 +8,7 @@ from experiments.noisy_bandit_report import write_report
 from posttrain.bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, fit, make_problem, observed_pairs,
                               rdpo_recession_slope, rdpo_vs_n, run_sweep, summarize)
 from posttrain.errors import RecipeError
+from posttrain.losses.preference import PairLogps
 from posttrain.stats import mean_ci, sign_test_p, t975
 
 SMALL = BanditConfig(d=4, n_actions=4, n_pairs=400, n_contexts=50, n_test_contexts=200, seeds=2,
@@ -122,6 +123,51 @@ def test_rdpo_without_a_minimiser_is_caught_and_certified():
             assert info["converged"] and rdpo_recession_slope(cfg, p, 0.45, theta / theta.norm()) > 0
         assert fit(cfg, p, "dpo", 0.45)[0] is not None  # losses >= 0 always have a minimiser (data not separable)
     assert ran_off > 0
+
+
+def test_rdpo_recession_slope_by_hand_and_against_the_loss_itself():
+    """The slope is only ever checked for its sign above; a slope off by a positive factor (e.g. without
+    its 1 / (1 - 2 eps)) or with eps and 1 - eps swapped on one side would keep many signs. Here its value:
+
+    one context, actions with features 1 and 0 (d = 1), beta = 0.5, eps = 0.25 (1 - 2 eps = 0.5), u = +1.
+    A pair won by action 0 has z = phi_w - phi_l = +1, a = beta z u = 0.5 > 0: -eps a / (1 - 2eps) = -0.25;
+    one won by action 1 has a = -0.5:  (1 - eps) |a| / (1 - 2eps) = 0.75.
+    - 2 wins of action 0, 1 of action 1:  (-0.25 - 0.25 + 0.75) / 3 = 1/12; along u = -1: (0.75 + 0.75 - 0.25) / 3 = 5/12
+    - 4 wins of action 0, 1 of action 1:  (4 * -0.25 + 0.75) / 5 = -1/20 (no minimiser along u = +1)"""
+    from posttrain.bandit import BanditProblem
+    from posttrain.losses.preference import rdpo
+    cfg = BanditConfig(d=1, n_actions=2, beta=0.5)
+    f64 = torch.float64
+
+    def problem(prefer1):
+        n = len(prefer1)
+        return BanditProblem(theta_star=torch.ones(1, dtype=f64), train_phi=torch.tensor([[[1.0], [0.0]]], dtype=f64),
+                             test_phi=torch.zeros(1, 2, 1, dtype=f64), ctx=torch.zeros(n, dtype=torch.long),
+                             y1=torch.zeros(n, dtype=torch.long), y2=torch.ones(n, dtype=torch.long),
+                             prefer1=torch.tensor(prefer1), flip_u=torch.full((n,), 0.9, dtype=f64))
+    up, down = torch.tensor([1.0], dtype=f64), torch.tensor([-1.0], dtype=f64)
+    three = problem([True, True, False])
+    assert rdpo_recession_slope(cfg, three, 0.25, up) == pytest.approx(1 / 12, rel=1e-12)
+    assert rdpo_recession_slope(cfg, three, 0.25, down) == pytest.approx(5 / 12, rel=1e-12)
+    assert rdpo_recession_slope(cfg, problem([True] * 4 + [False]), 0.25, up) == pytest.approx(-1 / 20, rel=1e-12)
+
+    # and on a random problem, the slope is d/dt of the mean rDPO loss at theta = t u far out (t = 1e5 to
+    # 2e5): each pair's loss is linear there to within e^-(beta |z.u| t), below the difference's rounding
+    cfg = BanditConfig(d=4, n_actions=4, n_pairs=60, n_contexts=20, n_test_contexts=20)
+    p = make_problem(cfg, 3)
+    yw, yl, _ = observed_pairs(p, 0.3)
+    z = p.train_phi[p.ctx, yw] - p.train_phi[p.ctx, yl]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        u = torch.randn(4, generator=g, dtype=f64)
+        u = u / u.norm()
+
+        def mean_loss(t):
+            h = z @ (t * u)   # the DPO margin: logp(y_w) - logp(y_l) under a uniform reference
+            zeros = torch.zeros_like(h)
+            return rdpo(PairLogps(h, zeros, zeros, zeros), beta=cfg.beta, eps=0.3)[0].mean().item()
+        slope = rdpo_recession_slope(cfg, p, 0.3, u)
+        assert (mean_loss(2e5) - mean_loss(1e5)) / 1e5 == pytest.approx(slope, rel=1e-6, abs=1e-9)
 
 
 def test_sign_test_p():

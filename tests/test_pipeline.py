@@ -61,10 +61,31 @@ class Killed(Exception):
     pass
 
 
-def test_rerun_skips_finished_stages(make, sampler_calls):
+@pytest.fixture
+def stage_calls(monkeypatch):
+    """Counts the runs of the pairs stage (make_pairs) and of the training stage (an engine built)."""
+    from posttrain import runner
+    from posttrain.methods import rso
+    calls = {"pairs": 0, "train": 0}
+    real_pairs, real_engine = rso.make_pairs, runner.make_engine
+
+    def pairs(*a, **kw):
+        calls["pairs"] += 1
+        return real_pairs(*a, **kw)
+
+    def engine(*a, **kw):
+        calls["train"] += 1
+        return real_engine(*a, **kw)
+    monkeypatch.setattr(rso, "make_pairs", pairs)
+    monkeypatch.setattr(runner, "make_engine", engine)
+    return calls
+
+
+def test_rerun_skips_finished_stages(make, sampler_calls, stage_calls):
     r = make()
     run_recipe(r, show_progress=False)
     assert sum(map(len, sampler_calls)) == 6
+    assert stage_calls == {"pairs": 1, "train": 1}  # the spies see the stages run
     state = json.loads((r.run_dir / "pipeline.json").read_text())["stages"]
     assert {k: v["status"] for k, v in state.items()} == {"sample": "done", "pairs": "done", "train": "done"}
     assert all(v["wall_time_s"] >= 0 for v in state.values())  # each stage's time is recorded
@@ -73,6 +94,10 @@ def test_rerun_skips_finished_stages(make, sampler_calls):
     s = run_recipe(make(), show_progress=False)
     assert sampler_calls == [] and s["stages"]["pairs"]["pairs"] > 0
     assert (r.run_dir / "pairs.jsonl").read_text() == pairs
+    # every stage was skipped, not redone: a rerun of the (deterministic) pairs stage would rewrite the
+    # same file, and a rerun of training would resume its last checkpoint and step no more, so neither
+    # the file nor the history tells; the calls do
+    assert stage_calls == {"pairs": 1, "train": 1}
 
 
 def test_killed_inside_sampling_resumes_only_the_missing_prompts(make, monkeypatch):
@@ -120,9 +145,17 @@ def test_killed_inside_training_resumes_from_its_checkpoint(make, sampler_calls,
     with pytest.raises(Killed):
         run_recipe(cut, show_progress=False)
     assert sum(map(len, sampler_calls)) == 6
-    monkeypatch.setattr(Engine, "train_step", real_step)
+    stepped = []
+
+    def counting_step(self, batches):
+        stepped.append(self.step + 1)
+        return real_step(self, batches)
+    monkeypatch.setattr(Engine, "train_step", counting_step)
     run_recipe(cut, show_progress=False)
     assert sum(map(len, sampler_calls)) == 6  # the finished data stages were not redone
+    # training went on from its step-2 checkpoint: only step 3 ran (a restart from step 0 would log the
+    # same numbers, the run being deterministic, so the comparison below alone could not tell)
+    assert stepped == [3]
     assert logged(cut.run_dir) == logged(straight.run_dir)
 
 

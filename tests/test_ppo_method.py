@@ -396,3 +396,48 @@ def test_eval_fn_split_into_parts_gives_the_one_process_numbers(monkeypatch):
     monkeypatch.setattr(distributed, "map_sharded", split)
     assert (by_label(model), by_reward(model)) == one
     assert calls == [7, 7]
+
+
+def test_objective_uses_its_own_clip_value_clip_and_vf_coef():
+    """The objective's loss is ppo_policy_loss(clip) + vf_coef * ppo_value_loss(value_clip) with the
+    RECIPE's numbers. Every other test here runs the defaults (clip = value_clip = 0.2), where a swapped or
+    hard-coded clip cannot show; here clip 0.1, value_clip 0.35, vf_coef 0.5, on a batch whose ratios and
+    value moves sit on both sides of those clips and between them and the defaults."""
+    from posttrain.data.collate import pad_collate
+    from posttrain.losses.policy import ppo_policy_loss, ppo_value_loss
+    from posttrain.methods.ppo import PPOObjective, PPOParams, logps_and_values
+    from posttrain.models.value_head import ScalarHeadModel
+    from tests.helpers import random_features, tiny_llama
+    model = ScalarHeadModel(tiny_llama(), seed=1, logits=True)
+    batch = pad_collate(random_features(4, seed=3), 0)
+    with torch.no_grad():
+        logp, values, mask, _ = logps_and_values(model, batch)
+    n = int(mask.sum())
+    cyc = lambda xs: torch.tensor([xs[i % len(xs)] for i in range(n)])  # noqa: E731
+    # log-ratios: |.| 0.05 (inside both clips), 0.15 (inside 0.2 only: exp(0.15) = 1.16), 0.5 (outside both)
+    log_ratio = cyc([0.05, -0.15, 0.5, -0.05, 0.15, -0.5, 0.0])
+    adv = cyc([1.0, -1.0, -0.5, 0.7, 1.0, -1.0, 0.3, -0.8, 0.5])   # cycle lengths 7 and 9: every combination
+    v_move = cyc([0.1, -0.3, 0.6, -0.6, 0.25])   # V - V_old: inside 0.2, between 0.2 and 0.35, outside both
+    target = cyc([1.0, -1.0, 0.4, -0.4, 2.0, -2.0])   # returns relative to V_old
+    old_logps, old_values, advantages, returns = (torch.zeros_like(logp) for _ in range(4))
+    old_logps[mask] = logp[mask] - log_ratio
+    old_values[mask] = values[mask] - v_move
+    advantages[mask] = adv
+    returns[mask] = old_values[mask] + target
+    batch.update(old_logps=old_logps, old_values=old_values, advantages=advantages, returns=returns)
+
+    params = PPOParams(name="ppo", clip=0.1, value_clip=0.35, vf_coef=0.5)
+    loss, metrics = PPOObjective(params)(model, batch)
+    with torch.no_grad():
+        pg, _, pg_m = ppo_policy_loss(logp, old_logps, advantages, mask, 0.1)
+        vf, _, vf_m = ppo_value_loss(values, old_values, returns, mask, 0.35)
+    assert loss.item() == pytest.approx((pg + 0.5 * vf).item(), rel=1e-5, abs=1e-6)
+    assert metrics["policy/clipfrac"].item() == pg_m["policy/clipfrac"].item()
+    assert metrics["value/clipfrac"].item() == vf_m["value/clipfrac"].item()
+    assert 0 < pg_m["policy/clipfrac"].item() < n and 0 < vf_m["value/clipfrac"].item() < n
+    # the check can tell the recipe's numbers from the defaults and from each other
+    with torch.no_grad():
+        for c, vc, coef in ((0.2, 0.35, 0.5), (0.1, 0.2, 0.5), (0.35, 0.1, 0.5), (0.1, 0.35, 0.1)):
+            other = ppo_policy_loss(logp, old_logps, advantages, mask, c)[0] + \
+                coef * ppo_value_loss(values, old_values, returns, mask, vc)[0]
+            assert abs(other.item() - loss.item()) > 1e-3, (c, vc, coef)

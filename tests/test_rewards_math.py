@@ -173,6 +173,16 @@ def test_closeness_credits_a_hedge_by_its_farthest_guess():
     hedge, far, near = reward.score(["", "", ""], ["The answer is 3 or 40", "The answer is 40", "The answer is 4"],
                                     [{"answer": "3"}] * 3)
     assert hedge == far < near < 1.0
+    # the credit itself, by hand: wrong + closeness / (1 + |pred - gold| / (1 + |gold|)), gold 3 (1 + |gold| = 4)
+    #   far  (40): 1 / (1 + 37/4) = 4/41;   near (4): 1 / (1 + 1/4) = 4/5
+    # (the ordering above alone would let e.g. a denominator |gold| instead of 1 + |gold| through)
+    assert far == pytest.approx(4 / 41, rel=1e-12) and near == pytest.approx(0.8, rel=1e-12)
+    shifted = MathReward(wrong=-1.0, closeness=0.5).score(["", ""], ["The answer is 40", "The answer is 4"],
+                                                          [{"answer": "3"}] * 2)
+    assert shifted == pytest.approx([-1.0 + 0.5 * 4 / 41, -1.0 + 0.5 * 0.8], rel=1e-12)
+    # gold 0 (1 + |gold| = 1): pred 1 gets 1 / (1 + 1) = 1/2; a right answer is paid `correct`, not credit
+    assert reward.score(["", ""], ["The answer is 1", "The answer is 0"], [{"answer": "0"}] * 2) == \
+        pytest.approx([0.5, 1.0], rel=1e-12)
 
 
 TRICKY = [c for c, _ in HEDGED] + [

@@ -61,13 +61,30 @@ def test_rso_pipeline_trains_on_labelled_pairs(tmp_path, selection, pairing, los
         assert stats["mean_reward_accepted"] >= stats["mean_reward_candidates"]
 
 
-def test_rso_data_stage_cli_is_deterministic_and_resumes(tmp_path, capsys):
+def test_rso_data_stage_cli_is_deterministic_and_resumes(tmp_path, capsys, monkeypatch):
+    from posttrain.generation import to_file
+    from posttrain.methods import rso
+    calls = {"sample": [], "pairs": 0}
+    real_sample, real_pairs = to_file.sample, rso.make_pairs
+
+    def sample(*a, prompt_ids=None, **kw):
+        calls["sample"].append(list(prompt_ids))
+        return real_sample(*a, prompt_ids=prompt_ids, **kw)
+
+    def pairs(*a, **kw):
+        calls["pairs"] += 1
+        return real_pairs(*a, **kw)
+    monkeypatch.setattr(to_file, "sample", sample)
+    monkeypatch.setattr(rso, "make_pairs", pairs)
     r = make(tmp_path)
     args = ["rso", str(tmp_path / "rso-first_round.yaml"), f"output_dir={tmp_path / 'runs'}", "--quiet"]
     assert main(args) == 0
+    assert calls == {"sample": [[0, 1, 2, 3, 4, 5]], "pairs": 1}
     first = (r.run_dir / "pairs.jsonl").read_text()
     samples = (r.run_dir / "samples.jsonl").read_text()
-    assert main(args) == 0  # samples are reused, pairs rebuilt identically
+    assert main(args) == 0  # both finished stages are reused, not redone
+    # equal files alone would not show it (sampling and pairing are deterministic); the calls do
+    assert calls == {"sample": [[0, 1, 2, 3, 4, 5]], "pairs": 1}
     assert (r.run_dir / "pairs.jsonl").read_text() == first
     assert (r.run_dir / "samples.jsonl").read_text() == samples
     assert "acceptance_rate" in capsys.readouterr().out
