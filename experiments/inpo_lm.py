@@ -112,6 +112,40 @@ def exploitability(mix: list[float]) -> float:
     return max(sum(MATRIX[c][k] * mix[k] for k in range(3)) for c in range(3)) - 0.5
 
 
+def train_log(row: dict, a) -> list[str]:
+    """Table rows of one run's training, per iteration, from its metrics.jsonl files: the loss at the first and
+    the last step, the gradient norm's range, the steps whose norm exceeded train.max_grad_norm (clipped), and
+    the last step's mean margin h (INPO: nats, against its target 1/(2 eta); DPO: the implicit reward margin)."""
+    from posttrain.pipeline import iteration_dir
+    from posttrain.runner import read_history
+    recipe = load_recipe_of(row, a)
+    params, limit = params_of(recipe), recipe.train.max_grad_norm
+    scale = params.eta if row["method"] == "inpo" else 1.0
+    out = []
+    for t in range(recipe.pipeline.iterations):
+        steps = [h for h in read_history(iteration_dir(recipe.run_dir, t)) if "loss" in h]
+        if not steps:
+            continue
+        norms = [h["grad_norm"] for h in steps if "grad_norm" in h]
+        clipped = sum(g > limit for g in norms) if limit is not None else 0
+        margin = steps[-1].get("rewards/margins", float("nan")) / scale
+        target = f" (target {1 / (2 * params.eta):g})" if row["method"] == "inpo" else ""
+        out.append(f"| {row['name']} | {t + 1} | {steps[0]['loss']:.5g} -> {steps[-1]['loss']:.5g} "
+                   f"(min {min(h['loss'] for h in steps):.5g}) | {min(norms):.4g}-{max(norms):.4g} | "
+                   f"{clipped} / {len(norms)} (norm > {limit}) | {margin:.3g}{target} |")
+    return out
+
+
+def command(a, flags: str = "") -> str:
+    """The command line of these runs for the page's Reproduce line: the arguments that differ from the
+    defaults, then `flags`, then the overrides."""
+    extra = [f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v, d in (("runs", a.runs, "runs/inpo"), ("oracles", a.oracles, list(ORACLES)),
+                             ("methods", a.methods, list(METHODS)), ("page", a.page, "inpo_lm.md")) if v != d]
+    return (f"python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}" + "".join(f" {x}" for x in extra)
+            + flags + ("" if not a.overrides else " -- " + " ".join(a.overrides)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.inpo_lm", description=__doc__.split("\n")[0])
     ap.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=list(ORACLES))
@@ -122,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--runs", default="runs/inpo")
     ap.add_argument("--out", default="docs/results")
-    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--page", default="inpo_lm.md", help="the report's file name under --out")
+    ap.add_argument("--train-log", action="store_true",
+                    help="add each run's training per iteration (loss, gradient norms, clipped steps, margin)")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value overrides of every run; put them after `--`")
     a = ap.parse_args(argv)
     rows = [r for o in a.oracles for m in a.methods for s in a.seeds if (r := evaluate(o, m, s, a)) is not None]
     if not a.report:
         return 0
     lines = ["## (b) The embedded model: win rate against the initial policy", "",
-             f"Reproduce: `python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}` then `--report`.", "",
+             f"Reproduce: `{command(a)}` then " + (f"`{command(a, ' --report --train-log')}`." if a.train_log
+                                                    else "`--report`."), "",
              "| oracle | method | seeds | " + " | ".join(f"win rate after iteration {t}" for t in (1, 2, 3)) + " |",
              "|---|---|---:|---:|---:|---:|"]
     for o in a.oracles:
@@ -144,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{mean:.3f}" + ("" if half != half else f" ± {half:.3f}") +
                              f" (W {w} / L {l_}, sign p {sign_test_p(w, l_):.3f})")
             lines.append(f"| {o} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
-    lines += ["", "INPO against iterative DPO directly, the same held-out prompts, each policy's answer against the "
-              "other's under the oracle (wins / ties / losses of INPO, summed over seeds; sign test on wins vs losses):", ""]
+    head_to_head = []
     for o in a.oracles:
         pairs = [(r, q) for r in rows for q in rows if r["oracle"] == q["oracle"] == o and r["seed"] == q["seed"]
                  and r["method"] == "inpo" and q["method"] == "iterative_dpo" and "answers" in r and "answers" in q]
@@ -160,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                 x, y, z = win_counts(recipe, held, r["answers"][t], q["answers"][t])
                 w, ties, l_ = w + x, ties + y, l_ + z
             cells.append(f"t = {t}: {w} / {ties} / {l_} (p {sign_test_p(w, l_):.3f})")
-        lines.append(f"- {o} ({len(pairs)} seeds): " + "; ".join(cells))
+        head_to_head.append(f"- {o} ({len(pairs)} seeds): " + "; ".join(cells))
+    if head_to_head:
+        lines += ["", "INPO against iterative DPO directly, the same held-out prompts, each policy's answer against "
+                  "the other's under the oracle (wins / ties / losses of INPO, summed over seeds; sign test on wins "
+                  "vs losses):", "", *head_to_head]
     cyc = [r for r in rows if r["oracle"] == "cyclic" and "answers" in r]
     if cyc:
         lines += ["", "Under the cyclic oracle, each policy's class mix (short / medium / long) on the held-out answers and "
@@ -177,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
                     ex = sum(exploitability(x) for x in mixes) / len(mixes)
                     cells.append(" / ".join(f"{p:.2f}" for p in mix) + f", {ex:.3f}")
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if a.train_log:
+        lines += ["", "Training per iteration (metrics.jsonl of the run and its iter-K folders):", "",
+                  "| run | iteration | loss, first -> last step | gradient norm before clipping | steps clipped | "
+                  "last step's mean margin |", "|---|---:|---|---|---|---|"]
+        for r in rows:
+            lines += train_log(r, a)
     lines += ["", "Per run: " + json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows]), ""]
-    return publish(Path(a.out) / "inpo_lm.md", "\n".join(lines))
+    return publish(Path(a.out) / a.page, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Per iteration t, from pi_t (pi_1 = pi_ref, a random softmax per seed):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -98,7 +97,8 @@ def dpo_loss_fn(anchor: np.ndarray, w, l, beta: float):
     return lambda pw, pl: dpo(PairLogps(pw, pl, ref[wi], ref[li]), beta=beta)[0]
 
 
-def run_seed(seed: int, iterations: int, pairs: int, eta: float, beta: float) -> dict[str, list[float]]:
+def run_seed(seed: int, iterations: int, pairs: int, eta: float, beta: float) -> dict[str, dict]:
+    """Per algorithm: "gaps", (game gap, regularised gap) at t = 0..iterations; "final", the last policy."""
     rng = np.random.default_rng(seed)
     P = preference_matrix()
     logits = rng.normal(0, 1, 3)
@@ -123,8 +123,36 @@ def run_seed(seed: int, iterations: int, pairs: int, eta: float, beta: float) ->
                 else:
                     pi = fit(dpo_loss_fn(pi_ref if arg == "ref" else pi, w, l, beta), w, l, pi)
             gaps.append(gaps_of(pi))
-        out[name] = gaps
+        out[name] = {"gaps": gaps, "final": pi.tolist()}
     return out
+
+
+def per_seed_table(runs: list[dict], names: list[str], iterations: int) -> list[str]:
+    """The per-seed numbers behind the reading: regularised gap at t = 0 and at the end for every algorithm;
+    for tau = 0 also its largest value along the run; for iterative DPO the final policy's largest probability."""
+    def reg(r, n):
+        return [g[1] for g in r[n]["gaps"]]
+    cols = [("t = 0", lambda r: reg(r, names[0])[0])]
+    for n in names:
+        cols.append((f"{n}, t = {iterations}", lambda r, n=n: reg(r, n)[-1]))
+        if "tau = 0" in n:
+            cols.append((f"{n}, max over t", lambda r, n=n: max(reg(r, n))))
+        if "DPO" in n:
+            cols.append((f"{n}, largest pi(y) at t = {iterations}", lambda r, n=n: max(r[n]["final"])))
+    vals = [[f(r) for _, f in cols] for r in runs]
+    lines = [f"Per seed, the regularised gap at t = 0 and at t = {iterations} for each algorithm; for tau = 0 also "
+             f"its largest value over t = 0..{iterations}; for iterative DPO the largest probability of its final "
+             "policy (1 = a pure policy); last rows: min and max over seeds:", "",
+             "| seed | " + " | ".join(c for c, _ in cols) + " |", "|---:|" + "---:|" * len(cols)]
+    lines += [f"| {s} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for s, row in enumerate(vals)]
+    for label, agg in (("min", min), ("max", max)):
+        lines.append(f"| {label} | " + " | ".join(f"{agg(col):.4f}" for col in zip(*vals)) + " |")
+    means = []
+    for n in names:
+        if "tau = 0" in n:
+            curve = np.mean([reg(r, n) for r in runs], axis=0)
+            means.append(f"{n}: {curve.max():.4f} at t = {int(curve.argmax())}")
+    return lines + ["", "Largest mean (over seeds) regularised gap along the run: " + "; ".join(means) + "."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ts = (0, 1, 3, a.iterations // 2, a.iterations)
     curves, tables = {}, {0: [], 1: []}
     for name in names:
-        per_t = np.array([r[name] for r in runs])  # seeds x (iterations + 1) x (plain, regularised)
+        per_t = np.array([r[name]["gaps"] for r in runs])  # seeds x (iterations + 1) x (plain, regularised)
         curves[name] = (list(range(a.iterations + 1)), per_t[:, :, 1].mean(0).tolist())
         for k in (0, 1):
             cells = []
@@ -170,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds:", "", *head, *tables[1], "",
         "Duality gap of the game itself, max_y P(y > pi) - min_y P(pi > y) (0 at its Nash policy; the "
         "regularised equilibrium sits at a positive gap that shrinks with tau):", "", *head, *tables[0], "",
-        f"![duality gap]({png.name})", "",
-        "Per seed, regularised gap at the last iteration: "
-        + json.dumps({n: [round(r[n][-1][1], 4) for r in runs] for n in names}), ""])
+        f"![duality gap]({png.name})", "", *per_seed_table(runs, names, a.iterations), ""])
     return publish(out / "inpo_tabular.md", text)
 
 
