@@ -32,9 +32,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/posttrain demo
 
-# `make test` stays under 20 minutes on 2 cores; the tests marked slow (multi-process launches, the real
+# `make test` checks the layer order first (import-linter, [tool.importlinter] in pyproject.toml), then
+# stays under 20 minutes on 2 cores; the tests marked slow (multi-process launches, the real
 # embedded model at length) run in CI after it (.ci/run). Exit 5 ("no tests ran") is not a failure.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "not slow" --durations=20 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 test-slow: $(STAMP)

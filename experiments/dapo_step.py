@@ -31,7 +31,7 @@ STAGES = ("sample", "states", "rollouts", "critic", "advantages", "train")
 
 def baseline_data(run_dir: Path, out: Path, seed: int, keep: int) -> dict[str, Path]:
     """The baselines' training files from the DAPO run's first-iteration samples."""
-    from posttrain.eval.answers import grade
+    from posttrain.data.answers import grade
     paths = {"rs_sft": out / f"rs_sft-seed{seed}.jsonl", "dpo": out / f"dpo-seed{seed}.jsonl"}
     if all(p.is_file() for p in paths.values()):
         return paths
@@ -118,6 +118,22 @@ def data_spreads(folder: Path, recipe) -> dict:
             "median_mc_spread": round(float(np.median(spreads)), 3) if spreads else None}
 
 
+CALIBRATION_COLUMNS = ("Brier of the training states' mean target (baseline)",
+                       "Brier of the held-out states' own mean target (lower bound)")
+
+
+def calibration_row(c: dict) -> list[str]:
+    """[states, Brier, Brier of the training states' mean, of the held-out states' own mean, train Brier] of
+    one critic_eval.json; n/a where the file lacks a value (older files have no training-mean baseline and
+    call the own-mean Brier `brier_of_the_mean`)."""
+    h, tr = c["heldout"], c["train"]
+
+    def f(x) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+    return [h["states"], f(h.get("brier")), f(h.get("brier_of_the_train_mean")),
+            f(h.get("brier_of_own_mean", h.get("brier_of_the_mean"))), f(tr.get("brier"))]
+
+
 def paired(x: list[list[bool]], y: list[list[bool]]) -> tuple[int, int]:
     w = sum(a and not b for xs, ys in zip(x, y) for a, b in zip(xs, ys))
     l_ = sum(b and not a for xs, ys in zip(x, y) for a, b in zip(xs, ys))
@@ -165,9 +181,7 @@ def report(rows: list[dict], a) -> int:
     for r in rows:
         for t, c in enumerate(r["critic"], 1):
             h = c["heldout"]
-            calib_rows.append([r["seed"], t, h["states"], f"{h.get('brier', float('nan')):.4f}",
-                               f"{h.get('brier_of_the_mean', float('nan')):.4f}",
-                               f"{c['train'].get('brier', float('nan')):.4f}"])
+            calib_rows.append([r["seed"], t, *calibration_row(c)])
             rel = h.get("reliability", [])
             curves[f"seed {r['seed']} iteration {t}"] = ([b["mean_value"] for b in rel], [b["mean_target"] for b in rel])
     curves["ideal"] = ([0.0, 1.0], [0.0, 1.0])
@@ -186,8 +200,13 @@ def report(rows: list[dict], a) -> int:
              markdown_table(["arm", "accuracy", "per seed", "paired vs start (W / L)"], table), "",
              *[f"- {v}" for v in versus], "",
              "### Critic calibration (held-out problems' states)", "",
-             markdown_table(["seed", "iteration", "states", "Brier", "Brier of predicting the mean target",
-                             "train Brier"], calib_rows), "",
+             ("Brier = the critic's on the held-out problems' states. Baseline = always predicting the training "
+              "states' mean target, the constant a predictor could know (n/a: a critic_eval.json written before "
+              "it was recorded). Own mean = always predicting the held-out states' own mean target: the lowest "
+              "Brier of any constant, a lower bound rather than a baseline. Train Brier = the critic's on its "
+              "training states."), "",
+             markdown_table(["seed", "iteration", "states", "Brier", *CALIBRATION_COLUMNS, "train Brier"],
+                            calib_rows), "",
              f"![reliability]({png.name})", "",
              "### The spread filter: the critic's values against the completions' own returns", "",
              "Kept = states with an advantage spread of at least the recipe's min_spread. By the critic: what "

@@ -26,7 +26,7 @@ def answers(recipe, t: int, records, a) -> list[str]:
     """One sampled answer per held-out prompt from the policy after t iterations (t = 0: the start)."""
     from posttrain.data.template import encode_prompt
     from posttrain.generation.sampler import SamplingParams, sample
-    from posttrain.runner import load_iteration
+    from posttrain.models.start import load_iteration
     model, tok = load_iteration(recipe, t)
     model.eval()
     s = params_of(recipe).sampling
@@ -116,7 +116,7 @@ def train_log(row: dict, a) -> list[str]:
     """Table rows of one run's training, per iteration, from its metrics.jsonl files: the loss at the first and
     the last step, the gradient norm's range, the steps whose norm exceeded train.max_grad_norm (clipped), and
     the last step's mean margin h (INPO: nats, against its target 1/(2 eta); DPO: the implicit reward margin)."""
-    from posttrain.pipeline import iteration_dir
+    from posttrain.checkpoints import iteration_dir
     from posttrain.runner import read_history
     recipe = load_recipe_of(row, a)
     params, limit = params_of(recipe), recipe.train.max_grad_norm

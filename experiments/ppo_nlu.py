@@ -24,7 +24,7 @@ from posttrain.data.sources import load_source
 from posttrain.eval.nlu import nlu_eval
 from posttrain.eval.report import markdown_table, plot_curves
 from posttrain.files import atomic_write_text
-from posttrain.runner import adapter_folder
+from posttrain.models.start import adapter_folder
 
 
 TRAIN_LIMIT = {"sst2": 256}  # SuperGLUE tasks: their 32-example FewGLUE train sets, whole

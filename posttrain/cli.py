@@ -119,7 +119,7 @@ def _model_to_evaluate(args):
     model, tok = load_model(args.model)
     if args.adapter:
         from posttrain.models.io import apply_saved_adapter
-        from posttrain.runner import adapter_folder
+        from posttrain.models.start import adapter_folder
         model = apply_saved_adapter(model, adapter_folder(args.adapter))
     return model, tok
 

@@ -27,9 +27,10 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from posttrain import allocator, distributed, zero
+from posttrain.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
 from posttrain.config import TrainSettings
 from posttrain.errors import TrainingError
-from posttrain.files import atomic_folder, checkpoints, latest_checkpoint
+from posttrain.files import atomic_folder
 from posttrain.models import load_weights_, save_weights
 
 Batch = dict[str, Any]
@@ -96,12 +97,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time: float = 0.0
     checkpoint: Path | None = None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -454,7 +449,7 @@ class Engine:
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
-        final = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
+        final = checkpoint_dir(self.run_dir, self.step)
         rng_states = distributed.gather_objects(_rng_state())
         weights = optim = None
         if self.sharded:  # gathered from the shards by every rank, kept by rank 0
@@ -591,5 +586,4 @@ class Engine:
         return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
 
 
-__all__ = ["Engine", "Objective", "Stage", "StageOutput", "DataPlan", "TrainResult", "seed_everything",
-           "step_indices", "latest_checkpoint"]
+__all__ = ["Engine", "Objective", "Stage", "StageOutput", "DataPlan", "TrainResult", "step_indices"]

@@ -25,7 +25,7 @@ class ExportError(PosttrainError):
 
 
 def _checkpoint(run: Path, checkpoint: str | os.PathLike | None) -> Path:
-    from posttrain.engine import latest_checkpoint
+    from posttrain.checkpoints import latest_checkpoint
 
     if checkpoint is None:
         ckpt = latest_checkpoint(run)
@@ -50,9 +50,8 @@ def load_run(run: str | os.PathLike, checkpoint: str | os.PathLike | None = None
     from posttrain.config import Recipe, validate_section
     from posttrain.models import load_weights_, unwrap
     from posttrain.models.value_head import HEAD_CONFIG, ScalarHeadModel
-    from posttrain.engine import latest_checkpoint
-    from posttrain.pipeline import iteration_dir
-    from posttrain.runner import load_iteration
+    from posttrain.checkpoints import iteration_dir, latest_checkpoint
+    from posttrain.models.start import load_iteration
 
     run = Path(run)
     recipe_file = run / "recipe.yaml"

@@ -1,4 +1,4 @@
-"""Files and folders that appear whole or not at all, and checkpoint discovery: the one place for both.
+"""Files and folders that appear whole or not at all (a run folder's layout is posttrain/checkpoints.py).
 
 Everything is written under a temporary name in the same folder (same filesystem, so the final rename is
 atomic) and renamed into place only when complete: a killed run never leaves a half-written file that a
@@ -91,16 +91,3 @@ def file_hash(path: str | os.PathLike) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """A run folder's checkpoints (`checkpoints/step-N/`), oldest first."""
-    folder = Path(run_dir) / "checkpoints"
-    return sorted(folder.glob("step-*"), key=lambda p: p.name) if folder.is_dir() else []
-
-
-def latest_checkpoint(run_dir: str | os.PathLike, *, holding: str | None = None) -> Path | None:
-    """The newest checkpoint, or the newest whose model/ holds the file `holding`."""
-    for c in reversed(checkpoints(run_dir)):
-        if holding is None or (c / "model" / holding).is_file():
-            return c
-    return None

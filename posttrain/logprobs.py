@@ -122,7 +122,7 @@ def greedy_predictions(model, input_ids: torch.Tensor | None, attention_mask: to
 
 
 def sequence_logprobs(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Summed log-prob per sequence (the `logp(y|x)` of METHODS.md)."""
+    """Summed log-prob per sequence (the `logp(y|x)` of the method formulas, docs/methods.md)."""
     return (token_logps * mask).sum(-1)
 
 

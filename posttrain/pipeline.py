@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from posttrain import distributed
+from posttrain.checkpoints import iteration_dir
 from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_write_json, file_hash
 
@@ -61,12 +62,6 @@ def select(settings: dict[str, Any], prefixes: tuple[str, ...] | None = None,
         return any(k == p or k.startswith(p + ".") for p in ps)
     return {k: v for k, v in settings.items()
             if (prefixes is None or under(k, prefixes)) and not under(k, exclude)}
-
-
-def iteration_dir(run_dir: Path, t: int) -> Path:
-    """Iteration 1 is the run folder itself (a one-iteration run has the plain layout, and raising
-    `pipeline.iterations` later continues it); iteration k >= 2 lives in iter-k/."""
-    return run_dir if t == 0 else run_dir / f"iter-{t + 1}"
 
 
 def stage_key(name: str, t: int) -> str:
@@ -141,8 +136,8 @@ class IterationContext:
 def start_identity(recipe, previous_final: Path | None) -> dict:
     m = recipe.model
     ident = {"model": _files_identity(Path(m.name))}
-    if m.adapter is not None:
-        from posttrain.runner import adapter_folder
+    if m.adapter is not None:  # imported here: the models are heavy to import
+        from posttrain.models.start import adapter_folder
         ident["adapter"] = _files_identity(adapter_folder(m.adapter))
     if previous_final is not None:
         ident["previous"] = _files_identity(previous_final)

@@ -18,6 +18,7 @@ from typing import Iterator, Literal
 
 from posttrain.models import frozen_copy, is_lora, reference_model, unwrap
 from posttrain.models.fingerprint import weights_hash
+from posttrain.models.start import load_start
 
 REFERENCES = ("base", "start", "previous")
 ReferenceKind = Literal["base", "start", "previous"]
@@ -59,6 +60,5 @@ def resolve_reference(kind: str, policy, model_settings, iteration: int = 0, *, 
         if is_lora(policy):
             return Reference(kind, None)
         return Reference(kind, frozen_copy(policy) if live else unwrap(policy))
-    from posttrain.runner import load_start  # the runner knows how a recipe's starting model is built
     model, _ = load_start(model_settings, with_adapter=kind == "start")
     return Reference(kind, frozen_copy(model))

@@ -9,51 +9,19 @@ from pathlib import Path
 import yaml
 
 from posttrain import distributed
+from posttrain.checkpoints import iteration_dir, latest_checkpoint
 from posttrain.config import Recipe, validate_section
 from posttrain.data.sources import load_source, prompt_text
-from posttrain.engine import Engine, TrainResult, latest_checkpoint, seed_everything
+from posttrain.engine import Engine, TrainResult
 from posttrain.eval.generation import answer_accuracy
 from posttrain.files import atomic_write_text
 from posttrain.methods import get_method
 from posttrain.methods.base import RunInfo
-from posttrain.errors import RecipeError, TrainingError
-from posttrain.models import apply_lora, cache_dir, load_model
+from posttrain.models import cache_dir
 from posttrain.models.fingerprint import weights_hash
-from posttrain.models.io import apply_saved_adapter, load_weights_
-
-
-def adapter_folder(path: str) -> Path:
-    """A LoRA folder: the path itself, its model/, or a run's latest checkpoint's model/."""
-    p = Path(path)
-    for cand in (p, p / "model"):
-        if (cand / "adapter_config.json").is_file():
-            return cand
-    ckpt = latest_checkpoint(p)
-    if ckpt is not None and (ckpt / "model" / "adapter_config.json").is_file():
-        return ckpt / "model"
-    raise RecipeError(f"model.adapter: no LoRA adapter at {path} (nor in model/ or checkpoints/step-*/model/)")
-
-
-def load_start(m, *, with_adapter: bool = True):
-    """(plain model, tokenizer) the run starts from: `model.name`, with `model.adapter` merged in.
-
-    Merging (rather than training the adapter on) makes the starting model a plain model again: a fresh
-    LoRA on top starts at the identity, and the adapter-off policy is the starting model (RL4GLUE's SFT ->
-    PPO does the same)."""
-    model, tokenizer = load_model(m.name, dtype=m.dtype, seed=m.seed, trust_remote_code=m.trust_remote_code)
-    if with_adapter and m.adapter is not None:
-        model = apply_saved_adapter(model, adapter_folder(m.adapter)).merge_and_unload()
-    return model, tokenizer
-
-
-def load_policy(recipe: Recipe):
-    """(model to train, tokenizer): the starting model, with a fresh LoRA adapter when `model.lora` is set."""
-    m = recipe.model
-    model, tokenizer = load_start(m)
-    if m.lora is not None:
-        model = apply_lora(model, r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout,
-                           targets=m.lora.targets, rslora=m.lora.rslora)
-    return model, tokenizer
+from posttrain.models.start import final_model, load_iteration
+from posttrain.pipeline import ALL, StageDef, flat, run_stages, select
+from posttrain.seeding import seed_everything
 
 
 def eval_prompts(recipe: Recipe, train_questions: set[str]):
@@ -100,38 +68,8 @@ def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
     return result
 
 
-def load_iteration(recipe: Recipe, t: int):
-    """(model, tokenizer) that iteration t (0-based) trains: the starting model with every earlier
-    iteration's final weights folded in (LoRA: merged one after another; full: the last one), plus a fresh
-    LoRA adapter. Rebuilt from the run folder, so a resumed run gets the very same model."""
-    seed_everything(recipe.seed + t)  # the LoRA init draws from the global RNG
-    if t == 0:
-        return load_policy(recipe)
-    from posttrain.pipeline import iteration_dir
-    m = recipe.model
-    model, tokenizer = load_start(m)
-    finals = [final_model(iteration_dir(recipe.run_dir, i)) for i in range(t)]
-    if any(f is None for f in finals):
-        raise TrainingError(f"iteration {t + 1} needs the final model of every earlier iteration; "
-                            f"{iteration_dir(recipe.run_dir, finals.index(None))} has no checkpoint")
-    if m.lora is not None:
-        for f in finals:
-            model = apply_saved_adapter(model, f).merge_and_unload()
-        model = apply_lora(model, r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout,
-                           targets=m.lora.targets, rslora=m.lora.rslora)
-    else:
-        load_weights_(model, finals[-1])
-    return model, tokenizer
-
-
-def final_model(folder: Path) -> Path | None:
-    ckpt = latest_checkpoint(folder)
-    return ckpt / "model" if ckpt is not None else None
-
-
 def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
     """The training stage of an iteration: the method's build, the engine, the generation evals."""
-    from posttrain.pipeline import StageDef, flat, select
     recipe, T, t = ctx.recipe, ctx.iterations, ctx.iteration
 
     def run() -> dict:
@@ -156,7 +94,6 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
             n = recipe.train.max_steps
             kw["schedule"] = (t * n, T * n)
             if t > 0:
-                from posttrain.pipeline import iteration_dir
                 kw["optimizer_state"] = latest_checkpoint(iteration_dir(recipe.run_dir, t - 1)) / "optimizer.pt"
         engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress, **kw)
         result: TrainResult = engine.train(resume=True)
@@ -187,7 +124,6 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     resume=False redoes every stage; `restart_from` redoes that stage and everything after it; `until`
     stops after the named stage."""
     from posttrain.generation.sampler import use_backend
-    from posttrain.pipeline import ALL, run_stages
     t_start = time.time()
     spec = get_method(recipe.method_name)
     params = validate_section(spec.params, recipe.method, f"recipe {recipe.name}: method")

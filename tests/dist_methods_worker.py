@@ -121,7 +121,7 @@ def main(out: Path, cases: list[str], overrides: list[str]) -> None:
     import os
     from posttrain import distributed
     from posttrain.config import load_recipe
-    from posttrain.files import latest_checkpoint
+    from posttrain.checkpoints import latest_checkpoint
     from posttrain.methods import dapo_data
     from posttrain.runner import run_recipe
     distributed.init()

@@ -46,9 +46,10 @@ def engine_for(recipe):
     """The engine `posttrain train` would build for a one-iteration recipe (its method's build), without
     running it: tests drive `train(stop_after=...)` to interrupt and resume."""
     from posttrain.config import validate_section
-    from posttrain.engine import seed_everything
     from posttrain.methods import get_method
-    from posttrain.runner import load_policy, make_engine
+    from posttrain.models.start import load_policy
+    from posttrain.runner import make_engine
+    from posttrain.seeding import seed_everything
     spec = get_method(recipe.method_name)
     seed_everything(recipe.seed)
     lm, tok = load_policy(recipe)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.data_helpers import require_data
 
-from posttrain.eval import accuracy, answers_match, extract_answer, final_answers, grade, normalize_answer
+from posttrain.data.answers import accuracy, answers_match, extract_answer, final_answers, grade, normalize_answer
 from posttrain.eval import generation
 
 
@@ -211,7 +211,7 @@ def test_math500_numeric_answers_are_extracted_from_solutions():
 
 def test_a_last_number_that_is_no_number_gives_no_answer_not_a_crash():
     # "5/0" matches the number pattern but is not a number; found in a GSM8K generation (IFT experiment)
-    from posttrain.eval.answers import extract_answer, final_answers, grade
+    from posttrain.data.answers import extract_answer, final_answers, grade
     assert final_answers("so the rate is 5/0") == []
     assert extract_answer("so the rate is 5/0") is None
     assert grade("so the rate is 5/0", "5") is False

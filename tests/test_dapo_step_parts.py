@@ -118,3 +118,65 @@ def test_actor_loss_minimiser_is_the_exponential_tilt_of_the_reference(beta):
         return loss
     opt.step(closure2)
     np.testing.assert_allclose(torch.softmax(theta.detach(), 0).numpy(), target, rtol=1e-6)
+
+
+# ---- the critic's calibration and its constant baselines (issue 32) --------------------------------
+
+
+def test_calibration_compares_with_the_training_mean_and_reports_the_own_mean_as_a_lower_bound():
+    from posttrain.methods import dapo_data as dd
+    v, t = [0.05, 0.15, 0.95, 0.9], [0.0, 0.5, 1.0, 0.5]
+    c = dd.calibration(v, t, train_mean=0.25)
+    assert c["brier"] == pytest.approx((0.05 ** 2 + 0.35 ** 2 + 0.05 ** 2 + 0.4 ** 2) / 4)  # 0.071875
+    assert c["mean_target"] == pytest.approx(0.5)
+    # own mean 0.5: (0.25 + 0 + 0.25 + 0) / 4; the training mean 0.25: (0.0625 + 0.0625 + 0.5625 + 0.0625) / 4
+    assert c["brier_of_own_mean"] == pytest.approx(0.125)
+    assert c["train_mean"] == 0.25 and c["brier_of_the_train_mean"] == pytest.approx(0.1875)
+    # the two differ by exactly (own mean - training mean)^2: the own mean is the best constant
+    assert c["brier_of_the_train_mean"] - c["brier_of_own_mean"] == pytest.approx((0.5 - 0.25) ** 2)
+    for m in (0.0, 0.3, 0.5, 0.8):
+        assert dd.calibration(v, t, train_mean=m)["brier_of_the_train_mean"] >= c["brier_of_own_mean"] - 1e-12
+    # a critic between the two: worse than the own mean (0.125), better than the training mean (0.1875)
+    mid = dd.calibration([0.6, 0.6, 0.6, 0.6], t, train_mean=0.25)
+    assert mid["brier"] == pytest.approx((0.36 + 0.01 + 0.16 + 0.01) / 4)  # 0.135
+    assert mid["brier_of_own_mean"] < mid["brier"] < mid["brier_of_the_train_mean"]
+    # when the training mean is the held-out mean the two baselines agree
+    same = dd.calibration(v, t, train_mean=0.5)
+    assert same["brier_of_the_train_mean"] == pytest.approx(same["brier_of_own_mean"])
+    assert "brier_of_the_train_mean" not in dd.calibration(v, t)  # no baseline given, none reported
+    assert dd.calibration([], [], train_mean=0.2) == {"states": 0}
+
+
+def test_the_report_labels_both_baselines_and_reads_old_critic_files():
+    from experiments.dapo_step import CALIBRATION_COLUMNS, calibration_row
+    assert "training states' mean" in CALIBRATION_COLUMNS[0] and "own mean" in CALIBRATION_COLUMNS[1]
+    new = {"heldout": {"states": 58, "brier": 0.11691, "brier_of_the_train_mean": 0.1052,
+                       "brier_of_own_mean": 0.10081}, "train": {"brier": 0.11874}}
+    assert calibration_row(new) == [58, "0.1169", "0.1052", "0.1008", "0.1187"]
+    # a critic_eval.json from before issue 32: its own-mean Brier was `brier_of_the_mean`, no training mean
+    old = {"heldout": {"states": 58, "brier": 0.11691, "brier_of_the_mean": 0.10081}, "train": {"brier": 0.11874}}
+    assert calibration_row(old) == [58, "0.1169", "n/a", "0.1008", "0.1187"]
+    assert calibration_row({"heldout": {"states": 0}, "train": {"states": 0}}) == [0, "n/a", "n/a", "n/a", "n/a"]
+
+
+def test_the_critic_stage_compares_with_its_training_states_mean(tmp_path, monkeypatch):
+    """The critic stage of a tiny run: critic_eval.json's baseline is the mean MC target of the states the
+    critic trained on (those of the problems not held out), applied to the held-out states."""
+    import json
+
+    from posttrain.methods import dapo_data as dd
+    from posttrain.runner import run_recipe
+    from tests.test_dapo_step import setup_folder
+    r = setup_folder(tmp_path, monkeypatch)("pipeline.iterations=1", name="calib")
+    run_recipe(r, show_progress=False, until="critic")
+    ev = json.loads((r.run_dir / "critic_eval.json").read_text())
+    targets = dd.read_jsonl(r.run_dir / "targets.jsonl")
+    held = dd.heldout_problems(4, 0.25, r.seed, 0)  # 4 prompts, method.critic.heldout 0.25
+    train = [t["mc"] for t in targets if t["prompt_id"] not in held]
+    heldout = [t["mc"] for t in targets if t["prompt_id"] in held]
+    assert train and heldout and ev["heldout"]["states"] == len(heldout) and ev["train"]["states"] == len(train)
+    m = float(np.mean(train))
+    assert ev["heldout"]["train_mean"] == pytest.approx(m) and ev["train"]["train_mean"] == pytest.approx(m)
+    assert ev["heldout"]["brier_of_the_train_mean"] == pytest.approx(np.mean((m - np.asarray(heldout)) ** 2))
+    assert ev["heldout"]["brier_of_own_mean"] == pytest.approx(np.var(heldout))
+    assert ev["train"]["brier_of_the_train_mean"] == pytest.approx(ev["train"]["brier_of_own_mean"])

@@ -2,8 +2,8 @@
 import pytest
 
 import posttrain.data
+import posttrain.data.answers as answers
 import posttrain.data.converters as converters
-import posttrain.eval.answers as answers
 from posttrain.data import clean_gsm8k_solution, gsm8k_final_answer, load_records, parse_hh_dialogue
 from posttrain.data.converters import (gsm8k_to_conversation, gsm8k_to_prompt, hh_rlhf_to_pair, math_to_prompt,
                                        prompt_completion_to_conversation)

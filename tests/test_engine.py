@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from posttrain.checkpoints import latest_checkpoint
 from posttrain.config import TrainSettings
-from posttrain.engine import Engine, latest_checkpoint, step_indices
+from posttrain.engine import Engine, step_indices
 from posttrain.errors import TrainingError
 from posttrain.methods.sft import SFTObjective
 from tests.helpers import pad, random_features, tiny_llama

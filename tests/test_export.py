@@ -12,7 +12,7 @@ from posttrain.data.template import encode_prompt
 from posttrain.export import export_run
 from posttrain.generation.sampler import SamplingParams, sample
 from posttrain.models import load_model, load_weights_, save_weights
-from posttrain.runner import load_policy
+from posttrain.models.start import load_policy
 
 RECIPE = """
 name: {name}

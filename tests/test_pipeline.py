@@ -225,7 +225,7 @@ def test_export_of_an_iterated_run_is_its_last_iteration(make, tmp_path):
 
     from posttrain.export import export_run
     from posttrain.models import reference_model
-    from posttrain.runner import load_iteration
+    from posttrain.models.start import load_iteration
     from transformers import AutoModelForCausalLM
     r = make("pipeline.iterations=2", name="two")
     run_recipe(r, show_progress=False)

@@ -59,9 +59,11 @@ def vowel_structured_(lm, tok, scale: float = 2.0) -> None:
 
 def test_ppo_raises_a_learnable_reward(recipe):
     from posttrain.config import validate_section
-    from posttrain.engine import latest_checkpoint, seed_everything
+    from posttrain.checkpoints import latest_checkpoint
     from posttrain.methods import get_method
-    from posttrain.runner import load_policy, make_engine
+    from posttrain.models.start import load_policy
+    from posttrain.runner import make_engine
+    from posttrain.seeding import seed_everything
     # a two-token contextual bandit: trivially learnable, and it still runs GAE across tokens
     r = recipe(steps=80, lr=5e-3, extra=["method.max_new_tokens=2"])
     spec = get_method("ppo")
@@ -89,7 +91,8 @@ def test_lora_ppo_keeps_the_base_and_the_reference_is_the_adapter_off_model(reci
     from posttrain.methods import get_method
     from posttrain.config import validate_section
     from posttrain.models import reference_model
-    from posttrain.runner import load_policy, make_engine
+    from posttrain.models.start import load_policy
+    from posttrain.runner import make_engine
     r = recipe(steps=4, lr=5e-2)
     spec = get_method("ppo")
     params = validate_section(spec.params, r.method, "method")
@@ -114,7 +117,7 @@ def test_lora_ppo_keeps_the_base_and_the_reference_is_the_adapter_off_model(reci
 def test_buffer_layout(recipe):
     from posttrain.config import validate_section
     from posttrain.methods import get_method
-    from posttrain.runner import load_policy
+    from posttrain.models.start import load_policy
     r = recipe()
     spec = get_method("ppo")
     lm, tok = load_policy(r)
@@ -152,10 +155,10 @@ def test_rollout_wiring_matches_an_independent_recomputation(recipe):
     wirings that are easy to get wrong (old and reference log-probs swapped; values one position late)
     do not, so the check can tell them apart."""
     from posttrain.config import validate_section
-    from posttrain.engine import seed_everything
     from posttrain.methods import get_method
     from posttrain.models import reference_model
-    from posttrain.runner import load_policy
+    from posttrain.models.start import load_policy
+    from posttrain.seeding import seed_everything
     r = recipe(extra=["method.kl_control=fixed", "method.kl_coef=0.3"])
     spec = get_method("ppo")
     params = validate_section(spec.params, r.method, "method")
@@ -218,7 +221,7 @@ def test_rollout_wiring_matches_an_independent_recomputation(recipe):
 def test_minibatch_must_divide_the_rollout(recipe):
     from posttrain.config import validate_section
     from posttrain.methods import get_method
-    from posttrain.runner import load_policy
+    from posttrain.models.start import load_policy
     r = recipe(extra=["train.micro_batch_size=3"])
     spec = get_method("ppo")
     lm, tok = load_policy(r)
@@ -261,7 +264,7 @@ def test_reference_start_from_an_sft_adapter_has_zero_kl_before_any_update(recip
     from posttrain.config import validate_section
     from posttrain.methods import get_method
     from posttrain.models import apply_lora, load_model, save_weights
-    from posttrain.runner import load_policy
+    from posttrain.models.start import load_policy
     sft, tok = load_model("tiny-llama")
     sft = apply_lora(sft, r=4, alpha=8, targets="all-linear")
     with torch.no_grad():
@@ -290,9 +293,9 @@ def test_rollout_split_over_two_emulated_ranks_gives_the_one_process_buffer(reci
 
     from posttrain import distributed
     from posttrain.config import validate_section
-    from posttrain.engine import seed_everything
     from posttrain.methods import get_method, ppo
-    from posttrain.runner import load_policy
+    from posttrain.models.start import load_policy
+    from posttrain.seeding import seed_everything
     r = recipe()
     spec = get_method("ppo")
     seed_everything(0)

@@ -128,7 +128,7 @@ def test_a_batch_without_its_precomputed_reference_is_an_error(tmp_path, cache):
     from posttrain.config import validate_section
     from posttrain.errors import TrainingError
     from posttrain.methods import get_method
-    from posttrain.runner import load_policy
+    from posttrain.models.start import load_policy
     r = recipe(tmp_path)
     spec = get_method("dpo")
     model, tok = load_policy(r)

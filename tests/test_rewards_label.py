@@ -1,9 +1,9 @@
 """The RL4GLUE label reward (METHODS.md §4) on crafted completions: pure Python, no model."""
 import pytest
 
+from posttrain.data.labels import format_judgement, judgement_prediction, judgement_text
 from posttrain.errors import DataError
-from posttrain.rewards.label import (LabelReward, format_judgement, judgement_prediction, judgement_reward,
-                                     judgement_text)
+from posttrain.rewards.label import LabelReward, judgement_reward
 
 SST = ["Positive", "Negative"]
 YN = ["Yes", "No"]

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import posttrain.eval.answers as answers
+import posttrain.data.answers as answers
+from posttrain.data.answers import final_answers, gold_answer, math_equal
 from posttrain.errors import DataError, RecipeError
 from posttrain.eval import generation
-from posttrain.eval.answers import final_answers, gold_answer, math_equal
 from posttrain.rewards import check_scores
 from posttrain.rewards.math import MathReward
 

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from posttrain.data import synthetic as syn
+from posttrain.data.answers import extract_answer
 from posttrain.data.synthetic import (ANSWER_INSTRUCTION, TASKS, WORD_TEMPLATES, Problem, arithmetic,
                                       generate, split, to_prompt_rows, to_sft_rows, train_test, word_problems)
-from posttrain.eval.answers import extract_answer
 
 # An equation line in a solution: "a op b = r" (r may be negative in arithmetic).
 EQ = re.compile(r"(-?\d+) ([-+*/]) (\d+) = (-?\d+)")

@@ -1,6 +1,6 @@
-from posttrain.data.synthetic_pairs import corrupt_solution, generate_pairs, wrong_answer
+from posttrain.data.answers import extract_answer
 from posttrain.data.synthetic import arithmetic
-from posttrain.eval.answers import extract_answer
+from posttrain.data.synthetic_pairs import corrupt_solution, generate_pairs, wrong_answer
 import random
 
 

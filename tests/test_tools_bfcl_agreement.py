@@ -26,8 +26,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from posttrain.data.tool_calls import ParseResult, ToolCall, format_calls, parse_calls
 from posttrain.tools.bfcl import check_bfcl, reference_calls
-from posttrain.tools.calls import ParseResult, ToolCall, format_calls, parse_calls
 from posttrain.tools.loaders import load_bfcl
 from tests.data_helpers import require_data
 

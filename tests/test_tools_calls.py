@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from posttrain.tools.calls import PARSE_ERRORS, ToolCall, call_from_dict, format_calls, parse_calls
+from posttrain.data.tool_calls import PARSE_ERRORS, ToolCall, call_from_dict, format_calls, parse_calls
 
 F = ToolCall("f", {"a": 1})
 

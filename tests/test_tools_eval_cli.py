@@ -7,7 +7,7 @@ import pytest
 
 from posttrain.cli import main
 from posttrain.tools.bfcl import reference_calls
-from posttrain.tools.calls import format_calls
+from posttrain.data.tool_calls import format_calls
 from posttrain.tools.loaders import load_tool_examples
 from tests.data_helpers import require_data
 

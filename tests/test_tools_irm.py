@@ -6,10 +6,10 @@ import json
 import pytest
 
 import posttrain.rewards.tool_call as tc
+from posttrain.data.tool_calls import ToolCall, parse_calls
 from posttrain.errors import DataError, RecipeError
 from posttrain.rewards import Reward, get_reward, score_checked
 from posttrain.rewards.tool_call import IRM_REWARDS, ToolCallReward, irm_category, irm_meta
-from posttrain.tools.calls import ToolCall, parse_calls
 from posttrain.tools.loaders import ToolExample
 
 WEATHER = {"name": "get_weather", "description": "Weather forecast.",

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from posttrain.data.tool_calls import ToolCall, format_calls
 from posttrain.losses.sft import sft_loss
-from posttrain.tools.calls import ToolCall, format_calls
 from posttrain.tools.key_tokens import call_spans, name_tokens, pkt_weights
 from tests.data_helpers import load_smollm2_tokenizer
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from posttrain.data.tool_calls import parse_calls
 from posttrain.errors import PosttrainError
-from posttrain.tools.calls import parse_calls
 from posttrain.tools.prompt import (TOOL_SYSTEM_PROMPT, encode_tool_prompt, render_tool_prompt, resolve_mode,
                                     template_supports_tools, tool_system_text, with_tool_system)
 from tests.data_helpers import load_smollm2_tokenizer

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from posttrain.data.records import Conversation
+from posttrain.data.tool_records import ToolConversation
+from posttrain.data.tool_schema import to_json_schema, validate_tool, validate_tools
 from posttrain.errors import DataError
-from posttrain.tools.records import ToolConversation
-from posttrain.tools.schema import to_json_schema, validate_tool, validate_tools
 
 WEATHER = {"name": "get_weather", "description": "Weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}

@@ -6,7 +6,7 @@ from functools import reduce
 
 import pytest
 
-from posttrain.tools.calls import ParseResult, ToolCall, parse_calls
+from posttrain.data.tool_calls import ParseResult, ToolCall, parse_calls
 from posttrain.tools.loaders import load_seal_tools
 from posttrain.tools.seal import SealCounts, seal_counts, seal_scores
 from tests.data_helpers import require_data

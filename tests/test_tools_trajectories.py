@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
+from posttrain.data.tool_calls import ToolCall, parse_calls
+from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import DataError
-from posttrain.tools.calls import ToolCall, parse_calls
 from posttrain.tools.loaders import ToolExample, load_seal_tools
-from posttrain.tools.records import ToolConversation
 from posttrain.tools.mae import adverse_signature, feedback_after, is_adverse, turn_samples
 from posttrain.tools.trajectories import (ERROR_KINDS, make_trajectories, read_trajectories, synthetic_result,
                                           trajectory_row, write_trajectories)

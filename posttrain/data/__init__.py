@@ -1,4 +1,5 @@
 """Data: record types, readers for real formats, chat templating with loss masks, collation and packing."""
+from posttrain.data.answers import last_boxed  # re-exported: MATH golds are read with the grader's rule
 from posttrain.data.collate import (PackingCollator, model_inputs, pack_features, pad_collate, pair_collate,
                                     segment_ids)
 from posttrain.data.converters import (FORMATS, clean_gsm8k_solution, detect_format, gsm8k_final_answer,
@@ -8,7 +9,6 @@ from posttrain.data.records import Conversation, PreferencePair, PromptRecord, v
 from posttrain.data.template import (IGNORE_INDEX, TemplateError, TruncationStats, assistant_spans,
                                      encode_conversation, encode_conversations, encode_pair, encode_pairs,
                                      encode_prompt, render)
-from posttrain.eval.answers import last_boxed  # re-exported: MATH golds are read with the grader's rule
 
 __all__ = [
     "Conversation", "PreferencePair", "PromptRecord", "validate_messages",

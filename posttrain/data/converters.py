@@ -18,7 +18,7 @@ Formats (``FORMATS[(kind, name)]``):
 | prompt     | gsm8k             | ``{question, answer}`` → answer N                                   |
 | prompt     | math              | ``{problem, answer}`` or the last ``\\boxed{}`` of ``solution``      |
 | prompt     | hh-rlhf           | ``{chosen, ...}`` → the dialogue before the final Assistant turn    |
-| tool       | tool_messages     | ``{messages, tools}`` with ``tool`` messages (posttrain/tools/records.py) |
+| tool       | tool_messages     | ``{messages, tools}`` with ``tool`` messages (posttrain/data/tool_records.py) |
 
 GSM8K solutions: the ``<<a*b=c>>`` calculator notes are removed and the ``#### N`` line is replaced by a
 final-answer line chosen by ``answer_style``: ``"answer_is"`` (default) → ``The answer is N.``,
@@ -37,17 +37,17 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from posttrain.data.records import (Conversation, PreferencePair, PromptRecord, _as_prompt, _as_response, _meta,
-                                    _require, validate_messages)
+from posttrain.data.answers import gold_answer, last_boxed
+from posttrain.data.records import (Conversation, PreferencePair, PromptRecord, as_prompt, as_response, extra_meta,
+                                    require_field, validate_messages)
+from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import DataError
-from posttrain.tools.records import ToolConversation
-from posttrain.eval.answers import gold_answer, last_boxed
 
 # ---------------------------------------------------------------- helpers
 
 
 def _str_field(row: dict, key: str, file, line) -> str:
-    value = _require(row, key, file, line)
+    value = require_field(row, key, file, line)
     if not isinstance(value, str):
         raise DataError(f"expected a string, got {'null' if value is None else type(value).__name__}",
                         file=file, line=line, field=key)
@@ -101,14 +101,14 @@ def _gsm8k_parts(row, file, line, style="answer_is"):
 
 def gsm8k_to_conversation(row: dict, *, file=None, line=None, answer_style: str = "answer_is") -> Conversation:
     question, solution, n = _gsm8k_parts(row, file, line, answer_style)
-    meta = {"answer": n, **_meta(row, ("question", "answer"), file, line)}
+    meta = {"answer": n, **extra_meta(row, ("question", "answer"), file, line)}
     return Conversation([{"role": "user", "content": question}, {"role": "assistant", "content": solution}],
                         meta, file=file, line=line)
 
 
 def gsm8k_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
     question, _, n = _gsm8k_parts(row, file, line)
-    return PromptRecord(question, n, _meta(row, ("question", "answer"), file, line), file=file, line=line)
+    return PromptRecord(question, n, extra_meta(row, ("question", "answer"), file, line), file=file, line=line)
 
 
 # ---------------------------------------------------------------- MATH
@@ -118,7 +118,7 @@ def math_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
     problem = _str_field(row, "problem", file, line)
     solution = _str_field(row, "solution", file, line)
     return Conversation([{"role": "user", "content": problem}, {"role": "assistant", "content": solution}],
-                        _meta(row, ("problem", "solution"), file, line), file=file, line=line)
+                        extra_meta(row, ("problem", "solution"), file, line), file=file, line=line)
 
 
 def math_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
@@ -130,7 +130,7 @@ def math_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
         if answer is None:
             raise DataError("no 'answer' field and no \\boxed{} in the solution", file=file, line=line,
                             field="solution")
-    return PromptRecord(problem, answer, _meta(row, ("problem", "answer"), file, line), file=file, line=line)
+    return PromptRecord(problem, answer, extra_meta(row, ("problem", "answer"), file, line), file=file, line=line)
 
 
 # ---------------------------------------------------------------- generic chat formats
@@ -145,7 +145,7 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 
 
 def sharegpt_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
-    turns = _require(row, "conversations", file, line)
+    turns = require_field(row, "conversations", file, line)
     if not isinstance(turns, list):
         raise DataError(f"expected a list, got {type(turns).__name__}", file=file, line=line, field="conversations")
     msgs = []
@@ -157,22 +157,22 @@ def sharegpt_to_conversation(row: dict, *, file=None, line=None) -> Conversation
             raise DataError(f"unknown speaker {t['from']!r}; allowed: {', '.join(_SHAREGPT_ROLES)}",
                             file=file, line=line, field=f"conversations[{i}].from")
         msgs.append({"role": role, "content": t["value"]})
-    return Conversation(msgs, _meta(row, ("conversations",), file, line), file=file, line=line)
+    return Conversation(msgs, extra_meta(row, ("conversations",), file, line), file=file, line=line)
 
 
 def prompt_completion_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
-    prompt = _as_prompt(_require(row, "prompt", file, line), fld="prompt", file=file, line=line)
-    reply = _as_response(_require(row, "completion", file, line), fld="completion", file=file, line=line)
+    prompt = as_prompt(require_field(row, "prompt", file, line), fld="prompt", file=file, line=line)
+    reply = as_response(require_field(row, "completion", file, line), fld="completion", file=file, line=line)
     return Conversation(prompt + [{"role": "assistant", "content": reply}],
-                        _meta(row, ("prompt", "completion"), file, line), file=file, line=line)
+                        extra_meta(row, ("prompt", "completion"), file, line), file=file, line=line)
 
 
 def messages_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
-    msgs = validate_messages(_require(row, "messages", file, line), file=file, line=line)
+    msgs = validate_messages(require_field(row, "messages", file, line), file=file, line=line)
     answer = None
     if msgs[-1]["role"] == "assistant":
         answer = msgs.pop()["content"]
-    return PromptRecord(msgs, answer, _meta(row, ("messages",), file, line), file=file, line=line)
+    return PromptRecord(msgs, answer, extra_meta(row, ("messages",), file, line), file=file, line=line)
 
 
 def prompt_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
@@ -196,7 +196,7 @@ def pairs_to_pair(row: dict, *, file=None, line=None) -> PreferencePair:
     if len(chosen) < 2:
         raise DataError("no prompt: chosen has only the reply", file=file, line=line, field="prompt")
     return PreferencePair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"],
-                          _meta(row, ("chosen", "rejected"), file, line), file=file, line=line)
+                          extra_meta(row, ("chosen", "rejected"), file, line), file=file, line=line)
 
 
 # ---------------------------------------------------------------- HH-RLHF
@@ -248,7 +248,7 @@ def hh_rlhf_to_pair(row: dict, *, file=None, line=None) -> PreferencePair:
         k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b), min(len(prompt_c), len(prompt_r)))
         raise DataError(f"chosen and rejected dialogues differ before the final reply (at turn {k + 1})",
                         file=file, line=line, field="rejected")
-    return PreferencePair(prompt_c, chosen, rejected, _meta(row, ("chosen", "rejected"), file, line),
+    return PreferencePair(prompt_c, chosen, rejected, extra_meta(row, ("chosen", "rejected"), file, line),
                           file=file, line=line)
 
 
@@ -264,7 +264,7 @@ def hh_rlhf_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
         msgs = msgs[:-1]
     if not msgs:
         raise DataError("no Human turn", file=file, line=line, field=key)
-    return PromptRecord(msgs, None, _meta(row, ("chosen", "rejected", "prompt"), file, line), file=file, line=line)
+    return PromptRecord(msgs, None, extra_meta(row, ("chosen", "rejected", "prompt"), file, line), file=file, line=line)
 
 
 # ---------------------------------------------------------------- registry and detection

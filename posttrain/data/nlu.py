@@ -1,4 +1,4 @@
-"""Language understanding as generation (RL4GLUE, METHODS.md §4): tasks, loaders, prompts, SFT/RL rows.
+"""Language understanding as generation (RL4GLUE, docs/methods.md, NLU): tasks, loaders, prompts, SFT/RL rows.
 
 Each task (:data:`TASKS`: sst2, rte, boolq, cb, copa, wic, wsc) is a :class:`TaskSpec`: its label words,
 an instruction, and a function that turns a raw row into ``(example text, gold label word)``.
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from posttrain.data.nlu_tasks import TASKS, TaskSpec, _BadField, get_task
+from posttrain.data.labels import OPEN_TAG, format_judgement, judgement_prediction
+from posttrain.data.nlu_tasks import TASKS, TaskSpec, BadField, get_task
 from posttrain.data.readers import iter_rows
 from posttrain.errors import DataError
-from posttrain.rewards.label import OPEN_TAG, format_judgement, judgement_prediction
 
 __all__ = [
     "ASSISTANT_PREFIX", "NLUExample", "SPLITS", "TASKS", "TaskSpec", "build_messages", "default_data_dir",
@@ -159,7 +159,7 @@ def load_file(name: str | TaskSpec, path: str | Path, limit: int | None = None) 
             raise DataError(f"expected an object per row, got {type(row).__name__}", file=str(path), line=n)
         try:
             text, label = spec.convert(row)
-        except _BadField as e:
+        except BadField as e:
             raise DataError(f"{spec.name}: {e.message}", file=str(path), line=n, field=e.field) from None
         out.append(NLUExample(text, label, spec.name, len(out), file=str(path), line=n))
     return out
@@ -258,7 +258,7 @@ def sft_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Sequen
     the assistant reply as the given ``assistant_prefix``, so the library's SFT encoding
     (:func:`posttrain.data.template.encode_conversation`) supervises only what follows it in the final
     reply: the label, ``</Judgement>`` and the end-of-turn token, not the demonstrations' replies. That is
-    METHODS.md's SFT baseline, the NLL of the label tokens only (the official code masks everything up
+    the method spec's SFT baseline, the NLL of the label tokens only (the official code masks everything up
     to ``<Judgement>``). Without the prefix (drop the key) every assistant token would be supervised.
     Shots taken from the same examples can include an example as its own demonstration; draw them from
     another split or leave ``shots`` empty for SFT.
@@ -292,7 +292,7 @@ def prompt_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Seq
 def nlu_accuracy(completions: Sequence[str], examples_or_meta: Sequence[NLUExample | dict],
                  labels: Sequence[str] | None = None) -> dict:
     """``{"accuracy", "invalid_rate", "n"}`` of completions parsed by the reward's rule
-    (:func:`posttrain.rewards.label.judgement_prediction`); an invalid completion counts as wrong.
+    (:func:`posttrain.data.labels.judgement_prediction`); an invalid completion counts as wrong.
     Gold labels come from NLUExamples or meta dicts (``{"label", "labels"?}``); the label words from
     ``labels``, else each entry's ``"labels"``, else its task's."""
     if len(completions) != len(examples_or_meta):

@@ -1,7 +1,7 @@
-"""NLU task table (RL4GLUE, METHODS.md §4): each task's label words, instruction and row converter.
+"""NLU task table (RL4GLUE, docs/methods.md, NLU): each task's label words, instruction and row converter.
 
 A converter turns one raw row into ``(example text, gold label word)``, reading the gold label strictly;
-a row it cannot read raises :class:`_BadField`, to which :func:`posttrain.data.nlu.load_file` adds the
+a row it cannot read raises :class:`BadField`, to which :func:`posttrain.data.nlu.load_file` adds the
 file and line. Fields and labels:
 
 | task  | fields                                          | label → word                                     |
@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from posttrain.data.labels import CLOSE_TAG, OPEN_TAG
 from posttrain.errors import DataError
-from posttrain.rewards.label import CLOSE_TAG, OPEN_TAG
 
 __all__ = ["TASKS", "TaskSpec", "get_task"]
 
 
-class _BadField(Exception):
+class BadField(Exception):
     """Raised by a row converter; the loader adds the file and line."""
 
     def __init__(self, fld: str, message: str):
@@ -62,16 +62,16 @@ def _get(row: dict, *keys: str) -> Any:
         if k in row:
             return row[k]
     have = ", ".join(sorted(map(str, row))) or "nothing"
-    raise _BadField(keys[0], f"missing field (row has: {have})")
+    raise BadField(keys[0], f"missing field (row has: {have})")
 
 
 def _text(row: dict, *keys: str) -> str:
     value = _get(row, *keys)
     fld = next(k for k in keys if k in row)
     if not isinstance(value, str):
-        raise _BadField(fld, f"expected a string, got {'null' if value is None else type(value).__name__}")
+        raise BadField(fld, f"expected a string, got {'null' if value is None else type(value).__name__}")
     if not value.strip():
-        raise _BadField(fld, "empty string")
+        raise BadField(fld, "empty string")
     return value.strip()
 
 
@@ -96,7 +96,7 @@ def _binary(row: dict, true_word: str, false_word: str, *, allow_bool: bool) -> 
         return false_word
     allowed = "true/false or 0/1" if allow_bool else "0 or 1"
     hint = " (unlabelled test data?)" if value == -1 else ""
-    raise _BadField("label", f"expected {allowed}, got {_describe(value)}{hint}")
+    raise BadField("label", f"expected {allowed}, got {_describe(value)}{hint}")
 
 
 def _named(row: dict, mapping: dict[str, str]) -> str:
@@ -104,7 +104,7 @@ def _named(row: dict, mapping: dict[str, str]) -> str:
     if isinstance(value, str) and value.strip().lower() in mapping:
         return mapping[value.strip().lower()]
     hint = " (integer codes are refused: their order differs between sources)" if isinstance(value, int) else ""
-    raise _BadField("label", f"expected one of {', '.join(map(repr, mapping))}, got {_describe(value)}{hint}")
+    raise BadField("label", f"expected one of {', '.join(map(repr, mapping))}, got {_describe(value)}{hint}")
 
 
 def _sst2(row: dict) -> tuple[str, str]:
@@ -134,7 +134,7 @@ def _boolq(row: dict) -> tuple[str, str]:
 def _copa(row: dict) -> tuple[str, str]:
     q = _get(row, "question")
     if q not in ("cause", "effect"):
-        raise _BadField("question", f"expected 'cause' or 'effect', got {_describe(q)}")
+        raise BadField("question", f"expected 'cause' or 'effect', got {_describe(q)}")
     text = (f"Premise: {_text(row, 'premise')}\nWhich is the more likely {q}?\n"
             f"Option one: {_text(row, 'choice1')}\nOption two: {_text(row, 'choice2')}")
     # label 0 = choice1 ("Option one"), 1 = choice2
@@ -152,10 +152,10 @@ def _wsc(row: dict) -> tuple[str, str]:
     if "target" in row and "span1_text" not in row:
         spans = row["target"]
         if not isinstance(spans, dict):
-            raise _BadField("target", f"expected an object with span1_text and span2_text, got {_describe(spans)}")
+            raise BadField("target", f"expected an object with span1_text and span2_text, got {_describe(spans)}")
     try:
         span1, span2 = _text(spans, "span1_text"), _text(spans, "span2_text")
-    except _BadField as e:
+    except BadField as e:
         if spans is not row:
             e.field = f"target.{e.field}"
         raise

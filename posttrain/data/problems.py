@@ -37,7 +37,7 @@ class Problem:
 # --------------------------------------------------------------------------------------------------
 # helpers
 
-def _range(value: int | Sequence[int], name: str, lo_min: int, hi_max: int | None = None) -> tuple[int, int]:
+def int_range(value: int | Sequence[int], name: str, lo_min: int, hi_max: int | None = None) -> tuple[int, int]:
     """Accept ``k`` or ``(lo, hi)``; return a validated inclusive ``(lo, hi)``."""
     if isinstance(value, int):
         lo = hi = value
@@ -52,7 +52,7 @@ def _range(value: int | Sequence[int], name: str, lo_min: int, hi_max: int | Non
     return lo, hi
 
 
-def _apply(a: int, op: str, b: int) -> int:
+def apply_op(a: int, op: str, b: int) -> int:
     if op == "+":
         return a + b
     if op == "-":
@@ -66,12 +66,12 @@ def _apply(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def _check_seed(seed: Any) -> None:
+def check_seed(seed: Any) -> None:
     if seed is None or isinstance(seed, float):
         raise ValueError(f"seed must be an int (or str), got {seed!r}: generators are always seeded")
 
 
-def _count(n: int) -> int:
+def example_count(n: int) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     return n

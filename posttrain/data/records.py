@@ -71,7 +71,7 @@ def validate_messages(messages: Any, *, fld: str = "messages", file: str | None 
     return out
 
 
-def _as_prompt(value: Any, *, fld: str, file: str | None, line: int | None) -> list[dict]:
+def as_prompt(value: Any, *, fld: str, file: str | None, line: int | None) -> list[dict]:
     """A prompt: a plain string (one user turn) or a list of messages ending with a user turn."""
     if isinstance(value, str):
         if not value.strip():
@@ -84,7 +84,7 @@ def _as_prompt(value: Any, *, fld: str, file: str | None, line: int | None) -> l
     return msgs
 
 
-def _as_response(value: Any, *, fld: str, file: str | None, line: int | None) -> str:
+def as_response(value: Any, *, fld: str, file: str | None, line: int | None) -> str:
     """A response: a string, or a list with exactly one assistant message."""
     if isinstance(value, list):
         if len(value) != 1:
@@ -102,7 +102,7 @@ def _as_response(value: Any, *, fld: str, file: str | None, line: int | None) ->
     return value
 
 
-def _require(row: Any, key: str, file: str | None, line: int | None) -> Any:
+def require_field(row: Any, key: str, file: str | None, line: int | None) -> Any:
     if not isinstance(row, dict):
         raise _fail(f"expected a JSON object, got {_type_name(row)}", file, line, None)
     if key not in row:
@@ -110,7 +110,7 @@ def _require(row: Any, key: str, file: str | None, line: int | None) -> Any:
     return row[key]
 
 
-def _meta(row: dict, used: tuple[str, ...], file: str | None, line: int | None) -> dict:
+def extra_meta(row: dict, used: tuple[str, ...], file: str | None, line: int | None) -> dict:
     """Every column not consumed becomes metadata; a ``meta`` object column is merged in."""
     meta: dict = {}
     if "meta" in row and "meta" not in used:
@@ -168,8 +168,8 @@ class Conversation:
     @classmethod
     def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "Conversation":
         """``{"messages": [...], "assistant_prefix": optional str, ...}``; other columns go to ``meta``."""
-        msgs = _require(row, "messages", file, line)
-        return cls(msgs, _meta(row, ("messages", "assistant_prefix"), file, line),
+        msgs = require_field(row, "messages", file, line)
+        return cls(msgs, extra_meta(row, ("messages", "assistant_prefix"), file, line),
                    row.get("assistant_prefix"), file=file, line=line)
 
 
@@ -187,9 +187,9 @@ class PreferencePair:
     line: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        self.prompt = _as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
-        self.chosen = _as_response(self.chosen, fld="chosen", file=self.file, line=self.line)
-        self.rejected = _as_response(self.rejected, fld="rejected", file=self.file, line=self.line)
+        self.prompt = as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
+        self.chosen = as_response(self.chosen, fld="chosen", file=self.file, line=self.line)
+        self.rejected = as_response(self.rejected, fld="rejected", file=self.file, line=self.line)
         if self.chosen.strip() == self.rejected.strip():
             raise _fail("chosen and rejected are identical: the pair carries no preference",
                         self.file, self.line, "rejected")
@@ -197,10 +197,10 @@ class PreferencePair:
     @classmethod
     def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "PreferencePair":
         """``{"prompt": str | messages, "chosen": str | [assistant msg], "rejected": ..., ...}``."""
-        prompt = _require(row, "prompt", file, line)
-        chosen = _require(row, "chosen", file, line)
-        rejected = _require(row, "rejected", file, line)
-        return cls(prompt, chosen, rejected, _meta(row, ("prompt", "chosen", "rejected"), file, line),
+        prompt = require_field(row, "prompt", file, line)
+        chosen = require_field(row, "chosen", file, line)
+        rejected = require_field(row, "rejected", file, line)
+        return cls(prompt, chosen, rejected, extra_meta(row, ("prompt", "chosen", "rejected"), file, line),
                    file=file, line=line)
 
 
@@ -218,7 +218,7 @@ class PromptRecord:
     prefix_ids: tuple[int, ...] | None = None  # the prefix as exact token ids (module docstring)
 
     def __post_init__(self):
-        self.prompt = _as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
+        self.prompt = as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
         _check_prefix(self.assistant_prefix, self.file, self.line)
         if self.prefix_ids is not None:
             ids = tuple(self.prefix_ids)
@@ -237,6 +237,6 @@ class PromptRecord:
     @classmethod
     def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "PromptRecord":
         """``{"prompt": str | messages, "answer": optional str/number, "assistant_prefix": optional str, ...}``."""
-        prompt = _require(row, "prompt", file, line)
-        return cls(prompt, row.get("answer"), _meta(row, ("prompt", "answer", "assistant_prefix"), file, line),
+        prompt = require_field(row, "prompt", file, line)
+        return cls(prompt, row.get("answer"), extra_meta(row, ("prompt", "answer", "assistant_prefix"), file, line),
                    row.get("assistant_prefix"), file=file, line=line)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from posttrain.config import DataSource
 from posttrain.data import synthetic
-from posttrain.data.synthetic_pairs import generate_pairs
 from posttrain.data.readers import load_records
 from posttrain.data.records import Conversation, PreferencePair, PromptRecord
-from posttrain.tools.records import ToolConversation
+from posttrain.data.synthetic_pairs import generate_pairs
+from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import RecipeError
 
 RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord, "tool": ToolConversation}

@@ -1,4 +1,4 @@
-"""Reasoning steps at the token level (step-level DAPO, METHODS.md section 5).
+"""Reasoning steps at the token level (step-level DAPO, docs/methods.md "Direct Advantage Policy Optimization").
 
 A response splits into steps at newlines. Byte-level BPE tokenizers (SmolLM2's among them) merge "\n" with
 neighbouring whitespace ("\n\n", " \n"), so the split is made between tokens: a step ends with a token

@@ -20,7 +20,7 @@ import random
 from math import gcd
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from posttrain.data.problems import Problem, _apply, _check_seed, _count, _range
+from posttrain.data.problems import Problem, apply_op, check_seed, example_count, int_range
 from posttrain.data.word_problems import WORD_TEMPLATES, word_problems
 
 __all__ = [
@@ -66,7 +66,7 @@ def _evaluate_steps(nums: list[int], ops: list[str]) -> tuple[list[list], list[s
         while i < len(ops):
             if ops[i] in level:
                 a, op, b = nums[i], ops[i], nums[i + 1]
-                r = _apply(a, op, b)
+                r = apply_op(a, op, b)
                 equations.append([a, op, b, r])
                 nums[i: i + 2] = [r]
                 del ops[i]
@@ -137,12 +137,12 @@ def _arithmetic_one(rng: random.Random, ops: Sequence[str], digits: tuple[int, i
 def _arithmetic_stream(seed: Any, *, ops: Sequence[str] = ("+", "-", "*"),
                        digits: int | Sequence[int] = (1, 2), terms: int | Sequence[int] = 2,
                        negative: bool = True) -> Iterator[Problem]:
-    _check_seed(seed)
+    check_seed(seed)
     ops = tuple(ops)
     if not ops or any(op not in _OPS for op in ops):
         raise ValueError(f"ops must be a non-empty subset of {_OPS}, got {ops!r}")
-    digits_r = _range(digits, "digits", 1, 9)
-    terms_r = _range(terms, "terms", 2, 12)
+    digits_r = int_range(digits, "digits", 1, 9)
+    terms_r = int_range(terms, "terms", 2, 12)
     rng = random.Random(seed)
     while True:
         yield _arithmetic_one(rng, ops, digits_r, terms_r, negative)
@@ -162,7 +162,7 @@ def arithmetic(n: int, *, seed: Any, ops: Sequence[str] = ("+", "-", "*"),
         negative: allow negative intermediate results and answers; if False such draws are redrawn.
     """
     it = _arithmetic_stream(seed, ops=ops, digits=digits, terms=terms, negative=negative)
-    return [next(it) for _ in range(_count(n))]
+    return [next(it) for _ in range(example_count(n))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def train_test(task: str, n_train: int, n_test: int, *, seed: Any,
     ``(task, n_test, seed, kw)``, not on ``n_train``. Raises ``ValueError`` when the task's settings do
     not allow ``n_train + n_test`` distinct questions.
     """
-    n_train, n_test = _count(n_train), _count(n_test)
+    n_train, n_test = example_count(n_train), example_count(n_test)
     need = n_train + n_test
     size = max(16, need + need // 4)
     while True:
@@ -223,7 +223,7 @@ def split(problems: Sequence[Problem], held_out: int | float, seed: Any) -> tupl
     ``held_out`` is a number of distinct questions (int) or a fraction of them (float in (0, 1)). Problems
     sharing a question go to the same side; order within each side follows the input.
     """
-    _check_seed(seed)
+    check_seed(seed)
     questions = list(dict.fromkeys(p.question for p in problems))
     if isinstance(held_out, float):
         if not 0.0 <= held_out <= 1.0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterator, Sequence
 
-from posttrain.data.problems import Problem, _apply, _check_seed, _count, _range
+from posttrain.data.problems import Problem, apply_op, check_seed, example_count, int_range
 
 __all__ = ["WORD_TEMPLATES", "word_problems"]
 
@@ -38,7 +38,7 @@ class _Chain:
 
     def step(self, a: int, op: str, b: int, text: str) -> int:
         """Record ``a op b = r``; ``text`` is formatted with ``{eq}`` (the equation) and ``{r}``."""
-        r = _apply(a, op, b)
+        r = apply_op(a, op, b)
         if r < 0:
             raise AssertionError(f"negative intermediate {a} {op} {b} = {r}")  # a template bug
         self.equations.append([a, op, b, r])
@@ -354,8 +354,8 @@ WORD_TEMPLATES: tuple[str, ...] = tuple(_TEMPLATES)
 
 def _word_stream(seed: Any, *, steps: int | Sequence[int] = (2, 4),
                  templates: Sequence[str] | None = None) -> Iterator[Problem]:
-    _check_seed(seed)
-    lo, hi = _range(steps, "steps", 1, _MAX_STEPS)
+    check_seed(seed)
+    lo, hi = int_range(steps, "steps", 1, _MAX_STEPS)
     names = tuple(templates) if templates is not None else WORD_TEMPLATES
     unknown = [t for t in names if t not in _TEMPLATES]
     if unknown or not names:
@@ -383,4 +383,4 @@ def word_problems(n: int, *, seed: Any, steps: int | Sequence[int] = (2, 4),
             uniformly.
     """
     it = _word_stream(seed, steps=steps, templates=templates)
-    return [next(it) for _ in range(_count(n))]
+    return [next(it) for _ in range(example_count(n))]

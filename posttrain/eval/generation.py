@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from posttrain import distributed as dist
-from posttrain.eval.answers import extract_answer, grade
+from posttrain.data.answers import extract_answer, grade
 from posttrain.generation.chat import generate_chat
 
 

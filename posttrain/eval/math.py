@@ -1,6 +1,6 @@
 """Math evaluation: greedy accuracy and maj@k on GSM8K, MATH-500 or any file of problems with answers.
 
-Grading is the one answer module's (posttrain.eval.answers): a completion is right when it commits to
+Grading is the one answer module's (posttrain.data.answers): a completion is right when it commits to
 answers and every one equals the gold (math-verify equivalence), so a hedge ("3 or maybe 4") is wrong.
 maj@k: k samples at `temperature`; the answers (the last one each sample commits to) are grouped by
 math-verify equivalence; the largest group wins, a tie goes to the group whose first member came first;
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from posttrain.data.answers import extract_answer, gold_answer, grade, last_boxed, math_equal
 from posttrain.data.readers import iter_sourced_rows
 from posttrain.errors import DataError
-from posttrain.eval.answers import extract_answer, gold_answer, grade, last_boxed, math_equal
 
 MATH_PROMPT = ("Solve the following problem. Reason step by step, and put the final answer in \\boxed{{}}.\n\n"
                "{problem}")

@@ -1,4 +1,4 @@
-"""Dev-set accuracy of classification-as-generation (`<Judgement>` prompts, METHODS.md §4).
+"""Dev-set accuracy of classification-as-generation (`<Judgement>` prompts, docs/methods.md, NLU).
 
 Greedy decoding after the pre-filled `<Judgement>`; the text up to `</Judgement>` is parsed by the
 reward's rule (exactly one label word, else invalid); invalid counts as wrong.

@@ -2,13 +2,13 @@
 
 Completions come from a predictions file or from a model. A predictions file is JSON lines, one row per
 example: ``{"id": <example id>, "completion": <the model's text>}`` (or ``"text"``), or ``{"id", "calls":
-[{"name", "arguments"}, ...]}``; texts are read in our one call format (:mod:`posttrain.tools.calls`), so
+[{"name", "arguments"}, ...]}``; texts are read in our one call format (:mod:`posttrain.data.tool_calls`), so
 BFCL's own result files, in Python call syntax, are not. Every example
 needs a prediction; rows for ids not in the data are counted and ignored (one file may serve many
 categories). With a model, prompts are rendered by :func:`posttrain.tools.prompt.encode_tool_prompt` and
 decoded greedily.
 
-Scoring: every completion goes through :func:`posttrain.tools.calls.parse_calls`; BFCL examples get
+Scoring: every completion goes through :func:`posttrain.data.tool_calls.parse_calls`; BFCL examples get
 :func:`posttrain.tools.bfcl.check_bfcl` (accuracy per category, the reasons for failures), Seal-Tools
 examples :mod:`posttrain.tools.seal` (format rate, exact match, tool selection / parameter identification /
 content filling P/R/F1, overall and per easy / difficult).
@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from posttrain.data.tool_calls import format_calls, parse_calls
 from posttrain.errors import DataError
 from posttrain.tools.bfcl import check_bfcl
-from posttrain.tools.calls import format_calls, parse_calls
 from posttrain.tools.loaders import ToolExample
 from posttrain.tools.seal import SealCounts, seal_counts, seal_scores
 

@@ -1,4 +1,4 @@
-"""INPO's O(K) knockout (Zhang et al., ICLR 2025; METHODS.md section 3): the best and the worst of K
+"""INPO's O(K) knockout (Zhang et al., ICLR 2025; docs/methods.md "INPO and iterative DPO"): the best and the worst of K
 responses under a pairwise oracle, without the K(K-1)/2 comparisons of a full round robin.
 
 First round: the K responses in disjoint pairs. Winners play winners until one is left (the best),

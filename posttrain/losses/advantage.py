@@ -1,4 +1,4 @@
-"""Step-level DAPO, Direct Advantage Policy Optimization (Liu et al., NeurIPS 2025; METHODS.md section 5),
+"""Step-level DAPO, Direct Advantage Policy Optimization (Liu et al., NeurIPS 2025; docs/methods.md "Direct Advantage Policy Optimization"),
 as pure functions: the critic's soft-label BCE, the advantages of a state's candidate steps, the spread
 filter and the actor's advantage-regression loss. (Not ByteDance's GRPO-style "DAPO".)
 

@@ -11,7 +11,7 @@ Conventions (shared by every function here):
   sums over response tokens too (the engine reports them as means over the same units).
 
 The algorithm is PPO (Schulman et al. 2017) for language models as in Ziegler et al. 2019 / Stiennon
-et al. 2020 and TRL's former PPOTrainer, which RL4GLUE (METHODS.md section 4) follows:
+et al. 2020 and TRL's former PPOTrainer, which RL4GLUE (docs/methods.md "PPO") follows:
 
     r_t   = -beta * KL_t  (+ score on the last response token)            # KL-shaped reward
     A_t   = GAE(gamma, lambda) of r and V;  R_t = A_t + V_t                # Schulman et al. 2016, eq. 16
@@ -135,7 +135,7 @@ def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor, kind: KLKind = "k1") 
 def shaped_rewards(score: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor,
                    beta: float, kind: KLKind = "k1") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards r_t = -beta * KL_t on every response token, plus score[b] on the LAST response
-    token of row b only (Ziegler et al. 2019 eq. 2; METHODS.md section 4). Returns (rewards, kl), both
+    token of row b only (Ziegler et al. 2019 eq. 2; docs/methods.md "PPO"). Returns (rewards, kl), both
     [B, T], detached, zero outside the mask. A row with no response token has nowhere to put its score:
     ValueError naming the rows.
     """

@@ -248,7 +248,7 @@ def rpo_token_mean(lp: PairLogps, *, beta: float = 0.1, alpha: float = 0.2) -> t
 
 # ---- INPO ----------------------------------------------------------------------------------------
 def inpo(lp: PairLogps, *, eta: float = 0.005, tau: float = 0.005 / 3) -> tuple[torch.Tensor, Metrics]:
-    """INPO (Zhang et al., "Iterative Nash Policy Optimization", ICLR 2025; METHODS.md section 3):
+    """INPO (Zhang et al., "Iterative Nash Policy Optimization", ICLR 2025; docs/methods.md "INPO and iterative DPO"):
 
         h_t = D_theta - (tau/eta) D_ref - (1 - tau/eta) D_t,   loss = (h_t - 1/(2 eta))^2
 

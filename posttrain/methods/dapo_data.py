@@ -1,4 +1,4 @@
-"""The data stages of step-level DAPO (Direct Advantage Policy Optimization; METHODS.md section 5), as files.
+"""The data stages of step-level DAPO (Direct Advantage Policy Optimization; docs/methods.md "Direct Advantage Policy Optimization"), as files.
 
 Per iteration, in the iteration's folder, each a pipeline stage (posttrain/methods/dapo_step.py):
 - samples.jsonl: N responses per problem from pi_t (RSO's resumable sample stage);
@@ -237,17 +237,28 @@ def critic_values(critic, seqs: list[list[int]], pad: int, batch_size: int) -> l
     return out
 
 
-def calibration(values: list[float], targets: list[float], bins: int = 10) -> dict:
-    """Brier score against the MC targets and a reliability table (equal-width bins of the prediction)."""
+def calibration(values: list[float], targets: list[float], bins: int = 10, *,
+                train_mean: float | None = None) -> dict:
+    """Brier score against the MC targets and a reliability table (equal-width bins of the prediction).
+
+    Two constant predictors to compare the Brier score with:
+    - `brier_of_the_train_mean`: always predicting `train_mean`, the mean target of the critic's training
+      states (given by the caller): a baseline a predictor could know, so the fair one to beat;
+    - `brier_of_own_mean`: always predicting these states' own mean target, which no predictor knows in
+      advance. It is the lowest Brier of any constant (Brier(c) = Brier(own mean) + (own mean - c)^2), a lower
+      bound, not a baseline. (Files written before this split call it `brier_of_the_mean`.)"""
     if not values:
         return {"states": 0}
-    v, t = np.asarray(values), np.asarray(targets)
+    v, t = np.asarray(values, dtype=float), np.asarray(targets, dtype=float)
     which = np.minimum((v * bins).astype(int), bins - 1)
     table = [{"bin": [b / bins, (b + 1) / bins], "states": int((which == b).sum()),
               "mean_value": float(v[which == b].mean()), "mean_target": float(t[which == b].mean())}
              for b in range(bins) if (which == b).any()]
-    return {"states": len(v), "brier": float(((v - t) ** 2).mean()),
-            "brier_of_the_mean": float(((t.mean() - t) ** 2).mean()), "reliability": table}
+    out = {"states": len(v), "brier": float(((v - t) ** 2).mean()), "mean_target": float(t.mean()),
+           "brier_of_own_mean": float(((t.mean() - t) ** 2).mean())}
+    if train_mean is not None:
+        out |= {"train_mean": float(train_mean), "brier_of_the_train_mean": float(((train_mean - t) ** 2).mean())}
+    return out | {"reliability": table}
 
 
 # ------------------------------------------------------------------ advantages

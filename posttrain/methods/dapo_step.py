@@ -1,5 +1,5 @@
-"""Direct Advantage Policy Optimization (step-level) — `dapo_step` (Liu et al., NeurIPS 2025; METHODS.md
-section 5). Not ByteDance's GRPO-style "DAPO".
+"""Direct Advantage Policy Optimization (step-level) — `dapo_step` (Liu et al., NeurIPS 2025; docs/methods.md
+"Direct Advantage Policy Optimization"). Not ByteDance's GRPO-style "DAPO".
 
 An iteration is six pipeline stages (files in posttrain/methods/dapo_data.py): sample N responses per
 problem from pi_t -> states (balanced kept responses split into token-level steps) -> rollouts (M
@@ -27,13 +27,14 @@ from posttrain import distributed
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
 from posttrain.errors import DataError, RecipeError
-from posttrain.files import atomic_write_text, latest_checkpoint, write_jsonl
+from posttrain.checkpoints import latest_checkpoint
+from posttrain.files import atomic_write_text, write_jsonl
 from posttrain.generation.to_file import source_path
 from posttrain.logprobs import completion_logprobs, sequence_logprobs
 from posttrain.losses.advantage import dapo_step_loss
 from posttrain.methods import dapo_data as dd
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
-from posttrain.methods.rso import SAMPLE_KEYS, SamplingSettings, _samples_file, sample_candidates
+from posttrain.methods.rso import SAMPLE_KEYS, SamplingSettings, samples_file, sample_candidates
 from posttrain.pipeline import StageDef, flat
 from posttrain.pipeline import select as select_keys
 
@@ -76,7 +77,7 @@ class DAPOStepParams(Section):
 def critic_model(recipe, params: DAPOStepParams, t: int):
     """A fresh critic for iteration t: pi_t's trunk (a fresh LoRA when the recipe has one) + a scalar head."""
     from posttrain.models.value_head import ScalarHeadModel, head_info
-    from posttrain.runner import load_iteration
+    from posttrain.models.start import load_iteration
     lm, tok = load_iteration(recipe, t)
     return ScalarHeadModel(lm, info=head_info(recipe.model), init_std=params.critic.head_init_std,
                            seed=recipe.seed + t), tok
@@ -108,9 +109,11 @@ def train_critic(recipe, params: DAPOStepParams, ctx) -> dict:
     result = engine.train(resume=True)
     model = engine.accelerator.unwrap_model(engine.model)
     out = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1), "final": result.final_metrics}
+    # the constant to beat: the training states' mean target (a held-out set's own mean is unknowable)
+    train_mean = float(np.mean([f["target"] for f in train]))
     for name, part in (("heldout", [f for f in feats if f["prompt_id"] in held]), ("train", train)):
         v = dd.critic_values(model, [f["input_ids"] for f in part], pad, params.critic.batch_size)
-        out[name] = dd.calibration(v, [f["target"] for f in part])
+        out[name] = dd.calibration(v, [f["target"] for f in part], train_mean=train_mean)
     if distributed.is_main():
         atomic_write_text(ctx.dir / "critic_eval.json", json.dumps(out, indent=1))
     return {k: out[k] for k in ("steps", "wall_time_s")} | {
@@ -170,12 +173,12 @@ def stages(recipe, params: DAPOStepParams, ctx) -> list[StageDef]:
                           "string would cut mid-token; responses end at the end-of-turn token")
     settings = flat(recipe.model_dump(mode="json"))
     grading = ("method.reward", "method.correct_at")
-    samples = _samples_file(params, ctx).name
+    samples = samples_file(params, ctx).name
     return [
         StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params, ctx),
                  outputs=[samples, source_path(samples).name], parallel=True),
         StageDef("states", select_keys(settings, ("seed", "method.keep", "model") + grading),
-                 lambda: dd.make_states(recipe, params, ctx, _samples_file(params, ctx)),
+                 lambda: dd.make_states(recipe, params, ctx, samples_file(params, ctx)),
                  outputs=["states.jsonl"], inputs=[samples], uses_weights=False),
         StageDef("rollouts", select_keys(settings, SAMPLE_KEYS + ("method.completions",) + grading),
                  lambda: dd.make_rollouts(recipe, params, ctx),

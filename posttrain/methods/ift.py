@@ -1,4 +1,4 @@
-"""IFT, intuitive fine-tuning (Hua et al., ACL 2025; METHODS.md section 6), on the shared engine.
+"""IFT, intuitive fine-tuning (Hua et al., ACL 2025; docs/methods.md "IFT"), on the shared engine.
 
 SFT with a "temporal residual connection", as the official code computes it
 (TsinghuaC3I/Intuitive-Fine-Tuning, src/trainers.py, loss "ift"):

@@ -1,4 +1,4 @@
-"""INPO (iterative Nash policy optimization; Zhang et al., ICLR 2025; METHODS.md section 3) and iterative
+"""INPO (iterative Nash policy optimization; Zhang et al., ICLR 2025; docs/methods.md "INPO and iterative DPO") and iterative
 DPO, its baseline, as one online loop of pipeline stages per iteration t (`pipeline.iterations`, 3 in the
 paper):
 
@@ -29,7 +29,7 @@ from posttrain.generation.knockout import knockout
 from posttrain.generation.to_file import read_samples, source_path
 from posttrain.methods import preference
 from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
-from posttrain.methods.rso import (SAMPLE_KEYS, SamplingSettings, _samples_file, build_on_pairs, sample_candidates,
+from posttrain.methods.rso import (SAMPLE_KEYS, SamplingSettings, samples_file, build_on_pairs, sample_candidates,
                                    write_pairs)
 from posttrain.pipeline import StageDef, flat
 from posttrain.pipeline import select as select_keys
@@ -93,9 +93,9 @@ def make_pairs(recipe, params: INPOParams, ctx) -> dict:
     """Stage 2: one (chosen, rejected) pair per prompt chosen by the oracle -> pairs.jsonl."""
     s, folder = params.sampling, ctx.dir
     records = iteration_records(recipe, params, ctx.iteration)
-    samples, _ = read_samples(_samples_file(params, ctx), s.num_candidates)
+    samples, _ = read_samples(samples_file(params, ctx), s.num_candidates)
     if len(samples) != len(records):
-        raise DataError(f"{_samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "
+        raise DataError(f"{samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "
                         f"sample stage did not finish")
     oracle = get_reward(params.oracle.name, **params.oracle.options)
     if params.oracle.kind == "pairwise" and not hasattr(oracle, "compare"):

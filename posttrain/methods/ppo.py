@@ -1,4 +1,4 @@
-"""PPO for language models (METHODS.md §4) on the shared engine: a rollout stage + a clipped objective.
+"""PPO for language models (docs/methods.md "PPO") on the shared engine: a rollout stage + a clipped objective.
 
 Layout of one PPO iteration (every `steps_per_iteration` engine steps):
 1. rollout (the engine's `stage` hook): `rollout_batch` prompts (a seeded permutation per epoch over the

@@ -1,4 +1,4 @@
-"""RSO end to end (METHODS.md §2): sample -> score -> select -> pair -> train with a preference loss.
+"""RSO end to end (docs/methods.md "RSO"): sample -> score -> select -> pair -> train with a preference loss.
 
 `data.train` holds PROMPTS (with what the reward needs, e.g. the gold `answer`). The data stage
 samples `num_candidates` per prompt from the starting policy (a fresh LoRA adapter is the identity, so
@@ -70,7 +70,7 @@ class RSOParams(preference.PreferenceLossParams):
                                            **{k: getattr(self, k) for k in keep})
 
 
-def _samples_file(params: RSOParams, ctx) -> Path:
+def samples_file(params: RSOParams, ctx) -> Path:
     s = params.sampling
     # a shared samples_file serves the first iteration; later ones sample another policy
     return Path(s.samples_file) if s.samples_file and ctx.iteration == 0 else ctx.dir / "samples.jsonl"
@@ -84,7 +84,7 @@ def sample_candidates(recipe, params, ctx, records: list | None = None) -> dict:
     sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                         max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
     records = load_records(recipe) if records is None else records
-    _, st = sample_to_file(model, tokenizer, records, sp, _samples_file(params, ctx),
+    _, st = sample_to_file(model, tokenizer, records, sp, samples_file(params, ctx),
                            batch_size=s.batch_size, max_prompt_length=recipe.data.max_prompt_length,
                            progress=ctx.progress)
     return {"sampling_tokens_per_s": round(st.tokens_per_s, 1), "sampling_new_tokens": st.new_tokens,
@@ -95,9 +95,9 @@ def make_pairs(recipe, params: RSOParams, ctx) -> dict:
     """Stage 2: score, select (rso / sft_sample_rank / best_of_n) and pair -> pairs.jsonl."""
     s, folder = params.sampling, ctx.dir
     records = load_records(recipe)
-    samples, _ = read_samples(_samples_file(params, ctx), s.num_candidates)
+    samples, _ = read_samples(samples_file(params, ctx), s.num_candidates)
     if len(samples) != len(records):
-        raise DataError(f"{_samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "
+        raise DataError(f"{samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "
                         f"sample stage did not finish")
     reward = get_reward(params.reward.name, **params.reward.options)
     stats = Counter()
@@ -150,7 +150,7 @@ PAIR_KEYS = ("seed", "method.selection", "method.rso_beta", "method.num_samples"
 
 def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
     settings = flat(recipe.model_dump(mode="json"))
-    samples = _samples_file(params, ctx)
+    samples = samples_file(params, ctx)
     # a shared samples_file outside the run is an input of the run, never one of its outputs to delete
     own = samples.resolve().is_relative_to(ctx.dir.resolve())
     rel = str(samples.relative_to(ctx.dir)) if own else str(samples)

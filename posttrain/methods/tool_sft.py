@@ -1,6 +1,6 @@
-"""TL-Training's supervised part for tool use (Ye et al., EMNLP 2025 Findings; METHODS.md section 7):
+"""TL-Training's supervised part for tool use (Ye et al., EMNLP 2025 Findings; docs/methods.md "Tool use: TL-Training"):
 `method: {name: tool_sft, mae, pkt, pkt_max_weight}` on tool conversations (`data.train` rows
-`{messages, tools}` with `tool` messages; posttrain/tools/records.py).
+`{messages, tools}` with `tool` messages; posttrain/data/tool_records.py).
 
 - One training sample per assistant turn: the conversation up to and including that turn, with the tool
   list in the system prompt (posttrain/tools/prompt.py, system mode: the format a ChatML model is prompted

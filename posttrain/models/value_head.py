@@ -23,9 +23,9 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from posttrain.checkpoints import latest_checkpoint
 from posttrain.distributed import place_like
 from posttrain.errors import ModelError
-from posttrain.files import latest_checkpoint
 from posttrain.models.lora import is_lora, unwrap
 
 HEAD_WEIGHTS = "scalar_head.safetensors"

@@ -1,18 +1,18 @@
-"""Verifiable math reward: ``correct`` when :func:`posttrain.eval.answers.grade` accepts the completion.
+"""Verifiable math reward: ``correct`` when :func:`posttrain.data.answers.grade` accepts the completion.
 
 The answer rule (which answers a completion commits to, hedges, equality by math-verify, thread safety)
-lives in :mod:`posttrain.eval.answers`, shared with evaluation so that the reward and the reported accuracy
-agree. ``gold_answer`` and ``math_equal`` are re-exported here for older callers.
+lives in :mod:`posttrain.data.answers`, shared with evaluation so that the reward and the reported accuracy
+agree.
 """
 from __future__ import annotations
 
 import math
 
+from posttrain.data.answers import canonical_number, final_answers, gold_answer, grade
 from posttrain.errors import DataError, RecipeError
-from posttrain.eval.answers import canonical_number, final_answers, gold_answer, grade, math_equal
 from posttrain.rewards.base import check_batch, meta_value
 
-__all__ = ["MathReward", "gold_answer", "math_equal"]
+__all__ = ["MathReward"]
 
 
 class MathReward:

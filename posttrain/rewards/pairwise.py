@@ -4,7 +4,7 @@
 - from a judge LM prompted to answer "A" or "B": P(A) from the next-token logits of the two letters,
   asked in both orders and averaged (P = [P_A(y1, y2) + P_B(y2, y1)] / 2), which cancels position bias.
 
-`score(prompts, completions, meta)` is RSO's trick (METHODS.md §2): r(x, y) = logit P(y > y_b | x)
+`score(prompts, completions, meta)` is RSO's trick (docs/methods.md "RSO"): r(x, y) = logit P(y > y_b | x)
 against a baseline response y_b = `meta[i]["baseline"]`, clipped to ±`max_logit` so a certain judge
 still gives a finite reward.
 """

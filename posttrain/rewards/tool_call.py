@@ -1,4 +1,4 @@
-"""TL-Training's IRM reward (METHODS.md §7): a tool-call completion scored by its error category.
+"""TL-Training's IRM reward (docs/methods.md "Tool use: TL-Training"): a tool-call completion scored by its error category.
 
 The table, checked in this order, FIRST MATCH WINS (:data:`IRM_REWARDS` holds it, in this order):
 
@@ -27,7 +27,7 @@ one target.
 
 Rules the table leaves open, as decided here:
 
-- **Parsing** is :func:`posttrain.tools.calls.parse_calls`, the one parser evaluation uses too (lenient:
+- **Parsing** is :func:`posttrain.data.tool_calls.parse_calls`, the one parser evaluation uses too (lenient:
   prose and code fences around the JSON are tolerated). A format error is a result that is not ``ok``
   (blank, no JSON value, JSON not shaped like calls), so reward and evaluation agree on what parses.
   Being first, it wins over everything: prose that names an unknown tool is a format error, not a
@@ -41,7 +41,7 @@ Rules the table leaves open, as decided here:
   :mod:`posttrain.tools.seal` pairs: each call in order takes the unused gold call sharing most equal
   values, then most names, the first on a tie).
 - **No call**: ``[]`` when the gold has calls is a *wrong tool* (-1.5), not a format error: ``[]`` is
-  the format's own spelling of "no call" (:mod:`posttrain.tools.calls`), so the output is well formed and
+  the format's own spelling of "no call" (:mod:`posttrain.data.tool_calls`), so the output is well formed and
   the mistake is the selection (no tool where one was needed; the names' multiset, empty, differs from the
   gold's). This matches the Seal-Tools scores, where ``[]`` parses and only loses tool-selection recall.
   Plain prose when calls are expected stays a format error, as the table says: the parser cannot tell a
@@ -62,7 +62,7 @@ Rules the table leaves open, as decided here:
 - Names (tools and parameters) are compared exactly, case included, after the parser's strip.
 
 The reward reads, per completion, ``meta[i]["tools"]`` (the available function specs, as
-:func:`posttrain.tools.schema.validate_tools` accepts them) and ``meta[i]["gold_calls"]`` (a list of
+:func:`posttrain.data.tool_schema.validate_tools` accepts them) and ``meta[i]["gold_calls"]`` (a list of
 ``{"name", "arguments"}``, or that list as a JSON string, as a JSONL column may hold it); the keys are
 options. Every gold call must name an available tool, or the example is a DataError.
 """
@@ -73,12 +73,12 @@ import json
 from collections import Counter
 from typing import Any, Sequence
 
+from posttrain.data.tool_calls import ParseResult, ToolCall, call_from_dict, parse_calls
+from posttrain.data.tool_schema import validate_tools
 from posttrain.errors import DataError
 from posttrain.rewards.base import check_batch, meta_value
-from posttrain.tools.calls import ParseResult, ToolCall, call_from_dict, parse_calls
-from posttrain.tools.schema import validate_tools
 # The content-filling rule itself, not a copy: reward and Seal-Tools score must not drift apart.
-from posttrain.tools.seal import _same_value
+from posttrain.tools.seal import same_value
 
 __all__ = ["IRM_REWARDS", "MAX_EXHAUSTIVE", "ToolCallReward", "irm_category", "irm_meta"]
 
@@ -123,7 +123,7 @@ def _flags(call: ToolCall, gold: ToolCall, declared: set[str]) -> tuple[bool, bo
     h = any(k not in declared for k in extra)
     r = any(k in declared for k in extra)
     m = any(k not in given for k in wanted)
-    v = any(not _same_value(given[k], wanted[k]) for k in given if k in wanted)
+    v = any(not same_value(given[k], wanted[k]) for k in given if k in wanted)
     return h, r, m, v
 
 
@@ -148,7 +148,7 @@ def _pair_group(calls: list[ToolCall], golds: list[ToolCall], declared: set[str]
     for i, c in enumerate(calls):
         def key(j: int) -> tuple[int, int, int]:
             shared = [k for k in c.arguments if k in golds[j].arguments]
-            equal = sum(_same_value(c.arguments[k], golds[j].arguments[k]) for k in shared)
+            equal = sum(same_value(c.arguments[k], golds[j].arguments[k]) for k in shared)
             return equal, len(shared), -j
         j = max((j for j in range(n) if j not in used), key=key)
         used.add(j)

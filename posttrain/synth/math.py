@@ -1,4 +1,4 @@
-"""`posttrain synth math RECIPE`: OpenMathInstruct-2-style math SFT data (METHODS.md section 8).
+"""`posttrain synth math RECIPE`: OpenMathInstruct-2-style math SFT data (docs/methods.md "Math evaluation and OpenMathInstruct-2-style synthesis").
 
 Stages (posttrain.pipeline: each resumable, recorded in pipeline.json, redone only when its settings or
 inputs change):
@@ -145,7 +145,7 @@ STAGE_SEEDS = {"solutions": 1, "questions": 2, "new_solutions": 3}  # each sampl
 
 def teacher(recipe: SynthRecipe, stage: str | None = None):
     """The model that samples `stage` (the question writer for "questions", else the teacher)."""
-    from posttrain.runner import load_start
+    from posttrain.models.start import load_start
     settings = recipe.questions.model if stage == "questions" and recipe.questions.model else recipe.model
     model, tok = load_start(settings)
     return model.eval(), tok
@@ -222,7 +222,7 @@ def make_new_problems(recipe: SynthRecipe, removed: list[dict]) -> dict:
 
 def filter_solutions(recipe: SynthRecipe, tokenizer) -> tuple[list[dict], list[dict], dict]:
     """(kept rows {problem, solution, answer, origin, problem_id}, removed rows, counts per reason)."""
-    from posttrain.eval.answers import extract_answer, grade
+    from posttrain.data.answers import extract_answer, grade
     from posttrain.eval.math import majority
     from posttrain.synth.overlap import near_duplicates
     f, d = recipe.filters, recipe.run_dir

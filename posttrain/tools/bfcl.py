@@ -42,8 +42,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from posttrain.tools.calls import ParseResult, ToolCall
-from posttrain.tools.schema import find_tool
+from posttrain.data.tool_calls import ParseResult, ToolCall
+from posttrain.data.tool_schema import find_tool
 
 PY_TYPES = {
     "string": str, "integer": int, "float": float, "boolean": bool, "array": list, "tuple": list, "dict": dict,

@@ -1,4 +1,4 @@
-"""PKT, prioritised key tokens (TL-Training, Ye et al., EMNLP 2025 Findings; METHODS.md section 7).
+"""PKT, prioritised key tokens (TL-Training, Ye et al., EMNLP 2025 Findings; docs/methods.md "Tool use: TL-Training").
 
 The key tokens K of a call are where a tool-using model decides WHICH tool it calls:
 - the first token of the tool name;
@@ -38,7 +38,7 @@ def name_tokens(tokenizer, name: str) -> list[int]:
 
 def call_spans(content: str) -> list[tuple[str, int, int, int, int]]:
     """(name, name start, name end, call start, call end) character spans of each call written in the one
-    call format (posttrain/tools/calls.py) in an assistant reply; [] when it holds no call list."""
+    call format (posttrain/data/tool_calls.py) in an assistant reply; [] when it holds no call list."""
     dec = json.JSONDecoder()
     start = content.find("[")
     if start < 0:

@@ -31,9 +31,9 @@ from typing import Any
 
 from posttrain.data.readers import iter_sourced_rows
 from posttrain.data.records import validate_messages
+from posttrain.data.tool_calls import ToolCall
+from posttrain.data.tool_schema import find_tool, validate_tools
 from posttrain.errors import DataError
-from posttrain.tools.calls import ToolCall
-from posttrain.tools.schema import find_tool, validate_tools
 
 SEAL_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
               "dict": "object"}

@@ -1,4 +1,4 @@
-"""TL-Training's MAE ("mitigate adverse data", METHODS.md section 7): an assistant turn whose tool feedback
+"""TL-Training's MAE ("mitigate adverse data", docs/methods.md "Tool use: TL-Training"): an assistant turn whose tool feedback
 is an error is not trained on, but stays in the history of later turns; and one training sample per
 assistant turn. The trajectories with adverse turns to drop are made by :mod:`posttrain.tools.trajectories`.
 
@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from posttrain.tools.records import ToolConversation
+from posttrain.data.tool_records import ToolConversation
 
 SIGNATURES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(rx, re.I)) for name, rx in (
     ("not_defined", r"is\s+not\s+defined"),

@@ -9,7 +9,7 @@ Two ways, chosen per tokenizer (``mode="auto"``):
   the variable drops them silently.
 - ``"system"``: our own system prompt, for templates without tools (SmolLM2's ChatML): the tool list as
   JSON (one spec per line, types in JSON Schema names) and the instruction to answer with calls in the one
-  format of :mod:`posttrain.tools.calls`. It goes in front of the conversation's own system message, if
+  format of :mod:`posttrain.data.tool_calls`. It goes in front of the conversation's own system message, if
   any, separated by a blank line (BFCL's prompting handlers do the same). The text is
   :data:`TOOL_SYSTEM_PROMPT`; for one tool it reads::
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from posttrain.data.tool_schema import to_json_schema
 from posttrain.errors import PosttrainError
-from posttrain.tools.schema import to_json_schema
 
 MODES = ("auto", "template", "system")
 

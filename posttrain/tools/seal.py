@@ -3,7 +3,7 @@
 After the Seal-Tools paper's ``calculate_score_ToolLearning`` (LLM_Evaluation/src/llm_tools/evaluation/
 calculate.py in fairyshine/Seal-Tools), micro-averaged over a data set:
 
-- format: the share of outputs that parse (:func:`posttrain.tools.calls.parse_calls` ``ok``); an output
+- format: the share of outputs that parse (:func:`posttrain.data.tool_calls.parse_calls` ``ok``); an output
   that does not parse counts its gold calls and parameters, and predicts nothing;
 - tool selection: a predicted call is right when it is matched to a gold call of the same name;
   P = right / predicted calls, R = right / gold calls;
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Sequence
 
-from posttrain.tools.calls import ParseResult, ToolCall
+from posttrain.data.tool_calls import ParseResult, ToolCall
 
 
 @dataclass
@@ -44,12 +44,12 @@ class SealCounts:
         return SealCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
-def _same_value(a, b) -> bool:
+def same_value(a, b) -> bool:
     return str(a) == str(b)
 
 
 def _overlap(pred: ToolCall, gold: ToolCall) -> int:
-    return sum(1 for k, v in pred.arguments.items() if k in gold.arguments and _same_value(v, gold.arguments[k]))
+    return sum(1 for k, v in pred.arguments.items() if k in gold.arguments and same_value(v, gold.arguments[k]))
 
 
 def seal_counts(parsed: ParseResult, gold: Sequence[ToolCall]) -> SealCounts:

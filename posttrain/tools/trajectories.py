@@ -1,6 +1,6 @@
 """Tool-use trajectories with adverse turns: erroneous calls, their error feedback, then the corrected call.
 
-TL-Training's MAE ("mitigate adverse data", METHODS.md section 7; :mod:`posttrain.tools.mae`) drops from
+TL-Training's MAE ("mitigate adverse data", docs/methods.md "Tool use: TL-Training"; :mod:`posttrain.tools.mae`) drops from
 training an assistant turn whose tool feedback is an error, while keeping that turn in the history of later
 turns. BFCL and Seal-Tools have no tool feedback, so this module makes some.
 
@@ -68,11 +68,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from posttrain.data.readers import iter_sourced_rows
+from posttrain.data.tool_calls import ToolCall, format_calls
+from posttrain.data.tool_records import ToolConversation
+from posttrain.data.tool_schema import JSON_TYPES, find_tool
 from posttrain.errors import DataError
-from posttrain.tools.calls import ToolCall, format_calls
 from posttrain.tools.mae import is_adverse
-from posttrain.tools.records import ToolConversation
-from posttrain.tools.schema import JSON_TYPES, find_tool
 
 ERROR_KINDS = ("extra_param", "missing_required", "wrong_value", "hallucinated_tool", "connection")
 

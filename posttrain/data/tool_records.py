@@ -19,17 +19,17 @@ Rules (checked at load, errors name file, line and field):
 - the first assistant turn follows a user turn; there is at least one assistant turn;
 - an assistant message may give its calls as ``"tool_calls": [{"name", "arguments"}, ...]`` instead of
   text (OpenAI-style rows); they become its content in the one call format
-  (:func:`posttrain.tools.calls.format_calls`), after any text it has.
-- ``tools`` is validated by :func:`posttrain.tools.schema.validate_tools`.
+  (:func:`posttrain.data.tool_calls.format_calls`), after any text it has.
+- ``tools`` is validated by :func:`posttrain.data.tool_schema.validate_tools`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from posttrain.data.tool_calls import call_from_dict, format_calls
+from posttrain.data.tool_schema import validate_tools
 from posttrain.errors import DataError
-from posttrain.tools.calls import call_from_dict, format_calls
-from posttrain.tools.schema import validate_tools
 
 TOOL_ROLES = ("system", "user", "assistant", "tool")
 
