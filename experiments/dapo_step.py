@@ -20,7 +20,7 @@ import numpy as np
 from experiments import RECIPES
 from experiments.sweep import publish, run_variant
 from posttrain.eval.report import markdown_table, plot_curves
-from posttrain.files import write_jsonl
+from posttrain.files import read_jsonl, write_jsonl
 from posttrain.stats import mean_ci, sign_test_p, wilson_interval
 
 DAPO = RECIPES / "dapo_step_word_problems.yaml"
@@ -110,7 +110,7 @@ def data_spreads(folder: Path, recipe) -> dict:
     """How many of an iteration's states the spread filter would keep if each candidate were valued by its own
     completions (dapo_data.mc_spreads), beside the critic's count."""
     from posttrain.methods import dapo_data as dd
-    targets = dd.read_jsonl(folder / "targets.jsonl")
+    targets = read_jsonl(folder / "targets.jsonl")
     spreads = dd.mc_spreads(targets)
     min_spread = recipe.method.get("min_spread", 0.1)
     return {"states": len(targets), "with_two_or_more": len(spreads),

@@ -31,7 +31,8 @@ from posttrain.stats import mean_ci, sign_test_p, wilson_interval
 def gold_rows(synth_run: Path) -> list[dict]:
     from posttrain.data.sources import load_source
     from posttrain.synth.config import load_synth_recipe
-    from posttrain.synth.math import read_jsonl, sft_row
+    from posttrain.files import read_jsonl
+    from posttrain.synth.math import sft_row
     recipe = load_synth_recipe(synth_run / "recipe.yaml")
     seeds = read_jsonl(synth_run / "seeds.jsonl")
     convs = [c for src in recipe.seeds for c in load_source(src, "sft")]

@@ -14,7 +14,9 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from posttrain.errors import DataError
 
 TMP_MARK = ".tmp-"
 
@@ -74,9 +76,16 @@ def write_jsonl(path: str | os.PathLike, rows, *, fsync: bool = False) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows), fsync=fsync)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The rows of a file written by :func:`write_jsonl` (blank lines skipped)."""
-    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+def read_jsonl(path: str | os.PathLike, *, missing: Literal["error", "empty"] = "error") -> list[dict]:
+    """The rows of a file written by :func:`write_jsonl` (blank lines skipped). A file that is not there is
+    a DataError naming it (`missing="error"`: a stage's input that an earlier stage should have written) or
+    no rows (`missing="empty"`: a shard or optional output not written yet)."""
+    p = Path(path)
+    if not p.is_file():
+        if missing == "empty":
+            return []
+        raise DataError(f"{p} does not exist: the stage that writes it has not finished", file=str(p))
+    return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -257,7 +257,7 @@ def test_the_advantages_stage_values_each_candidate_on_the_state_followed_by_the
     from posttrain.config import validate_section
     from posttrain.methods import dapo_step as ds
     from posttrain.methods import get_method
-    from posttrain.methods.base import load_records
+    from posttrain.methods.base import recipe_records
     from posttrain.models import load_model
     recipe = make("method.critic.batch_size=2", f"method.terminal_value={terminal_value}")  # 2: padded batches
     params = validate_section(get_method("dapo_step").params, recipe.method, "method")
@@ -283,7 +283,7 @@ def test_the_advantages_stage_values_each_candidate_on_the_state_followed_by_the
     ctx = SimpleNamespace(dir=folder, iteration=0, policy=lambda: (model, tok), progress=False)
     out = ds.make_advantages(recipe, params, ctx)
 
-    records = load_records(recipe)
+    records = recipe_records(recipe)
     prompt = {pid: encode_prompt(tok, records[pid].prompt) for pid in range(3)}
     assert tok.decode(prompt[0]).endswith("Tell me about cats.<|im_end|>\n<|im_start|>assistant\n")
     by_state = {s["state_id"]: s for s in states}

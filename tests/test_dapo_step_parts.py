@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from posttrain.data.steps import newline_tokens, split_steps
+from posttrain.files import read_jsonl
 from posttrain.losses.advantage import advantages, critic_loss, dapo_step_loss, keeps_state, mc_target
 from tests.data_helpers import load_smollm2_tokenizer
 
@@ -170,7 +171,7 @@ def test_the_critic_stage_compares_with_its_training_states_mean(tmp_path, monke
     r = setup_folder(tmp_path, monkeypatch)("pipeline.iterations=1", name="calib")
     run_recipe(r, show_progress=False, until="critic")
     ev = json.loads((r.run_dir / "critic_eval.json").read_text())
-    targets = dd.read_jsonl(r.run_dir / "targets.jsonl")
+    targets = read_jsonl(r.run_dir / "targets.jsonl")
     held = dd.heldout_problems(4, 0.25, r.seed, 0)  # 4 prompts, method.critic.heldout 0.25
     train = [t["mc"] for t in targets if t["prompt_id"] not in held]
     heldout = [t["mc"] for t in targets if t["prompt_id"] in held]

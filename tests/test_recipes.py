@@ -6,7 +6,7 @@ import pytest
 from posttrain.config import load_recipe, validate_section
 from posttrain.demo import demo_recipe_path
 from posttrain.methods import get_method
-from posttrain.methods.base import load_records
+from posttrain.methods.base import recipe_records
 
 RECIPES = [*sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")), demo_recipe_path()]
 
@@ -41,5 +41,5 @@ def test_recipe_is_valid_and_its_data_loads(path):
         from posttrain.data.nlu import default_data_dir
         if not default_data_dir().exists():
             pytest.skip(f"{default_data_dir()} is absent (../shared/data not present here)")
-    records = load_records(recipe)
+    records = recipe_records(recipe)
     assert len(records) > 0

@@ -35,13 +35,13 @@ class MethodSpec:
     params: type[BaseModel]
     build: Callable[..., Built]  # (recipe, params, model, tokenizer, run: RunInfo | None) -> Built
     description: str = ""
-    data_kind: str = "preference"  # what data.train holds: "sft", "preference" or "prompt" records (load_records)
+    data_kind: str = "preference"  # what data.train holds: "sft", "preference" or "prompt" records (recipe_records)
     # the stages before training, as posttrain.pipeline.StageDef (e.g. RSO's sample -> pairs); the
     # pipeline appends the training stage itself
     stages: Callable[..., list] | None = None  # (recipe, params, IterationContext) -> [StageDef]
 
 
-def load_records(recipe, split: str = "train", kind: str | None = None) -> list:
+def recipe_records(recipe, split: str = "train", kind: str | None = None) -> list:
     """The records of `data.<split>` ("train" or "eval"), of `kind` (default: the recipe method's
     MethodSpec.data_kind, so a recipe can be checked to load without building the method; a build that
     another method reuses — RSO trains through the preference build — names its kind)."""

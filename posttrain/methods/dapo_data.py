@@ -39,7 +39,7 @@ from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file
 from posttrain.logprobs import IGNORE, completion_logprobs, sequence_logprobs
 from posttrain.losses.advantage import advantages, critic_loss, keeps_state, mc_target
-from posttrain.methods.base import load_records
+from posttrain.methods.base import recipe_records
 from posttrain.rewards import get_reward, score_checked
 
 ROLLOUT_SEED_OFFSET = 1_000_003  # rollout streams must not repeat the responses' (same prompt ids)
@@ -48,11 +48,6 @@ ROLLOUT_SEED_OFFSET = 1_000_003  # rollout streams must not repeat the responses
 # ------------------------------------------------------------------ stage files
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """An earlier stage's output file; a clear error when that stage did not finish."""
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: an earlier stage did not finish", file=str(path))
-    return files.read_jsonl(path)
 
 
 
@@ -92,7 +87,7 @@ def balanced_keep(correct: list[bool], keep: int, rng: np.random.Generator) -> l
 def make_states(recipe, params, ctx, samples_file: Path) -> dict:
     """Stage `states`: balanced responses split into token-level states -> states.jsonl."""
     _, tok = ctx.policy()
-    records = load_records(recipe)
+    records = recipe_records(recipe)
     n = params.sampling.num_candidates
     samples, _ = read_samples(samples_file, n)
     if len(samples) != len(records):
@@ -176,8 +171,8 @@ def make_rollouts(recipe, params, ctx) -> dict:
     targets and candidate actions -> targets.jsonl."""
     from posttrain.generation.sampler import stop_ids
     model, tok = ctx.policy()
-    records = load_records(recipe)
-    states = read_jsonl(ctx.dir / "states.jsonl")
+    records = recipe_records(recipe)
+    states = files.read_jsonl(ctx.dir / "states.jsonl")
     recs = state_records(tok, records, states)
     rollouts, st = sample_to_file(model, tok, recs, rollout_params(params), ctx.dir / "rollouts.jsonl",
                                   batch_size=params.sampling.batch_size, progress=ctx.progress)

@@ -26,14 +26,14 @@ from pydantic import Field
 from posttrain import distributed
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
-from posttrain.errors import DataError, RecipeError
 from posttrain.checkpoints import latest_checkpoint
-from posttrain.files import atomic_write_text, write_jsonl
+from posttrain.errors import DataError, RecipeError
+from posttrain.files import atomic_write_text, read_jsonl, write_jsonl
 from posttrain.generation.to_file import source_path
 from posttrain.logprobs import completion_logprobs, sequence_logprobs
 from posttrain.losses.advantage import dapo_step_loss
 from posttrain.methods import dapo_data as dd
-from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
+from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
 from posttrain.methods.rso import SAMPLE_KEYS, SamplingSettings, samples_file, sample_candidates
 from posttrain.pipeline import StageDef, flat
 from posttrain.pipeline import select as select_keys
@@ -94,8 +94,8 @@ def train_critic(recipe, params: DAPOStepParams, ctx) -> dict:
     """Stage `critic`: BCE on the MC targets of the training problems' states (an engine run in critic/,
     resumable), then calibration on the held-out problems' states -> critic_eval.json."""
     from posttrain.engine import Engine
-    records = load_records(recipe)
-    states, targets = dd.read_jsonl(ctx.dir / "states.jsonl"), dd.read_jsonl(ctx.dir / "targets.jsonl")
+    records = recipe_records(recipe)
+    states, targets = read_jsonl(ctx.dir / "states.jsonl"), read_jsonl(ctx.dir / "targets.jsonl")
     critic, tok = critic_model(recipe, params, ctx.iteration)
     feats = dd.critic_features(dd.prompt_ids_of(tok, records, [s["prompt_id"] for s in states]), states, targets)
     held = dd.heldout_problems(len(records), params.critic.heldout, recipe.seed, ctx.iteration)
@@ -132,9 +132,9 @@ def load_critic(recipe, params: DAPOStepParams, ctx):
 def make_advantages(recipe, params: DAPOStepParams, ctx) -> dict:
     """Stage `advantages`: candidate values, advantages, the spread filter and pi_ref's log-probs of every
     kept candidate -> actions.jsonl (one row per kept state) and dapo_stats.json."""
-    records = load_records(recipe)
-    states = {s["state_id"]: s for s in dd.read_jsonl(ctx.dir / "states.jsonl")}
-    targets = dd.read_jsonl(ctx.dir / "targets.jsonl")
+    records = recipe_records(recipe)
+    states = {s["state_id"]: s for s in read_jsonl(ctx.dir / "states.jsonl")}
+    targets = read_jsonl(ctx.dir / "targets.jsonl")
     critic, tok = load_critic(recipe, params, ctx)
     prompt = dd.prompt_ids_of(tok, records, [s["prompt_id"] for s in states.values()])
 
@@ -235,8 +235,8 @@ def build(recipe, params: DAPOStepParams, model, tokenizer, run: RunInfo | None 
     if not path.is_file():
         raise RecipeError(f"{path} does not exist: run the recipe with `posttrain train`, which runs the data "
                           f"stages before training")
-    records = load_records(recipe)
-    rows = dd.read_jsonl(path)
+    records = recipe_records(recipe)
+    rows = read_jsonl(path)
     prompt = dd.prompt_ids_of(tokenizer, records, [r["prompt_id"] for r in rows])
     feats, too_long = [], 0
     for r in rows:

@@ -28,7 +28,7 @@ from posttrain.errors import DataError, RecipeError
 from posttrain.generation.knockout import knockout
 from posttrain.generation.to_file import read_samples, source_path
 from posttrain.methods import preference
-from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
+from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
 from posttrain.methods.rso import (SAMPLE_KEYS, SamplingSettings, samples_file, build_on_pairs, sample_candidates,
                                    write_pairs)
 from posttrain.pipeline import StageDef, flat
@@ -61,7 +61,7 @@ class INPOParams(preference.PreferenceLossParams):
 
 def iteration_records(recipe, params: INPOParams, iteration: int) -> list:
     """The fresh prompts of an iteration (0-based)."""
-    records = load_records(recipe)
+    records = recipe_records(recipe)
     p = params.prompts_per_iteration
     if p is None:
         return records

@@ -31,7 +31,7 @@ from posttrain.files import atomic_path
 from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
                                 supports_shared_prefix)
 from posttrain.losses.preference import NEEDS_PREVIOUS, PREFERENCE_LOSSES, PairLogps
-from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
+from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
 from posttrain.models import cache_dir, unwrap
 from posttrain.models.attention import supports_pair_rows
 from posttrain.references import REFERENCES, Reference, resolve_reference
@@ -258,10 +258,10 @@ def build(recipe, params: PreferenceParams, model, tokenizer, run: RunInfo | Non
     fn, needs_ref, _ = PREFERENCE_LOSSES[loss_name]
     check_loss_params(fn, params.model_copy(update={"loss": loss_name}).loss_kwargs())
     data = recipe.data
-    feats, stats = encode(load_records(recipe, kind="preference"), tokenizer, data)
+    feats, stats = encode(recipe_records(recipe, kind="preference"), tokenizer, data)
     eval_feats = None
     if data.eval is not None:
-        eval_feats, _ = encode(load_records(recipe, "eval", kind="preference"), tokenizer, data)
+        eval_feats, _ = encode(recipe_records(recipe, "eval", kind="preference"), tokenizer, data)
     pad = tokenizer.pad_token_id
     layout = pair_layout(params, model)
     stats["pair_forward"] = layout

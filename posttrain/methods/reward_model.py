@@ -11,7 +11,7 @@ from typing import Literal
 from posttrain.config import Section
 from posttrain.data.collate import pair_collate
 from posttrain.losses.reward import bradley_terry
-from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
+from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
 from posttrain.methods.preference import encode
 from posttrain.models.value_head import ScalarHeadModel, head_info
 
@@ -38,10 +38,10 @@ class RewardObjective:
 
 def build(recipe, params: RewardModelParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data = recipe.data
-    feats, stats = encode(load_records(recipe), tokenizer, data)
+    feats, stats = encode(recipe_records(recipe), tokenizer, data)
     eval_feats = None
     if data.eval is not None:
-        eval_feats, _ = encode(load_records(recipe, "eval"), tokenizer, data)
+        eval_feats, _ = encode(recipe_records(recipe, "eval"), tokenizer, data)
     info = head_info(recipe.model)
     rm = ScalarHeadModel(model, info=info, init_std=params.head_init_std, seed=recipe.seed)
     pad = tokenizer.pad_token_id

@@ -31,7 +31,7 @@ from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file, source_path
 from posttrain.losses.preference import PREFERENCE_LOSSES
 from posttrain.methods import preference
-from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
+from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
 from posttrain.pipeline import StageDef, flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
@@ -83,7 +83,7 @@ def sample_candidates(recipe, params, ctx, records: list | None = None) -> dict:
     model, tokenizer = ctx.policy()
     sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                         max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
-    records = load_records(recipe) if records is None else records
+    records = recipe_records(recipe) if records is None else records
     _, st = sample_to_file(model, tokenizer, records, sp, samples_file(params, ctx),
                            batch_size=s.batch_size, max_prompt_length=recipe.data.max_prompt_length,
                            progress=ctx.progress)
@@ -94,7 +94,7 @@ def sample_candidates(recipe, params, ctx, records: list | None = None) -> dict:
 def make_pairs(recipe, params: RSOParams, ctx) -> dict:
     """Stage 2: score, select (rso / sft_sample_rank / best_of_n) and pair -> pairs.jsonl."""
     s, folder = params.sampling, ctx.dir
-    records = load_records(recipe)
+    records = recipe_records(recipe)
     samples, _ = read_samples(samples_file(params, ctx), s.num_candidates)
     if len(samples) != len(records):
         raise DataError(f"{samples_file(params, ctx)} holds {len(samples)} of {len(records)} prompts: the "

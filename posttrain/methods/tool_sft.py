@@ -21,7 +21,7 @@ from pydantic import Field
 from posttrain.config import Section
 from posttrain.data.template import TruncationStats, encode_conversation, render
 from posttrain.errors import RecipeError
-from posttrain.methods.base import Built, MethodSpec, RunInfo, load_records
+from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
 from posttrain.methods.sft import SFTObjective, is_padding_free, sft_collate
 from posttrain.tools.key_tokens import pkt_weights
 from posttrain.tools.prompt import resolve_mode, with_tool_system
@@ -84,10 +84,10 @@ def build(recipe, params: ToolSFTParams, model, tokenizer, run: RunInfo | None =
     if resolve_mode(tokenizer) != "system":
         raise RecipeError("method tool_sft renders tools in the system prompt (ChatML-style templates); this "
                           "tokenizer has its own tool template, which training does not use yet")
-    feats, stats = encode_turns(load_records(recipe), tokenizer, data, params)
+    feats, stats = encode_turns(recipe_records(recipe), tokenizer, data, params)
     eval_feats = None
     if data.eval is not None:
-        eval_feats, _ = encode_turns(load_records(recipe, "eval"), tokenizer, data, params)
+        eval_feats, _ = encode_turns(recipe_records(recipe, "eval"), tokenizer, data, params)
     collate = sft_collate(tokenizer.pad_token_id, model)
     stats["padding_free"] = is_padding_free(collate)
     return Built(SFTObjective("weights" if params.pkt else "token"), feats, collate, eval_feats, stats=stats)

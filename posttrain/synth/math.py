@@ -84,9 +84,6 @@ def clean_question(text: str) -> str | None:
 # ---------------------------------------------------------------- files
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """A shard or stage file's rows; none when it is not written yet."""
-    return files.read_jsonl(path) if path.is_file() else []
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -122,7 +119,7 @@ def sample_sharded(recipe: SynthRecipe, recipe_path: Path | None, stage: str, re
         raise RecipeError(f"synth {stage}: worker(s) {[i for i, c in enumerate(codes) if c]} failed; rerun to resume")
     rows = []
     for i in range(n):
-        rows += read_jsonl(shard_file(out, i, n))
+        rows += files.read_jsonl(shard_file(out, i, n), missing="empty")
     rows.sort(key=lambda r: (r["prompt_id"], r["sample_index"]))
     write_jsonl(out, rows)
     source_path(out).write_text(source_path(shard_file(out, 0, n)).read_text())
@@ -169,15 +166,15 @@ def sampling_job(recipe: SynthRecipe, stage: str):
     from posttrain.data.records import PromptRecord
     d = recipe.run_dir
     if stage == "solutions":
-        rows = read_jsonl(d / "seeds.jsonl")
+        rows = files.read_jsonl(d / "seeds.jsonl", missing="empty")
         recs = [PromptRecord(solution_messages(r["problem"], recipe.solutions.few_shot), r["answer"]) for r in rows]
         return recs, _params(recipe, stage), d / "solutions.jsonl"
     if stage == "questions":
-        rows = read_jsonl(d / "seeds.jsonl")
+        rows = files.read_jsonl(d / "seeds.jsonl", missing="empty")
         recs = [PromptRecord([{"role": "user", "content": QUESTION_PROMPT.format(problem=r["problem"])}]) for r in rows]
         return recs, _params(recipe, stage), d / "questions.raw.jsonl"
     if stage == "new_solutions":
-        rows = read_jsonl(d / "new_problems.jsonl")
+        rows = files.read_jsonl(d / "new_problems.jsonl", missing="empty")
         recs = [PromptRecord(solution_messages(r["problem"], recipe.solutions.few_shot)) for r in rows]
         return recs, _params(recipe, stage), d / "new_solutions.jsonl"
     raise RecipeError(f"synth: {stage!r} is not a sampling stage; those are {', '.join(STAGE_SEEDS)}")
@@ -200,10 +197,10 @@ def make_seeds(recipe: SynthRecipe) -> dict:
 
 def make_new_problems(recipe: SynthRecipe, removed: list[dict]) -> dict:
     """Clean the teacher's new problems; drop empty ones and exact repeats of a seed or an earlier new one."""
-    seeds = read_jsonl(recipe.run_dir / "seeds.jsonl")
+    seeds = files.read_jsonl(recipe.run_dir / "seeds.jsonl", missing="empty")
     seen = {" ".join(r["problem"].split()).lower() for r in seeds}
     out, dropped = [], {"not_a_problem": 0, "exact_repeat": 0}
-    for row in read_jsonl(recipe.run_dir / "questions.raw.jsonl"):
+    for row in files.read_jsonl(recipe.run_dir / "questions.raw.jsonl", missing="empty"):
         q = clean_question(row["text"])
         if q is None or row["finish_reason"] != "stop":
             dropped["not_a_problem"] += 1
@@ -250,18 +247,18 @@ def filter_solutions(recipe: SynthRecipe, tokenizer) -> tuple[list[dict], list[d
             else:
                 kept.append({"problem": problem, "solution": text, "answer": gold, "origin": origin, "problem_id": pid})
 
-    seeds = read_jsonl(d / "seeds.jsonl")
+    seeds = files.read_jsonl(d / "seeds.jsonl", missing="empty")
     by_seed: dict[int, list] = {}
-    for s in read_jsonl(d / "solutions.jsonl"):
+    for s in files.read_jsonl(d / "solutions.jsonl", missing="empty"):
         by_seed.setdefault(s["prompt_id"], []).append(s)
     for r in seeds:
         consider(r["problem"], f"seed-{r['id']}", "seed", by_seed.get(r["id"], []), r["answer"])
     if recipe.questions.enabled:
-        news = read_jsonl(d / "new_problems.jsonl")
+        news = files.read_jsonl(d / "new_problems.jsonl", missing="empty")
         dup = near_duplicates([r["problem"] for r in seeds] + [r["problem"] for r in news],
                               n=f.near_duplicate_n, threshold=f.near_duplicate_threshold)
         by_new: dict[int, list] = {}
-        for s in read_jsonl(d / "new_solutions.jsonl"):
+        for s in files.read_jsonl(d / "new_solutions.jsonl", missing="empty"):
             by_new.setdefault(s["prompt_id"], []).append(s)
         for r in news:
             j = len(seeds) + r["id"]
@@ -356,7 +353,7 @@ def write_report(recipe: SynthRecipe, stats: dict[str, dict]) -> dict:
     from posttrain.eval.report import markdown_table
     from posttrain.files import atomic_write_json, atomic_write_text
     d = recipe.run_dir
-    rows = read_jsonl(d / "synth.jsonl")
+    rows = files.read_jsonl(d / "synth.jsonl", missing="empty")
     summary = {"recipe": recipe.name, "teacher": recipe.model.name, "seed": recipe.seed, "stages": stats,
                "kept": len(rows), "kept_by_origin": {o: sum(r["origin"] == o for r in rows) for o in ("seed", "new")},
                "kept_problems": len({r["problem_id"] for r in rows})}
@@ -412,11 +409,13 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
         return {"kept": len(kept), "dropped": counts}
 
     def decontam_stage():
-        clean, removed_d, counts = decontaminate(recipe, read_jsonl(d / "filtered.jsonl"), decontam_targets(recipe))
+        clean, removed_d, counts = decontaminate(recipe, files.read_jsonl(d / "filtered.jsonl", missing="empty"),
+                                                 decontam_targets(recipe))
         write_jsonl(d / "synth.jsonl", [sft_row(r["problem"], r["solution"], answer=r["answer"], origin=r["origin"],
                                                 problem_id=r["problem_id"]) for r in clean])
-        write_jsonl(d / "removed.jsonl", read_jsonl(d / "removed.questions.jsonl") + read_jsonl(d / "removed.filter.jsonl")
-                    + removed_d)
+        removed = [r for name in ("removed.questions.jsonl", "removed.filter.jsonl")
+                   for r in files.read_jsonl(d / name, missing="empty")]
+        write_jsonl(d / "removed.jsonl", removed + removed_d)
         return {"kept": len(clean), **counts}
 
     def new_problems():
