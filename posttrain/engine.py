@@ -50,22 +50,26 @@ class Objective(Protocol):
     def units(self, batch: Batch) -> float: ...
 
 
+ROLLOUT_STATE = "rollout.pt"  # a rollout hook's state, buffer and metrics in a checkpoint
+
+
 @dataclass
-class StageOutput:
-    """What a stage hands back: a new training buffer (None: keep the current one) and metrics, which the
-    engine logs with every step until the stage's next output."""
+class RolloutOutput:
+    """What a rollout hook hands back: a new training buffer (None: keep the current one) and metrics,
+    which the engine logs with every step until the hook's next output."""
     data: Sequence[Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class Stage(Protocol):
-    """A method's per-step stage (e.g. an online method's rollouts), run before each optimisation step.
+class RolloutHook(Protocol):
+    """A method's per-step rollout hook (e.g. PPO's rollouts at each iteration start), run before each
+    optimisation step; not a pipeline stage (posttrain.pipeline.StageDef), which runs between engine runs.
 
-    The stage never touches the engine: it returns its buffer and metrics, and the engine swaps the
+    The hook never touches the engine: it returns its buffer and metrics, and the engine swaps the
     buffer, logs the metrics, counts steps and checkpoints the buffer with `state_dict()` (controllers,
-    iteration counters, RNG: whatever else the stage needs to go on exactly as if never stopped)."""
+    iteration counters, RNG: whatever else the hook needs to go on exactly as if never stopped)."""
 
-    def __call__(self, model, step: int) -> StageOutput | None: ...
+    def __call__(self, model, step: int) -> RolloutOutput | None: ...
 
     def state_dict(self) -> dict: ...
 
@@ -230,7 +234,7 @@ class Engine:
                  collate: Callable[[list[Any]], Batch], cfg: TrainSettings, *, run_dir: str | Path,
                  seed: int = 0, eval_data: Sequence[Any] | None = None,
                  eval_fn: Callable[[Any], dict[str, float]] | None = None,
-                 stage: Stage | None = None, prepare: Callable[[DataPlan], None] | None = None,
+                 rollout: RolloutHook | None = None, prepare: Callable[[DataPlan], None] | None = None,
                  tokenizer=None, show_progress: bool = True, schedule: tuple[int, int] | None = None,
                  optimizer_state: Path | None = None):
         """`prepare(plan)` runs once, before training, with the run's data order (e.g. to precompute the
@@ -241,9 +245,9 @@ class Engine:
         if len(train_data) == 0:
             raise TrainingError("the training set is empty")
         self.cfg, self.seed, self.objective, self.collate = cfg, seed, objective, collate
-        self.train_data, self.eval_data, self.eval_fn, self.stage = train_data, eval_data, eval_fn, stage
+        self.train_data, self.eval_data, self.eval_fn, self.rollout = train_data, eval_data, eval_fn, rollout
         self.show_progress, self.tokenizer = show_progress, tokenizer
-        self.stage_metrics: dict[str, float] = {}
+        self.rollout_metrics: dict[str, float] = {}
         self.run_dir = Path(run_dir)
         zero.take_over_from_accelerate()  # ZeRO is the engine's, never accelerate's (posttrain/zero.py)
         # precision is our autocast, not accelerate's: its state is a process-wide singleton that
@@ -468,9 +472,9 @@ class Engine:
             torch.save(rng_states[0], tmp / "rng.pt")
             for r, state in enumerate(rng_states[1:], start=1):  # each rank resumes its own streams
                 torch.save(state, tmp / f"rng-{r}.pt")
-            if self.stage is not None:
-                torch.save({"stage": self.stage.state_dict(), "data": list(self.train_data),
-                            "metrics": self.stage_metrics}, tmp / "stage.pt")
+            if self.rollout is not None:
+                torch.save({"hook": self.rollout.state_dict(), "data": list(self.train_data),
+                            "metrics": self.rollout_metrics}, tmp / ROLLOUT_STATE)
             state = {"step": self.step, "seed": self.seed, "examples_seen": self.step * self._global_batch(),
                      "epoch": self.step * self._global_batch() / len(self.train_data)}
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -493,13 +497,16 @@ class Engine:
                                 f"with as many processes as wrote it")
         _set_rng_state(torch.load(own if rank > 0 else path / "rng.pt", weights_only=True))
         self.step = json.loads((path / "state.json").read_text())["step"]
-        if self.stage is not None:
-            if not (path / "stage.pt").is_file():
-                raise TrainingError(f"{path} has no stage.pt: written by a run without this method's stage?")
-            saved = torch.load(path / "stage.pt", weights_only=True)
-            self.stage.load_state_dict(saved["stage"])
+        if self.rollout is not None:
+            # checkpoints written before the hook's rename hold it as stage.pt under "stage"
+            name = next((n for n in (ROLLOUT_STATE, "stage.pt") if (path / n).is_file()), None)
+            if name is None:
+                raise TrainingError(f"{path} has no {ROLLOUT_STATE}: written by a run without this method's "
+                                    f"rollout hook?")
+            saved = torch.load(path / name, weights_only=True)
+            self.rollout.load_state_dict(saved["hook" if "hook" in saved else "stage"])
             self._set_data(saved["data"])
-            self.stage_metrics = dict(saved["metrics"])
+            self.rollout_metrics = dict(saved["metrics"])
 
     def _load_optimizer(self, path: Path) -> None:
         """An FSDP or ZeRO run saves the optimizer state keyed by parameter name (whole, whatever the number
@@ -519,18 +526,18 @@ class Engine:
 
     def _set_data(self, data: Sequence[Any]) -> None:
         if len(data) == 0:
-            raise TrainingError(f"step {self.step + 1}: the stage returned an empty buffer")
+            raise TrainingError(f"step {self.step + 1}: the rollout hook returned an empty buffer")
         self.train_data = data
         self.plan = DataPlan(len(data), self.plan.global_batch, self.plan.steps, self.seed)
 
-    def run_stage(self) -> None:
+    def run_rollout(self) -> None:
         with distributed.full_params(self.model):
-            out = self.stage(self.accelerator.unwrap_model(self.model), self.step)
+            out = self.rollout(self.accelerator.unwrap_model(self.model), self.step)
         if out is None:
             return
         if out.data is not None:
             self._set_data(out.data)
-        self.stage_metrics = {k: float(v) for k, v in out.metrics.items()}
+        self.rollout_metrics = {k: float(v) for k, v in out.metrics.items()}
 
     def _global_batch(self) -> int:
         return self.cfg.micro_batch_size * self.cfg.grad_accum * self.accelerator.num_processes
@@ -552,11 +559,11 @@ class Engine:
         last_ckpt = ckpt
         try:
             while self.step < end:
-                if self.stage is not None:
-                    self.run_stage()
+                if self.rollout is not None:
+                    self.run_rollout()
                 t0 = time.time()
                 metrics = self.train_step(self.micro_batches(self.step))
-                metrics.update(self.stage_metrics)
+                metrics.update(self.rollout_metrics)
                 dt = time.time() - t0
                 metrics["tokens_per_s"] = metrics["tokens"] / dt if dt > 0 else 0.0
                 metrics["step_time"] = dt
@@ -586,4 +593,4 @@ class Engine:
         return TrainResult(self.step, last, history, time.time() - start_time, last_ckpt)
 
 
-__all__ = ["Engine", "Objective", "Stage", "StageOutput", "DataPlan", "TrainResult", "step_indices"]
+__all__ = ["Engine", "Objective", "RolloutHook", "RolloutOutput", "DataPlan", "TrainResult", "step_indices"]

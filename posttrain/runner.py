@@ -160,7 +160,7 @@ def make_engine(recipe: Recipe, built, model, tokenizer, *, run_dir: Path | None
     """The engine for what a method built: the one place a method's parts are wired to the loop."""
     return Engine(built.model if built.model is not None else model, built.objective, built.train_data,
                   built.collate, recipe.train, run_dir=run_dir or recipe.run_dir, seed=recipe.seed,
-                  eval_data=built.eval_data, stage=built.stage, eval_fn=built.eval_fn, prepare=built.prepare,
+                  eval_data=built.eval_data, rollout=built.rollout, eval_fn=built.eval_fn, prepare=built.prepare,
                   tokenizer=tokenizer, show_progress=show_progress, **kw)
 
 

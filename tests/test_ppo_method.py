@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from posttrain.checkpoints import latest_checkpoint
 from posttrain.config import load_recipe
 from posttrain.errors import RecipeError
 from posttrain.runner import read_history
@@ -82,7 +83,7 @@ def test_ppo_raises_a_learnable_reward(recipe):
     for key in ("policy/clipfrac", "policy/approx_kl", "value/error", "policy/entropy", "rollout/kl",
                 "rollout/beta", "rollout/response_length", "rollout/explained_variance"):
         assert key in hist[-1], key
-    state = torch.load(latest_checkpoint(r.run_dir) / "stage.pt", weights_only=True)["stage"]
+    state = torch.load(latest_checkpoint(r.run_dir) / "rollout.pt", weights_only=True)["hook"]
     assert state["iteration"] == 19 and state["kl"]["kind"] == "adaptive"
     assert not (r.run_dir / "kl_controller.json").exists()  # no state outside the checkpoint
 
@@ -122,7 +123,7 @@ def test_buffer_layout(recipe):
     spec = get_method("ppo")
     lm, tok = load_policy(r)
     built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-    buf, _ = built.stage.rollout(built.model, 0)
+    buf, _ = built.rollout.rollout(built.model, 0)
     assert len(buf) == 8
     for f in buf:
         n = len(f["input_ids"])
@@ -170,8 +171,8 @@ def test_rollout_wiring_matches_an_independent_recomputation(recipe):
             if "lora_B" in n:
                 w.copy_(torch.randn(w.shape, generator=g) * 0.05)
     built = spec.build(r, params, lm, tok)
-    reward = built.stage.reward = RecordingReward(built.stage.reward)
-    buf, stats = built.stage.rollout(built.model, 0)
+    reward = built.rollout.reward = RecordingReward(built.rollout.reward)
+    buf, stats = built.rollout.rollout(built.model, 0)
     assert len(reward.scores) == len(buf) == 8
 
     policy = built.model.eval()
@@ -248,14 +249,33 @@ def test_ppo_resumes_exactly(recipe, stop):
     assert len(read_history(cut.run_dir)) == stop
     resumed = engine_for(cut)
     calls = []
-    rollout = resumed.stage.rollout
-    resumed.stage.rollout = lambda *a: calls.append(a[1]) or rollout(*a)
+    rollout = resumed.rollout.rollout
+    resumed.rollout.rollout = lambda *a: calls.append(a[1]) or rollout(*a)
     resumed.train()
     assert calls == ([] if stop == 6 else [1])  # inside an iteration the saved buffer is trained on
     a, b = _logged(straight), _logged(cut)
     assert [h["step"] for h in b] == list(range(1, 9))
     assert a == b  # exact, every metric at every step
     assert a[4]["rollout/beta"] != a[0]["rollout/beta"]  # the adaptive controller moved and was restored
+
+
+def test_a_checkpoint_written_before_the_rollout_hook_rename_resumes_the_same(recipe):
+    """Checkpoints of earlier versions hold the hook's state as stage.pt under "stage": resuming one of
+    them goes on exactly as from rollout.pt."""
+    straight = recipe(steps=8, extra=["name=straight", "train.save_every=1"])
+    engine_for(straight).train()
+    cut = recipe(steps=8, extra=["name=cut", "train.save_every=1"])
+    engine_for(cut).train(stop_after=5)
+    ckpt = latest_checkpoint(cut.run_dir)
+    saved = torch.load(ckpt / "rollout.pt", weights_only=True)
+    torch.save({"stage": saved["hook"], "data": saved["data"], "metrics": saved["metrics"]}, ckpt / "stage.pt")
+    (ckpt / "rollout.pt").unlink()
+    resumed, calls = engine_for(cut), []
+    rollout = resumed.rollout.rollout
+    resumed.rollout.rollout = lambda *a: calls.append(a[1]) or rollout(*a)
+    resumed.train()
+    assert calls == []  # resumed inside iteration 2 on the buffer read from stage.pt, nothing redrawn
+    assert _logged(straight) == _logged(cut)
 
 
 def test_reference_start_from_an_sft_adapter_has_zero_kl_before_any_update(recipe, tmp_path):
@@ -278,7 +298,7 @@ def test_reference_start_from_an_sft_adapter_has_zero_kl_before_any_update(recip
         spec = get_method("ppo")
         lm, tok = load_policy(r)
         built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-        _, stats = built.stage.rollout(built.model, 0)
+        _, stats = built.rollout.rollout(built.model, 0)
         kls[ref] = stats["kl"]
     assert kls["start"] == 0.0
     assert abs(kls["base"]) > 1e-3
@@ -306,7 +326,7 @@ def test_rollout_split_over_two_emulated_ranks_gives_the_one_process_buffer(reci
             if "lora_B" in n:
                 w.copy_(torch.randn(w.shape, generator=g) * 0.05)
     built = spec.build(r, validate_section(spec.params, r.method, "method"), lm, tok)
-    stage, it = built.stage, 1  # iteration 1: the global prompt ids do not start at 0
+    stage, it = built.rollout, 1  # iteration 1: the global prompt ids do not start at 0
     start = copy.deepcopy(stage.state_dict())
     one_buf, one_stats = stage.rollout(built.model, it)
     one_state = copy.deepcopy(stage.state_dict())

@@ -14,7 +14,7 @@ class Built:
     train_data: list
     collate: Callable
     eval_data: list | None = None
-    stage: Callable | None = None
+    rollout: Callable | None = None  # the engine's per-step rollout hook (posttrain.engine.RolloutHook)
     stats: dict = field(default_factory=dict)  # e.g. truncation counts, reported in the summary
     model: Any = None  # what the engine trains when it is not the loaded LM itself (e.g. LM + scalar head)
     eval_fn: Callable | None = None  # model -> {metric: value}, run at each engine evaluation

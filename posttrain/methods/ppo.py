@@ -1,7 +1,7 @@
-"""PPO for language models (docs/methods.md "PPO") on the shared engine: a rollout stage + a clipped objective.
+"""PPO for language models (docs/methods.md "PPO") on the shared engine: a rollout hook + a clipped objective.
 
 Layout of one PPO iteration (every `steps_per_iteration` engine steps):
-1. rollout (the engine's `stage` hook): `rollout_batch` prompts (a seeded permutation per epoch over the
+1. rollout (the engine's per-step rollout hook): `rollout_batch` prompts (a seeded permutation per epoch over the
    prompt set), one sample each from the current policy (temperature 1 by default), then, without grad:
    log-probs and values under the current policy+value head (old), log-probs under the reference
    (`reference: start` by default: the model the run starts from, e.g. the SFT model when model.adapter
@@ -36,7 +36,7 @@ from posttrain.data.nlu import nlu_accuracy
 from posttrain.data.records import completion_text
 from posttrain.data.sources import load_source, prompt_text
 from posttrain.data.template import encode_prompt
-from posttrain.engine import DataPlan, StageOutput
+from posttrain.engine import DataPlan, RolloutOutput
 from posttrain.errors import RecipeError
 from posttrain.eval.nlu import nlu_eval
 from posttrain.generation.sampler import SamplingParams, sample
@@ -107,8 +107,8 @@ class PPOObjective:
         return pg + self.p.vf_coef * vf, metrics
 
 
-class PPOStage:
-    """The rollout stage: a fresh buffer at each iteration start; its state (the KL controller and the
+class PPORollouts:
+    """The rollout hook: a fresh buffer at each iteration start; its state (the KL controller and the
     iteration) is checkpointed by the engine together with the buffer, so a resume inside an iteration
     trains on the very rollouts the uninterrupted run drew."""
 
@@ -121,13 +121,13 @@ class PPOStage:
                    if params.kl_control == "adaptive" else FixedKLController(params.kl_coef))
         self.iteration: int | None = None
 
-    def __call__(self, model, step: int) -> StageOutput | None:
+    def __call__(self, model, step: int) -> RolloutOutput | None:
         it = step // self.steps_per_iteration
         if self.iteration == it:
             return None
         buffer, stats = self.rollout(model, it)
         self.iteration = it
-        return StageOutput(buffer, {f"rollout/{k}": v for k, v in stats.items()})
+        return RolloutOutput(buffer, {f"rollout/{k}": v for k, v in stats.items()})
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "kl": self.kl.state_dict()}
@@ -245,17 +245,17 @@ def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = Non
     info = head_info(recipe.model)
     policy = ScalarHeadModel(model, info=info, seed=recipe.seed, logits=True)
     objective = PPOObjective(params)
-    stage = PPOStage(params, records, tokenizer, reward, recipe.seed, steps_per_iteration,
+    rollouts = PPORollouts(params, records, tokenizer, reward, recipe.seed, steps_per_iteration,
                      data.max_prompt_length, reference)
     eval_fn = None
     if data.eval is not None:
         ev = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
         eval_fn = _eval_fn(params, ev, tokenizer, reward, data.max_prompt_length)
-    placeholder = [None] * params.rollout_batch  # the stage fills it before the first step
+    placeholder = [None] * params.rollout_batch  # the rollout hook fills it before the first step
     return Built(objective, placeholder, lambda f: pad_collate(f, tokenizer.pad_token_id), None,
-                 stage=stage, model=policy, eval_fn=eval_fn,
+                 rollout=rollouts, model=policy, eval_fn=eval_fn,
                  stats={"prompts": len(records), "steps_per_iteration": steps_per_iteration})
 
 
-SPEC = MethodSpec("ppo", PPOParams, build, "PPO with a value head on the policy trunk (rollout stage)",
+SPEC = MethodSpec("ppo", PPOParams, build, "PPO with a value head on the policy trunk (rollout hook)",
                   data_kind="prompt")
