@@ -61,8 +61,9 @@ def kept_reading(path: Path) -> list[str]:
 def publish(path: Path, text: str) -> int:
     """Write a report atomically with the hand-written `## Reading` of the page it replaces kept at its end,
     say where, and return the exit status of an experiment's main."""
-    if "\n" + READING_HEADER not in text:
-        text = "\n".join([text.rstrip("\n"), "", *kept_reading(path)]) if kept_reading(path) else text
+    reading = kept_reading(path) if "\n" + READING_HEADER not in text else []
+    if reading:
+        text = "\n".join([text.rstrip("\n"), "", *reading])
     atomic_write_text(path, text)
     print(path)
     return 0

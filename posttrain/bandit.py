@@ -1,4 +1,5 @@
-"""Noisy preferences in the log-linear bandit of the rDPO paper's theory (docs/methods.md "Preference optimisation", claim (a)).
+"""Noisy preferences in the log-linear bandit of the rDPO paper's theory (docs/methods.md "Preference
+optimisation", claim (a)).
 
 Setting (Chowdhury, Kini, Natarajan, ICML 2024, section on the log-linear policy class):
 - contexts x, each with K actions y and features phi(x, y) in R^d (standard Gaussian, seeded);

@@ -1,6 +1,7 @@
-"""Step-level DAPO, Direct Advantage Policy Optimization (Liu et al., NeurIPS 2025; docs/methods.md "Direct Advantage Policy Optimization"),
-as pure functions: the critic's soft-label BCE, the advantages of a state's candidate steps, the spread
-filter and the actor's advantage-regression loss. (Not ByteDance's GRPO-style "DAPO".)
+"""Step-level DAPO, Direct Advantage Policy Optimization (Liu et al., NeurIPS 2025; docs/methods.md "Direct
+Advantage Policy Optimization"), as pure functions: the critic's soft-label BCE, the advantages of a state's
+candidate steps, the spread filter and the actor's advantage-regression loss. (Not ByteDance's GRPO-style
+"DAPO".)
 
     critic:  BCE(MC_N(s), V_phi(s)),  V = sigmoid(head), MC_N(s) = correct completions / N (soft labels)
     A(s, a_i) = V(s∘a_i) - mean_j V(s∘a_j)      over the state's deduplicated candidate steps

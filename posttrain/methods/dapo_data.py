@@ -1,4 +1,4 @@
-"""The data stages of step-level DAPO (Direct Advantage Policy Optimization; docs/methods.md "Direct Advantage Policy Optimization"), as files.
+"""The data stages of step-level DAPO (docs/methods.md "Direct Advantage Policy Optimization"), as files.
 
 Per iteration, in the iteration's folder, each a pipeline stage (posttrain/methods/dapo_step.py):
 - samples.jsonl: N responses per problem from pi_t (RSO's resumable sample stage);
@@ -43,12 +43,6 @@ from posttrain.methods.base import recipe_records
 from posttrain.rewards import get_reward, score_checked
 
 ROLLOUT_SEED_OFFSET = 1_000_003  # rollout streams must not repeat the responses' (same prompt ids)
-
-
-# ------------------------------------------------------------------ stage files
-
-
-
 
 
 # ------------------------------------------------------------------ grading

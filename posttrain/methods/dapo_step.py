@@ -24,9 +24,9 @@ import torch
 from pydantic import Field
 
 from posttrain import distributed
+from posttrain.checkpoints import latest_checkpoint
 from posttrain.config import RewardSettings, Section
 from posttrain.data.collate import pad_collate
-from posttrain.checkpoints import latest_checkpoint
 from posttrain.errors import DataError, RecipeError
 from posttrain.files import atomic_write_text, read_jsonl, write_jsonl
 from posttrain.generation.to_file import source_path

@@ -1,6 +1,6 @@
-"""INPO (iterative Nash policy optimization; Zhang et al., ICLR 2025; docs/methods.md "INPO and iterative DPO") and iterative
-DPO, its baseline, as one online loop of pipeline stages per iteration t (`pipeline.iterations`, 3 in the
-paper):
+"""INPO (iterative Nash policy optimization; Zhang et al., ICLR 2025; docs/methods.md "INPO and iterative
+DPO") and iterative DPO, its baseline, as one online loop of pipeline stages per iteration t
+(`pipeline.iterations`, 3 in the paper):
 
 1. sample: K = `sampling.num_candidates` responses per prompt from pi_t (the iteration's starting model),
    on fresh prompts: iteration t takes prompts [t P, (t + 1) P) of data.train, P = `prompts_per_iteration`

@@ -1,4 +1,5 @@
-"""TL-Training's IRM reward (docs/methods.md "Tool use: TL-Training"): a tool-call completion scored by its error category.
+"""TL-Training's IRM reward (docs/methods.md "Tool use: TL-Training"): a tool-call completion scored by its
+error category.
 
 The table, checked in this order, FIRST MATCH WINS (:data:`IRM_REWARDS` holds it, in this order):
 

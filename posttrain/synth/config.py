@@ -109,7 +109,7 @@ def load_synth_recipe(path, overrides: list[str] | None = None) -> SynthRecipe:
     recipe = read_recipe(path, overrides, SynthRecipe)
     for src in recipe.seeds:
         relative_to_recipe(src, path)
-    for i, ts in enumerate(recipe.decontam.test_sets):
+    for ts in recipe.decontam.test_sets:
         if ts.path is not None:
             written = ts.path
             relative_to_recipe(ts, path)

@@ -1,4 +1,5 @@
-"""`posttrain synth math RECIPE`: OpenMathInstruct-2-style math SFT data (docs/methods.md "Math evaluation and OpenMathInstruct-2-style synthesis").
+"""`posttrain synth math RECIPE`: OpenMathInstruct-2-style math SFT data (docs/methods.md "Math evaluation
+and OpenMathInstruct-2-style synthesis").
 
 Stages (posttrain.pipeline: each resumable, recorded in pipeline.json, redone only when its settings or
 inputs change):

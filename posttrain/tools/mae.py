@@ -1,6 +1,7 @@
-"""TL-Training's MAE ("mitigate adverse data", docs/methods.md "Tool use: TL-Training"): an assistant turn whose tool feedback
-is an error is not trained on, but stays in the history of later turns; and one training sample per
-assistant turn. The trajectories with adverse turns to drop are made by :mod:`posttrain.tools.trajectories`.
+"""TL-Training's MAE ("mitigate adverse data", docs/methods.md "Tool use: TL-Training"): an assistant turn
+whose tool feedback is an error is not trained on, but stays in the history of later turns; and one training
+sample per assistant turn. The trajectories with adverse turns to drop are made by
+:mod:`posttrain.tools.trajectories`.
 
 **The MAE rule** (:func:`adverse_signature`, :func:`is_adverse`): the feedback of an assistant turn is the
 run of ``tool`` messages right after it (none when a user or assistant message, or the end, follows). It is

@@ -1,8 +1,9 @@
 """Tool-use trajectories with adverse turns: erroneous calls, their error feedback, then the corrected call.
 
-TL-Training's MAE ("mitigate adverse data", docs/methods.md "Tool use: TL-Training"; :mod:`posttrain.tools.mae`) drops from
-training an assistant turn whose tool feedback is an error, while keeping that turn in the history of later
-turns. BFCL and Seal-Tools have no tool feedback, so this module makes some.
+TL-Training's MAE ("mitigate adverse data", docs/methods.md "Tool use: TL-Training";
+:mod:`posttrain.tools.mae`) drops from training an assistant turn whose tool feedback is an error, while
+keeping that turn in the history of later turns. BFCL and Seal-Tools have no tool feedback, so this module
+makes some.
 
 **Trajectories** (:func:`make_trajectories`), from Seal-Tools examples (:func:`posttrain.tools.loaders.
 load_seal_tools`: their tool specs and gold calls)::
