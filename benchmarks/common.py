@@ -66,7 +66,8 @@ def step_summary(ends: list[float], faults: list[int], items: int, tokens: int) 
             "step_minor_faults": [b - e for e, b in zip(faults, faults[1:])]}
 
 
-def gemm_flops_per_s(device: str = "cpu", dtype: str = "float32", n: int | None = None, reps: int = 3) -> float:
+def gemm_flops_per_s(device: str = "cpu", dtype: str = "float32", n: int | None = None,
+                     reps: int = 3) -> float:
     """The machine's matmul ceiling here and now: the best of `reps` timed n x n x n products (after one
     warm-up) in FLOP/s, with the calling process's torch threads. Measured in the same run as the training
     it divides, because the rate moves with clocks, neighbours and thread count."""

@@ -92,7 +92,8 @@ def main() -> None:
     nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     bw = bandwidth_gbs()
     bound_ms = nbytes / (bw * 1e9) * 1e3
-    print(json.dumps({"model_bytes": nbytes, "bandwidth_gbs": round(bw, 2), "bound_step_ms": round(bound_ms, 1),
+    print(json.dumps({"model_bytes": nbytes, "bandwidth_gbs": round(bw, 2), "bound_step_ms": round(bound_ms,
+                                                                                                   1),
                       "threads": a.threads}), flush=True)
     rows = []
     for b in a.batches:
@@ -113,13 +114,15 @@ def main() -> None:
                          "bound_fraction": round(bound_ms / (step * 1e3), 3)}
         print(json.dumps(res), flush=True)
         rows.append(res)
-    print("\n| batch | generate greedy tok/s | posttrain greedy tok/s (ratio) | generate T=0.7 tok/s | posttrain "
-          "T=0.7 tok/s (ratio) | posttrain T=0.7 bf16 decode tok/s (ratio) | bound tok/s | posttrain greedy "
-          "fraction of bound |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| batch | generate greedy tok/s | posttrain greedy tok/s (ratio) | generate T=0.7 tok/s | "
+          "posttrain T=0.7 tok/s (ratio) | posttrain T=0.7 bf16 decode tok/s (ratio) | bound tok/s | "
+          "posttrain greedy fraction of bound |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         t = lambda k: r[k]["tokens_per_s"]  # noqa: E731
-        print(f"| {r['batch']} | {t('hf_generate')} | {t('posttrain_greedy')} ({t('posttrain_greedy') / t('hf_generate'):.2f}x) | "
-              f"{t('hf_generate_t0.7')} | {t('posttrain_t0.7')} ({t('posttrain_t0.7') / t('hf_generate_t0.7'):.2f}x) | "
+        print(f"| {r['batch']} | {t('hf_generate')} | {t('posttrain_greedy')} "
+              f"({t('posttrain_greedy') / t('hf_generate'):.2f}x) | "
+              f"{t('hf_generate_t0.7')} | {t('posttrain_t0.7')} "
+              f"({t('posttrain_t0.7') / t('hf_generate_t0.7'):.2f}x) | "
               f"{t('posttrain_t0.7_bf16')} ({t('posttrain_t0.7_bf16') / t('hf_generate_t0.7'):.2f}x) | "
               f"{r['batch'] / (bound_ms / 1e3):.0f} | {r['posttrain_greedy']['bound_fraction']} |")
 

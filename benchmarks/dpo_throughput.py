@@ -9,8 +9,10 @@ on each other at every parallel region (steps measured 3-5x slower than with one
 Configurations (fine-tune x reference):
 - lora-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference_mode "precomputed"
 - full-precomputed  TRL precompute_ref_log_probs=True          vs posttrain reference_mode "precomputed"
-- lora-live         TRL peft_config (adapter-disabled ref)     vs posttrain reference_mode "live" (adapter off)
-- full-live         TRL ref_model = a frozen copy              vs posttrain reference_mode "live" (frozen copy)
+- lora-live         TRL peft_config (adapter-disabled ref)     vs posttrain reference_mode "live" (adapter
+  off)
+- full-live         TRL ref_model = a frozen copy              vs posttrain reference_mode "live" (frozen
+  copy)
 
 Every (configuration, library) pair runs in its own subprocess (this file with --worker), so each peak
 RSS (getrusage ru_maxrss of that process) is its own; TRL and posttrain alternate within one run. Both
@@ -40,8 +42,19 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (add_model_args, machine, measure_ceiling, minor_faults, model_args,  # noqa: E402
-                               param_counts, peak_rss_mb, rss_now_mb, spawn as spawn_worker, sync, train_flops)
+from benchmarks.common import (  # noqa: E402
+    add_model_args,
+    machine,
+    measure_ceiling,
+    minor_faults,
+    model_args,
+    param_counts,
+    peak_rss_mb,
+    rss_now_mb,
+    sync,
+    train_flops,
+)
+from benchmarks.common import spawn as spawn_worker
 
 CONFIGS = {  # name: (lora?, posttrain reference_mode, TRL precompute_ref_log_probs)
     "lora-precomputed": (True, "precomputed", True),
@@ -57,12 +70,13 @@ BETA, LR = 0.1, 5e-6
 def _rows(tok, n: int, a) -> list[dict]:
     if a.lengths:
         import numpy as np
+
         from benchmarks.common import fixed_length_text
         p, c = a.lengths
         rng = np.random.default_rng(a.seed)
         return [{"prompt": fixed_length_text(tok, p, rng), "chosen": fixed_length_text(tok, c, rng),
                  "rejected": fixed_length_text(tok, c, rng)} for _ in range(n)]
-    from posttrain.data.synthetic_pairs import generate_pairs
+    from posttrain.tasks.synthetic_pairs import generate_pairs
     return generate_pairs("word_problems", n, seed=a.seed)
 
 
@@ -73,21 +87,25 @@ def _flop_passes(config: str) -> int:
 
 def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
     """Example indices step by step, as posttrain's engine visits them."""
-    from posttrain.engine import step_indices
+    from posttrain.contracts import step_indices
     return [i for s in range(steps) for i in step_indices(n, batch, s, seed)]
 
 
 # ---- posttrain ----------------------------------------------------------------------------------
 def run_posttrain(config: str, a) -> dict:
 
-    from posttrain.config import TrainSettings
+    from posttrain.config import ModelSettings, TrainSettings
     from posttrain.data.template import encode_pair
     from posttrain.engine import Engine
-    from posttrain.methods.preference import (PreferenceObjective, PreferenceParams, attach_reference,
-                                              collate_pairs, pair_layout, reference_key)
-    from posttrain.models import cache_dir
-    from posttrain.config import ModelSettings
-    from posttrain.models import apply_lora, load_model
+    from posttrain.methods.preference import (
+        PreferenceObjective,
+        PreferenceParams,
+        attach_reference,
+        collate_pairs,
+        pair_layout,
+        reference_key,
+    )
+    from posttrain.models import apply_lora, cache_dir, load_model
     from posttrain.references import resolve_reference
 
     lora, mode, _ = CONFIGS[config]
@@ -118,7 +136,8 @@ def run_posttrain(config: str, a) -> dict:
     objective = PreferenceObjective(params, reference if mode == "live" else None)
     cfg = TrainSettings(lr=LR, micro_batch_size=a.batch, max_steps=a.steps + 1, warmup_steps=0,
                         schedule="constant", max_grad_norm=1.0, precision=a.precision)
-    eng = Engine(model, objective, feats, collate_pairs(pad, layout), cfg, run_dir=f"{a.tmp}/posttrain-{config}",
+    eng = Engine(model, objective, feats, collate_pairs(pad, layout), cfg,
+                 run_dir=f"{a.tmp}/posttrain-{config}",
                  seed=a.seed, show_progress=False)
     order = _order(n, a.batch, a.steps + 1, a.seed)
     assert sorted(order) == list(range(n))
@@ -182,16 +201,20 @@ def run_trl(config: str, a) -> dict:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     peft_config = None
     if lora:
-        peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"],
+                                 lora_dropout=0.0,
                                  target_modules=LORA["targets"])
     args = DPOConfig(
-        output_dir=f"{a.tmp}/trl-{config}", per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
-        max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        output_dir=f"{a.tmp}/trl-{config}", per_device_train_batch_size=a.batch,
+        gradient_accumulation_steps=1,
+        max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0,
         max_grad_norm=1.0, beta=BETA, loss_type=["sigmoid"], max_length=a.max_length,
         precompute_ref_log_probs=precompute, precompute_ref_batch_size=a.batch,
         # TRL's defaults are bf16=True, gradient_checkpointing=True: set to match posttrain's run
         bf16=a.precision == "bf16", gradient_checkpointing=False,
-        train_sampling_strategy="sequential", seed=a.seed, use_cpu=a.device == "cpu", dataloader_num_workers=0,
+        train_sampling_strategy="sequential", seed=a.seed, use_cpu=a.device == "cpu",
+        dataloader_num_workers=0,
         dataloader_pin_memory=False, report_to="none", logging_strategy="no", save_strategy="no",
         eval_strategy="no", disable_tqdm=True)
     out = {}
@@ -204,7 +227,8 @@ def run_trl(config: str, a) -> dict:
         return r
 
     DPOTrainer._precompute_ref_logps = timed_precompute
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tok,
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data,
+                         processing_class=tok,
                          peft_config=peft_config)
     ends = []
 
@@ -267,7 +291,8 @@ def worker(a) -> None:
 
 # ---- driver -------------------------------------------------------------------------------------
 def spawn(impl: str, config: str, a) -> dict:
-    args = ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch", str(a.batch), "--max-length",
+    args = ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch", str(a.batch),
+            "--max-length",
             str(a.max_length), "--threads", str(a.threads), "--seed", str(a.seed), "--tmp", a.tmp,
             "--pair-forward", a.pair_forward, *model_args(a)] + (["--hash-patch"] if a.hash_patch else []) + (
                 ["--padded"] if a.padded else [])
@@ -283,16 +308,20 @@ def table(results: list[dict], ceiling: float | None = None) -> str:
     for r in results:
         t, p = r["trl"], r["posttrain"]
         if "error" in t or "error" in p:
-            lines.append(f"| {r['config']} | failed: {t.get('error', 'ok')} | {p.get('error', 'ok')} | | | | | |")
+            lines.append(f"| {r['config']} | failed: {t.get('error', 'ok')} | {p.get('error', 'ok')} "
+                         f"| | | | | |")
             continue
         pre = (f"{t['precompute_s']} / {p['precompute_s']}" if "precompute_s" in t else "n/a (live)")
         lines.append(
             f"| {r['config']} | {t['pairs_per_s']:.3f} ({t['pairs_per_s_median_step']:.3f}) | "
             f"{p['pairs_per_s']:.3f} ({p['pairs_per_s_median_step']:.3f}) | "
-            f"{r['speed_ratio']:.2f} ({r['speed_ratio_median']:.2f}) | {t['peak_rss_mb']} | {p['peak_rss_mb']} | "
+            f"{r['speed_ratio']:.2f} ({r['speed_ratio_median']:.2f}) | "
+            f"{t['peak_rss_mb']} | {p['peak_rss_mb']} | "
             f"{r['rss_ratio']:.2f} | {pre} |"
-            + (f" {t['model_flops_per_s'] / ceiling:.1%} / {p['model_flops_per_s'] / ceiling:.1%} |" if ceiling else ""))
-    lines.append("\npairs/s = timed pairs / wall time of the timed steps; in parentheses: batch / median step time.")
+            + (f" {t['model_flops_per_s'] / ceiling:.1%} / {p['model_flops_per_s'] / ceiling:.1%} |"
+               if ceiling else ""))
+    lines.append("\npairs/s = timed pairs / wall time of the timed steps; "
+                 "in parentheses: batch / median step time.")
     return "\n".join(lines)
 
 
@@ -300,7 +329,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=3, help="timed steps (one more, untimed, runs first)")
     ap.add_argument("--batch", type=int, default=4, help="pairs per optimisation step")
-    ap.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + completion (both sides)")
+    ap.add_argument("--max-length", type=int, default=512,
+                    help="max tokens of prompt + completion (both sides)")
     ap.add_argument("--configs", default="lora-precomputed,full-precomputed,lora-live,full-live")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

@@ -25,8 +25,19 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import (add_model_args, machine, measure_ceiling, minor_faults, model_args,  # noqa: E402
-                               param_counts, peak_rss_mb, spawn, step_summary, sync, train_flops)
+from benchmarks.common import (  # noqa: E402
+    add_model_args,
+    machine,
+    measure_ceiling,
+    minor_faults,
+    model_args,
+    param_counts,
+    peak_rss_mb,
+    spawn,
+    step_summary,
+    sync,
+    train_flops,
+)
 
 MODEL = "smollm2-135m-instruct"
 LORA = dict(r=16, alpha=32, targets="all-linear")
@@ -36,12 +47,13 @@ LR = 1e-5
 def _rows(tok, n: int, a) -> list[dict]:
     if a.lengths:
         import numpy as np
+
         from benchmarks.common import fixed_length_text
         rng = np.random.default_rng(a.seed)
         return [{"messages": [{"role": "user", "content": fixed_length_text(tok, a.lengths[0], rng)},
                               {"role": "assistant", "content": fixed_length_text(tok, a.lengths[1], rng)}]}
                 for _ in range(n)]
-    from posttrain.data.synthetic import generate, to_sft_rows
+    from posttrain.tasks.synthetic import generate, to_sft_rows
     return to_sft_rows(generate("word_problems", n, seed=a.seed))
 
 
@@ -52,7 +64,7 @@ def _flops(config: str, counts, dt: float, tokens: int, supervised: int) -> dict
 
 
 def _order(n: int, batch: int, steps: int, seed: int) -> list[int]:
-    from posttrain.engine import step_indices
+    from posttrain.contracts import step_indices
     return [i for s in range(steps) for i in step_indices(n, batch, s, seed)]
 
 
@@ -103,21 +115,27 @@ def run_trl(config: str, a) -> dict:
     counts = param_counts(model)
     n = a.batch * (a.steps + 1)
     rows = _rows(tok, n, a)
-    data = datasets.Dataset.from_list([{"prompt": rows[i]["messages"][:1], "completion": rows[i]["messages"][1:]}
+    data = datasets.Dataset.from_list([{"prompt": rows[i]["messages"][:1],
+                                        "completion": rows[i]["messages"][1:]}
                                        for i in _order(n, a.batch, a.steps + 1, a.seed)])
     peft_config = None
     if config == "lora":
-        peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"],
+                                 lora_dropout=0.0,
                                  target_modules=LORA["targets"])
     args = SFTConfig(
-        output_dir=f"{a.tmp}/trl-{config}", per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
-        max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        output_dir=f"{a.tmp}/trl-{config}", per_device_train_batch_size=a.batch,
+        gradient_accumulation_steps=1,
+        max_steps=a.steps + 1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0,
         max_grad_norm=1.0, max_length=a.max_length, packing=False, completion_only_loss=True,
-        bf16=a.precision == "bf16", gradient_checkpointing=False, train_sampling_strategy="sequential", seed=a.seed,
+        bf16=a.precision == "bf16", gradient_checkpointing=False, train_sampling_strategy="sequential",
+        seed=a.seed,
         use_cpu=a.device == "cpu",
         dataloader_num_workers=0, dataloader_pin_memory=False, report_to="none", logging_strategy="no",
         save_strategy="no", eval_strategy="no", disable_tqdm=True)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=peft_config)
     ends, faults = [], []
 
     class StepTimes(TrainerCallback):
@@ -177,7 +195,8 @@ def main() -> None:
     if a.ceiling:
         measure_ceiling(a, ceilings)
     extra = model_args(a)
-    print(json.dumps({"meta": {"model": a.model, "device": a.device, "precision": a.precision, "lengths": a.lengths,
+    print(json.dumps({"meta": {"model": a.model, "device": a.device, "precision": a.precision,
+                               "lengths": a.lengths,
                                "posttrain_rows": "padded" if a.padded else "padding-free",
                                "batch": a.batch, "timed_steps": a.steps, "max_length": a.max_length,
                                "threads": a.threads, "env": a.env, "machine": machine(),
@@ -188,7 +207,8 @@ def main() -> None:
         r = {}
         for impl in [i for i in order if i in a.impls.split(",")]:
             r[impl] = spawn(__file__, ["--impl", impl, "--config", config, "--steps", str(a.steps), "--batch",
-                                       str(a.batch), "--max-length", str(a.max_length), "--threads", str(a.threads),
+                                       str(a.batch), "--max-length", str(a.max_length), "--threads",
+                                       str(a.threads),
                                        "--seed", str(a.seed), "--tmp", a.tmp, *extra]
                                  + (["--padded"] if a.padded else []), a.threads, a.env)
             print(json.dumps({"impl": impl, "config": config, **r[impl]}), flush=True)
@@ -203,13 +223,15 @@ def main() -> None:
         if all(i in r and "error" not in r[i] for i in ("trl", "posttrain")):
             t, p = r["trl"], r["posttrain"]
             rows.append(f"| {config} | {t['tokens_per_s']} | {p['tokens_per_s']} | "
-                        f"{p['tokens_per_s'] / t['tokens_per_s']:.2f} | {t['peak_rss_mb']} | {p['peak_rss_mb']} | "
+                        f"{p['tokens_per_s'] / t['tokens_per_s']:.2f} | "
+                        f"{t['peak_rss_mb']} | {p['peak_rss_mb']} | "
                         f"{p['peak_rss_mb'] / t['peak_rss_mb']:.2f} |"
                         + (f" {mfu['trl']:.1%} / {mfu['posttrain']:.1%} |" if ceiling else ""))
     if rows:
         print("\n| config | TRL tokens/s | posttrain tokens/s | ratio (pt/TRL) | TRL peak RSS MB | "
               "posttrain peak RSS MB | RSS ratio |" + (" MFU TRL / posttrain |" if ceiling else "")
-              + "\n|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if ceiling else "") + "\n" + "\n".join(rows))
+              + "\n|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if ceiling
+                                                           else "") + "\n" + "\n".join(rows))
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s")
 
 

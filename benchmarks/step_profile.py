@@ -35,20 +35,26 @@ def build(a):
     cfg = TrainSettings(lr=1e-5, micro_batch_size=a.batch, max_steps=2 * a.steps + 1, warmup_steps=0,
                         schedule="constant", max_grad_norm=1.0)
     if a.method == "sft":
-        from posttrain.data.synthetic import generate, to_sft_rows
         from posttrain.data.template import encode_conversation
         from posttrain.methods.sft import SFTObjective, sft_collate
+        from posttrain.tasks.synthetic import generate, to_sft_rows
         feats = [encode_conversation(tok, r["messages"], max_length=512)
                  for r in to_sft_rows(generate("word_problems", n, seed=0))]
         collate = sft_collate(tok.pad_token_id, model, padding_free=not a.padded)
         return Engine(model, SFTObjective(), feats, collate, cfg,
                       run_dir=f"{a.tmp}/{a.method}-{a.config}", show_progress=False)
-    from posttrain.data.synthetic_pairs import generate_pairs
     from posttrain.data.template import encode_pair
-    from posttrain.methods.preference import (PreferenceObjective, PreferenceParams, attach_reference,
-                                              collate_pairs, pair_layout)
+    from posttrain.methods.preference import (
+        PreferenceObjective,
+        PreferenceParams,
+        attach_reference,
+        collate_pairs,
+        pair_layout,
+    )
     from posttrain.references import resolve_reference
-    feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"], max_length=512)
+    from posttrain.tasks.synthetic_pairs import generate_pairs
+    feats = [encode_pair(tok, [{"role": "user", "content": r["prompt"]}], r["chosen"], r["rejected"],
+                         max_length=512)
              for r in generate_pairs("word_problems", n, seed=0)]
     reference = resolve_reference("start", model, ModelSettings(name=MODEL), live=False)
     params = PreferenceParams(name="dpo", beta=0.1, reference_mode="precomputed", padding_free=not a.padded)
@@ -126,14 +132,15 @@ def main() -> None:
     print(json.dumps({"method": a.method, "config": a.config, "batch": a.batch, "steps": a.steps,
                       "threads": a.threads, "s_per_step": round(wall / a.steps, 3),
                       "phases_s_per_step": {k: round(v / a.steps, 3) for k, v in phases.items()}}))
-    print(f"\n| phase | s per step | share |\n|---|---:|---:|")
+    print("\n| phase | s per step | share |\n|---|---:|---:|")
     for k, v in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"| {k} | {v / a.steps:.3f} | {v / wall:.1%} |")
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for s in range(a.steps + 1, 2 * a.steps + 1):
             eng.train_step(eng.micro_batches(s))
-    print("\nTop operators by self CPU time (a second pass of the same number of steps, under the profiler):\n")
+    print("\nTop operators by self CPU time "
+          "(a second pass of the same number of steps, under the profiler):\n")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50))
 
 

@@ -43,7 +43,8 @@ def baseline_data(run_dir: Path, out: Path, seed: int, keep: int) -> dict[str, P
     for pid in sorted(by_prompt):
         rows = by_prompt[pid]
         right = list(dict.fromkeys(r["text"] for r in rows if r["text"] and grade(r["text"], r["answer"])))
-        wrong = list(dict.fromkeys(r["text"] for r in rows if r["text"] and not grade(r["text"], r["answer"])))
+        wrong = list(dict.fromkeys(r["text"] for r in rows if r["text"] and not grade(r["text"],
+                                                                                      r["answer"])))
         sft += [{"messages": rows[0]["prompt"] + [{"role": "assistant", "content": t}]} for t in right]
         rng = np.random.default_rng([seed, pid])
         for c, w in zip(rng.permutation(right)[:keep // 2], rng.permutation(wrong)[:keep // 2]):
@@ -70,7 +71,8 @@ def run_baselines(seed: int, a) -> dict:
     from posttrain.config import load_recipe
     recipe = load_recipe(DAPO, dapo_overrides(seed, a))
     state = recipe.run_dir / "pipeline.json"
-    if not state.is_file() or json.loads(state.read_text())["stages"].get("sample", {}).get("status") != "done":
+    if not state.is_file() or json.loads(state.read_text())["stages"].get("sample",
+                                                                          {}).get("status") != "done":
         return {}
     paths = baseline_data(recipe.run_dir, Path(a.runs) / "data", seed, recipe.method.get("keep", 6))
     arms = {}
@@ -101,15 +103,17 @@ def run_seed(seed: int, a) -> dict | None:
     pipe = json.loads((recipe.run_dir / "pipeline.json").read_text())["stages"]
     folders = [(recipe.run_dir / f"iter-{t}") if t > 1 else recipe.run_dir for t in range(1, len(its) + 1)]
     critic = [json.loads((f / "critic_eval.json").read_text()) for f in folders]
-    filters = [json.loads((f / "dapo_stats.json").read_text()) | {"data": data_spreads(f, recipe)} for f in folders]
+    filters = [json.loads((f / "dapo_stats.json").read_text()) | {"data": data_spreads(f,
+                                                                                       recipe)}
+               for f in folders]
     return {"seed": seed, "arms": arms, "pipeline": pipe, "critic": critic, "filters": filters,
             "train_steps": [it["train"]["train"]["steps"] for it in its]}
 
 
 def data_spreads(folder: Path, recipe) -> dict:
     """How many of an iteration's states the spread filter would keep if each candidate were valued by its own
-    completions (dapo_data.mc_spreads), beside the critic's count."""
-    from posttrain.methods import dapo_data as dd
+    completions (dapo_step.data.mc_spreads), beside the critic's count."""
+    from posttrain.methods.dapo_step import data as dd
     targets = read_jsonl(folder / "targets.jsonl")
     spreads = dd.mc_spreads(targets)
     min_spread = recipe.method.get("min_spread", 0.1)
@@ -159,7 +163,8 @@ def report(rows: list[dict], a) -> int:
     for arm in arms:
         if arm.startswith("DAPO") or arm == "SFT start":
             continue
-        w, l_ = paired([correct_of(r["arms"][last]) for r in rows], [correct_of(r["arms"][arm]) for r in rows])
+        w, l_ = paired([correct_of(r["arms"][last]) for r in rows],
+                       [correct_of(r["arms"][arm]) for r in rows])
         versus.append(f"{last} vs {arm}: {w} / {l_} discordant (DAPO right only / {arm} right only), "
                       f"sign test p = {sign_test_p(w, l_):.3f}")
     lo, hi = wilson_interval(round(np.mean([r["arms"]["SFT start"]["accuracy"] for r in rows]) * n), n)
@@ -171,54 +176,64 @@ def report(rows: list[dict], a) -> int:
             st_stats = rec.get("stats", {})
             keep = {k: v for k, v in st_stats.items() if isinstance(v, (int, float)) and k in (
                 "states", "completions", "responses", "responses_correct", "problems_all_correct",
-                "problems_all_wrong", "states_kept", "actions", "dropped_single_candidate", "dropped_small_spread",
-                "sampling_new_tokens", "mean_mc_target", "mean_candidates_per_state", "steps", "heldout_brier")}
+                "problems_all_wrong", "states_kept", "actions", "dropped_single_candidate",
+                "dropped_small_spread",
+                "sampling_new_tokens", "mean_mc_target", "mean_candidates_per_state", "steps",
+                "heldout_brier")}
             if st == "train":
                 keep["actor steps"] = r["train_steps"][int(it.split("-")[1]) - 1 if it else 0]
             stage_rows.append([r["seed"], it or "iter-1", st, rec.get("wall_time_s", ""),
-                               ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}" for k, v in keep.items())])
+                               ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}" for k,
+                                         v in keep.items())])
     calib_rows, curves = [], {}
     for r in rows:
         for t, c in enumerate(r["critic"], 1):
             h = c["heldout"]
             calib_rows.append([r["seed"], t, *calibration_row(c)])
             rel = h.get("reliability", [])
-            curves[f"seed {r['seed']} iteration {t}"] = ([b["mean_value"] for b in rel], [b["mean_target"] for b in rel])
+            curves[f"seed {r['seed']} iteration {t}"] = ([b["mean_value"] for b in rel],
+                                                         [b["mean_target"] for b in rel])
     curves["ideal"] = ([0.0, 1.0], [0.0, 1.0])
-    png = plot_curves(curves, out / "dapo_step_reliability.png", title="critic reliability, held-out problems' states",
+    png = plot_curves(curves, out / "dapo_step_reliability.png",
+                      title="critic reliability, held-out problems' states",
                       xlabel="predicted V(s)", ylabel="MC target (fraction correct)")
     filter_rows = [[r["seed"], t, f["states"], f["data"]["with_two_or_more"], f["states_kept"],
                     " / ".join(map(str, f.get("spread_quantiles") or [])), f["data"]["kept_by_mc"],
                     f["data"]["median_mc_spread"]] for r in rows for t, f in enumerate(r["filters"], 1)]
     seeds = [r["seed"] for r in rows]
     lines = ["## Results", "",
-             f"Reproduce: `python -m experiments.dapo_step --seeds {' '.join(map(str, seeds))}` then `--report`.", "",
-             f"Greedy accuracy on the same {n} held-out word problems (seeds {seeds}; ± is a 95% t interval over "
-             f"seeds and excludes the eval set's own sampling error: the start's Wilson interval on {n} problems is "
-             f"{lo:.3f}-{hi:.3f}). Paired = (problem, seed) pairs where the arm is right and the start wrong / the "
-             "reverse, exact sign test.", "",
+             f"Reproduce: `python -m experiments.dapo_step --seeds {' '.join(map(str, seeds))}` "
+             f"then `--report`.", "",
+             f"Greedy accuracy on the same {n} held-out word problems (seeds {seeds}; ± is a 95% t interval "
+             f"over seeds and excludes the eval set's own sampling error: the start's Wilson interval on {n} "
+             f"problems is {lo:.3f}-{hi:.3f}). Paired = (problem, seed) pairs where the arm is right and the "
+             "start wrong / the reverse, exact sign test.", "",
              markdown_table(["arm", "accuracy", "per seed", "paired vs start (W / L)"], table), "",
              *[f"- {v}" for v in versus], "",
              "### Critic calibration (held-out problems' states)", "",
-             ("Brier = the critic's on the held-out problems' states. Baseline = always predicting the training "
-              "states' mean target, the constant a predictor could know (n/a: a critic_eval.json written before "
-              "it was recorded). Own mean = always predicting the held-out states' own mean target: the lowest "
-              "Brier of any constant, a lower bound rather than a baseline. Train Brier = the critic's on its "
-              "training states."), "",
+             ("Brier = the critic's on the held-out problems' states. Baseline = always predicting the "
+              "training states' mean target, the constant a predictor could know (n/a: a critic_eval.json "
+              "written before it was recorded). Own mean = always predicting the held-out states' own mean "
+              "target: the lowest Brier of any constant, a lower bound rather than a baseline. Train Brier = "
+              "the critic's on its training states."), "",
              markdown_table(["seed", "iteration", "states", "Brier", *CALIBRATION_COLUMNS, "train Brier"],
                             calib_rows), "",
              f"![reliability]({png.name})", "",
              "### The spread filter: the critic's values against the completions' own returns", "",
-             "Kept = states with an advantage spread of at least the recipe's min_spread. By the critic: what "
-             "the actor trained on. By MC: the same rule when each candidate step is valued by the fraction of "
-             "the state's completions that began with it and were correct (1-4 completions per candidate, so "
-             "noisy and biased towards large spreads; a diagnostic of the data, not of the method).", "",
-             markdown_table(["seed", "iteration", "states", "states with >= 2 candidates", "kept by the critic",
-                             "critic spread median / p90 / max", "kept by MC", "MC spread median"], filter_rows), "",
+             "Kept = states with an advantage spread of at least the recipe's min_spread. By the critic: "
+             "what the actor trained on. By MC: the same rule when each candidate step is valued by the "
+             "fraction of the state's completions that began with it and were correct (1-4 completions per "
+             "candidate, so noisy and biased towards large spreads; a diagnostic of the data, not of the "
+             "method).", "",
+             markdown_table(["seed", "iteration", "states", "states with >= 2 candidates",
+                             "kept by the critic",
+                             "critic spread median / p90 / max", "kept by MC", "MC spread median"],
+                            filter_rows), "",
              "### Stages: counts and wall time (s)", "",
              markdown_table(["seed", "iteration", "stage", "wall s", "counts"], stage_rows), "",
              "Baselines: " + "; ".join(f"{arm} seed {r['seed']}: {r['arms'][arm].get('examples')} examples, "
-                                      f"{r['arms'][arm].get('steps')} steps, {r['arms'][arm].get('wall_time_s')} s"
+                                      f"{r['arms'][arm].get('steps')} steps, "
+                                      f"{r['arms'][arm].get('wall_time_s')} s"
                                       for r in rows for arm in arms if "steps" in r["arms"][arm]), ""]
     return publish(out / "dapo_step_results.md", "\n".join(lines))
 

@@ -47,7 +47,8 @@ def accuracy_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
     steps = [0] + [h["step"] for h in rows[0]["history"] if "eval/accuracy" in h]
     means = []
     for s in steps:
-        vals = [r["before_accuracy"] if s == 0 else next(h["eval/accuracy"] for h in r["history"] if h["step"] == s)
+        vals = [r["before_accuracy"] if s == 0 else next(h["eval/accuracy"] for h in r["history"]
+                                                         if h["step"] == s)
                 for r in rows]
         means.append(sum(vals) / len(vals))
     return steps, means
@@ -66,7 +67,8 @@ def task_section(task: str, sft: list[dict], ift: list[dict], out: Path) -> list
         losses += sum(y and not x for x, y in zip(i["correct"], s["correct"]))
     diffs = [i["after_accuracy"] - s["after_accuracy"] for s, i in zip(sft, ift)]
     png = plot_curves({"SFT": accuracy_curve(sft), "IFT (lambda 0.2, gamma 0.95)": accuracy_curve(ift)},
-                      out / f"ift_{task}_accuracy.png", title=f"held-out greedy accuracy, {task} (mean over seeds)",
+                      out / f"ift_{task}_accuracy.png",
+                      title=f"held-out greedy accuracy, {task} (mean over seeds)",
                       ylabel="accuracy")
     rows = []
     for label, rs in (("SFT", sft), ("IFT", ift)):
@@ -81,9 +83,10 @@ def task_section(task: str, sft: list[dict], ift: list[dict], out: Path) -> list
             markdown_table(["arm", "seeds", "accuracy at start", "accuracy at end (95% t over seeds)",
                             "held-out NLL per sequence", "train s per run"], rows), "",
             f"IFT - SFT at the end, per seed: {', '.join(f'{d:+.3f}' for d in diffs)} (mean {ci(diffs)}). "
-            f"Paired over (problem, seed): IFT right and SFT wrong {wins}, the reverse {losses}, exact sign test "
-            f"p = {sign_test_p(wins, losses):.3f}. The t intervals are over seeds on one fixed set of {n} problems "
-            f"and exclude that set's own sampling error (SFT's mean accuracy on {n} problems: Wilson {lo:.3f}-{hi:.3f}).",
+            f"Paired over (problem, seed): IFT right and SFT wrong {wins}, the reverse {losses}, exact sign "
+            f"test p = {sign_test_p(wins, losses):.3f}. The t intervals are over seeds on one fixed set of "
+            f"{n} problems and exclude that set's own sampling error (SFT's mean accuracy on {n} problems: "
+            f"Wilson {lo:.3f}-{hi:.3f}).",
             "", "Accuracy along the run (mean over seeds): " + "; ".join(along) + ".",
             "", f"![accuracy along the run]({png.name})", ""]
 
@@ -118,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(a.out)
     lines = ["# IFT vs SFT on the embedded model", "",
-             "Reproduce: `python -m experiments.ift --report` after `python -m experiments.ift` (or, in parallel processes, "
-             "`--tasks word_problems --no-sweep` and `--tasks gsm8k --no-sweep`, then the sweep).", "",
-             "- model: SmolLM2-135M-Instruct (embedded), LoRA r 16 on all linear layers, fresh per run; 2 CPU cores",
-             "- SFT: per-sequence-mean NLL of the gold response; IFT: lambda 0.2, gamma 0.95 (METHODS.md section 6, "
-             "the official code's loss); same data order, steps, batch, lr and schedule per seed",
+             "Reproduce: `python -m experiments.ift --report` after `python -m experiments.ift` "
+             "(or, in parallel processes, `--tasks word_problems --no-sweep` and "
+             "`--tasks gsm8k --no-sweep`, then the sweep).", "",
+             "- model: SmolLM2-135M-Instruct (embedded), LoRA r 16 on all linear layers, fresh per run; "
+             "2 CPU cores",
+             "- SFT: per-sequence-mean NLL of the gold response; IFT: lambda 0.2, gamma 0.95 "
+             "(METHODS.md section 6, the official code's loss); same data order, steps, batch, lr and "
+             "schedule per seed",
              "- evaluation: greedy, graded by the answer module, on held-out problems at the start, every "
              "`train.eval_every` steps and at the end", ""]
     for task in a.tasks:
@@ -133,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
             lines += task_section(task, rows, results[(task, "ift")], out)
     if sweep:
         png = plot_curves({f"lambda {lam}": accuracy_curve([r]) for lam, r in sweep.items()},
-                          out / "ift_lambda_sweep.png", title="lambda sweep, word problems, one seed", ylabel="accuracy")
+                          out / "ift_lambda_sweep.png", title="lambda sweep, word problems, one seed",
+                          ylabel="accuracy")
         lines += [f"### lambda sweep (word problems, seed {a.sweep_seed}, gamma 0.95)", "",
                   markdown_table(["lambda", "accuracy at end", "held-out NLL per sequence", "train s"],
                                  [[lam, r["after_accuracy"], heldout_nll(r), r["train_time_s"]]
                                   for lam, r in sweep.items()]), "",
                   "One seed: a single run per lambda, no interval.", "", f"![lambda sweep]({png.name})", ""]
-    lines += [f"Per run: {json.dumps([{k: v for k, v in r.items() if k in ('name', 'seed', 'after_accuracy', 'train_time_s')} for rs in results.values() for r in rs])}", ""]
+    lines += ["Per run: " + json.dumps([{k: v for k, v in r.items()
+                                         if k in ('name', 'seed', 'after_accuracy', 'train_time_s')}
+                                        for rs in results.values() for r in rs]), ""]
     return publish(out / "ift.md", "\n".join(lines))
 
 

@@ -31,7 +31,8 @@ def answers(recipe, t: int, records, a) -> list[str]:
     model.eval()
     s = params_of(recipe).sampling
     prompts = [encode_prompt(tok, r.prompt) for r in records]
-    out, _ = sample(model, tok, prompts, SamplingParams(temperature=a.temperature, max_new_tokens=s.max_new_tokens,
+    out, _ = sample(model, tok, prompts, SamplingParams(temperature=a.temperature,
+                                                        max_new_tokens=s.max_new_tokens,
                                                         seed=10_000 + recipe.seed), batch_size=32)
     return [x[0].text for x in out]
 
@@ -44,8 +45,8 @@ def params_of(recipe):
 
 def win_counts(recipe, records, mine: list[str], base: list[str]) -> tuple[int, int, int]:
     """(wins, ties, losses) of `mine` against `base` under the recipe's oracle."""
-    from posttrain.data.sources import prompt_text
     from posttrain.rewards import get_reward
+    from posttrain.tasks.sources import prompt_text
     o = params_of(recipe).oracle
     oracle_kind = o.kind
     oracle = get_reward(o.name, **o.options)
@@ -71,9 +72,9 @@ def load_recipe_of(row: dict, a):
 
 def held_out(recipe, a) -> list:
     """The held-out prompts: the recipe's synthetic task under another seed."""
-    from posttrain.data.sources import load_source
-    return load_source(recipe.data.train.model_copy(update={"synthetic": recipe.data.train.synthetic.model_copy(
-        update={"seed": 99, "n": a.prompts})}), "prompt")
+    from posttrain.tasks.sources import load_source
+    return load_source(recipe.data.train.model_copy(update={
+        "synthetic": recipe.data.train.synthetic.model_copy(update={"seed": 99, "n": a.prompts})}), "prompt")
 
 
 def evaluate(oracle: str, method: str, seed: int, a) -> dict | None:
@@ -87,7 +88,8 @@ def evaluate(oracle: str, method: str, seed: int, a) -> dict | None:
         return json.loads(done.read_text())
     held = held_out(recipe, a)
     base = answers(recipe, 0, held, a)
-    out = {"name": recipe.name, "oracle": oracle, "method": method, "seed": seed, "iterations": [], "answers": [base]}
+    out = {"name": recipe.name, "oracle": oracle, "method": method, "seed": seed, "iterations": [],
+           "answers": [base]}
     for t in range(1, recipe.pipeline.iterations + 1):
         out["answers"].append(answers(recipe, t, held, a))
         w, ties, l_ = win_counts(recipe, held, out["answers"][-1], base)
@@ -113,9 +115,10 @@ def exploitability(mix: list[float]) -> float:
 
 
 def train_log(row: dict, a) -> list[str]:
-    """Table rows of one run's training, per iteration, from its metrics.jsonl files: the loss at the first and
-    the last step, the gradient norm's range, the steps whose norm exceeded train.max_grad_norm (clipped), and
-    the last step's mean margin h (INPO: nats, against its target 1/(2 eta); DPO: the implicit reward margin)."""
+    """Table rows of one run's training, per iteration, from its metrics.jsonl files: the loss at the first
+    and the last step, the gradient norm's range, the steps whose norm exceeded train.max_grad_norm
+    (clipped), and the last step's mean margin h (INPO: nats, against its target 1/(2 eta); DPO: the
+    implicit reward margin)."""
     from posttrain.checkpoints import iteration_dir
     from posttrain.runner import read_history
     recipe = load_recipe_of(row, a)
@@ -142,7 +145,8 @@ def command(a, flags: str = "") -> str:
     extra = [f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
              for k, v, d in (("runs", a.runs, "runs/inpo"), ("oracles", a.oracles, list(ORACLES)),
                              ("methods", a.methods, list(METHODS)), ("page", a.page, "inpo_lm.md")) if v != d]
-    return (f"python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}" + "".join(f" {x}" for x in extra)
+    return (f"python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}" + "".join(f" {x}"
+                                                                                             for x in extra)
             + flags + ("" if not a.overrides else " -- " + " ".join(a.overrides)))
 
 
@@ -158,16 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--page", default="inpo_lm.md", help="the report's file name under --out")
     ap.add_argument("--train-log", action="store_true",
-                    help="add each run's training per iteration (loss, gradient norms, clipped steps, margin)")
+                    help="add each run's training per iteration "
+                         "(loss, gradient norms, clipped steps, margin)")
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides of every run; put them after `--`")
     a = ap.parse_args(argv)
-    rows = [r for o in a.oracles for m in a.methods for s in a.seeds if (r := evaluate(o, m, s, a)) is not None]
+    rows = [r for o in a.oracles for m in a.methods for s in a.seeds if (r := evaluate(o, m, s,
+                                                                                       a)) is not None]
     if not a.report:
         return 0
     lines = ["## (b) The embedded model: win rate against the initial policy", "",
              f"Reproduce: `{command(a)}` then " + (f"`{command(a, ' --report --train-log')}`." if a.train_log
                                                     else "`--report`."), "",
-             "| oracle | method | seeds | " + " | ".join(f"win rate after iteration {t}" for t in (1, 2, 3)) + " |",
+             "| oracle | method | seeds | " + " | ".join(f"win rate after iteration {t}" for t in (1, 2,
+                                                                                                   3)) + " |",
              "|---|---|---:|---:|---:|---:|"]
     for o in a.oracles:
         for m in a.methods:
@@ -184,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {o} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
     head_to_head = []
     for o in a.oracles:
-        pairs = [(r, q) for r in rows for q in rows if r["oracle"] == q["oracle"] == o and r["seed"] == q["seed"]
-                 and r["method"] == "inpo" and q["method"] == "iterative_dpo" and "answers" in r and "answers" in q]
+        pairs = [(r,
+                  q) for r in rows for q in rows if r["oracle"] == q["oracle"] == o and r["seed"] == q["seed"]
+                 and r["method"] == "inpo" and q["method"] == "iterative_dpo" and "answers" in r
+                 and "answers" in q]
         if not pairs:
             continue
         cells = []
@@ -199,14 +208,16 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"t = {t}: {w} / {ties} / {l_} (p {sign_test_p(w, l_):.3f})")
         head_to_head.append(f"- {o} ({len(pairs)} seeds): " + "; ".join(cells))
     if head_to_head:
-        lines += ["", "INPO against iterative DPO directly, the same held-out prompts, each policy's answer against "
-                  "the other's under the oracle (wins / ties / losses of INPO, summed over seeds; sign test on wins "
-                  "vs losses):", "", *head_to_head]
+        lines += ["",
+                  "INPO against iterative DPO directly, the same held-out prompts, each policy's answer "
+                  "against the other's under the oracle (wins / ties / losses of INPO, summed over seeds; "
+                  "sign test on wins vs losses):", "", *head_to_head]
     cyc = [r for r in rows if r["oracle"] == "cyclic" and "answers" in r]
     if cyc:
-        lines += ["", "Under the cyclic oracle, each policy's class mix (short / medium / long) on the held-out answers and "
-                  "its exploitability, max over classes c of P(c > pi) - 1/2 (0 at the Nash policy, 1/3 each; 1/2 "
-                  "for a pure policy), mean over seeds:", "",
+        lines += ["",
+                  "Under the cyclic oracle, each policy's class mix (short / medium / long) on the held-out "
+                  "answers and its exploitability, max over classes c of P(c > pi) - 1/2 (0 at the Nash "
+                  "policy, 1/3 each; 1/2 for a pure policy), mean over seeds:", "",
                   "| method | t = 0 | t = 1 | t = 2 | t = 3 |", "|---|---|---|---|---|"]
         for m in a.methods:
             rs = [r for r in cyc if r["method"] == m]
@@ -220,11 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if a.train_log:
         lines += ["", "Training per iteration (metrics.jsonl of the run and its iter-K folders):", "",
-                  "| run | iteration | loss, first -> last step | gradient norm before clipping | steps clipped | "
-                  "last step's mean margin |", "|---|---:|---|---|---|---|"]
+                  "| run | iteration | loss, first -> last step | gradient norm before clipping | "
+                  "steps clipped | last step's mean margin |", "|---|---:|---|---|---|---|"]
         for r in rows:
             lines += train_log(r, a)
-    lines += ["", "Per run: " + json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows]), ""]
+    lines += ["", "Per run: " + json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows]),
+              ""]
     return publish(Path(a.out) / a.page, "\n".join(lines))
 
 

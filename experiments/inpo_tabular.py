@@ -43,7 +43,8 @@ def duality_gap(pi: np.ndarray, P: np.ndarray) -> float:
 
 
 def regularized_gap(pi: np.ndarray, P: np.ndarray, pi_ref: np.ndarray, tau: float) -> float:
-    """Duality gap of the KL-regularised game J(pi, pi') = P(pi > pi') - tau KL(pi || pi_ref) + tau KL(pi' || pi_ref),
+    """Duality gap of the KL-regularised game
+    J(pi, pi') = P(pi > pi') - tau KL(pi || pi_ref) + tau KL(pi' || pi_ref),
     the game whose equilibrium INPO's last iterate converges to (0 exactly there):
     2 [tau log sum_y pi_ref(y) exp(P(y > pi) / tau) - 1/2 + tau KL(pi || pi_ref)]."""
     z = (P @ pi) / tau
@@ -60,7 +61,8 @@ def md_step(pi_t: np.ndarray, pi_ref: np.ndarray, P: np.ndarray, eta: float, tau
     return out / out.sum()
 
 
-def sample_pairs(pi: np.ndarray, P: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_pairs(pi: np.ndarray, P: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                           np.ndarray]:
     """(winners, losers) of n pairs y, y' ~ pi, the winner drawn with P(y > y'); pairs of a response with
     itself carry no signal and are dropped."""
     y, y2 = rng.choice(len(pi), n, p=pi), rng.choice(len(pi), n, p=pi)
@@ -70,7 +72,8 @@ def sample_pairs(pi: np.ndarray, P: np.ndarray, n: int, rng: np.random.Generator
     return np.where(first, y, y2), np.where(first, y2, y)
 
 
-def fit(loss_fn, w: np.ndarray, l: np.ndarray, start: np.ndarray, steps: int = 300, lr: float = 0.05) -> np.ndarray:
+def fit(loss_fn, w: np.ndarray, l: np.ndarray, start: np.ndarray, steps: int = 300,
+        lr: float = 0.05) -> np.ndarray:
     """Tabular logits from log(start), trained with Adam on the mean loss over the pairs (w[i] beat l[i])."""
     theta = torch.tensor(np.log(start), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
@@ -87,7 +90,8 @@ def fit(loss_fn, w: np.ndarray, l: np.ndarray, start: np.ndarray, steps: int = 3
 def inpo_loss_fn(pi_ref: np.ndarray, pi_t: np.ndarray, w, l, eta: float, tau: float):
     ref, prev = torch.log(torch.as_tensor(pi_ref)), torch.log(torch.as_tensor(pi_t))
     wi, li = torch.as_tensor(w), torch.as_tensor(l)
-    return lambda pw, pl: inpo(PairLogps(pw, pl, ref[wi], ref[li], prev_chosen=prev[wi], prev_rejected=prev[li]),
+    return lambda pw, pl: inpo(PairLogps(pw, pl, ref[wi], ref[li], prev_chosen=prev[wi],
+                                         prev_rejected=prev[li]),
                                eta=eta, tau=tau)[0]
 
 
@@ -129,7 +133,8 @@ def run_seed(seed: int, iterations: int, pairs: int, eta: float, beta: float) ->
 
 def per_seed_table(runs: list[dict], names: list[str], iterations: int) -> list[str]:
     """The per-seed numbers behind the reading: regularised gap at t = 0 and at the end for every algorithm;
-    for tau = 0 also its largest value along the run; for iterative DPO the final policy's largest probability."""
+    for tau = 0 also its largest value along the run; for iterative DPO the final policy's largest
+    probability."""
     def reg(r, n):
         return [g[1] for g in r[n]["gaps"]]
     cols = [("t = 0", lambda r: reg(r, names[0])[0])]
@@ -140,9 +145,9 @@ def per_seed_table(runs: list[dict], names: list[str], iterations: int) -> list[
         if "DPO" in n:
             cols.append((f"{n}, largest pi(y) at t = {iterations}", lambda r, n=n: max(r[n]["final"])))
     vals = [[f(r) for _, f in cols] for r in runs]
-    lines = [f"Per seed, the regularised gap at t = 0 and at t = {iterations} for each algorithm; for tau = 0 also "
-             f"its largest value over t = 0..{iterations}; for iterative DPO the largest probability of its final "
-             "policy (1 = a pure policy); last rows: min and max over seeds:", "",
+    lines = [f"Per seed, the regularised gap at t = 0 and at t = {iterations} for each algorithm; "
+             f"for tau = 0 also its largest value over t = 0..{iterations}; for iterative DPO the largest "
+             "probability of its final policy (1 = a pure policy); last rows: min and max over seeds:", "",
              "| seed | " + " | ".join(c for c, _ in cols) + " |", "|---:|" + "---:|" * len(cols)]
     lines += [f"| {s} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for s, row in enumerate(vals)]
     for label, agg in (("min", min), ("max", max)):
@@ -157,7 +162,8 @@ def per_seed_table(runs: list[dict], names: list[str], iterations: int) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     from posttrain.eval.report import plot_curves
-    ap = argparse.ArgumentParser(prog="python -m experiments.inpo_tabular", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m experiments.inpo_tabular",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=512)
@@ -179,23 +185,25 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{m:.4f} ± {h:.4f}")
             tables[k].append(f"| {name} | " + " | ".join(cells) + " |")
     out = Path(a.out)
-    png = plot_curves(curves, out / "inpo_tabular_gap.png", xlabel="iteration", ylabel="regularised duality gap",
+    png = plot_curves(curves, out / "inpo_tabular_gap.png", xlabel="iteration",
+                      ylabel="regularised duality gap",
                       title=f"KL-regularised duality gap (tau {a.eta / 3:.3g}), mean over {a.seeds} seeds")
     head = ["| algorithm | " + " | ".join(f"t = {t}" for t in ts) + " |", "|---|" + "---:|" * len(ts)]
     text = "\n".join([
         "## (a) Tabular game: a cyclic preference with a known Nash policy", "",
         f"Reproduce: `python -m experiments.inpo_tabular --seeds {a.seeds} --iterations {a.iterations} "
         f"--pairs {a.pairs} --eta {a.eta} --beta {a.beta}` (seconds on a CPU).", "",
-        f"- game: 3 responses, P = 1/2 + A/2, A = [[0, a, -b], [-a, 0, c], [b, -c, 0]], (a, b, c) = {WEIGHTS}: "
-        f"a weighted rock-paper-scissors; Nash policy (c, b, a)/(a+b+c) = {np.round(nash(), 4).tolist()}",
+        f"- game: 3 responses, P = 1/2 + A/2, A = [[0, a, -b], [-a, 0, c], [b, -c, 0]], "
+        f"(a, b, c) = {WEIGHTS}: a weighted rock-paper-scissors; Nash policy (c, b, a)/(a+b+c) = "
+        f"{np.round(nash(), 4).tolist()}",
         f"- pi_ref: softmax of N(0, 1) logits, one per seed; {a.seeds} seeds; eta {a.eta}, tau = eta/3 or 0; "
         f"DPO beta {a.beta}",
-        f"- sampled versions: {a.pairs} pairs y, y' ~ pi_t per iteration (self-pairs dropped), winner drawn with "
-        "P(y > y'); tabular logits trained from pi_t with Adam (lr 0.05, 300 steps) on the library's `inpo` / "
-        "`dpo` loss", "",
-        f"Duality gap of the KL-regularised game (tau = eta/3 = {a.eta / 3:.3g}, anchored at each seed's pi_ref: "
-        "the equilibrium INPO's last iterate converges to, gap 0 exactly there), mean ± 95% t interval over "
-        "seeds:", "", *head, *tables[1], "",
+        f"- sampled versions: {a.pairs} pairs y, y' ~ pi_t per iteration (self-pairs dropped), winner drawn "
+        "with P(y > y'); tabular logits trained from pi_t with Adam (lr 0.05, 300 steps) on the library's "
+        "`inpo` / `dpo` loss", "",
+        f"Duality gap of the KL-regularised game (tau = eta/3 = {a.eta / 3:.3g}, anchored at each seed's "
+        "pi_ref: the equilibrium INPO's last iterate converges to, gap 0 exactly there), mean ± 95% t "
+        "interval over seeds:", "", *head, *tables[1], "",
         "Duality gap of the game itself, max_y P(y > pi) - min_y P(pi > y) (0 at its Nash policy; the "
         "regularised equilibrium sits at a positive gap that shrinks with tau):", "", *head, *tables[0], "",
         f"![duality gap]({png.name})", "", *per_seed_table(runs, names, a.iterations), ""])

@@ -29,15 +29,16 @@ from posttrain.stats import mean_ci, sign_test_p, wilson_interval
 
 
 def gold_rows(synth_run: Path) -> list[dict]:
-    from posttrain.data.sources import load_source
-    from posttrain.synth.config import load_synth_recipe
     from posttrain.files import read_jsonl
+    from posttrain.synth.config import load_synth_recipe
     from posttrain.synth.math import sft_row
+    from posttrain.tasks.sources import load_source
     recipe = load_synth_recipe(synth_run / "recipe.yaml")
     seeds = read_jsonl(synth_run / "seeds.jsonl")
     convs = [c for src in recipe.seeds for c in load_source(src, "sft")]
     if len(convs) != len(seeds):
-        raise SystemExit(f"{len(convs)} gold conversations for {len(seeds)} seed problems: the seed sources changed")
+        raise SystemExit(f"{len(convs)} gold conversations for {len(seeds)} seed problems: "
+                         f"the seed sources changed")
     return [sft_row(s["problem"], c.messages[-1]["content"], origin="gold") for s, c in zip(seeds, convs)]
 
 
@@ -81,9 +82,9 @@ def run_name(arm: str) -> str:
 def train_and_eval(data: Path, name: str, seed: int, a) -> dict | None:
     """The run's evaluation (trained and evaluated unless finished before); None under --report when
     it is not finished."""
+    from experiments.sweep import run_variant
     from posttrain.eval.math import evaluate, load_items
     from posttrain.export import load_run
-    from experiments.sweep import run_variant
     run = Path(a.runs) / f"{name}-seed{seed}"
     done = run / f"eval_math_{a.eval_limit}_{a.max_new_tokens}.json"  # a rerun reuses finished evaluations
     if done.is_file():
@@ -123,7 +124,7 @@ def paired_counts(results: list[dict], arm: str, base: str, key: str) -> tuple[i
 
 def heldout_file(path: Path, n: int) -> Path:
     """Held-out built-in word problems (generator seed 2, never a seed problem) as an eval file."""
-    from posttrain.data.synthetic import generate, to_prompt_rows
+    from posttrain.tasks.synthetic import generate, to_prompt_rows
     rows = to_prompt_rows(generate("word_problems", n, seed=2, steps=[2, 3]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"problem": r["prompt"], "answer": r["answer"]}) + "\n" for r in rows))
@@ -141,13 +142,13 @@ def report(results: list[dict], a) -> str:
     seeds = sorted({r["seed"] for r in results})
     arms = [arm for arm in ARMS if any(r["name"] == run_name(arm) for r in results)]
     per_seed = ", ".join(f"seed {s}" for s in seeds)
-    command = (f"python -m experiments.math_synth --synth-run {a.synth_run} --seeds {' '.join(map(str, a.seeds))} "
-               f"--steps {a.steps} --eval-limit {a.eval_limit}"
+    command = (f"python -m experiments.math_synth --synth-run {a.synth_run} "
+               f"--seeds {' '.join(map(str, a.seeds))} --steps {a.steps} --eval-limit {a.eval_limit}"
                + (f" --max-new-tokens {a.max_new_tokens}" if a.max_new_tokens != 256 else "")
                + "".join(f" {o}" for o in a.overrides))
     lines = ["# Math synthesis part 2: SFT on gold vs synthetic solutions (results)", "",
-             f"Written by `{command}` (`--report`: from the finished evaluations alone); do not edit by hand. The "
-             "setup and the reading: [math_synth.md](math_synth.md).", "",
+             f"Written by `{command}` (`--report`: from the finished evaluations alone); do not edit by "
+             "hand. The setup and the reading: [math_synth.md](math_synth.md).", "",
              f"| training set | rows | word problems: {per_seed} | mean ± 95% t ({len(seeds)} "
              f"seed{'s' if len(seeds) != 1 else ''}) | GSM8K: {per_seed} | mean ± 95% t |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -159,8 +160,9 @@ def report(results: list[dict], a) -> str:
             m, ci = mean_ci([r[k] for r in rs])
             cells.append(f"{m:.3f}" + ("" if ci != ci else f" ± {ci:.3f}"))
         lines.append(f"| {ARMS[arm]} | {rs[0]['rows']} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired against gold over the same (problem, seed) pairs — problems one arm solved and the other "
-                  "did not,", "exact two-sided sign test:", "",
+    lines += ["",
+              "Paired against gold over the same (problem, seed) pairs — problems one arm solved and the "
+              "other did not,", "exact two-sided sign test:", "",
               "| arm vs gold | eval set | arm only | gold only | sign test p |", "|---|---|---:|---:|---:|"]
     for arm in arms[1:]:
         for k, label in EVALS.items():
@@ -171,8 +173,10 @@ def report(results: list[dict], a) -> str:
     dof = len(seeds) - 1
     wilson = f"(10% accuracy on {n} problems alone has a Wilson interval of {lo:.3f}–{hi:.3f})."
     if dof:
-        lines += ["", f"The t intervals ({NUMBERS.get(dof, str(dof))} degree{'s' if dof != 1 else ''} of freedom) are "
-                      "over seeds on fixed eval sets and exclude the eval sets' own", f"sampling error {wilson}", ""]
+        lines += ["",
+                  f"The t intervals ({NUMBERS.get(dof, str(dof))} degree{'s' if dof != 1 else ''} "
+                  "of freedom) are over seeds on fixed eval sets and exclude the eval sets' own",
+                  f"sampling error {wilson}", ""]
     else:
         lines += ["", f"One seed: no interval over seeds; the eval sets' own sampling error {wilson}", ""]
     return "\n".join(lines)
@@ -187,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--runs", default="runs/math-synth")
     ap.add_argument("--out", default="docs/results", help=f"the folder {RESULTS_PAGE} is written to")
-    ap.add_argument("--report", action="store_true", help="train and evaluate nothing: write the page from the "
+    ap.add_argument("--report", action="store_true",
+                    help="train and evaluate nothing: write the page from the "
                                                           "finished evaluations under --runs")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value overrides of every training run (e.g. a tiny model)")
+    ap.add_argument("overrides", nargs="*",
+                    help="key.sub=value overrides of every training run (e.g. a tiny model)")
     a = ap.parse_args(argv)
     synth_run, runs = Path(a.synth_run), Path(a.runs)
     if not a.report:
@@ -209,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results.append({**r, "rows": len(rows)})
     if missing:
-        raise SystemExit(f"--report: no finished evaluation (eval_math_{a.eval_limit}_{a.max_new_tokens}.json) for "
-                         f"{', '.join(missing)} under {runs}; run without --report to train and evaluate them")
+        raise SystemExit(f"--report: no finished evaluation "
+                         f"(eval_math_{a.eval_limit}_{a.max_new_tokens}.json) for {', '.join(missing)} "
+                         f"under {runs}; run without --report to train and evaluate them")
     return publish(Path(a.out) / RESULTS_PAGE, report(results, a))
 
 

@@ -17,8 +17,10 @@ from posttrain.bandit import PLOT_NAME, BanditConfig, rdpo_vs_n, run_sweep, summ
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.noisy_bandit", description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=BanditConfig.seeds, help="number of seeds (default %(default)s)")
+    ap = argparse.ArgumentParser(prog="python -m experiments.noisy_bandit",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=BanditConfig.seeds,
+                    help="number of seeds (default %(default)s)")
     ap.add_argument("--out", default="docs/results", help="folder for noisy_preferences.md and its plot")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny tensors: 1 is fastest)")
     ap.add_argument("--no-diagnostic", action="store_true",

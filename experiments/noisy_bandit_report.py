@@ -10,11 +10,9 @@ import math
 import os
 from pathlib import Path
 
+from posttrain.bandit import PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order, summarize, yardsticks
 from posttrain.files import atomic_path, atomic_write_text
-
 from posttrain.stats import mean_ci
-from posttrain.bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, _order,
-                                          summarize, yardsticks)
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -74,18 +72,19 @@ def _observations(summary: list[dict]) -> list[str]:
     off = [s for s in summary if s["ran_off"]]
     for s in off:
         out.append(
-            f"- ‡ {s['method']} at eps = {s['eps']:g}: in {s['ran_off']} of {s['n']} seeds the iterate ran off "
-            f"(‖β·θ‖ grew past the cut-off); in {s['unbounded']} of them the empirical loss is certified unbounded "
-            "below (negative recession slope along that direction), i.e. it has no minimiser to converge to. Those "
-            "seeds are left out of the means above, which therefore describe the luckier draws.")
+            f"- ‡ {s['method']} at eps = {s['eps']:g}: in {s['ran_off']} of {s['n']} seeds the iterate ran "
+            f"off (‖β·θ‖ grew past the cut-off); in {s['unbounded']} of them the empirical loss is certified "
+            "unbounded below (negative recession slope along that direction), i.e. it has no minimiser to "
+            "converge to. Those seeds are left out of the means above, which therefore describe the luckier "
+            "draws.")
     over = [s for s in summary if s["method"] == "rdpo" and s["eps"] > 0 and s["scale_mean"] is not None
             and s["scale_ci"] == s["scale_ci"] and s["scale_mean"] - s["scale_ci"] > 1]
     if over:
         out.append(
             "- rDPO overshoots the scale (scale > 1 beyond its interval) at eps = "
             + ", ".join(f"{s['eps']:g} ({s['scale_mean']:.2f})" for s in over)
-            + ". A greedier policy than the target gains reward from that, so rDPO's reward near or above the "
-            "target's there is not by itself a better fit; its parameter error is the fairer measure.")
+            + ". A greedier policy than the target gains reward from that, so rDPO's reward near or above "
+            "the target's there is not by itself a better fit; its parameter error is the fairer measure.")
     slow = [s for s in summary if s["converged"] + s["ran_off"] < s["n"]]
     if slow:
         out.append("- Fits that stopped before the gradient tolerance (kept in the means): " + ", ".join(
@@ -101,15 +100,17 @@ def _diagnostic_lines(diag: list[dict], d: int) -> list[str]:
         return []
     eps = diag[0]["eps"]
     lines = [f"### Diagnostic (outside the sweep): DPO and rDPO at eps = {eps:g} as n grows", "",
-             "Everything else as above, same seeds. Mean ± 95% t half-width over the fits with a minimiser.", "",
-             "| n pairs | rDPO: no minimiser | rDPO ‖β·θ − θ*‖ | DPO ‖β·θ − θ*‖ | 1/(1-2eps)·sqrt(d/n) (the rate, "
-             "constant omitted) |",
+             "Everything else as above, same seeds. Mean ± 95% t half-width over the fits with a minimiser.",
+             "",
+             "| n pairs | rDPO: no minimiser | rDPO ‖β·θ − θ*‖ | DPO ‖β·θ − θ*‖ | "
+             "1/(1-2eps)·sqrt(d/n) (the rate, constant omitted) |",
              "|---|---|---|---|---|"]
     for n in sorted({r["n_pairs"] for r in diag}):
         sel = {m: [r for r in diag if r["n_pairs"] == n and r["method"] == m] for m in ("dpo", "rdpo")}
         err = {m: [r["param_error"] for r in v if r["param_error"] is not None] for m, v in sel.items()}
         off = sum(r["diverged"] for r in sel["rdpo"])
-        lines.append(f"| {n} | {off}/{len(sel['rdpo'])} | {_fmt(*mean_ci(err['rdpo'])) if err['rdpo'] else 'n/a'} "
+        lines.append(f"| {n} | {off}/{len(sel['rdpo'])} "
+                     f"| {_fmt(*mean_ci(err['rdpo'])) if err['rdpo'] else 'n/a'} "
                      f"| {_fmt(*mean_ci(err['dpo']))} | {math.sqrt(d / n) / (1 - 2 * eps):.3f} |")
     return lines + [""]
 
@@ -139,7 +140,8 @@ def _plot(rows: list[dict], summary: list[dict], path: Path) -> None:
                     a.annotate(f"{p['used']}/{p['n']} seeds", (p["eps"], p[f"{metric}_mean"]), fontsize=7,
                                textcoords="offset points", xytext=(4, 6), color=line.get_color())
     yard = yardsticks(rows)
-    for key, label, style in (("reward_best_action", "best action", ":"), ("reward_target", "target β·θ = θ*", "--"),
+    for key, label, style in (("reward_best_action", "best action", ":"), ("reward_target", "target β·θ = θ*",
+                                                                           "--"),
                               ("reward_reference", "uniform reference", "-.")):
         ax.axhline(yard[key][0], color="gray", linestyle=style, linewidth=1, label=label)
     ax.set(xlabel="label flip rate eps", ylabel="expected true reward (held-out contexts)",
@@ -159,7 +161,8 @@ def _section_b(existing: str | None) -> str:
     return f"{SECTION_B}\n\npending\n"
 
 
-def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", *, cfg: BanditConfig | None = None,
+def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", *,
+                 cfg: BanditConfig | None = None,
                  wall_s: float | None = None, diagnostic: list[dict] | None = None) -> Path:
     """Write section (a) of noisy_preferences.md and its plot; an existing section (b) is kept as it is.
 
@@ -181,31 +184,44 @@ def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", 
     lines = [
         "# Noisy preferences: DPO, cDPO, rDPO, IPO under label flips",
         "",
-        "Claim (Chowdhury, Kini, Natarajan, *Provably Robust DPO*, ICML 2024; METHODS.md section 1): under random",
-        "preference-label flips with rate eps, the rDPO policy stays close to the clean-data policy while DPO and",
+        "Claim (Chowdhury, Kini, Natarajan, *Provably Robust DPO*, ICML 2024; METHODS.md section 1): under "
+        "random",
+        "preference-label flips with rate eps, the rDPO policy stays close to the clean-data policy while "
+        "DPO and",
         "cDPO degrade; for a log-linear policy of dimension d trained on n pairs its sub-optimality is",
         "O(1/(1-2eps) · sqrt(d/n)).",
         "",
         "## (a) Log-linear bandit",
         "",
-        "The setting of the paper's theory. Features phi(x, y) ~ N(0, I_d) for K actions per context; true reward",
-        "r* = θ*·phi with ‖θ*‖ fixed; policy pi_θ(y|x) ∝ exp(θ·phi(x, y)); reference θ_0 = 0 (uniform). Each pair:",
-        "x uniform over the training contexts, two distinct actions from the reference, a Bradley-Terry-Luce label,",
-        "then flipped with probability eps (one uniform per pair shared across eps, so a seed's data differ between",
-        "eps only by the added flips). Each loss of `posttrain.losses.preference` is minimised on real log-probs by",
-        "full-batch L-BFGS from θ_0; cdpo and rdpo get the true eps. On clean data DPO's population optimum is",
-        "β·θ = θ*, the KL-regularised optimal policy pi* ∝ pi_0·exp(r*/β) (\"target\"); rDPO's loss is unbiased, so",
+        "The setting of the paper's theory. Features phi(x, y) ~ N(0, I_d) for K actions per context; true "
+        "reward",
+        "r* = θ*·phi with ‖θ*‖ fixed; policy pi_θ(y|x) ∝ exp(θ·phi(x, y)); reference θ_0 = 0 (uniform). Each "
+        "pair:",
+        "x uniform over the training contexts, two distinct actions from the reference, a Bradley-Terry-Luce "
+        "label,",
+        "then flipped with probability eps (one uniform per pair shared across eps, so a seed's data differ "
+        "between",
+        "eps only by the added flips). Each loss of `posttrain.losses.preference` is minimised on real "
+        "log-probs by",
+        "full-batch L-BFGS from θ_0; cdpo and rdpo get the true eps. On clean data DPO's population optimum "
+        "is",
+        "β·θ = θ*, the KL-regularised optimal policy pi* ∝ pi_0·exp(r*/β) (\"target\"); rDPO's loss is "
+        "unbiased, so",
         "under flips its population optimum stays there. IPO (`ipo`, summed log-probs) fits margins",
-        f"≈ (2P − 1)/(2·tau) on its own scale; tau = {cfg.ipo_tau:g} was chosen so that its clean-data fit has about",
-        "the target's scale (with tau = β = 0.5 it points the same way but is ~7× flatter), which makes its reward",
+        f"≈ (2P − 1)/(2·tau) on its own scale; tau = {cfg.ipo_tau:g} was chosen so that its clean-data fit "
+        "has about",
+        "the target's scale (with tau = β = 0.5 it points the same way but is ~7× flatter), which makes its "
+        "reward",
         "comparable; its parameter error is reported only after the best rescaling (direction error).",
         "",
-        f"- d = {cfg.d}, K = {cfg.n_actions}, n = {cfg.n_pairs} pairs over {cfg.n_contexts} training contexts, "
-        f"reward on {cfg.n_test_contexts} held-out contexts, ‖θ*‖ = {cfg.theta_norm:g}, β = {cfg.beta:g}",
+        f"- d = {cfg.d}, K = {cfg.n_actions}, n = {cfg.n_pairs} pairs over {cfg.n_contexts} training "
+        f"contexts, reward on {cfg.n_test_contexts} held-out contexts, ‖θ*‖ = {cfg.theta_norm:g}, "
+        f"β = {cfg.beta:g}",
         f"- seeds: {len(seeds)} ({seeds[0]}–{seeds[-1]}); each seed draws θ*, the features and the pairs",
         f"- optimiser: torch L-BFGS (strong Wolfe, history 20, float64) from θ = 0, at most {cfg.max_iter} "
-        f"iterations, stop at max |grad| ≤ {cfg.grad_tol:g}; iterations used: mean {sum(iters) / len(iters):.0f}, "
-        f"max {max(iters)}; a fit whose ‖β·θ‖ passes {cfg.diverged_scale:g}·‖θ*‖ is stopped as run off",
+        f"iterations, stop at max |grad| ≤ {cfg.grad_tol:g}; iterations used: "
+        f"mean {sum(iters) / len(iters):.0f}, max {max(iters)}; a fit whose ‖β·θ‖ passes "
+        f"{cfg.diverged_scale:g}·‖θ*‖ is stopped as run off",
         f"- realised flip rates: {flip_rates}",
         f"- wall time of the sweep: {wall_s:.1f} s (2 shared CPU cores, 1 torch thread)" if wall_s is not None
         else "- wall time: not measured",
@@ -218,14 +234,16 @@ def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", 
         *_table(summary, "reward"),
         "",
         f"Yardsticks: uniform reference {_fmt(*yard['reward_reference'])}, target policy (β·θ = θ*) "
-        f"{_fmt(*yard['reward_target'])}, best action {_fmt(*yard['reward_best_action'])}. A policy greedier than",
+        f"{_fmt(*yard['reward_target'])}, best action {_fmt(*yard['reward_best_action'])}. "
+        "A policy greedier than",
         "the target (scale > 1) can score above it, so reward is read together with the parameter error.",
         "",
         "### Parameter error ‖β·θ − θ*‖ (lower is better; n/a for IPO, whose optimum is on another scale)",
         "",
         *_table(summary, "param_error"),
         "",
-        "### Direction error min_c ‖c·θ − θ*‖ = ‖θ*‖·sin∠(θ, θ*) (lower is better; comparable across methods)",
+        "### Direction error min_c ‖c·θ − θ*‖ = ‖θ*‖·sin∠(θ, θ*) (lower is better; comparable across "
+        "methods)",
         "",
         *_table(summary, "direction_error"),
         "",
@@ -240,14 +258,22 @@ def write_report(rows: list[dict], out_dir: str | os.PathLike = "docs/results", 
         *_observations(summary),
         "",
         *diag_lines,
-        "What theory predicts, to read the numbers against. DPO fits a BTL model to the observed labels, whose",
-        "preference probabilities (1-eps)·σ(Δr*) + eps·σ(−Δr*) are flatter than the clean ones: its θ keeps about",
-        "the right direction but shrinks (scale < 1), so its policy drifts towards uniform and loses reward. cDPO is",
-        "the DPO loss averaged over a second round of flips at rate eps, so it shrinks further (its margin is capped",
-        "at log((1-eps)/eps)/β). IPO's fitted margins shrink by (1-2eps). rDPO's loss is unbiased, so its optimum",
-        "stays at β·θ = θ*; the price is variance: its per-pair gradient weights reach (1-eps)/(1-2eps), its error",
-        "grows like 1/(1-2eps)·sqrt(d/n) (×5 at eps = 0.4), and the empirical loss, which is not bounded below, can",
-        "lose its minimiser altogether when n is small for the noise level. Label flips are symmetric, so all methods",
+        "What theory predicts, to read the numbers against. DPO fits a BTL model to the observed labels, "
+        "whose",
+        "preference probabilities (1-eps)·σ(Δr*) + eps·σ(−Δr*) are flatter than the clean ones: its θ keeps "
+        "about",
+        "the right direction but shrinks (scale < 1), so its policy drifts towards uniform and loses reward. "
+        "cDPO is",
+        "the DPO loss averaged over a second round of flips at rate eps, so it shrinks further (its margin "
+        "is capped",
+        "at log((1-eps)/eps)/β). IPO's fitted margins shrink by (1-2eps). rDPO's loss is unbiased, so its "
+        "optimum",
+        "stays at β·θ = θ*; the price is variance: its per-pair gradient weights reach (1-eps)/(1-2eps), its "
+        "error",
+        "grows like 1/(1-2eps)·sqrt(d/n) (×5 at eps = 0.4), and the empirical loss, which is not bounded "
+        "below, can",
+        "lose its minimiser altogether when n is small for the noise level. Label flips are symmetric, so "
+        "all methods",
         "find nearly the same direction (see the direction errors): what separates them is the scale.",
         "",
     ]

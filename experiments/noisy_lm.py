@@ -9,16 +9,16 @@ Every cell is `posttrain train recipes/noisy_preferences_lm.yaml` plus the overr
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 from pathlib import Path
 
 from experiments import RECIPES
-from posttrain.bandit import SECTION_B
-from posttrain.stats import mean_ci
 from experiments.sweep import run_variant
+from posttrain.bandit import SECTION_B
 from posttrain.eval.report import markdown_table, plot_curves
 from posttrain.files import atomic_write_text
+from posttrain.stats import mean_ci
 
 BASE = RECIPES / "noisy_preferences_lm.yaml"
 METHODS = ("dpo", "cdpo", "rdpo")
@@ -44,7 +44,8 @@ def run(eps_values: list[float], seeds: list[int], methods=METHODS, base: Path =
                 row.update(method=m, eps=eps)
                 rows.append(row)
                 print(json.dumps({k: row.get(k) for k in ("method", "eps", "seed", "before_accuracy",
-                                                          "after_accuracy", "eval/rewards/accuracy", "wall_time_s")}),
+                                                          "after_accuracy", "eval/rewards/accuracy",
+                                                          "wall_time_s")}),
                       flush=True)
     return rows
 
@@ -53,7 +54,8 @@ def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for eps in sorted({r["eps"] for r in rows}):
         for m in METHODS:
-            cell = [r for r in rows if r["eps"] == eps and (r["method"] == m or (eps == 0 and r["method"] == "dpo"))]
+            cell = [r for r in rows if r["eps"] == eps and (r["method"] == m or (eps == 0
+                                                                                 and r["method"] == "dpo"))]
             if not cell:
                 continue
             acc = mean_ci([r["after_accuracy"] for r in cell])
@@ -88,13 +90,16 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
     eps_values = sorted({s["eps"] for s in summary})
     seeds = sorted({r["seed"] for r in rows})
     has_pairs = any(s["pair_accuracy"][0] == s["pair_accuracy"][0] for s in summary)  # not all nan
-    table = [[s["method"] + (" (= dpo run)" if s["eps"] == 0 and s["method"] != "dpo" else ""), f"{s['eps']:g}",
-              s["n"], _cell(s["accuracy"])] + ([_cell(s["pair_accuracy"])] if has_pairs else []) for s in summary]
+    table = [[s["method"] + (" (= dpo run)" if s["eps"] == 0 and s["method"] != "dpo" else ""),
+              f"{s['eps']:g}",
+              s["n"],
+              _cell(s["accuracy"])] + ([_cell(s["pair_accuracy"])] if has_pairs else []) for s in summary]
     series = {}
     for m in METHODS:
         pts = [(s["eps"], s["accuracy"][0]) for s in summary if s["method"] == m]
         series[m] = ([p[0] for p in pts], [p[1] for p in pts])
-    png = plot_curves(series, out_dir / "noisy_preferences_lm.png", title="embedded model: gold accuracy vs flip rate",
+    png = plot_curves(series, out_dir / "noisy_preferences_lm.png",
+                      title="embedded model: gold accuracy vs flip rate",
                       xlabel="label flip rate eps", ylabel="held-out answer accuracy")
     base = BASE.read_text()
     path = out_dir / "noisy_preferences.md"
@@ -105,16 +110,18 @@ def write_section(rows: list[dict], out_dir: Path, wall: float) -> Path:
              "`posttrain train recipes/noisy_preferences_lm.yaml` with the overrides listed in the run's "
              "`recipe.yaml`).", "",
              "- model: SmolLM2-135M-Instruct (embedded), LoRA; reference = the starting model (precomputed)",
-             "- data: built-in arithmetic pairs (chosen = correct answer, rejected = a wrong answer in the same "
-             "format), labels flipped at rate eps; cDPO and rDPO are given the true eps",
+             "- data: built-in arithmetic pairs (chosen = correct answer, rejected = a wrong answer in the "
+             "same format), labels flipped at rate eps; cDPO and rDPO are given the true eps",
              f"- steps per run: {r0['steps']}; seeds: {seeds}; eps: {eps_values}; "
-             f"total wall time of the runs {wall / 60:.1f} min on 2 CPU cores, one torch thread, sharing the CPU "
-             f"with another job (about {r0['train_time_s']:.0f} s of training per run)",
+             f"total wall time of the runs {wall / 60:.1f} min on 2 CPU cores, one torch thread, sharing the "
+             f"CPU with another job (about {r0['train_time_s']:.0f} s of training per run)",
              f"- gold reward: greedy answer accuracy on {rows[0]['eval_n']} held-out problems "
-             f"(start: {before[0]:.3f})" + ("; pair accuracy: share of clean held-out pairs where the implicit "
-                                            "reward ranks the correct reply first" if has_pairs else ""), "",
-             markdown_table(["method", "eps", "runs", "answer accuracy (mean ± 95% CI over runs; one run: no "
-                                                       "interval, and none includes the eval set's sampling error)"]
+             f"(start: {before[0]:.3f})" + ("; pair accuracy: share of clean held-out pairs where the "
+                                            "implicit reward ranks the correct reply first"
+                                            if has_pairs else ""), "",
+             markdown_table(["method", "eps", "runs",
+                             "answer accuracy (mean ± 95% CI over runs; one run: no interval, and none "
+                             "includes the eval set's sampling error)"]
                             + (["clean pair accuracy"] if has_pairs else []), table), "",
              kept_reading(existing), "",
              f"![accuracy vs eps]({png.name})", "", "Base recipe:", "", "```yaml", base.strip(), "```", ""]

@@ -10,22 +10,20 @@ ladder's steps are also compared per seed (paired differences).
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 import time
 from pathlib import Path
 
-
 from experiments import RECIPES
-from posttrain.stats import mean_ci, sign_test_p
 from experiments.sweep import curve, publish, run_variant
 from posttrain.config import DataSource, NLUSource
-from posttrain.data.sources import load_source
 from posttrain.eval.nlu import nlu_eval
 from posttrain.eval.report import markdown_table, plot_curves
 from posttrain.files import atomic_write_text
 from posttrain.models.start import adapter_folder
-
+from posttrain.stats import mean_ci, sign_test_p
+from posttrain.tasks.sources import load_source
 
 TRAIN_LIMIT = {"sst2": 256}  # SuperGLUE tasks: their 32-example FewGLUE train sets, whole
 # PPO from SFT starts from the SFT model (adapter merged, fresh LoRA on top) with its KL taken against the
@@ -33,7 +31,8 @@ TRAIN_LIMIT = {"sst2": 256}  # SuperGLUE tasks: their 32-example FewGLUE train s
 SFT_REFS = {"start": "PPO from SFT (ref SFT)", "base": "PPO from SFT (ref base)"}
 CONDITIONS = ("zero-shot", "few-shot", "SFT", *SFT_REFS.values(), "PPO from base")
 # the ladder's steps, compared per seed: (higher, lower)
-STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), (SFT_REFS["start"], "SFT"), (SFT_REFS["base"], "SFT"),
+STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), (SFT_REFS["start"], "SFT"), (SFT_REFS["base"],
+                                                                                      "SFT"),
          (SFT_REFS["start"], SFT_REFS["base"]), ("PPO from base", "SFT"))
 
 
@@ -45,7 +44,8 @@ def dev_records(task: str, limit: int | None, shots: int = 0, seed: int = 0):
 def evaluate(task: str, limit: int | None, *, adapter: str | None = None, shots: int = 0, seed: int = 0,
              cache: Path) -> dict:
     """Dev accuracy of the base model (+ an adapter), cached by (task, limit, shots, demo seed, adapter)."""
-    key = f"{task}-{limit}-{shots}" + (f"-seed{seed}" if shots else "") + f"-{(adapter or 'base').replace('/', '_')}"
+    key = f"{task}-{limit}-{shots}" + (f"-seed{seed}" if shots
+                                       else "") + f"-{(adapter or 'base').replace('/', '_')}"
     path = cache / f"eval-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -71,10 +71,12 @@ def run_task_seed(task: str, seed: int, a, runs: Path) -> list[dict]:
     sft = run_variant(RECIPES / "nlu_sft.yaml", [f"name={sft_name}", *common])
     evals["SFT"] = evaluate(task, a.dev_limit, adapter=str(runs / sft_name), cache=runs)
     rows = [{"task": task, "seed": seed, "condition": c, "accuracy": r["accuracy"],
-             "invalid_rate": r["invalid_rate"], "n": r["n"], "train_s": sft["train_time_s"] if c == "SFT" else None}
+             "invalid_rate": r["invalid_rate"], "n": r["n"],
+             "train_s": sft["train_time_s"] if c == "SFT" else None}
             for c, r in evals.items()]
     from_sft = [f"model.adapter={runs / sft_name}", f"train.lr={a.ppo_sft_lr}"]
-    variants = [(SFT_REFS[ref], f"sft-ref{ref}", [*from_sft, f"method.reference={ref}"]) for ref in a.sft_references]
+    variants = [(SFT_REFS[ref], f"sft-ref{ref}", [*from_sft,
+                                                  f"method.reference={ref}"]) for ref in a.sft_references]
     if task not in a.skip_ppo_base:
         variants.append(("PPO from base", "base", []))
     for cond, slug, extra in variants:
@@ -103,10 +105,12 @@ def _wins(diffs: list[float]) -> str:
 
 
 def summarize(rows: list[dict]) -> tuple[list[list], list[list]]:
-    """(per task x condition: mean ± CI over seeds, per-seed values; per task x ladder step: paired difference)."""
+    """(per task x condition: mean ± CI over seeds, per-seed values; per task x ladder step: paired
+    difference)."""
     cells, steps = [], []
     for task in dict.fromkeys(r["task"] for r in rows):
-        by = {c: {r["seed"]: r for r in rows if r["task"] == task and r["condition"] == c} for c in CONDITIONS}
+        by = {c: {r["seed"]: r for r in rows if r["task"] == task and r["condition"] == c}
+              for c in CONDITIONS}
         for c in CONDITIONS:
             sel = list(by[c].values())
             if not sel:
@@ -142,15 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--ppo-steps", type=int, default=80, help="optimiser steps (8 per PPO iteration)")
     ap.add_argument("--ppo-sft-lr", type=float, default=5e-5,
-                    help="PPO from SFT starts from a trained adapter: at the recipe's 2e-4 its approx KL per update "
-                         "reached 0.3 and the rollout reward fell (docs/results/ppo_nlu.md)")
+                    help="PPO from SFT starts from a trained adapter: at the recipe's 2e-4 its approx KL per "
+                         "update reached 0.3 and the rollout reward fell (docs/results/ppo_nlu.md)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--task-seeds", nargs="*", default=[], metavar="TASK=S1,S2",
                     help="per-task seed lists overriding --seeds (e.g. rte=0)")
     ap.add_argument("--skip-ppo-base", nargs="*", default=[], metavar="TASK",
                     help="tasks whose PPO-from-base run is left out (reported as not run)")
     ap.add_argument("--sft-references", nargs="*", default=list(SFT_REFS), choices=list(SFT_REFS),
-                    help="the KL references of PPO from SFT that are run (start = the SFT model, base = the base)")
+                    help="the KL references of PPO from SFT that are run "
+                         "(start = the SFT model, base = the base)")
     ap.add_argument("--timing-note", default="2 CPU cores, one run at a time",
                     help="how the runs were timed (threads, runs side by side), printed beside train s")
     ap.add_argument("--collect", action="store_true",
@@ -173,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     cells, steps = summarize(rows)
     out = Path(a.out)
     png_s = plot_curves(mean_curves(rows, "rollout/score"), out / "ppo_nlu_reward.png",
-                        title="PPO rollout reward (label reward), mean over seeds", ylabel="mean score per rollout")
+                        title="PPO rollout reward (label reward), mean over seeds",
+                        ylabel="mean score per rollout")
     png_k = plot_curves(mean_curves(rows, "rollout/kl"), out / "ppo_nlu_kl.png",
-                        title="PPO KL(policy || reference) per sequence, mean over seeds", ylabel="KL (k1, summed)")
+                        title="PPO KL(policy || reference) per sequence, mean over seeds",
+                        ylabel="KL (k1, summed)")
     seed_list = "; ".join(f"{t} " + ", ".join(map(str, task_seeds.get(t, a.seeds))) for t in a.tasks)
-    cmd = (f"python -m experiments.ppo_nlu --tasks {' '.join(a.tasks)} --dev-limit {a.dev_limit} --shots {a.shots} "
-           f"--ppo-steps {a.ppo_steps} --ppo-sft-lr {a.ppo_sft_lr:g} --seeds {' '.join(map(str, a.seeds))}"
+    cmd = (f"python -m experiments.ppo_nlu --tasks {' '.join(a.tasks)} --dev-limit {a.dev_limit} "
+           f"--shots {a.shots} --ppo-steps {a.ppo_steps} --ppo-sft-lr {a.ppo_sft_lr:g} "
+           f"--seeds {' '.join(map(str, a.seeds))}"
            + (f" --task-seeds {' '.join(a.task_seeds)}" if a.task_seeds else "")
            + (f" --skip-ppo-base {' '.join(a.skip_ppo_base)}" if a.skip_ppo_base else "")
            + f" --sft-references {' '.join(a.sft_references)}")
@@ -187,29 +195,30 @@ def main(argv: list[str] | None = None) -> int:
         "# PPO with LoRA for classification as generation (RL4GLUE)", "", f"Reproduce: `{cmd}`.", "",
         "- model: SmolLM2-135M-Instruct (embedded); LoRA r16 alpha32 rsLoRA on q_proj/v_proj for SFT and PPO",
         "- prompts: task instruction + answer form + example, assistant turn pre-filled with `<Judgement>`; "
-        "greedy decoding, 8 new tokens; invalid = no `</Judgement>`, or none / several label words (counted wrong)",
+        "greedy decoding, 8 new tokens; invalid = no `</Judgement>`, or none / several label words "
+        "(counted wrong)",
         f"- train sets: {', '.join(f'{t} {n}' for t, n in sizes.items())} examples (SST-2: the first 256 of "
         "its train split; SuperGLUE: FewGLUE's 32); dev: the first "
         f"{a.dev_limit} validation examples (fewer when the set is smaller); few-shot = {a.shots} "
         "demonstrations drawn from train by the seed, balanced over labels",
         "- SFT: NLL of the label tokens (after `<Judgement>`), 32 steps x 8, lr 5e-4 (recipes/nlu_sft.yaml)",
-        f"- PPO: reward +1 / -1 / -3, {a.ppo_steps} optimiser steps = {a.ppo_steps // 8} iterations of 16 rollouts "
-        "x 4 epochs x minibatch 8, lr 2e-4 from the base and "
+        f"- PPO: reward +1 / -1 / -3, {a.ppo_steps} optimiser steps = {a.ppo_steps // 8} iterations of 16 "
+        "rollouts x 4 epochs x minibatch 8, lr 2e-4 from the base and "
         f"{a.ppo_sft_lr:g} from SFT, adaptive KL (0.2, target 6, horizon 10000), GAE gamma 1 "
-        "lambda 0.95, clip 0.2, value clip 0.2, vf coef 0.1; value head on the policy trunk (recipes/nlu_ppo.yaml). "
-        "PPO from SFT merges the SFT adapter into the model and trains a fresh LoRA on top; its KL reference is "
-        "the SFT model (ref SFT: `reference: start`, as RL4GLUE's code) or the base model (ref base); PPO from "
-        "base has the base as reference",
+        "lambda 0.95, clip 0.2, value clip 0.2, vf coef 0.1; value head on the policy trunk "
+        "(recipes/nlu_ppo.yaml). PPO from SFT merges the SFT adapter into the model and trains a fresh LoRA "
+        "on top; its KL reference is the SFT model (ref SFT: `reference: start`, as RL4GLUE's code) or the "
+        "base model (ref base); PPO from base has the base as reference",
         f"- seeds: {seed_list} (the seed sets "
-        "the SFT/PPO run and the few-shot demonstrations; zero-shot is greedy and seed-free); cells are the mean "
-        "± the 95% t-interval over seeds, which does not include the dev set's own sampling error (at n = 200 "
-        "a binomial standard error of about 0.035 near 0.8; at CB's n = 56 about 0.065); train s is the mean "
-        f"training wall time ({a.timing_note}); this report "
+        "the SFT/PPO run and the few-shot demonstrations; zero-shot is greedy and seed-free); cells are the "
+        "mean ± the 95% t-interval over seeds, which does not include the dev set's own sampling error (at "
+        "n = 200 a binomial standard error of about 0.035 near 0.8; at CB's n = 56 about 0.065); train s "
+        f"is the mean training wall time ({a.timing_note}); this report "
         f"took {(time.time() - t0) / 60:.1f} min (finished runs and evaluations are reused)", "",
         markdown_table(["task", "condition", "dev accuracy", "per seed", "invalid rate", "dev n", "train s"],
                        cells), "",
-        "Ladder steps, paired by seed (difference in dev accuracy; wins = seeds where the higher rung is ahead, "
-        "with the two-sided exact sign test over the seeds that are not tied):", "",
+        "Ladder steps, paired by seed (difference in dev accuracy; wins = seeds where the higher rung is "
+        "ahead, with the two-sided exact sign test over the seeds that are not tied):", "",
         markdown_table(["task", "step", "difference", "wins"], steps), "",
         f"![reward]({png_s.name})", "", f"![kl]({png_k.name})", ""])
     return publish(report, text)

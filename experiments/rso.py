@@ -4,16 +4,15 @@ with the overrides in its run's recipe.yaml; the two sampled variants share one 
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-from experiments.sweep import curve, publish, run_variant
 from experiments import RECIPES
+from experiments.sweep import curve, publish, run_variant
 from posttrain.eval.report import markdown_table, plot_curves
-
 
 SOURCES = {"direct": None, "sft-sample-rank": "sft_sample_rank", "rso-sample-rank": "rso"}
 LOSSES = {"sigmoid-norm": "dpo", "hinge-norm": "hinge_norm"}
@@ -44,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     t0 = time.time()
     rows, table = {}, []
-    samples = f"{a.runs}/candidates.jsonl"  # one candidate pool: the two sampled sources differ only in selection
+    # one candidate pool: the two sampled sources differ only in selection
+    samples = f"{a.runs}/candidates.jsonl"
     for seed in a.seeds:
         for src, selection in SOURCES.items():
             for loss_label, loss in LOSSES.items():
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                 if selection is None:
                     base, ov = RECIPES / "rso_direct.yaml", [f"method.name={loss}"]
                 else:
-                    base, ov = RECIPES / "rso_arithmetic.yaml", [f"method.selection={selection}", f"method.loss={loss}",
+                    base, ov = RECIPES / "rso_arithmetic.yaml", [f"method.selection={selection}",
+                                                                 f"method.loss={loss}",
                                                                 f"method.sampling.samples_file={samples}"]
                 name = f"rso-bench-{src}-{loss}-seed{seed}"
                 r = run_variant(base, [*ov, f"name={name}", *common])
@@ -66,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     answers = {(label, i): per_prompt(r["run_dir"]) for label, rs in rows.items() for i, r in enumerate(rs)}
     common = sorted(set.intersection(*(set(after) for _, after in answers.values())))
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    sd = lambda xs: math.sqrt(sum((x - mean(xs)) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")  # noqa: E731
+    sd = lambda xs: math.sqrt(sum((x - mean(xs)) ** 2
+                                  for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")  # noqa: E731
     for label, rs in rows.items():
         sc = [scores_on(common, *answers[(label, i)]) for i in range(len(rs))]
         acc = [x["after"] for x in sc]
         st = rs[0]["rso"]
-        table.append([label, mean([x["before"] for x in sc]), mean(acc), sd(acc), mean([x["win_rate"] for x in sc]),
+        table.append([label, mean([x["before"] for x in sc]), mean(acc), sd(acc),
+                      mean([x["win_rate"] for x in sc]),
                       " / ".join("-".join(map(str, x["wtl"])) for x in sc),
-                      st.get("pairs", "given"), st.get("mean_reward_accepted", ""), st.get("acceptance_rate", ""),
+                      st.get("pairs", "given"), st.get("mean_reward_accepted", ""), st.get("acceptance_rate",
+                                                                                           ""),
                       round(mean([r["train_time_s"] for r in rs]))])
     out = Path(a.out)
     png = plot_curves({k: curve(rs[0], "loss") for k, rs in rows.items()}, out / "rso_loss.png",
@@ -81,24 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     r0 = next(iter(rows.values()))[0]
     text = "\n".join([
         "# RSO: rso-sample-rank vs sft-sample-rank vs direct", "",
-        f"Reproduce: `python -m experiments.rso --seeds {' '.join(map(str, a.seeds))}` (each row is `posttrain train "
-        "recipes/rso_arithmetic.yaml` or `recipes/rso_direct.yaml` with the overrides in its run's `recipe.yaml`).", "",
-        "- model: SmolLM2-135M-Instruct (embedded), LoRA r16 all-linear; reference = starting model (precomputed)",
-        "- prompts: 96 built-in arithmetic problems (seed 1); candidates: 16 per prompt from the starting policy "
-        "(temperature 0.7, top-k 40, 40 new tokens), one shared pool",
+        f"Reproduce: `python -m experiments.rso --seeds {' '.join(map(str, a.seeds))}` (each row is "
+        "`posttrain train recipes/rso_arithmetic.yaml` or `recipes/rso_direct.yaml` with the overrides in "
+        "its run's `recipe.yaml`).", "",
+        "- model: SmolLM2-135M-Instruct (embedded), LoRA r16 all-linear; "
+        "reference = starting model (precomputed)",
+        "- prompts: 96 built-in arithmetic problems (seed 1); candidates: 16 per prompt from the starting "
+        "policy (temperature 0.7, top-k 40, 40 new tokens), one shared pool",
         "- reward (for selection and labelling): math correctness 1, a wrong number gets closeness credit "
         "0.5 / (1 + |pred - gold| / (1 + |gold|)); gold metric: exact correctness only",
-        "- rso-sample-rank: statistical rejection sampling, beta 0.5, 8 accepted per prompt, first-round pairs; "
-        "sft-sample-rank: the first 8 candidates, first-round pairs; direct: 384 given pairs (chosen = correct "
-        "worked answer, rejected = a wrong one)",
-        f"- training: {r0['steps']} steps x 8 pairs, lr 5e-4, beta 0.1 (dpo = sigmoid-norm), gamma 0.05 (hinge-norm)",
+        "- rso-sample-rank: statistical rejection sampling, beta 0.5, 8 accepted per prompt, first-round "
+        "pairs; sft-sample-rank: the first 8 candidates, first-round pairs; direct: 384 given pairs "
+        "(chosen = correct worked answer, rejected = a wrong one)",
+        f"- training: {r0['steps']} steps x 8 pairs, lr 5e-4, beta 0.1 (dpo = sigmoid-norm), "
+        f"gamma 0.05 (hinge-norm)",
         f"- eval: the {len(common)} held-out problems every run evaluated (each run drops its own training "
-        "questions from a 128-problem eval set), greedy, 48 new tokens; win rate vs the starting policy counts a "
-        "prompt won when only the trained policy is right, lost in reverse, tied otherwise (ties count half)",
-        f"- seeds {a.seeds}; wall time on 2 CPU cores: {sum(r['wall_time_s'] for rs in rows.values() for r in rs) / 60:.1f} "
-        "min summed over the runs (the first sampled run includes drawing the shared candidates; sampling "
-        "and eval included); this report took {:.1f} min (finished runs are reused)".format((time.time() - t0) / 60), "",
-        markdown_table(["source / loss", "accuracy before", "accuracy after (mean)", "sd over seeds", "win rate vs start",
+        "questions from a 128-problem eval set), greedy, 48 new tokens; win rate vs the starting policy "
+        "counts a prompt won when only the trained policy is right, lost in reverse, tied otherwise "
+        "(ties count half)",
+        f"- seeds {a.seeds}; wall time on 2 CPU cores: "
+        f"{sum(r['wall_time_s'] for rs in rows.values() for r in rs) / 60:.1f} "
+        "min summed over the runs (the first sampled run includes drawing the shared candidates; "
+        "sampling and eval included); this report took {:.1f} min "
+        "(finished runs are reused)".format((time.time() - t0) / 60), "",
+        markdown_table(["source / loss", "accuracy before", "accuracy after (mean)", "sd over seeds",
+                        "win rate vs start",
                         "wins-ties-losses per seed", "pairs", "mean reward of accepted", "acceptance rate",
                         "train s"], table), "",
         f"![loss]({png.name})", ""])

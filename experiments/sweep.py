@@ -27,7 +27,8 @@ def run_variant(base: Path, overrides: list[str], *, show_progress: bool = False
     else:
         summary = run_recipe(recipe, resume=True, show_progress=show_progress)
     history = read_history(recipe.run_dir)
-    row = {"name": recipe.name, "overrides": overrides, "seed": recipe.seed, "steps": summary["train"]["steps"],
+    row = {"name": recipe.name, "overrides": overrides, "seed": recipe.seed,
+           "steps": summary["train"]["steps"],
            "wall_time_s": summary["wall_time_s"], "train_time_s": summary["train"]["wall_time_s"],
            "history": history}
     for phase in ("before", "after"):

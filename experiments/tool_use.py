@@ -53,7 +53,8 @@ def prepare(a) -> None:
 def eval_sets(a) -> list:
     from posttrain.tools.loaders import load_bfcl, load_seal_tools
     root = Path(a.data)
-    sets = [ex for c in BFCL for ex in load_bfcl(root / "bfcl" / f"BFCL_v4_{c}.json", limit=a.bfcl_per_category)]
+    sets = [ex for c in BFCL for ex in load_bfcl(root / "bfcl" / f"BFCL_v4_{c}.json",
+                                                 limit=a.bfcl_per_category)]
     sets += load_seal_tools(root / "seal-tools" / "test_in_domain.jsonl", distractors=DISTRACTORS, seed=0,
                             limit=a.seal_examples)
     return sets
@@ -63,12 +64,13 @@ def train_arm(arm: str, seed: int, a) -> Path | None:
     name = f"{arm}-seed{seed}"
     base = [f"name={name}", f"seed={seed}", f"output_dir={a.runs}", *a.overrides]
     if arm in SFT_ARMS:
-        ok = run_variant(RECIPES / "tool_sft_seal.yaml", base + [f"data.train.path={data_dir(a) / 'train.jsonl'}",
-                                                                f"train.max_steps={a.sft_steps}",
-                                                                *([f"train.micro_batch_size={a.sft_micro_batch}",
-                                                                   f"train.grad_accum={4 // a.sft_micro_batch}"]
-                                                                  if a.sft_micro_batch else []),
-                                                                *SFT_ARMS[arm]], collect=a.report)
+        ok = run_variant(RECIPES / "tool_sft_seal.yaml",
+                         base + [f"data.train.path={data_dir(a) / 'train.jsonl'}",
+                                 f"train.max_steps={a.sft_steps}",
+                                 *([f"train.micro_batch_size={a.sft_micro_batch}",
+                                    f"train.grad_accum={4 // a.sft_micro_batch}"]
+                                   if a.sft_micro_batch else []),
+                                 *SFT_ARMS[arm]], collect=a.report)
     else:
         start = Path(a.runs) / f"{PPO_ARMS[arm]}-seed{seed}"
         if not (start / "summary.json").is_file():
@@ -134,15 +136,16 @@ def report(results: dict[str, list[dict]], a) -> int:
         rows.append(cells)
     n = results[arms[0]][0]["n"]
     dates = sorted({r.get("date", "?") for rs in results.values() for r in rs})
-    lines = ["## Results", "", f"Reproduce: `python -m experiments.tool_use --prepare`, then `python -m "
-             f"experiments.tool_use --seeds {' '.join(map(str, a.seeds))} --sft-steps {a.sft_steps} --ppo-steps "
-             f"{a.ppo_steps}`, then `--report`. Per-example results: `{a.evals}/` (evaluated {', '.join(dates)}). "
+    lines = ["## Results", "", f"Reproduce: `python -m experiments.tool_use --prepare`, "
+             f"then `python -m experiments.tool_use --seeds {' '.join(map(str, a.seeds))} "
+             f"--sft-steps {a.sft_steps} --ppo-steps {a.ppo_steps}`, then `--report`. "
+             f"Per-example results: `{a.evals}/` (evaluated {', '.join(dates)}). "
              "train min: wall time of each seed's training run (one thread, two jobs on 2 cores).", "",
-             f"Greedy decoding, {n} evaluation examples ({a.bfcl_per_category} per BFCL category, {a.seal_examples} "
-             "Seal-Tools test_in_domain); ± = 95% t interval over seeds (excludes the eval sets' own sampling "
-             "error). Paired: (example, seed) pairs correct under the arm but not under sft (last column: the SFT "
-             "run a PPO arm starts from) / the reverse (BFCL AST-correct or Seal-Tools exact match), exact sign "
-             "test.", "",
+             f"Greedy decoding, {n} evaluation examples ({a.bfcl_per_category} per BFCL category, "
+             f"{a.seal_examples} Seal-Tools test_in_domain); ± = 95% t interval over seeds (excludes the "
+             "eval sets' own sampling error). Paired: (example, seed) pairs correct under the arm but not "
+             "under sft (last column: the SFT run a PPO arm starts from) / the reverse (BFCL AST-correct or "
+             "Seal-Tools exact match), exact sign test.", "",
              markdown_table(header, rows), ""]
     plot = Path(a.out) / "tool_use.png"
     _plot(results, arms, plot)
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-examples", type=int, default=700)
     ap.add_argument("--sft-steps", type=int, default=12, help="optimizer steps of each SFT arm (batch 4)")
     ap.add_argument("--sft-micro-batch", type=int, choices=[1, 2, 4],
-                    help="split each SFT step's 4 rows into micro-batches of this size (memory; the same step)")
+                    help="split each SFT step's 4 rows into micro-batches of this size "
+                         "(memory; the same step)")
     ap.add_argument("--ppo-steps", type=int, default=6,
                     help="PPO optimizer steps of each IRM arm (2 per iteration of 8 rollouts)")
     ap.add_argument("--error-rate", type=float, default=0.3)

@@ -83,12 +83,14 @@ class BanditConfig:
             if getattr(self, name) < 1:
                 raise RecipeError(f"BanditConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_actions < 2:
-            raise RecipeError(f"BanditConfig.n_actions must be >= 2 (a pair needs two actions), got {self.n_actions}")
+            raise RecipeError(f"BanditConfig.n_actions must be >= 2 (a pair needs two actions), "
+                              f"got {self.n_actions}")
         if not (self.beta > 0 and self.theta_norm > 0 and (self.tau is None or self.tau > 0)):
             raise RecipeError("BanditConfig: beta, tau and theta_norm must be > 0")
         bad = [e for e in self.eps_values if not 0 <= e < 0.5]
         if bad:
-            raise RecipeError(f"BanditConfig.eps_values must lie in [0, 0.5) (0.5 = labels are coin flips), got {bad}")
+            raise RecipeError(f"BanditConfig.eps_values must lie in [0, 0.5) (0.5 = labels are coin flips), "
+                              f"got {bad}")
         # the bandit sets beta, eps and tau; a loss with other parameters (hinge's gamma, rpo's eta) has no
         # meaning given here
         ok = [m for m, spec in PREFERENCE_LOSSES.items() if spec.needs_reference and
@@ -182,7 +184,8 @@ def rdpo_recession_slope(cfg: BanditConfig, problem: BanditProblem, eps: float, 
     return float((-eps * a.clamp(min=0) + (1 - eps) * (-a).clamp(min=0)).mean() / (1 - 2 * eps))
 
 
-def fit(cfg: BanditConfig, problem: BanditProblem, method: str, eps: float) -> tuple[torch.Tensor | None, dict]:
+def fit(cfg: BanditConfig, problem: BanditProblem, method: str, eps: float) -> tuple[torch.Tensor | None,
+                                                                                     dict]:
     """Minimise the mean loss over the observed pairs with full-batch L-BFGS from theta_0 = 0.
 
     Returns (theta, info); theta is None when the iterate ran off (||beta*theta|| past `diverged_scale`
@@ -243,7 +246,8 @@ def evaluate(cfg: BanditConfig, problem: BanditProblem, theta: torch.Tensor | No
         return dict.fromkeys(("reward", "param_error", "direction_error", "scale", "theta_norm"))
     ts = problem.theta_star
     # min_c ||c*theta - theta*||^2 = ||theta*||^2 - (theta.theta*)^2 / ||theta||^2
-    direction = float(ts @ ts - (theta @ ts) ** 2 / (theta @ theta)) if float(theta.norm()) > 0 else float(ts @ ts)
+    direction = (float(ts @ ts - (theta @ ts) ** 2 / (theta @ theta)) if float(theta.norm()) > 0
+                 else float(ts @ ts))
     return {
         "reward": expected_reward(theta, problem.test_phi, ts),
         # IPO's population optimum is not beta*theta = theta*: its raw error would only measure tau
@@ -257,7 +261,8 @@ def evaluate(cfg: BanditConfig, problem: BanditProblem, theta: torch.Tensor | No
 def bounds(cfg: BanditConfig, problem: BanditProblem) -> dict:
     r = problem.test_phi @ problem.theta_star
     return {"reward_reference": float(r.mean()),
-            "reward_target": expected_reward(problem.theta_star / cfg.beta, problem.test_phi, problem.theta_star),
+            "reward_target": expected_reward(problem.theta_star / cfg.beta, problem.test_phi,
+                                             problem.theta_star),
             "reward_best_action": float(r.max(-1).values.mean())}
 
 
@@ -320,9 +325,11 @@ def yardsticks(rows: list[dict]) -> dict[str, tuple[float, float]]:
             for k in ("reward_reference", "reward_target", "reward_best_action")}
 
 
-def rdpo_vs_n(cfg: BanditConfig, ns: tuple[int, ...] = (2000, 5000, 20000), eps: float | None = None) -> list[dict]:
-    """Diagnostic outside the sweep: DPO and rDPO at one flip rate (default the largest) as the number of pairs
-    grows, everything else as in `cfg`. Shows whether rDPO's trouble at high eps is finite-sample variance."""
+def rdpo_vs_n(cfg: BanditConfig, ns: tuple[int, ...] = (2000, 5000, 20000),
+              eps: float | None = None) -> list[dict]:
+    """Diagnostic outside the sweep: DPO and rDPO at one flip rate (default the largest) as the number of
+    pairs grows, everything else as in `cfg`. Shows whether rDPO's trouble at high eps is finite-sample
+    variance."""
     eps = max(cfg.eps_values) if eps is None else eps
     rows = []
     for n in ns:

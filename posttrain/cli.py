@@ -1,4 +1,5 @@
-"""`posttrain train | generate | rso | eval | synth | export | models | demo` — a thin layer over the library."""
+"""`posttrain train | generate | rso | eval | synth | export | models | demo` — a thin layer over the
+library."""
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,12 @@ def cmd_train(args) -> int:
     if "train" not in summary:
         print(json.dumps(summary["stages"], indent=1, default=str))
         return 0
-    print(json.dumps({k: summary[k] for k in ("name", "train", "wall_time_s") if k in summary}, indent=1, default=str))
+    print(json.dumps({k: summary[k] for k in ("name", "train", "wall_time_s") if k in summary}, indent=1,
+                     default=str))
     for phase in ("before", "after"):
         if phase in summary:
-            print(f"{phase}: accuracy {summary[phase]['accuracy']:.3f} on {summary[phase]['n']} held-out prompts")
+            print(f"{phase}: accuracy {summary[phase]['accuracy']:.3f} on {summary[phase]['n']} "
+                  f"held-out prompts")
     return 0
 
 
@@ -91,8 +94,9 @@ def cmd_generate(args) -> int:
                 r.prompt.insert(0, {"role": "system", "content": args.system})
     _, stats = sample_to_file(model, tok, records, params, args.out, batch_size=args.batch_size,
                               progress=not args.quiet)
-    print(f"{len(records)} prompts x {args.n} samples -> {args.out} ({stats.extra['resumed_prompts']} prompts "
-          f"already there); {stats.new_tokens} new tokens in {stats.seconds:.1f} s = {stats.tokens_per_s:.1f} tok/s")
+    print(f"{len(records)} prompts x {args.n} samples -> {args.out} "
+          f"({stats.extra['resumed_prompts']} prompts already there); {stats.new_tokens} new tokens "
+          f"in {stats.seconds:.1f} s = {stats.tokens_per_s:.1f} tok/s")
     return 0
 
 
@@ -132,8 +136,8 @@ def cmd_eval(args) -> int:
     import json as _json
 
     from posttrain.config import DataSource, NLUSource
-    from posttrain.data.sources import load_source
     from posttrain.eval.nlu import nlu_eval
+    from posttrain.tasks.sources import load_source
     model, tok = _model_to_evaluate(args)
     rows = []
     for task in args.tasks:
@@ -155,26 +159,35 @@ def cmd_eval_math(args) -> int:
     model, tok = _model_to_evaluate(args)
     for name in args.data or ["gsm8k"]:
         items = load_items(name, limit=args.limit)
-        res = evaluate(model, tok, items, k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+        res = evaluate(model, tok, items, k=args.k, temperature=args.temperature,
+                       max_new_tokens=args.max_new_tokens,
                        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
         label = Path(str(name)).stem if Path(str(name)).suffix else str(name)
         out = Path(args.out_dir or "runs/eval-math") / label
         report, graded = write_results(res, out, f"Math evaluation: {name}")
         maj = f"  maj@{args.k} {res['maj_accuracy']:.3f}" if "maj_accuracy" in res else ""
-        print(f"{label:10s} greedy {res['greedy_accuracy']:.3f}{maj}  n {res['n']}  -> {report}, {graded}", flush=True)
+        print(f"{label:10s} greedy {res['greedy_accuracy']:.3f}{maj}  n {res['n']}  -> {report}, {graded}",
+              flush=True)
     return 0
 
 
 def cmd_eval_tools(args) -> int:
-    from posttrain.eval.tools import (completions_for, generate_completions, load_predictions, score,
-                                      summary_lines, write_results)
+    from posttrain.eval.tools import (
+        completions_for,
+        generate_completions,
+        load_predictions,
+        score,
+        summary_lines,
+        write_results,
+    )
     from posttrain.tools.loaders import load_tool_examples
     if not args.data:
         raise PosttrainError("eval tools needs --data: BFCL_v4_<category>.json or Seal-Tools files")
     predictions = load_predictions(args.predictions) if args.predictions else None
     model = None
     for name in args.data:
-        examples = load_tool_examples(name, answers=args.answers, tools_path=args.tool_specs, limit=args.limit)
+        examples = load_tool_examples(name, answers=args.answers, tools_path=args.tool_specs,
+                                      limit=args.limit)
         if predictions is not None:
             texts, _ = completions_for(examples, predictions, args.predictions)
         else:
@@ -219,7 +232,8 @@ def cmd_models(args) -> int:
         print(ensure_converted(progress=True))
         return 0
     for m in list_models():
-        print(f"{m['name']:28s} {m['kind']:10s} {'ready' if m.get('available') else '-':6s} {m.get('description', '')}")
+        print(f"{m['name']:28s} {m['kind']:10s} {'ready' if m.get('available') else '-':6s} "
+              f"{m.get('description', '')}")
     return 0
 
 
@@ -252,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run in N processes on this machine (torchrun; docs/scaling.md for more)")
     t.set_defaults(fn=cmd_train)
 
-    g = sub.add_parser("generate", help="sample from a model: one prompt, or a prompt file into a samples file")
+    g = sub.add_parser("generate",
+                       help="sample from a model: one prompt, or a prompt file into a samples file")
     g.add_argument("--model", default="smollm2-135m-instruct")
     g.add_argument("--prompt", default=None, help="one user message (prints the samples)")
     g.add_argument("--data", default=None, help="prompt records (JSONL etc.: {prompt, answer?, ...})")
@@ -282,16 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(GSM8K, MATH-500 or a file: greedy accuracy and maj@k), `eval tools` "
                                     "(BFCL AST accuracy, Seal-Tools P/R/F1; a model or a predictions file)")
     e.add_argument("suite", choices=["nlu", "math", "tools"])
-    e.add_argument("--tasks", nargs="+", default=["sst2"], help="nlu: sst2 rte boolq cb copa (wic wsc with data)")
+    e.add_argument("--tasks", nargs="+", default=["sst2"],
+                   help="nlu: sst2 rte boolq cb copa (wic wsc with data)")
     e.add_argument("--data", nargs="+", default=None,
-                   help="math: gsm8k (default), math500 (test sets in the shared data folder) or JSONL/parquet "
-                        "files; tools: BFCL_v4_<category>.json or Seal-Tools .jsonl files")
+                   help="math: gsm8k (default), math500 (test sets in the shared data folder) or "
+                        "JSONL/parquet files; tools: BFCL_v4_<category>.json or Seal-Tools .jsonl files")
     e.add_argument("--predictions", default=None,
-                   help="tools: JSONL of {id, completion} (or {id, calls}) to score instead of running a model")
-    e.add_argument("--answers", default=None, help="tools: BFCL possible answers (default: possible_answer/<name>)")
-    e.add_argument("--tool-specs", default=None, help="tools: Seal-Tools tool.jsonl (default: beside the data)")
+                   help="tools: JSONL of {id, completion} (or {id, calls}) to score instead of "
+                        "running a model")
+    e.add_argument("--answers", default=None,
+                   help="tools: BFCL possible answers (default: possible_answer/<name>)")
+    e.add_argument("--tool-specs", default=None,
+                   help="tools: Seal-Tools tool.jsonl (default: beside the data)")
     e.add_argument("--model", default="smollm2-135m-instruct")
-    e.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/X/checkpoints/step-N/model)")
+    e.add_argument("--adapter", default=None,
+                   help="a LoRA adapter folder (e.g. runs/X/checkpoints/step-N/model)")
     e.add_argument("--run", default=None, help="a run folder: its latest checkpoint, as training built it")
     e.add_argument("--split", default="validation")
     e.add_argument("--limit", type=int, default=None)
@@ -308,12 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
 
-    y = sub.add_parser("synth", help="`synth math RECIPE`: OpenMathInstruct-2-style math SFT data (resumable stages)")
+    y = sub.add_parser("synth",
+                       help="`synth math RECIPE`: OpenMathInstruct-2-style math SFT data (resumable stages)")
     y.add_argument("kind", choices=["math"])
     y.add_argument("recipe")
     y.add_argument("overrides", nargs="*", help="key.sub=value overrides of the synthesis recipe")
-    y.add_argument("--workers", type=int, default=None, help="processes per sampling stage (same output for any N)")
-    y.add_argument("--restart-from", default=None, metavar="STAGE", help="redo this stage and every stage after it")
+    y.add_argument("--workers", type=int, default=None,
+                   help="processes per sampling stage (same output for any N)")
+    y.add_argument("--restart-from", default=None, metavar="STAGE",
+                   help="redo this stage and every stage after it")
     y.add_argument("--quiet", action="store_true")
     y.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # i/N: one shard of --stage (internal)
     y.add_argument("--stage", default=None, help=argparse.SUPPRESS)
@@ -325,10 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_models)
 
 
-    x = sub.add_parser("export", help="a run's checkpoint as a standalone HF model folder (tokenizer included)")
+    x = sub.add_parser("export",
+                       help="a run's checkpoint as a standalone HF model folder (tokenizer included)")
     x.add_argument("run", help="a run folder written by `posttrain train`")
     x.add_argument("out", help="the folder to write (must not exist or be empty, unless --force)")
-    x.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the weights (a plain model)")
+    x.add_argument("--merge", action="store_true",
+                   help="merge a LoRA adapter into the weights (a plain model)")
     x.add_argument("--checkpoint", default=None, help="a checkpoint folder or name (default: the latest)")
     x.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     x.set_defaults(fn=cmd_export)

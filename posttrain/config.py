@@ -30,8 +30,9 @@ class ModelSettings(Section):
     name: str = "smollm2-135m-instruct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraSettings | None = None  # None: full fine-tuning
-    # start from the base with this LoRA adapter merged in (a run folder, or a checkpoint's model/ folder), e.g.
-    # PPO from SFT; `lora` (if set) is then a fresh adapter on top, and `reference: start` is that merged model
+    # start from the base with this LoRA adapter merged in (a run folder, or a checkpoint's model/ folder),
+    # e.g. PPO from SFT; `lora` (if set) is then a fresh adapter on top, and `reference: start` is that merged
+    # model
     adapter: str | None = None
     trust_remote_code: bool = False
     seed: int = 0  # only used by random-init test models
@@ -51,13 +52,14 @@ class RewardSettings(Section):
 
 
 class NLUSource(Section):
-    """A GLUE/SuperGLUE task as generation (posttrain/data/nlu.py): `<Judgement>` prompts, label words."""
+    """A GLUE/SuperGLUE task as generation (posttrain/tasks/nlu.py): `<Judgement>` prompts, label words."""
     task: str
     split: str = "train"
     limit: int | None = Field(None, gt=0)
     shots: int = Field(0, ge=0)  # k demonstrations from the task's train split, balanced over labels
     shots_seed: int = 0
-    data_dir: str | None = None  # default: $POSTTRAIN_SHARED_DATA, else shared/data in the working directory or above
+    # default: $POSTTRAIN_SHARED_DATA, else shared/data in the working directory or above
+    data_dir: str | None = None
 
 
 class DataSource(Section):
@@ -65,7 +67,8 @@ class DataSource(Section):
 
     path: str | None = None
     format: str = "auto"
-    skip: int = Field(0, ge=0)  # drop the first N records (e.g. hold out a file's tail: train limit N, eval skip N)
+    # drop the first N records (e.g. hold out a file's tail: train limit N, eval skip N)
+    skip: int = Field(0, ge=0)
     limit: int | None = Field(None, gt=0)
     on_invalid: Literal["raise", "skip"] = "raise"  # skip: drop bad rows, count and log them
     synthetic: SyntheticSource | None = None
@@ -154,7 +157,8 @@ class GenerationSettings(Section):
     # HF backend: decode with a copy of the weights in this dtype (None: the weights' own); log-probs are
     # recomputed with the real weights, so only the draws move (within the copy's rounding)
     decode_dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # vLLM's share of GPU memory; training needs the rest
+    # vLLM's share of GPU memory; training needs the rest
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
 
 
 class Recipe(Section):
@@ -172,7 +176,8 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _carry_needs_steps(self):
         if self.pipeline.optimizer == "carry" and self.train.max_steps is None:
-            raise ValueError("pipeline.optimizer 'carry' needs train.max_steps (one schedule over all iterations)")
+            raise ValueError("pipeline.optimizer 'carry' needs train.max_steps "
+                             "(one schedule over all iterations)")
         return self
 
     @property

@@ -55,7 +55,8 @@ def bandit_table(part: dict) -> tuple[list[str], list[list]]:
                "expected true reward", "‖β·θ − θ*‖ minus DPO's (paired)", "seeds used"]
     rows = [[s["method"], s["eps"], _pm(s["param_error_mean"], s["param_error_ci"]),
              _pm(s["scale_mean"], s["scale_ci"]), _pm(s["reward_mean"], s["reward_ci"]),
-             "" if s["method"] == "dpo" else _pm(s["param_error_minus_dpo_mean"], s["param_error_minus_dpo_ci"]),
+             "" if s["method"] == "dpo" else _pm(s["param_error_minus_dpo_mean"],
+                                                 s["param_error_minus_dpo_ci"]),
              f"{s['used']}/{s['n']}"] for s in part["summary"]]
     return headers, rows
 
@@ -78,8 +79,8 @@ def write_report(bandit: dict, sft: dict, recipe, out_dir: Path, total_s: float)
         "# posttrain demo", "",
         "## 1. Robust DPO under flipped preference labels (log-linear bandit)", "",
         f"The setting of the rDPO paper's theory: d = {cfg.d} features, K = {cfg.n_actions} actions, "
-        f"n = {cfg.n_pairs} pairs, β = {cfg.beta}, {cfg.seeds} seeds; each loss minimised by L-BFGS on the same "
-        f"pairs; cDPO and rDPO are given the true flip rate. Mean ± 95% t-interval over seeds; "
+        f"n = {cfg.n_pairs} pairs, β = {cfg.beta}, {cfg.seeds} seeds; each loss minimised by L-BFGS "
+        f"on the same pairs; cDPO and rDPO are given the true flip rate. Mean ± 95% t-interval over seeds; "
         f"{bandit['wall_s']:.1f} s.", "",
         markdown_table(*bandit_table(bandit)), "",
         f"rDPO has the smaller parameter error than DPO on {bandit['wins']} of "
@@ -89,8 +90,8 @@ def write_report(bandit: dict, sft: dict, recipe, out_dir: Path, total_s: float)
                                                if lora else "full fine-tune"),
         f"- data: {recipe.data.train.synthetic.n} built-in arithmetic problems (data seed "
         f"{recipe.data.train.synthetic.seed}); greedy answers on {sft['after']['n']} held-out problems",
-        f"- seed {recipe.seed}; {recipe.train.max_steps} steps of {recipe.train.micro_batch_size * recipe.train.grad_accum} "
-        f"examples; lr {recipe.train.lr}", "",
+        f"- seed {recipe.seed}; {recipe.train.max_steps} steps of "
+        f"{recipe.train.micro_batch_size * recipe.train.grad_accum} examples; lr {recipe.train.lr}", "",
         markdown_table(*sft_table(sft)), "",
         f"![training]({png.name})", "",
         "Sample completions after training:", "",
@@ -108,7 +109,8 @@ def run_demo(out_dir: Path = Path("runs/demo"), overrides: list[str] | None = No
     t0 = time.time()
     out_dir = Path(out_dir)
     if not quiet:
-        print(f"== 1/2 DPO, cDPO, rDPO on a log-linear bandit, {bandit.seeds} seeds, flip rate {bandit.eps_values}")
+        print(f"== 1/2 DPO, cDPO, rDPO on a log-linear bandit, {bandit.seeds} seeds, "
+              f"flip rate {bandit.eps_values}")
     part1 = bandit_part(bandit)
     if not quiet:
         print(markdown_table(*bandit_table(part1)))

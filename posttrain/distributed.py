@@ -13,13 +13,18 @@ the same group.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
+from posttrain.errors import TrainingError
+
 T = TypeVar("T")
+ZERO_TAKEN = "POSTTRAIN_ZERO_STAGE"  # the ZeRO stage accelerate launch asked for, once taken over
 
 
 def launched_world() -> int:
@@ -29,11 +34,36 @@ def launched_world() -> int:
 
 def init() -> None:
     """Join the launcher's process group (idempotent; nothing to do for one process)."""
-    from posttrain import zero
-    zero.take_over_from_accelerate()  # before accelerate's state exists
+    take_over_from_accelerate()  # before accelerate's state exists
     if launched_world() > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         from accelerate import PartialState
         PartialState(cpu=not torch.cuda.is_available())
+
+
+def take_over_from_accelerate() -> None:
+    """`accelerate launch` with a DeepSpeed config sets ACCELERATE_USE_DEEPSPEED and the stage (or a DeepSpeed
+    JSON file). The engine runs ZeRO itself, so the request moves to POSTTRAIN_ZERO_STAGE and accelerate no
+    longer sees it: on CUDA it would otherwise make its state DeepSpeed's and wrap the model a second way.
+    Called before accelerate's state is first built (distributed.init, the engine)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return
+    for key in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
+        if os.environ.get(key, "none").lower() not in ("", "none"):
+            raise TrainingError(f"{key}={os.environ[key]}: ZeRO offload is not supported by the engine; "
+                                "set offload_*_device: none (docs/scaling.md)")
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if not stage:
+        path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
+        try:
+            stage = str(json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0))
+        except (OSError, ValueError) as e:
+            raise TrainingError(f"accelerate asked for DeepSpeed but its config {path!r} gives no ZeRO "
+                                f"stage: {e}")
+    if stage not in ("1", "2", "3"):
+        raise TrainingError(f"accelerate asked for DeepSpeed ZeRO stage {stage!r}; "
+                            f"the engine runs stages 1, 2 and 3")
+    os.environ[ZERO_TAKEN] = stage
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "false"
 
 
 def world() -> int:
@@ -131,99 +161,6 @@ def main_first() -> Iterator[bool]:
         yield False
 
 
-def fsdp_requested(flag: bool) -> bool:
-    """The recipe's `train.fsdp`, or `accelerate launch` with an FSDP config (it sets ACCELERATE_USE_FSDP):
-    either way the engine shards the model itself (`shard_model`), so there is one FSDP path."""
-    return flag or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-
-
-def shard_model(model, device: torch.device):
-    """FSDP 2 (torch's `fully_shard`) over every rank: each decoder layer is a unit, all-gathered only for
-    its own forward and backward; the rest (embeddings, the tied head, norms, scalar heads) is the root's.
-    Gradients are reduce-scattered as means over ranks, as DDP all-reduces them. One process: moved only."""
-    model.to(device)
-    if world() == 1:
-        return model
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-    mesh = init_device_mesh(device.type, (world(),))
-    for m in [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]:
-        fully_shard(m, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
-
-
-def _fsdp_units(model) -> list:
-    from torch.distributed.fsdp import FSDPModule
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
-
-
-@contextlib.contextmanager
-def full_params(model) -> Iterator[None]:
-    """Inside the block every rank holds the whole model (each FSDP unit all-gathered once and kept), so
-    forwards need no collectives and ranks may run different numbers of them (each samples its own
-    shard of prompts). Resharded on exit. A no-op for a model that is not sharded. ZeRO: posttrain.zero."""
-    from posttrain import zero
-    if zero.is_zero(model):
-        with zero.full_params(model):
-            yield
-        return
-    units = _fsdp_units(model) if is_sharded_model(model) else []
-    if not units:
-        yield
-        return
-    inner = [m for m in units if m is not model]  # the root never reshards after its forward anyway
-    # peft's disable_adapter() switches requires_grad off and on again; done on the gathered parameters,
-    # it left the shards frozen (measured): what trains is restored by hand
-    trainable = [(p, p.requires_grad) for p in model.parameters()]
-    for m in inner:
-        m.set_reshard_after_forward(False)
-    for m in units:
-        m.unshard()
-    try:
-        yield
-    finally:
-        for m in units:
-            m.reshard()
-        for m in inner:
-            m.set_reshard_after_forward(True)
-        for p, flag in trainable:
-            p.requires_grad_(flag)
-
-
-def keep_full_params(model) -> None:
-    """Gather a sharded model's full weights on every rank for good (after training: what follows
-    samples and evaluates, rank by rank)."""
-    units = _fsdp_units(model) if is_sharded_model(model) else []
-    for m in units:
-        if m is not model:
-            m.set_reshard_after_forward(False)
-    for m in units:
-        m.unshard()
-
-
-def full_state_dict(model) -> dict:
-    """The model's whole state dict (canonical names, CPU tensors) on rank 0, {} on the others; every rank
-    must call it (it gathers)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def full_optimizer_state(model, optimizer) -> dict:
-    """The optimizer's whole state keyed by parameter name, on rank 0 ({} elsewhere): independent of the
-    number of processes that wrote it. Collective."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-    return get_optimizer_state_dict(model, optimizer,
-                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def load_full_optimizer_state(model, optimizer, state: dict) -> None:
-    """Load a `full_optimizer_state` (every rank passes the whole dict) into a sharded model's optimizer."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
-                             options=StateDictOptions(full_state_dict=True))
-
-
 def place_like(state: dict, model_state: dict) -> dict:
     """`state`'s whole tensors cut to this rank's shards where `model_state` (the model's own state dict)
     holds sharded ones (DTensors), so that `load_state_dict` copies shard into shard. Every rank read the
@@ -236,12 +173,6 @@ def place_like(state: dict, model_state: dict) -> dict:
             v = distribute_tensor(v.to(t.dtype), t.device_mesh, t.placements, src_data_rank=None)
         out[k] = v
     return out
-
-
-def is_sharded_model(model) -> bool:
-    """Whether `model`'s parameters are sharded across ranks (FSDP 1 or 2): then every forward must go
-    through the wrapper on every rank, and the unwrapped module is not a whole model."""
-    return any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP")) for m in model.modules())
 
 
 def on_main(fn, *args, **kwargs):

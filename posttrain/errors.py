@@ -29,4 +29,5 @@ class DataError(PosttrainError):
 
 
 class TrainingError(PosttrainError):
-    """Training had to stop (e.g. a non-finite loss); the message names the step and the last good checkpoint."""
+    """Training had to stop (e.g. a non-finite loss); the message names the step and the last good
+    checkpoint."""

@@ -47,11 +47,11 @@ def load_run(run: str | os.PathLike, checkpoint: str | os.PathLike | None = None
     """(model in eval mode, tokenizer, recipe, checkpoint folder, iteration): the run's latest checkpoint
     (or `checkpoint`), its policy rebuilt as training built it. An iterated run's model is its last
     finished iteration's. What `posttrain export` writes and `posttrain eval --run` evaluates."""
+    from posttrain.checkpoints import iteration_dir, latest_checkpoint
     from posttrain.config import Recipe, validate_section
     from posttrain.models import load_weights_, unwrap
-    from posttrain.models.value_head import HEAD_CONFIG, ScalarHeadModel
-    from posttrain.checkpoints import iteration_dir, latest_checkpoint
     from posttrain.models.start import load_iteration
+    from posttrain.models.value_head import HEAD_CONFIG, ScalarHeadModel
 
     run = Path(run)
     recipe_file = run / "recipe.yaml"
@@ -62,7 +62,8 @@ def load_run(run: str | os.PathLike, checkpoint: str | os.PathLike | None = None
     except yaml.YAMLError as e:
         raise ExportError(f"{recipe_file}: not valid YAML: {e}") from None
     recipe = validate_section(Recipe, raw, str(recipe_file))
-    done = [t for t in range(recipe.pipeline.iterations) if latest_checkpoint(iteration_dir(run, t)) is not None]
+    done = [t for t in range(recipe.pipeline.iterations) if latest_checkpoint(iteration_dir(run,
+                                                                                            t)) is not None]
     ckpt = _checkpoint(iteration_dir(run, done[-1]) if done and checkpoint is None else run, checkpoint)
     k = re.fullmatch(r"iter-(\d+)", ckpt.parent.parent.name)
     t = int(k.group(1)) - 1 if k else 0
@@ -85,21 +86,22 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, merge: bool = Fal
     `merge` folds a LoRA adapter into the weights; a full fine-tune is always a plain model. An existing
     non-empty `out` is refused unless `force` (then it is replaced whole).
     """
-    from posttrain.models import is_lora, merge_and_save
     from posttrain.files import atomic_folder
+    from posttrain.models import is_lora, merge_and_save
 
     run, out = Path(run), Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
+        raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force "
+                          f"to replace it")
     model, tokenizer, recipe, ckpt, t = load_run(run, checkpoint)
 
     lora = is_lora(model)
     if lora and not merge and (recipe.model.adapter is not None or t > 0):
         raise ExportError(f"the run trained this LoRA on {recipe.model.name} with earlier weights merged in "
-                          f"(model.adapter or earlier iterations), so the adapter alone does not apply to the "
-                          f"base model; export with --merge")
+                          f"(model.adapter or earlier iterations), so the adapter alone does not apply "
+                          f"to the base model; export with --merge")
     state = ckpt / "state.json"
     info = {"run": str(run.resolve()), "checkpoint": str(ckpt.resolve()),
             "step": json.loads(state.read_text()).get("step") if state.is_file() else None,

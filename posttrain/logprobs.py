@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import torch
 
+from posttrain.models.attention import SDPA_IMPLEMENTATIONS
 from posttrain.models.lora import unwrap
 
 IGNORE = -100
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """log softmax(logits)[targets] for logits [..., V], computed in chunks of rows in float32 (or float64)."""
+    """log softmax(logits)[targets] for logits [..., V], computed in chunks of rows in float32 (or
+    float64)."""
     flat = logits.reshape(-1, logits.shape[-1])
     if flat.shape[0] == 0:
         return flat.new_zeros(targets.shape, dtype=torch.float32)
@@ -101,7 +103,8 @@ def completion_logprobs(model, input_ids: torch.Tensor | None, attention_mask: t
 
 @torch.no_grad()
 def greedy_predictions(model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
-                       labels: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       labels: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
     """The model's argmax prediction of every labelled token from the gold prefix, without gradient.
 
     Returns (predicted [B, T], token_logps [B, T], mask [B, T]), aligned with `labels`: predicted[b, t] =
@@ -129,8 +132,8 @@ def sequence_logprobs(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Te
 def shared_prefix_mask(segments: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
     """[B, 1, L, L] attention mask for ``shared_prefix_collate`` rows: causal, and a completion token
     sees the prompt and its own completion only. Padding queries see themselves (no all-masked row, so
-    no NaN from the softmax); their outputs are never read. sdpa takes it as booleans (True = attend),
-    eager attention as an additive float mask."""
+    no NaN from the softmax); their outputs are never read. sdpa (transformers' or posttrain's) takes it as
+    booleans (True = attend), eager attention as an additive float mask."""
     valid = segments >= 0
     length = segments.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
@@ -138,12 +141,12 @@ def shared_prefix_mask(segments: torch.Tensor, attn_implementation: str, dtype: 
     mask = causal & same & valid[:, None, :] & valid[:, :, None]
     mask |= torch.eye(length, dtype=torch.bool, device=segments.device)
     mask = mask[:, None]
-    if attn_implementation == "sdpa":
+    if attn_implementation in SDPA_IMPLEMENTATIONS:
         return mask
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-SHARED_PREFIX_ATTENTION = ("sdpa", "eager")
+SHARED_PREFIX_ATTENTION = (*SDPA_IMPLEMENTATIONS, "eager")
 
 
 def supports_shared_prefix(model) -> bool:
@@ -185,6 +188,7 @@ def shared_prefix_pair_logprobs(model, batch: dict) -> dict[str, tuple[torch.Ten
         m = masks[side]
         rows = row_of[flat[side]][m]
         token_logps = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
-        token_logps = token_logps.masked_scatter(m, gather_logprobs(logits[rows], batch[f"{side}_targets"][m]))
+        token_logps = token_logps.masked_scatter(m, gather_logprobs(logits[rows],
+                                                                    batch[f"{side}_targets"][m]))
         result[side] = (token_logps, m)
     return result

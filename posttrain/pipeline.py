@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from posttrain import distributed
 from posttrain.checkpoints import iteration_dir
+from posttrain.contracts import StageDef
 from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_write_json, file_hash
 
@@ -31,19 +32,6 @@ ALL = "*"  # restart_from: redo every stage
 # keys that change how a run is watched or kept, not what it computes
 WATCH_KEYS = ("name", "output_dir", "pipeline.iterations", "train.save_every", "train.keep_checkpoints",
               "train.log_every", "train.eval_every", "data.eval", "generation_eval")
-
-
-@dataclass
-class StageDef:
-    name: str
-    settings: dict[str, Any]  # flat recipe keys -> values that decide this stage's output
-    run: Callable[[], dict]  # does (or resumes) the work; returns stats for the summary
-    outputs: list[str]  # paths relative to the iteration folder, deleted when the stage is redone
-    inputs: list[str] = field(default_factory=list)  # outputs of earlier stages it reads
-    uses_weights: bool = True  # whether the starting weights decide its output
-    # under N processes: True = every rank runs it and it splits its own work (training, sampling);
-    # False = rank 0 runs it alone while the others wait for its files and stats
-    parallel: bool = False
 
 
 def flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -71,7 +59,8 @@ def stage_key(name: str, t: int) -> str:
 class PipelineState:
     def __init__(self, run_dir: Path):
         self.path = run_dir / STATE_FILE
-        self.stages: dict[str, dict] = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
+        self.stages: dict[str,
+                          dict] = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
 
     def save(self) -> None:
         if distributed.is_main():
@@ -94,8 +83,8 @@ def check_fingerprint(key: str, record: dict, fp: dict) -> None:
     redo = f"rerun with --restart-from {key} to redo it and every stage after it, or restore the recipe"
     k = _first_difference(record["settings"], fp["settings"])
     if k is not None:
-        raise RecipeError(f"stage '{key}' {status} with {k}={record['settings'].get(k, '<unset>')!r}; the recipe "
-                          f"now says {fp['settings'].get(k, '<unset>')!r}: {redo}")
+        raise RecipeError(f"stage '{key}' {status} with {k}={record['settings'].get(k, '<unset>')!r}; "
+                          f"the recipe now says {fp['settings'].get(k, '<unset>')!r}: {redo}")
     k = _first_difference(record["inputs"], fp["inputs"])
     if k is not None:
         raise RecipeError(f"stage '{key}' {status} on another {k} (the file changed since): {redo}")
@@ -189,7 +178,8 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
             began = time.time()
             out = st.run() if st.parallel else _on_main(st.run, key)
             distributed.barrier()  # the next stage reads this one's files on every rank
-            # the wall time of the attempt that finished the stage (a resumed stage's earlier work not counted)
+            # the wall time of the attempt that finished the stage (a resumed stage's earlier work not
+            # counted)
             state.stages[key] = {"status": "done", **fp, "stats": json.loads(json.dumps(out, default=str)),
                                  "wall_time_s": round(time.time() - began, 1)}
             state.save()
@@ -226,5 +216,5 @@ def _check_stage_name(name: str | None, names: list[str], iterations: int) -> No
     k = it.removeprefix("iter-") if it else (name.removeprefix("iter-") if name.startswith("iter-") else "1")
     stage_ok = stage in names or (not it and name.startswith("iter-"))
     if not (k.isdigit() and 1 <= int(k) <= iterations and (it == "" or it.startswith("iter-")) and stage_ok):
-        raise RecipeError(f"--restart-from {name}: no such stage; the stages are {', '.join(names)} (iteration 1), "
-                          f"iter-K/<stage> or iter-K for K = 2..{iterations}")
+        raise RecipeError(f"--restart-from {name}: no such stage; the stages are {', '.join(names)} "
+                          f"(iteration 1), iter-K/<stage> or iter-K for K = 2..{iterations}")

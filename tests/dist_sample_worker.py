@@ -21,7 +21,8 @@ PARAMS = SamplingParams(n=2, temperature=1.0, top_k=5, max_new_tokens=8, seed=3)
 def run(out_dir: Path) -> tuple[dict, object]:
     model, tok = load_model("tiny-llama")
     records = [PromptRecord.from_row({"prompt": q, "answer": str(i)}) for i, q in enumerate(QUESTIONS)]
-    return sample_to_file(model, tok, records, PARAMS, out_dir / "samples.jsonl", batch_size=16, progress=False)
+    return sample_to_file(model, tok, records, PARAMS, out_dir / "samples.jsonl", batch_size=16,
+                          progress=False)
 
 
 if __name__ == "__main__":

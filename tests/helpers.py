@@ -6,6 +6,8 @@ import random
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from posttrain.models.attention import SEGMENT_ATTENTION
+
 VOCAB = 97
 
 
@@ -13,11 +15,13 @@ def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=64, vocab_size=vocab, max_position_embeddings=256,
-                      tie_word_embeddings=True, pad_token_id=0)
+                      tie_word_embeddings=True, pad_token_id=0,
+                      attn_implementation=SEGMENT_ATTENTION)  # the attention posttrain's loaders choose
     return LlamaForCausalLM(cfg)
 
 
-def random_features(n: int, seed: int = 0, min_len: int = 6, max_len: int = 20, vocab: int = VOCAB) -> list[dict]:
+def random_features(n: int, seed: int = 0, min_len: int = 6, max_len: int = 20,
+                    vocab: int = VOCAB) -> list[dict]:
     """Examples with a prompt part (label -100) and a response part (labels = ids), varied lengths."""
     rng = random.Random(seed)
     feats = []

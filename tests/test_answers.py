@@ -6,11 +6,16 @@ import re
 
 import pytest
 
-from tests.data_helpers import require_data
-
-from posttrain.data.answers import accuracy, answers_match, extract_answer, final_answers, grade, normalize_answer
+from posttrain.data.answers import (
+    accuracy,
+    answers_match,
+    extract_answer,
+    final_answers,
+    grade,
+    normalize_answer,
+)
 from posttrain.eval import generation
-
+from tests.data_helpers import require_data
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -110,7 +115,8 @@ def test_rel_tol():
     assert answers_match("0.333", "1/3", rel_tol=2e-3)
     assert not answers_match("0.333", "1/3", rel_tol=5e-4)
     assert not answers_match("0.3", "1/3", rel_tol=1e-2)   # relative error 0.1
-    assert answers_match("99", "100", rel_tol=0.011) and not answers_match("99", "100", rel_tol=0.009)  # 1/100
+    # 1/100
+    assert answers_match("99", "100", rel_tol=0.011) and not answers_match("99", "100", rel_tol=0.009)
 
 
 def test_accuracy():
@@ -196,7 +202,8 @@ def test_gsm8k_gold_answers_are_extracted():
         assert extract_answer(row["answer"]) == gold
         # without the #### line, the last equation's result is usually the answer
     stripped = [re.sub(r"<<[^>]*>>", "", r["answer"].rsplit("####", 1)[0]) for r in rows]
-    hits = sum(answers_match(extract_answer(s), r["answer"].rsplit("####", 1)[1]) for s, r in zip(stripped, rows))
+    hits = sum(answers_match(extract_answer(s), r["answer"].rsplit("####", 1)[1]) for s, r in zip(stripped,
+                                                                                                  rows))
     assert hits / len(rows) > 0.9
 
 

@@ -41,7 +41,9 @@ def test_summarize_single_seed_has_no_interval():
 def test_mean_curves_average_seeds():
     h0 = [{"step": 8, "rollout/score": 0.0}, {"step": 16, "rollout/score": 1.0}, {"step": 16, "loss": 3.0}]
     h1 = [{"step": 8, "rollout/score": 0.5}, {"step": 16, "rollout/score": 0.0}]
-    out = mean_curves([_row("sst2", 0, "PPO from SFT (ref SFT)", 0.8, h0), _row("sst2", 1, "PPO from SFT (ref SFT)", 0.8, h1),
+    out = mean_curves([_row("sst2", 0, "PPO from SFT (ref SFT)", 0.8, h0), _row("sst2", 1,
+                                                                                "PPO from SFT (ref SFT)", 0.8,
+                                                                                h1),
                        _row("sst2", 0, "SFT", 0.8)], "rollout/score")
     assert list(out) == ["sst2 PPO from SFT (ref SFT)"]
     xs, ys = out["sst2 PPO from SFT (ref SFT)"]

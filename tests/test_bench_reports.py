@@ -1,6 +1,6 @@
 """Report writers keep the hand-written reading; code never writes one."""
-from posttrain.bandit import SECTION_B
 from experiments.noisy_lm import kept_reading
+from posttrain.bandit import SECTION_B
 
 
 def test_noisy_lm_keeps_the_hand_written_reading():

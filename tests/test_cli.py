@@ -46,7 +46,8 @@ def test_train_bad_data_names_file_and_line(tmp_path, capsys, content, needle):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
                     + content)
-    rc = main(["train", str(write_recipe(tmp_path, train="{path: bad.jsonl}")), f"output_dir={tmp_path}/runs", "--quiet"])
+    rc = main(["train", str(write_recipe(tmp_path, train="{path: bad.jsonl}")), f"output_dir={tmp_path}/runs",
+               "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "bad.jsonl:2" in err and needle.lower() in err.lower(), err
@@ -60,7 +61,8 @@ def test_train_missing_data_file(tmp_path, capsys):
 
 
 def test_generate_prints_completions(capsys):
-    assert main(["generate", "--model", "tiny-llama", "--prompt", "Hello", "--max-new-tokens", "4", "--n", "2",
+    assert main(["generate", "--model", "tiny-llama", "--prompt", "Hello", "--max-new-tokens", "4", "--n",
+                 "2",
                  "--temperature", "0.8", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("[0] ") and "\n[1] " in out
@@ -82,7 +84,8 @@ def test_demo_runs_on_a_tiny_model(tmp_path, capsys):
     small = demo.BanditConfig(eps_values=(0.2,), methods=("dpo", "cdpo", "rdpo"), seeds=3, n_pairs=300)
     out_dir = tmp_path / "demo"
     result = demo.run_demo(out_dir, ["model.name=tiny-llama", "model.lora=null", "train.max_steps=2",
-                                     "data.train.synthetic.n=16", "data.eval.synthetic.n=8", "generation_eval.n=4",
+                                     "data.train.synthetic.n=16", "data.eval.synthetic.n=8",
+                                     "generation_eval.n=4",
                                      "generation_eval.max_new_tokens=4"], quiet=True, bandit=small)
     out = capsys.readouterr().out
     assert "| rdpo | 0.2 |" in out and "accuracy after" in out
@@ -106,7 +109,8 @@ def test_demo_recipe_ships_with_the_package():
 def test_cli_demo_passes_overrides(tmp_path, monkeypatch):
     import posttrain.demo as demo
     seen = {}
-    monkeypatch.setattr(demo, "run_demo", lambda out_dir, overrides, quiet: seen.update(out=out_dir, ov=overrides))
+    monkeypatch.setattr(demo, "run_demo", lambda out_dir, overrides, quiet: seen.update(out=out_dir,
+                                                                                        ov=overrides))
     assert main(["demo", "--out", str(tmp_path), "--quiet", "train.max_steps=3"]) == 0
     assert seen == {"out": tmp_path, "ov": ["train.max_steps=3"]}
 
@@ -119,5 +123,6 @@ def test_models_convert_rejects_other_names(capsys):
 def test_python_dash_m_posttrain_runs_the_cli():
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "posttrain", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "posttrain", "--help"], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0 and "export" in out.stdout and "train" in out.stdout

@@ -39,7 +39,8 @@ def test_bad_literal_lists_allowed_values(tmp_path):
 
 
 def test_nested_unknown_key_and_type_errors(tmp_path):
-    with pytest.raises(RecipeError, match=r"model.lora.rank: unknown key; allowed keys here: alpha, dropout, r, rslora, targets"):
+    with pytest.raises(RecipeError,
+                       match=r"model.lora.rank: unknown key; allowed keys here: alpha, dropout, r, rslora, targets"):
         load_recipe(write(tmp_path, GOOD), ["model.lora.rank=4"])
     with pytest.raises(RecipeError, match=r"train.max_steps: .*greater than 0"):
         load_recipe(write(tmp_path, GOOD), ["train.max_steps=0"])

@@ -13,8 +13,8 @@ from posttrain.data.records import PromptRecord
 from posttrain.data.template import encode_prompt, encode_record_prompt
 from posttrain.errors import DataError
 from posttrain.files import write_jsonl
-from posttrain.methods import dapo_data as dd
-from posttrain.methods.dapo_step import DAPOStepObjective, collate_states
+from posttrain.methods.dapo_step import data as dd
+from posttrain.methods.dapo_step.method import DAPOStepObjective, collate_states
 from tests.data_helpers import load_smollm2_tokenizer
 
 
@@ -35,8 +35,10 @@ def test_a_token_id_prefix_is_continued_exactly_not_retokenized():
         PromptRecord(msgs, prefix_ids=[1, 2])
 
 
-@pytest.mark.parametrize("n_right,n_wrong,keep,want", [(10, 10, 6, (3, 3)), (1, 20, 6, (1, 5)), (20, 2, 6, (4, 2)),
-                                                        (0, 5, 4, (0, 4)), (2, 1, 6, (2, 1)), (5, 5, 5, (2, 3))])
+@pytest.mark.parametrize("n_right,n_wrong,keep,want", [(10, 10, 6, (3, 3)), (1, 20, 6, (1, 5)), (20, 2, 6, (4,
+                                                                                                            2)),
+                                                        (0, 5, 4, (0, 4)), (2, 1, 6, (2, 1)), (5, 5, 5, (2,
+                                                                                                         3))])
 def test_balanced_keep_takes_half_of_each_side_and_fills_from_the_other(n_right, n_wrong, keep, want):
     correct = [True] * n_right + [False] * n_wrong
     rng = np.random.default_rng([0, 1])
@@ -92,7 +94,9 @@ def test_the_spread_filter_drops_exactly_the_states_below_the_threshold():
 
 def test_batches_keep_every_state_with_all_its_candidates_and_count_candidates():
     feats = [{"context": [1, 2, 3], "actions": [[4], [5, 6]], "adv": [0.1, -0.1], "logp_ref": [-1.0, -2.0]},
-             {"context": [7], "actions": [[8, 9, 10], [11], [12]], "adv": [0.2, 0.0, -0.2], "logp_ref": [-3, -1, -2]}]
+             {"context": [7], "actions": [[8, 9, 10], [11], [12]], "adv": [0.2, 0.0, -0.2], "logp_ref": [-3,
+                                                                                                         -1,
+                                                                                                         -2]}]
     b = collate_states(feats, pad=0)
     assert b["state_index"].tolist() == [0, 0, 1, 1, 1]
     assert DAPOStepObjective(0.01).units(b) == 5
@@ -105,7 +109,8 @@ def test_the_actor_objective_equals_the_formula_on_an_independent_forward():
     from posttrain.models import load_model
     model, tok = load_model("tiny-llama", seed=3)
     feats = [{"context": [5, 6, 7], "actions": [[8, 9], [10]], "adv": [0.3, -0.3], "logp_ref": [-20.0, -9.0]},
-             {"context": [11, 12], "actions": [[13, 14, 15], [16, 17]], "adv": [0.05, -0.05], "logp_ref": [-30, -21]}]
+             {"context": [11, 12], "actions": [[13, 14, 15], [16, 17]], "adv": [0.05, -0.05],
+              "logp_ref": [-30, -21]}]
     b = collate_states(feats, tok.pad_token_id)
     beta = 0.05
     loss, metrics = DAPOStepObjective(beta)(model, b)
@@ -166,7 +171,8 @@ def setup_folder(folder, monkeypatch):
     monkeypatch.setattr(dd, "newline_tokens", lambda tok: frozenset(range(0, len(tok), 3)))
 
     def make(*overrides, name="dapo-pipe"):
-        return load_recipe(folder / "dapo.yaml", [f"output_dir={folder / 'runs'}", f"name={name}", *overrides])
+        return load_recipe(folder / "dapo.yaml", [f"output_dir={folder / 'runs'}", f"name={name}",
+                                                  *overrides])
     return make
 
 
@@ -255,11 +261,12 @@ def test_the_advantages_stage_values_each_candidate_on_the_state_followed_by_the
     from types import SimpleNamespace
 
     from posttrain.config import validate_section
-    from posttrain.methods import dapo_step as ds
     from posttrain.methods import get_method
     from posttrain.methods.base import recipe_records
+    from posttrain.methods.dapo_step import method as ds
     from posttrain.models import load_model
-    recipe = make("method.critic.batch_size=2", f"method.terminal_value={terminal_value}")  # 2: padded batches
+    # 2: padded batches
+    recipe = make("method.critic.batch_size=2", f"method.terminal_value={terminal_value}")
     params = validate_section(get_method("dapo_step").params, recipe.method, "method")
     model, tok = load_model("tiny-llama", seed=5)
     end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -270,9 +277,13 @@ def test_the_advantages_stage_values_each_candidate_on_the_state_followed_by_the
 
     def act(ids, terminal=False, reward=None):
         return {"ids": ids, "terminal": terminal, "reward": reward, "count": 1, "correct": int(reward == 1.0)}
-    targets = [{"state_id": 0, "prompt_id": 0, "mc": 0.5, "actions": [act([201, 202]), act([203]), act([204, 205, 206])]},
-               {"state_id": 1, "prompt_id": 1, "mc": 0.5, "actions": [act([303, 304]), act([305, end], True, 1.0)]},
-               {"state_id": 2, "prompt_id": 2, "mc": 0.0, "actions": [act([402])]},  # one candidate: never valued
+    targets = [{"state_id": 0, "prompt_id": 0, "mc": 0.5, "actions": [act([201, 202]), act([203]), act([204,
+                                                                                                        205,
+                                                                                                        206])]},
+               {"state_id": 1, "prompt_id": 1, "mc": 0.5, "actions": [act([303, 304]), act([305, end], True,
+                                                                                           1.0)]},
+               # one candidate: never valued
+               {"state_id": 2, "prompt_id": 2, "mc": 0.0, "actions": [act([402])]},
                {"state_id": 3, "prompt_id": 0, "mc": 1.0, "actions": [act([501]), act([502, 503])]}]
     folder = tmp_path / "iter"
     folder.mkdir()
@@ -318,7 +329,8 @@ def test_the_advantages_stage_values_each_candidate_on_the_state_followed_by_the
             ids = context(t) + a["ids"]
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
             n = len(context(t))
-            assert g["logp_ref"] == pytest.approx(sum(logp[n + k - 1, x].item() for k, x in enumerate(a["ids"])),
+            assert g["logp_ref"] == pytest.approx(sum(logp[n + k - 1, x].item() for k,
+                                                      x in enumerate(a["ids"])),
                                                   rel=1e-4)
     terminal = kept[1]["actions"][1]
     if terminal_value == "reward":
@@ -340,7 +352,8 @@ def test_dapo_step_resumes_inside_any_stage_with_identical_outputs(straight, mak
         kill(m, where, it2)
         with pytest.raises(Killed):
             run_recipe(cut, show_progress=False)
-    partial = {"sample": "samples.jsonl", "rollouts": "rollouts.jsonl", "critic": "critic/checkpoints"}.get(where)
+    partial = {"sample": "samples.jsonl", "rollouts": "rollouts.jsonl",
+               "critic": "critic/checkpoints"}.get(where)
     if partial:  # the kill left work behind that the rerun resumes
         assert (cut.run_dir / it2 / partial).exists()
     run_recipe(cut, show_progress=False)
@@ -354,7 +367,7 @@ def test_dapo_step_resumes_inside_any_stage_with_identical_outputs(straight, mak
 def kill(monkeypatch, where, it2):
     """Make the run die in iteration 2, inside stage `where`."""
     from posttrain.engine import Engine
-    from posttrain.methods import dapo_step as ds
+    from posttrain.methods.dapo_step import method as ds
     if where in ("sample", "rollouts"):
         import posttrain.generation.to_file as tf
         real = tf.sample

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from posttrain.data.steps import newline_tokens, split_steps
 from posttrain.files import read_jsonl
 from posttrain.losses.advantage import advantages, critic_loss, dapo_step_loss, keeps_state, mc_target
+from posttrain.methods.dapo_step.steps import newline_tokens, split_steps
 from tests.data_helpers import load_smollm2_tokenizer
 
 TEXTS = [
@@ -56,7 +56,8 @@ def test_mc_target_and_soft_bce():
     t = torch.tensor([0.25, 0.5, 1.0, 0.75, 0.0], dtype=torch.float64)
     got = critic_loss(logits, t)
     v = 1 / (1 + np.exp(-logits.numpy()))
-    ref = [-(ti * math.log(vi) + (1 - ti) * math.log1p(-vi)) if 0 < vi < 1 else None for ti, vi in zip(t.numpy(), v)]
+    ref = [-(ti * math.log(vi) + (1 - ti) * math.log1p(-vi)) if 0 < vi < 1 else None for ti,
+           vi in zip(t.numpy(), v)]
     np.testing.assert_allclose(got.numpy()[:3], ref[:3], rtol=1e-12)
     assert torch.isfinite(got).all()  # saturated logits stay finite
     np.testing.assert_allclose(got.numpy()[3], 0.25 * 40.0 + math.log1p(math.exp(-40.0)), rtol=1e-12)
@@ -125,7 +126,7 @@ def test_actor_loss_minimiser_is_the_exponential_tilt_of_the_reference(beta):
 
 
 def test_calibration_compares_with_the_training_mean_and_reports_the_own_mean_as_a_lower_bound():
-    from posttrain.methods import dapo_data as dd
+    from posttrain.methods.dapo_step import data as dd
     v, t = [0.05, 0.15, 0.95, 0.9], [0.0, 0.5, 1.0, 0.5]
     c = dd.calibration(v, t, train_mean=0.25)
     assert c["brier"] == pytest.approx((0.05 ** 2 + 0.35 ** 2 + 0.05 ** 2 + 0.4 ** 2) / 4)  # 0.071875
@@ -155,9 +156,11 @@ def test_the_report_labels_both_baselines_and_reads_old_critic_files():
                        "brier_of_own_mean": 0.10081}, "train": {"brier": 0.11874}}
     assert calibration_row(new) == [58, "0.1169", "0.1052", "0.1008", "0.1187"]
     # a critic_eval.json from before issue 32: its own-mean Brier was `brier_of_the_mean`, no training mean
-    old = {"heldout": {"states": 58, "brier": 0.11691, "brier_of_the_mean": 0.10081}, "train": {"brier": 0.11874}}
+    old = {"heldout": {"states": 58, "brier": 0.11691, "brier_of_the_mean": 0.10081},
+           "train": {"brier": 0.11874}}
     assert calibration_row(old) == [58, "0.1169", "n/a", "0.1008", "0.1187"]
-    assert calibration_row({"heldout": {"states": 0}, "train": {"states": 0}}) == [0, "n/a", "n/a", "n/a", "n/a"]
+    assert calibration_row({"heldout": {"states": 0}, "train": {"states": 0}}) == [0, "n/a", "n/a", "n/a",
+                                                                                   "n/a"]
 
 
 def test_the_critic_stage_compares_with_its_training_states_mean(tmp_path, monkeypatch):
@@ -165,7 +168,7 @@ def test_the_critic_stage_compares_with_its_training_states_mean(tmp_path, monke
     critic trained on (those of the problems not held out), applied to the held-out states."""
     import json
 
-    from posttrain.methods import dapo_data as dd
+    from posttrain.methods.dapo_step import data as dd
     from posttrain.runner import run_recipe
     from tests.test_dapo_step import setup_folder
     r = setup_folder(tmp_path, monkeypatch)("pipeline.iterations=1", name="calib")

@@ -3,9 +3,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posttrain.data import (IGNORE_INDEX, PackingCollator, encode_conversation, model_inputs, pack_features,
-                            pad_collate, pair_collate, segment_ids)
-
+from posttrain.data import (
+    IGNORE_INDEX,
+    PackingCollator,
+    encode_conversation,
+    model_inputs,
+    pack_features,
+    pad_collate,
+    pair_collate,
+    segment_ids,
+)
 from tests.data_helpers import load_smollm2_tokenizer
 
 
@@ -59,7 +66,8 @@ def test_pack_features_layout():
     # example boundaries over the flattened rows; each row's padding is an example of its own
     assert two["cu_seq_lens_q"].tolist() == [0, 3, 5, 6, 10, 11, 12] and two["max_length_q"] == 4
     assert two["cu_seq_lens_q"].dtype == torch.int32
-    assert model_inputs(two).keys() == {"input_ids", "position_ids", "use_cache", "cu_seq_lens_q", "cu_seq_lens_k",
+    assert model_inputs(two).keys() == {"input_ids", "position_ids", "use_cache", "cu_seq_lens_q",
+                                        "cu_seq_lens_k",
                                         "max_length_q", "max_length_k"}
     free = PackingCollator(max_length=None, pad_token_id=0)(feats)  # padding-free: one row, no pad token
     assert free["input_ids"].tolist() == [list(range(1, 11))]
@@ -118,7 +126,8 @@ def test_packed_loss_equals_unpacked(tiny):
         assert packed["input_ids"].shape[0] < len(feats)  # really packed: several examples per row
         assert "attention_mask" not in packed and packed["weights"].shape == packed["input_ids"].shape
         logits = model(**model_inputs(packed)).logits
-        assert per_example_losses(logits, packed["labels"], packed["position_ids"]) == pytest.approx(alone, abs=1e-5)
+        assert per_example_losses(logits, packed["labels"], packed["position_ids"]) == pytest.approx(alone,
+                                                                                                     abs=1e-5)
 
         # Pre-packed rows through the same collator give the same batch.
         again = collator(pack_features(feats, 128))

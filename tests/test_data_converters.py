@@ -5,10 +5,14 @@ import posttrain.data
 import posttrain.data.answers as answers
 import posttrain.data.converters as converters
 from posttrain.data import clean_gsm8k_solution, gsm8k_final_answer, load_records, parse_hh_dialogue
-from posttrain.data.converters import (gsm8k_to_conversation, gsm8k_to_prompt, hh_rlhf_to_pair, math_to_prompt,
-                                       prompt_completion_to_conversation)
+from posttrain.data.converters import (
+    gsm8k_to_conversation,
+    gsm8k_to_prompt,
+    hh_rlhf_to_pair,
+    math_to_prompt,
+    prompt_completion_to_conversation,
+)
 from posttrain.errors import DataError
-
 from tests.data_helpers import require_data
 
 GSM = {"question": "Janet has 3 ducks and buys 1,000 more. How many?",
@@ -61,7 +65,8 @@ def test_hh_dialogue_parsing_merges_split_turns():
 def test_hh_pair():
     prefix = "\n\nHuman: What is 2+2?\n\nAssistant: Why?\n\nHuman: Tell me."
     pair = hh_rlhf_to_pair({"chosen": prefix + "\n\nAssistant: 4.", "rejected": prefix + "\n\nAssistant: 5."})
-    assert pair.prompt == [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "Why?"},
+    assert pair.prompt == [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant",
+                                                                         "content": "Why?"},
                            {"role": "user", "content": "Tell me."}]
     assert (pair.chosen, pair.rejected) == ("4.", "5.")
 

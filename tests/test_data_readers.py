@@ -185,7 +185,8 @@ def test_read_jsonl_names_a_missing_stage_file_or_reads_it_as_empty(tmp_path):
     from posttrain.errors import DataError
     from posttrain.files import read_jsonl, write_jsonl
     missing = tmp_path / "states.jsonl"
-    with pytest.raises(DataError, match="states.jsonl does not exist: the stage that writes it has not finished"):
+    with pytest.raises(DataError,
+                       match="states.jsonl does not exist: the stage that writes it has not finished"):
         read_jsonl(missing)
     assert read_jsonl(missing, missing="empty") == []
     write_jsonl(missing, [{"a": 1}, {"b": [2]}])

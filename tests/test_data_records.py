@@ -15,8 +15,10 @@ def err(fn, row):
 
 
 def test_conversation_ok_and_meta():
-    c = Conversation.from_row({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
-                                            {"role": "assistant", "content": "a"}], "id": 3, "meta": {"src": "x"}},
+    c = Conversation.from_row({"messages": [{"role": "system", "content": "s"}, {"role": "user",
+                                                                                 "content": "q"},
+                                            {"role": "assistant", "content": "a"}], "id": 3,
+                               "meta": {"src": "x"}},
                               file=F, line=1)
     assert c.meta == {"id": 3, "src": "x"} and c.file == F and c.line == 1
     assert c == Conversation(c.messages, c.meta)  # file/line take no part in equality
@@ -33,7 +35,8 @@ def test_conversation_ok_and_meta():
      "field 'messages[1].content': empty content"),
     ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),
     ({"messages": [{"role": "assistant", "content": "a"}]}, "must follow a user turn"),
-    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]}, "field 'messages[1]': missing field 'content'"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]},
+     "field 'messages[1]': missing field 'content'"),
 ])
 def test_conversation_errors(row, expected):
     assert expected in err(Conversation.from_row, row)
@@ -97,7 +100,8 @@ def test_assistant_prefix_is_a_field():
     (Conversation.from_row, {"messages": CHAT, "assistant_prefix": "4"},
      "data.jsonl:7, field 'messages': with assistant_prefix '4' the last message must be an assistant reply "
      "starting with it"),
-    (Conversation.from_row, {"messages": CHAT + [{"role": "user", "content": "more?"}], "assistant_prefix": "A"},
+    (Conversation.from_row, {"messages": CHAT + [{"role": "user", "content": "more?"}],
+                             "assistant_prefix": "A"},
      "data.jsonl:7, field 'messages': with assistant_prefix 'A' the last message must be an assistant reply"),
     (PromptRecord.from_row, {"prompt": "q", "meta": {"assistant_prefix": "<J>"}},
      "data.jsonl:7, field 'meta.assistant_prefix': assistant_prefix is a top-level field"),

@@ -1,11 +1,20 @@
 """Loss masks with the real SmolLM2 chat template, prefix-stability, and prompt-first truncation."""
 import pytest
 
-from posttrain.data import (IGNORE_INDEX, TemplateError, TruncationStats, encode_conversation,
-                            encode_conversations, encode_pair, encode_pairs, encode_prompt, load_records, render)
+from posttrain.data import (
+    IGNORE_INDEX,
+    TemplateError,
+    TruncationStats,
+    encode_conversation,
+    encode_conversations,
+    encode_pair,
+    encode_pairs,
+    encode_prompt,
+    load_records,
+    render,
+)
 from posttrain.data.records import Conversation, PreferencePair
 from posttrain.errors import DataError
-
 from tests.data_helpers import load_smollm2_tokenizer, require_data
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -76,7 +85,8 @@ def test_template_must_be_prefix_stable(tok):
     tok.chat_template = ("{{ messages|length }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
                          "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     try:
-        with pytest.raises(TemplateError, match="chat template is not prefix-stable: messages\\[:1\\] with the "
+        with pytest.raises(TemplateError,
+                           match="chat template is not prefix-stable: messages\\[:1\\] with the "
                                                 "generation prompt renders as text that is not a prefix"):
             encode_conversation(tok, CHAT, max_length=512)
         with pytest.raises(TemplateError, match="not prefix-stable"):
@@ -142,9 +152,11 @@ def test_encode_conversation_with_assistant_prefix_supervises_only_after_it(tok)
     conv = Conversation(msgs, assistant_prefix="The answer is", file="c.jsonl", line=3)
     feats, stats = encode_conversations(tok, [conv, Conversation(msgs)], max_length=512)
     assert feats == [f, plain] and stats.examples == 2
-    with pytest.raises(DataError, match="c.jsonl:3, field 'messages': with assistant_prefix 'The answer was' the "
+    with pytest.raises(DataError,
+                       match="c.jsonl:3, field 'messages': with assistant_prefix 'The answer was' the "
                                         "last message must be an assistant reply starting with it"):
-        encode_conversation(tok, msgs, max_length=512, assistant_prefix="The answer was", file="c.jsonl", line=3)
+        encode_conversation(tok, msgs, max_length=512, assistant_prefix="The answer was", file="c.jsonl",
+                            line=3)
 
 
 def test_token_merged_across_the_prefix_is_supervised(tok):
@@ -177,7 +189,8 @@ def test_prompt_is_truncated_from_the_left(tok):
 
 
 def test_response_is_truncated_from_the_right(tok):
-    msgs = [{"role": "user", "content": "Count."}, {"role": "assistant", "content": " ".join(map(str, range(50)))}]
+    msgs = [{"role": "user", "content": "Count."}, {"role": "assistant", "content": " ".join(map(str,
+                                                                                                 range(50)))}]
     full = encode_conversation(tok, msgs, max_length=1024)
     n_prompt = len(encode_prompt(tok, msgs[:1]))
     stats = TruncationStats()
@@ -195,7 +208,8 @@ def test_response_is_never_dropped_silently(tok):
         f"chat.jsonl:9, field 'messages': the prompt takes {n_prompt} of max_length={n_prompt} tokens, leaving "
         "room for 0 response token(s), fewer than min_response_tokens=1; raise max_length, set max_prompt_length "
         "to truncate the prompt from the left, or pass on_overflow='skip'")
-    with pytest.raises(DataError, match="leaving room for 3 response token\\(s\\), fewer than min_response_tokens=4"):
+    with pytest.raises(DataError,
+                       match="leaving room for 3 response token\\(s\\), fewer than min_response_tokens=4"):
         encode_conversation(tok, LONG_CHAT, max_length=n_prompt + 3, min_response_tokens=4)
     stats = TruncationStats()
     assert encode_conversation(tok, LONG_CHAT, max_length=n_prompt, on_overflow="skip", stats=stats) is None

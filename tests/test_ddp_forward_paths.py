@@ -14,7 +14,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.nn.parallel import DistributedDataParallel
 
 from posttrain.data.collate import pad_collate
-from posttrain.methods.dapo_data import CriticObjective
+from posttrain.methods.dapo_step.data import CriticObjective
 from posttrain.methods.ift import IFTObjective, IFTParams, frozen_input_embedding
 from posttrain.methods.ppo import PPOObjective, PPOParams
 from posttrain.methods.preference import PreferenceObjective, PreferenceParams, collate_pairs, pair_layout
@@ -109,7 +109,8 @@ def test_named_methods_are_forward():
         logits, values = model.logits_and_values(ids, attn, attn.bool())
         assert torch.equal(values, model(ids, attn)) and logits.shape == (int(attn.sum()), VOCAB)
         last = attn.sum(-1) - 1
-        assert torch.allclose(model.last_values(ids, attn), model.values(ids, attn)[torch.arange(3), last], atol=1e-6)
+        assert torch.allclose(model.last_values(ids, attn), model.values(ids, attn)[torch.arange(3), last],
+                              atol=1e-6)
     with pytest.raises(ValueError, match="output"):
         model(ids, attn, output="logits")
 

@@ -32,7 +32,8 @@ COMPARED = ("loss", "grad_norm", "units", "tokens")
 
 def launch(out: Path, nproc: int, extra: tuple[str, ...] = ()) -> None:
     out.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "POSTTRAIN_CACHE": str(out / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "POSTTRAIN_CACHE": str(out / "cache"),
+           "OMP_NUM_THREADS": "1"}
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(out), *CASES]
     else:
@@ -102,15 +103,18 @@ def test_sharded_runs_checkpoints_hold_the_whole_state(runs, kind):
         for pos, name in enumerate(keys[2]):
             for m in ("exp_avg", "exp_avg_sq"):
                 a, b = saved[0]["state"][pos][m], saved[2]["state"][name][m]
-                assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-7), (kind, case, name, m)
-        # the saved weights are whole (not rank 0's shard) and those of the one-process run: Adam's first steps
-        # move a weight by ~lr whatever its gradient's size, so a near-zero gradient (the reward head's bias)
-        # rounded otherwise can move it by up to lr per step (0.0011 vs 0.0010 measured): atol is 2 steps of lr
+                assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-7), (kind, case, name,
+                                                                                           m)
+        # the saved weights are whole (not rank 0's shard) and those of the one-process run: Adam's first
+        # steps move a weight by ~lr whatever its gradient's size, so a near-zero gradient (the reward head's
+        # bias) rounded otherwise can move it by up to lr per step (0.0011 vs 0.0010 measured): atol is 2
+        # steps of lr
         for f in sorted(p.name for p in (final[0] / "model").glob("*.safetensors")):
             a, b = load_file(final[0] / "model" / f), load_file(final[2] / "model" / f)
             assert a.keys() == b.keys()
             for k in a:
-                assert a[k].shape == b[k].shape and torch.allclose(a[k], b[k], rtol=1e-4, atol=2e-3), (case, f, k)
+                assert a[k].shape == b[k].shape and torch.allclose(a[k], b[k], rtol=1e-4, atol=2e-3), (case,
+                                                                                                       f, k)
 
 
 def compare(case: str, one: list[dict], two: list[dict], rel: float = 1e-5) -> None:
@@ -138,7 +142,8 @@ def test_the_two_process_ppo_run_was_resumed_inside_an_iteration(runs):
     for kind, two in runs.items():
         if kind != "one":
             assert (two.parent / "ppo_resumed.interrupted").read_text() == "step-0000001"
-    assert not (runs["one"].parent / "ppo_resumed.interrupted").exists()  # the one-process run is uninterrupted
+    # the one-process run is uninterrupted
+    assert not (runs["one"].parent / "ppo_resumed.interrupted").exists()
 
 
 def test_only_rank_zero_wrote_and_resume_files_hold_every_rank(runs):

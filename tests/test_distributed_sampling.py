@@ -192,7 +192,10 @@ def test_answer_accuracy_on_two_ranks(monkeypatch, lms):
     one = generation.answer_accuracy(*lms[0], prompts, golds, max_new_tokens=6)
     shards = []
     real = generation.generate_chat
-    monkeypatch.setattr(generation, "generate_chat", lambda m, t, ps, **kw: shards.append(len(ps)) or real(m, t, ps, **kw))
+    monkeypatch.setattr(generation, "generate_chat", lambda m, t, ps, **kw: shards.append(len(ps)) or real(m,
+                                                                                                           t,
+                                                                                                           ps,
+                                                                                                           **kw))
     ranks = TwoRanks(monkeypatch)
     results = ranks.run(lambda r: generation.answer_accuracy(*lms[r], prompts, golds, max_new_tokens=6))
     assert sorted(shards) == [2, 3]
@@ -206,7 +209,8 @@ def test_math_eval_on_two_ranks(monkeypatch, lms, tmp_path):
     from posttrain.eval import math as math_eval
     from posttrain.eval.math import MathItem, evaluate, write_results
     from posttrain.generation import sampler
-    monkeypatch.setattr(math_eval, "extract_answer", lambda text: text)  # rows hold the sampled texts themselves
+    # rows hold the sampled texts themselves
+    monkeypatch.setattr(math_eval, "extract_answer", lambda text: text)
     items = [MathItem(q, str(i), {"level": i % 2}) for i, q in enumerate(QUESTIONS[:5])]
     kw = dict(k=3, temperature=1.0, max_new_tokens=6, seed=2)
     one = evaluate(*lms[0], items, **kw)
@@ -216,7 +220,8 @@ def test_math_eval_on_two_ranks(monkeypatch, lms, tmp_path):
     real_sample, real_write = sampler.sample, files.atomic_write_text
     monkeypatch.setattr(sampler, "sample", lambda *a, prompt_ids=None, **k: seen.append(prompt_ids)
                         or real_sample(*a, prompt_ids=prompt_ids, **k))
-    monkeypatch.setattr(files, "atomic_write_text", lambda *a, **k: writers.append(dist.rank()) or real_write(*a, **k))
+    monkeypatch.setattr(files, "atomic_write_text", lambda *a,
+                        **k: writers.append(dist.rank()) or real_write(*a, **k))
 
     def rank_run(r):
         res = evaluate(*lms[r], items, **kw)
@@ -235,16 +240,23 @@ def test_tool_eval_on_two_ranks(monkeypatch, lms, tmp_path):
     from posttrain.generation import sampler
     from posttrain.tools.loaders import ToolExample
     tool = {"name": "get_time", "description": "Time in a zone.",
-            "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}
+            "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}},
+                           "required": ["timezone"]}}
     examples = [ToolExample(f"e{i}", "bfcl", "simple", [{"role": "user", "content": q}], [tool],
-                            possible_answer=[{"get_time": {"timezone": ["UTC"]}}]) for i, q in enumerate(QUESTIONS)]
+                            possible_answer=[{"get_time": {"timezone": ["UTC"]}}]) for i,
+                q in enumerate(QUESTIONS)]
     one = tools.generate_completions(*lms[0], examples, max_new_tokens=6)
     tools.write_results(tools.score(examples, one), tmp_path / "one", "t")
     ranks = TwoRanks(monkeypatch)
     shards, writers = [], []
     real_sample, real_write = sampler.sample, files.atomic_write_text
-    monkeypatch.setattr(sampler, "sample", lambda m, t, ps, *a, **k: shards.append(len(ps)) or real_sample(m, t, ps, *a, **k))
-    monkeypatch.setattr(files, "atomic_write_text", lambda *a, **k: writers.append(dist.rank()) or real_write(*a, **k))
+    monkeypatch.setattr(sampler, "sample", lambda m, t, ps, *a, **k: shards.append(len(ps)) or real_sample(m,
+                                                                                                           t,
+                                                                                                           ps,
+                                                                                                           *a,
+                                                                                                           **k))
+    monkeypatch.setattr(files, "atomic_write_text", lambda *a,
+                        **k: writers.append(dist.rank()) or real_write(*a, **k))
 
     def rank_run(r):
         texts = tools.generate_completions(*lms[r], examples, max_new_tokens=6)

@@ -6,11 +6,11 @@ import torch
 
 from posttrain.config import TrainSettings
 from posttrain.data.collate import pad_collate
-from posttrain.data.synthetic import generate, to_sft_rows
 from posttrain.data.template import encode_conversations
 from posttrain.engine import Engine
 from posttrain.methods.sft import SFTObjective
 from posttrain.models import apply_lora, is_lora, load_model
+from posttrain.tasks.synthetic import generate, to_sft_rows
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,8 @@ def test_one_sft_step_on_the_embedded_model(tmp_path, lora):
                  run_dir=tmp_path, show_progress=False)
     res = eng.train()
     loss = res.history[0]["loss"]
-    assert math.isfinite(loss) and 0 < loss < 5  # a pretrained chat model is far from uniform (ln 49152 = 10.8)
+    # a pretrained chat model is far from uniform (ln 49152 = 10.8)
+    assert math.isfinite(loss) and 0 < loss < 5
     changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert changed
     if lora:

@@ -6,7 +6,8 @@ import torch
 
 from posttrain.checkpoints import latest_checkpoint
 from posttrain.config import TrainSettings
-from posttrain.engine import Engine, step_indices
+from posttrain.contracts import step_indices
+from posttrain.engine import Engine
 from posttrain.errors import TrainingError
 from posttrain.methods.sft import SFTObjective
 from tests.helpers import pad, random_features, tiny_llama
@@ -157,9 +158,10 @@ def forward_calls_per_layer(e) -> list[int]:
     more in the backward when activation checkpointing recomputes the layer. (A hook on the layer itself
     stays outside the checkpoint, and torch stops a recompute once the last saved tensor is rebuilt, so
     the hook sits on the layer's first block, before anything is saved.)"""
-    layers = e.accelerator.unwrap_model(e.model).model.layers
+    layers = e.module.model.layers
     calls = [0] * len(layers)
-    hooks = [layer.self_attn.register_forward_pre_hook(lambda mod, args, i=i: calls.__setitem__(i, calls[i] + 1))
+    hooks = [layer.self_attn.register_forward_pre_hook(lambda mod, args, i=i: calls.__setitem__(i,
+                                                                                                calls[i] + 1))
              for i, layer in enumerate(layers)]
     try:
         e.train_step(e.micro_batches(0))
@@ -176,7 +178,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_update(tmp_path):
         cfg = settings(optimizer="sgd", lr=0.05, micro_batch_size=4, max_steps=1, warmup_steps=0,
                        gradient_checkpointing=gc)
         e = engine(tmp_path, cfg, data=data, name=f"gc{gc}")
-        assert checkpointing_flag(e.accelerator.unwrap_model(e.model)) is gc
+        assert checkpointing_flag(e.module) is gc
         # one micro-batch: each layer runs once in the forward, and again in the backward if checkpointed
         assert forward_calls_per_layer(e) == [2 if gc else 1] * 2
         out.append(params(e.model))
@@ -186,7 +188,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_update(tmp_path):
 def linear_output_dtypes(e) -> set[torch.dtype]:
     """The dtypes a Linear layer computes in during one train_step (autocast runs matmuls in bf16)."""
     seen: set[torch.dtype] = set()
-    proj = e.accelerator.unwrap_model(e.model).model.layers[0].mlp.gate_proj
+    proj = e.module.model.layers[0].mlp.gate_proj
     hook = proj.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
     try:
         e.train_step(e.micro_batches(0))
@@ -206,12 +208,13 @@ def test_bf16_autocast_trains(tmp_path):
 
 
 def test_epochs_set_the_number_of_steps(tmp_path):
-    e = engine(tmp_path, settings(max_steps=None, epochs=1.5, micro_batch_size=4, grad_accum=2), data=random_features(20))
+    e = engine(tmp_path, settings(max_steps=None, epochs=1.5, micro_batch_size=4, grad_accum=2),
+               data=random_features(20))
     assert e.steps == 4  # ceil(1.5 * 20 / 8)
 
 
 def test_vector_norm_is_float64_accurate_where_torchs_own_is_not():
-    from posttrain.engine import vector_norm
+    from posttrain.sharding.none import vector_norm
     g = torch.Generator().manual_seed(0)
     # heavy-tailed like an embedding gradient (most rows near zero), 3M elements as in the tiny model's
     t = torch.randn(3_000_001, generator=g) * torch.rand(3_000_001, generator=g) ** 4
@@ -236,7 +239,8 @@ def test_the_logged_grad_norm_is_the_accurate_one_and_clipping_uses_it(tmp_path,
     e = engine(tmp_path, settings(max_steps=1, max_grad_norm=1e-3))
     logged = e.train().history[0]["grad_norm"]
     assert seen, "clipping did not run"
-    assert math.isclose(seen["given"], seen["exact"], rel_tol=1e-6) and logged == pytest.approx(seen["exact"], rel=1e-6)
+    assert math.isclose(seen["given"], seen["exact"], rel_tol=1e-6) and logged == pytest.approx(seen["exact"],
+                                                                                                rel=1e-6)
     assert seen["exact"] > 1e-3 and seen["after"] == pytest.approx(1e-3, rel=1e-4)
 
 
@@ -254,7 +258,8 @@ def test_clipping_leaves_a_gradient_under_the_limit_alone_and_halves_one_twice_o
         # named_parameters, not state_dict: the tied embedding / LM head is one parameter, counted once
         before = {n: p.detach().clone() for n, p in e.model.named_parameters()}
         out = e.train_step(e.micro_batches(0))
-        delta = torch.cat([(p.detach() - before[n]).flatten().double() for n, p in e.model.named_parameters()])
+        delta = torch.cat([(p.detach() - before[n]).flatten().double() for n,
+                           p in e.model.named_parameters()])
         return out["grad_norm"], delta
 
     g, free = one_step(1e9)                    # far above any norm: the unclipped update
@@ -282,6 +287,7 @@ def test_on_cpu_the_engine_keeps_freed_memory_unless_told_not_to(tmp_path, monke
 def test_keep_freed_memory_takes_effect_on_glibc():
     import ctypes
     import platform
+
     from posttrain import allocator
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's mallopt only")
@@ -301,3 +307,53 @@ def test_keep_freed_memory_takes_effect_on_glibc():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     touch()
     assert touch() < 100  # with glibc's defaults (mmap for a block this size): ~16,000 faults each time
+
+
+class Buffers:
+    """A rollout hook that hands a fresh buffer of `buffer_size` examples every 2 steps (counts its calls)."""
+
+    def __init__(self, buffer_size=4):
+        self.buffer_size, self.calls, self.given = buffer_size, [], 0
+
+    def __call__(self, model, step):
+        from posttrain.contracts import RolloutOutput
+        self.calls.append(step)
+        if step % 2:
+            return None
+        self.given += 1
+        return RolloutOutput(random_features(self.buffer_size, seed=step), {"rollout/n": float(self.given)})
+
+    def state_dict(self):
+        return {"given": self.given}
+
+    def load_state_dict(self, state):
+        self.given = state["given"]
+
+
+def test_a_rollout_run_needs_no_placeholder_data_and_is_sized_by_its_buffers(tmp_path):
+    hook = Buffers(buffer_size=4)
+    cfg = settings(max_steps=None, epochs=3, micro_batch_size=2)
+    e = Engine(tiny_llama(), SFTObjective("token"), None, pad, cfg, run_dir=tmp_path / "r", rollout=hook,
+               show_progress=False)
+    assert e.steps == 6 and e.plan is None  # 3 epochs of a 4-example buffer in batches of 2
+    result = e.train()
+    assert hook.calls == list(range(6)) and hook.given == 3
+    assert [h["rollout/n"] for h in result.history] == [1, 1, 2, 2, 3, 3]
+    assert result.model is e.module and isinstance(result.model, torch.nn.Module)
+
+
+def test_a_run_without_data_or_hook_and_a_hook_that_gives_nothing_are_refused(tmp_path):
+    with pytest.raises(TrainingError, match="no training data and no rollout hook"):
+        Engine(tiny_llama(), SFTObjective("token"), None, pad, settings(), run_dir=tmp_path / "a")
+    with pytest.raises(TrainingError, match="prepare"):
+        Engine(tiny_llama(), SFTObjective("token"), None, pad, settings(), run_dir=tmp_path / "b",
+               rollout=Buffers(), prepare=lambda plan: None)
+
+    class Silent(Buffers):
+        def __call__(self, model, step):
+            return None
+
+    e = Engine(tiny_llama(), SFTObjective("token"), None, pad, settings(), run_dir=tmp_path / "c",
+               rollout=Silent(), show_progress=False)
+    with pytest.raises(TrainingError, match="step 1: the rollout hook gave no buffer"):
+        e.train()

@@ -6,7 +6,15 @@ import pytest
 
 from posttrain.cli import main
 from posttrain.errors import DataError
-from posttrain.eval.math import MATH_PROMPT, MathItem, breakdown, evaluate, item_from_row, load_items, majority
+from posttrain.eval.math import (
+    MATH_PROMPT,
+    MathItem,
+    breakdown,
+    evaluate,
+    item_from_row,
+    load_items,
+    majority,
+)
 from tests.data_helpers import require_data
 
 
@@ -31,7 +39,8 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
         load_items(_jsonl(tmp_path / "a.jsonl", [{"q": "x", "sol": "y"}]))
     assert e.value.line == 1 and e.value.file.endswith("a.jsonl")
     with pytest.raises(DataError, match="no final answer in 'solution'") as e:
-        load_items(_jsonl(tmp_path / "b.jsonl", [{"problem": "P", "answer": "1"}, {"problem": "P", "solution": "no box"}]))
+        load_items(_jsonl(tmp_path / "b.jsonl", [{"problem": "P", "answer": "1"}, {"problem": "P",
+                                                                                   "solution": "no box"}]))
     assert e.value.line == 2 and e.value.field == "solution"
     with pytest.raises(DataError, match="non-empty string") as e:
         load_items(_jsonl(tmp_path / "c.jsonl", [{"problem": "  ", "answer": "1"}]))
@@ -62,11 +71,13 @@ def test_evaluate_grades_with_the_answer_module_and_breaks_down(monkeypatch):
 
     def fake(model, tok, prompts, params, **kw):
         texts = greedy if params.temperature == 0 else None
-        out = [[Sample(i, j, (texts[i] if texts else votes[i][j]), [1], [0.0], "stop") for j in range(params.n)]
+        out = [[Sample(i, j, (texts[i] if texts else votes[i][j]), [1], [0.0],
+                       "stop") for j in range(params.n)]
                for i in range(len(prompts))]
         return out, sampler.SamplingStats()
     monkeypatch.setattr(sampler, "sample", fake)
-    items = [MathItem("a", "7", {"subject": "Algebra", "level": 1}), MathItem("b", "3", {"subject": "Algebra", "level": 2}),
+    items = [MathItem("a", "7", {"subject": "Algebra", "level": 1}), MathItem("b", "3", {"subject": "Algebra",
+                                                                                         "level": 2}),
              MathItem("c", "\\frac{1}{2}", {"subject": "Geometry", "level": 2})]
     monkeypatch.setattr("posttrain.data.template.encode_prompt", lambda tok, msgs, **kw: [1, 2])
     res = evaluate(None, None, items, k=3)

@@ -24,7 +24,8 @@ data:
 train: {{lr: {lr}, micro_batch_size: 4, max_steps: {steps}, warmup_steps: 0, schedule: constant}}
 """
 CONV = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 12 + 7?"}]
-PROMPTS = [CONV, [{"role": "user", "content": "What is 5 * 8?"}], [{"role": "user", "content": "Name a colour."}]]
+PROMPTS = [CONV, [{"role": "user", "content": "What is 5 * 8?"}], [{"role": "user",
+                                                                    "content": "Name a colour."}]]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,7 +51,8 @@ def runs(tmp_path_factory):
 
 
 def rebuilt_policy(run):
-    model, tok = load_policy(validate_section(Recipe, yaml.safe_load((run / "recipe.yaml").read_text()), "test"))
+    model, tok = load_policy(validate_section(Recipe, yaml.safe_load((run / "recipe.yaml").read_text()),
+                                              "test"))
     load_weights_(model, sorted((run / "checkpoints").glob("step-*"))[-1] / "model")
     return model.eval(), tok
 
@@ -110,7 +112,8 @@ def test_full_finetune_checkpoint_is_an_hf_folder(runs, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     policy, ptok = rebuilt_policy(runs["full"])  # load_weights_ ignores the tokenizer files
-    for conv in (CONV, CONV + [{"role": "assistant", "content": "19"}, {"role": "user", "content": "And 3 * 4?"}]):
+    for conv in (CONV, CONV + [{"role": "assistant", "content": "19"}, {"role": "user",
+                                                                        "content": "And 3 * 4?"}]):
         assert (tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)["input_ids"]
                 == ptok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)["input_ids"])
     ids = encode_prompt(ptok, CONV)
@@ -118,7 +121,8 @@ def test_full_finetune_checkpoint_is_an_hf_folder(runs, tmp_path):
     # a full fine-tune exports as a plain model, --merge or not
     out = export_run(runs["full"], tmp_path / "full")
     assert json.loads((out / "export.json").read_text())["format"] == "model"
-    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(out).eval(), ids), logits(policy, ids))
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(out).eval(), ids), logits(policy,
+                                                                                                     ids))
 
 
 def test_save_weights_with_tokenizer_round_trips(tmp_path):
@@ -167,6 +171,7 @@ def test_scalar_head_checkpoint_exports_its_lm(runs, tmp_path):
     assert (folder / "scalar_head.json").is_file() and (folder / "tokenizer_config.json").is_file()
     out = export_run(run, tmp_path / "out", merge=True)
     ids = encode_prompt(tok, CONV)
-    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(out).eval(), ids), logits(policy, ids),
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(out).eval(), ids), logits(policy,
+                                                                                                     ids),
                                atol=1e-4, rtol=1e-4)
     assert not list(out.glob("scalar_head*"))

@@ -117,7 +117,8 @@ def test_mixing_runs_and_changes_the_loss():
     ids, labels = b["input_ids"], b["labels"]
     pred, _, _ = greedy_predictions(model, ids, b["attention_mask"], labels)
     resp = (labels != IGNORE)[..., None]
-    emb = torch.where(resp, 0.6 * frozen[ids] + 0.4 * frozen[torch.where(labels != IGNORE, pred, ids)], frozen[ids])
+    emb = torch.where(resp, 0.6 * frozen[ids] + 0.4 * frozen[torch.where(labels != IGNORE, pred, ids)],
+                      frozen[ids])
     logps, mask = completion_logprobs(model, None, b["attention_mask"], labels, inputs_embeds=emb)
     expect, _, _ = sft_loss(logps, mask, None, "sequence")
     torch.testing.assert_close(mixed, expect, rtol=1e-6, atol=1e-6)

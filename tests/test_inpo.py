@@ -69,7 +69,8 @@ def test_minimising_the_expected_inpo_loss_is_the_mirror_descent_step(eta, tau):
     def closure():
         opt.zero_grad()
         logp = torch.log_softmax(theta, 0)
-        loss, _ = inpo(PairLogps(logp[w], logp[l_], ref[w], ref[l_], prev_chosen=prev[w], prev_rejected=prev[l_]),
+        loss, _ = inpo(PairLogps(logp[w], logp[l_], ref[w], ref[l_], prev_chosen=prev[w],
+                                 prev_rejected=prev[l_]),
                        eta=eta, tau=tau)
         total = (loss * weight).sum()
         total.backward()
@@ -161,7 +162,8 @@ def make(tmp_path, monkeypatch):
     (tmp_path / "inpo.yaml").write_text(RECIPE)
 
     def make(*overrides, name="inpo-pipe"):
-        return load_recipe(tmp_path / "inpo.yaml", [f"output_dir={tmp_path / 'runs'}", f"name={name}", *overrides])
+        return load_recipe(tmp_path / "inpo.yaml", [f"output_dir={tmp_path / 'runs'}", f"name={name}",
+                                                    *overrides])
     return make
 
 
@@ -259,8 +261,8 @@ def test_iterative_dpo_runs_in_the_same_loop(make):
 
 
 def test_a_pointwise_reward_oracle_pairs_best_against_worst(make):
-    from tests.rso_helpers import LetterReward
     from posttrain.runner import run_recipe
+    from tests.rso_helpers import LetterReward
     r = make('method.oracle={kind: reward, name: "tests.rso_helpers:LetterReward"}', "pipeline.iterations=1",
              name="bt")
     run_recipe(r, show_progress=False)

@@ -2,11 +2,15 @@ import pytest
 import torch
 
 from posttrain.data.collate import pair_collate, shared_prefix_collate
-
-from posttrain.logprobs import (completion_logprobs, gather_logprobs, sequence_logprobs, shared_prefix_mask,
-                                shared_prefix_pair_logprobs)
-from posttrain.models.attention import segment_attention, stats as attention_stats
-
+from posttrain.logprobs import (
+    completion_logprobs,
+    gather_logprobs,
+    sequence_logprobs,
+    shared_prefix_mask,
+    shared_prefix_pair_logprobs,
+)
+from posttrain.models.attention import SEGMENT_ATTENTION, segment_attention
+from posttrain.models.attention import stats as attention_stats
 from tests.helpers import pad, random_features, tiny_llama
 
 
@@ -82,15 +86,17 @@ def test_no_supervised_tokens_gives_zeros_without_forward():
 
 def _random_pairs(n: int, seed: int, vocab: int = 64) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
-    rnd = lambda lo, hi: torch.randint(1, vocab, (int(torch.randint(lo, hi, (1,), generator=g)),),  # noqa: E731
+    # noqa: E731
+    rnd = lambda lo, hi: torch.randint(1, vocab, (int(torch.randint(lo, hi, (1,), generator=g)),),
                                        generator=g).tolist()
     return [{"prompt_ids": rnd(1, 9), "chosen_ids": rnd(1, 7), "rejected_ids": rnd(1, 11)} for _ in range(n)]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager", "sdpa-padding-free"])
+# "sdpa": transformers' own (a model loaded elsewhere); "segment" and the padding-free rows: posttrain's
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "segment", "sdpa-padding-free"])
 def test_shared_prefix_equals_concatenated_forward(attn):
     model = tiny_llama()
-    model.config._attn_implementation = attn.removesuffix("-padding-free")
+    model.config._attn_implementation = attn if attn in ("sdpa", "eager") else SEGMENT_ATTENTION
     free = attn.endswith("padding-free")  # all pairs in one row, attention per pair (models/attention.py)
     feats = _random_pairs(6, seed=3)
     concat = pair_collate(feats, 0)
@@ -125,7 +131,8 @@ def test_shared_prefix_collate_layout():
     assert b["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
     assert b["position_ids"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 1, 2, 3]]
     assert b["pair_segments"].tolist() == [[0, 0, 1, 1, 2], [0, 1, 2, 2, 2]]
-    assert b["chosen_index"].tolist() == [[1, 2], [0, 0]] and b["chosen_targets"].tolist() == [[3, 4], [7, -100]]
+    assert b["chosen_index"].tolist() == [[1, 2], [0, 0]] and b["chosen_targets"].tolist() == [[3, 4], [7,
+                                                                                                        -100]]
     assert b["rejected_index"].tolist() == [[1, 0, 0], [0, 2, 3]]
     assert b["rejected_targets"].tolist() == [[5, -100, -100], [8, 9, 10]]
     mask = shared_prefix_mask(b["pair_segments"], "sdpa", torch.float32)[1, 0]

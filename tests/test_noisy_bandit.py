@@ -5,8 +5,19 @@ import torch
 
 from experiments.noisy_bandit import main
 from experiments.noisy_bandit_report import write_report
-from posttrain.bandit import (PLOT_NAME, REPORT_NAME, SECTION_B, BanditConfig, fit, make_problem, observed_pairs,
-                              rdpo_recession_slope, rdpo_vs_n, run_sweep, summarize)
+from posttrain.bandit import (
+    PLOT_NAME,
+    REPORT_NAME,
+    SECTION_B,
+    BanditConfig,
+    fit,
+    make_problem,
+    observed_pairs,
+    rdpo_recession_slope,
+    rdpo_vs_n,
+    run_sweep,
+    summarize,
+)
 from posttrain.errors import RecipeError
 from posttrain.losses.preference import PairLogps
 from posttrain.stats import mean_ci, sign_test_p, t975
@@ -63,20 +74,24 @@ def test_many_clean_pairs_recover_theta_star():
 def test_tiny_sweep_rows_summary_and_report(tmp_path):
     rows = run_sweep(SMALL)
     assert len(rows) == 2 * 2 * 4
-    expected = {"method", "eps", "seed", "reward", "param_error", "direction_error", "scale", "flip_rate", "loss",
+    expected = {"method", "eps", "seed", "reward", "param_error", "direction_error", "scale", "flip_rate",
+                "loss",
                 "grad_max", "iterations", "converged", "diverged", "unbounded", "recession_slope",
                 "reward_reference", "reward_target", "reward_best_action"}
     assert expected <= set(rows[0])
     assert all(r["param_error"] is None for r in rows if r["method"] == "ipo")
     assert all(math.isfinite(r["reward"]) for r in rows)
     summary = summarize(rows)
-    assert {(s["method"], s["eps"]) for s in summary} == {(m, e) for m in SMALL.methods for e in SMALL.eps_values}
+    assert {(s["method"], s["eps"]) for s in summary} == {(m,
+                                                           e) for m in SMALL.methods
+                                                          for e in SMALL.eps_values}
     s = next(s for s in summary if s["method"] == "rdpo" and s["eps"] == 0.3)
     assert s["n"] == 2 and s["reward_ci"] >= 0 and s["reward_minus_dpo_mean"] is not None
     # an existing section (b) survives a rewrite of section (a)
     (tmp_path / REPORT_NAME).write_text(f"old (a)\n\n{SECTION_B}\n\nLoRA results here\n")
     diag = rdpo_vs_n(SMALL, ns=(100, 400))
-    assert {(r["n_pairs"], r["method"]) for r in diag} == {(n, m) for n in (100, 400) for m in ("dpo", "rdpo")}
+    assert {(r["n_pairs"], r["method"]) for r in diag} == {(n, m) for n in (100, 400) for m in ("dpo",
+                                                                                                "rdpo")}
     path = write_report(rows, tmp_path, cfg=SMALL, wall_s=1.0, diagnostic=diag)
     text = path.read_text()
     assert "## (a) Log-linear bandit" in text and "old (a)" not in text and "as n grows" in text
@@ -121,7 +136,8 @@ def test_rdpo_without_a_minimiser_is_caught_and_certified():
         else:
             # a convex loss with a minimiser rises along every direction, this one included
             assert info["converged"] and rdpo_recession_slope(cfg, p, 0.45, theta / theta.norm()) > 0
-        assert fit(cfg, p, "dpo", 0.45)[0] is not None  # losses >= 0 always have a minimiser (data not separable)
+        # losses >= 0 always have a minimiser (data not separable)
+        assert fit(cfg, p, "dpo", 0.45)[0] is not None
     assert ran_off > 0
 
 
@@ -132,7 +148,8 @@ def test_rdpo_recession_slope_by_hand_and_against_the_loss_itself():
     one context, actions with features 1 and 0 (d = 1), beta = 0.5, eps = 0.25 (1 - 2 eps = 0.5), u = +1.
     A pair won by action 0 has z = phi_w - phi_l = +1, a = beta z u = 0.5 > 0: -eps a / (1 - 2eps) = -0.25;
     one won by action 1 has a = -0.5:  (1 - eps) |a| / (1 - 2eps) = 0.75.
-    - 2 wins of action 0, 1 of action 1:  (-0.25 - 0.25 + 0.75) / 3 = 1/12; along u = -1: (0.75 + 0.75 - 0.25) / 3 = 5/12
+    - 2 wins of action 0, 1 of action 1:  (-0.25 - 0.25 + 0.75) / 3 = 1/12; along u = -1: (0.75 + 0.75 - 0.25)
+      / 3 = 5/12
     - 4 wins of action 0, 1 of action 1:  (4 * -0.25 + 0.75) / 5 = -1/20 (no minimiser along u = +1)"""
     from posttrain.bandit import BanditProblem
     from posttrain.losses.preference import rdpo
@@ -141,7 +158,8 @@ def test_rdpo_recession_slope_by_hand_and_against_the_loss_itself():
 
     def problem(prefer1):
         n = len(prefer1)
-        return BanditProblem(theta_star=torch.ones(1, dtype=f64), train_phi=torch.tensor([[[1.0], [0.0]]], dtype=f64),
+        return BanditProblem(theta_star=torch.ones(1, dtype=f64), train_phi=torch.tensor([[[1.0], [0.0]]],
+                                                                                         dtype=f64),
                              test_phi=torch.zeros(1, 2, 1, dtype=f64), ctx=torch.zeros(n, dtype=torch.long),
                              y1=torch.zeros(n, dtype=torch.long), y2=torch.ones(n, dtype=torch.long),
                              prefer1=torch.tensor(prefer1), flip_u=torch.full((n,), 0.9, dtype=f64))
@@ -149,7 +167,8 @@ def test_rdpo_recession_slope_by_hand_and_against_the_loss_itself():
     three = problem([True, True, False])
     assert rdpo_recession_slope(cfg, three, 0.25, up) == pytest.approx(1 / 12, rel=1e-12)
     assert rdpo_recession_slope(cfg, three, 0.25, down) == pytest.approx(5 / 12, rel=1e-12)
-    assert rdpo_recession_slope(cfg, problem([True] * 4 + [False]), 0.25, up) == pytest.approx(-1 / 20, rel=1e-12)
+    assert rdpo_recession_slope(cfg, problem([True] * 4 + [False]), 0.25, up) == pytest.approx(-1 / 20,
+                                                                                               rel=1e-12)
 
     # and on a random problem, the slope is d/dt of the mean rDPO loss at theta = t u far out (t = 1e5 to
     # 2e5): each pair's loss is linear there to within e^-(beta |z.u| t), below the difference's rounding

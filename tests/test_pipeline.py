@@ -35,7 +35,8 @@ def make(tmp_path, monkeypatch):
     (tmp_path / "rso.yaml").write_text(RECIPE)
 
     def make(*overrides, name="rso-pipe"):
-        return load_recipe(tmp_path / "rso.yaml", [f"output_dir={tmp_path / 'runs'}", f"name={name}", *overrides])
+        return load_recipe(tmp_path / "rso.yaml", [f"output_dir={tmp_path / 'runs'}", f"name={name}",
+                                                   *overrides])
     return make
 
 
@@ -202,7 +203,7 @@ def test_iteration_optimizer_and_reference_previous(make, optimizer):
     DPO against `previous` (iteration 2's start) starts at log 2; against `start` (the run's) it does not."""
     import math
 
-    from posttrain.engine import lr_lambda
+    from posttrain.schedule import lr_lambda
     r = make("pipeline.iterations=2", f"pipeline.optimizer={optimizer}", "method.reference=previous",
              "train.schedule=cosine", name=optimizer)
     run_recipe(r, show_progress=False)
@@ -222,11 +223,11 @@ def test_iteration_optimizer_and_reference_previous(make, optimizer):
 
 def test_export_of_an_iterated_run_is_its_last_iteration(make, tmp_path):
     import torch
+    from transformers import AutoModelForCausalLM
 
     from posttrain.export import export_run
     from posttrain.models import reference_model
     from posttrain.models.start import load_iteration
-    from transformers import AutoModelForCausalLM
     r = make("pipeline.iterations=2", name="two")
     run_recipe(r, show_progress=False)
     out = export_run(r.run_dir, tmp_path / "export", merge=True)

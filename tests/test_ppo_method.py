@@ -59,8 +59,8 @@ def vowel_structured_(lm, tok, scale: float = 2.0) -> None:
 
 
 def test_ppo_raises_a_learnable_reward(recipe):
-    from posttrain.config import validate_section
     from posttrain.checkpoints import latest_checkpoint
+    from posttrain.config import validate_section
     from posttrain.methods import get_method
     from posttrain.models.start import load_policy
     from posttrain.runner import make_engine
@@ -89,8 +89,8 @@ def test_ppo_raises_a_learnable_reward(recipe):
 
 
 def test_lora_ppo_keeps_the_base_and_the_reference_is_the_adapter_off_model(recipe):
-    from posttrain.methods import get_method
     from posttrain.config import validate_section
+    from posttrain.methods import get_method
     from posttrain.models import reference_model
     from posttrain.models.start import load_policy
     from posttrain.runner import make_engine
@@ -268,7 +268,8 @@ def test_a_checkpoint_written_before_the_rollout_hook_rename_resumes_the_same(re
     engine_for(cut).train(stop_after=5)
     ckpt = latest_checkpoint(cut.run_dir)
     saved = torch.load(ckpt / "rollout.pt", weights_only=True)
-    torch.save({"stage": saved["hook"], "data": saved["data"], "metrics": saved["metrics"]}, ckpt / "stage.pt")
+    torch.save({"stage": saved["hook"], "data": saved["data"], "metrics": saved["metrics"]},
+               ckpt / "stage.pt")
     (ckpt / "rollout.pt").unlink()
     resumed, calls = engine_for(cut), []
     rollout = resumed.rollout.rollout

@@ -16,7 +16,8 @@ def write_pairs(path, things, *, identical=False, empty=False):
     rows = []
     for t in things:
         rows.append({"prompt": f"Tell me how you feel about {t}.", "chosen": f"I really like {t}.",
-                     "rejected": f"I really like {t}." if identical else ("" if empty else f"I hate {t}, sadly.")})
+                     "rejected": f"I really like {t}." if identical else ("" if empty
+                                                                          else f"I hate {t}, sadly.")})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -76,7 +77,8 @@ def test_reference_cache_is_reused(tmp_path, cache):
     assert s1["data"]["reference_cache"] == "computed" and s2["data"]["reference_cache"] == "hit"
     assert len(list((cache / "reference_logps").glob("*.safetensors"))) == 2  # train + eval
     # another batching (layout, batch size) rounds differently: its own entry, never these values
-    s3 = run_recipe(recipe(tmp_path, name="three", steps=1, extra=["method.padding_free=false"]), show_progress=False)
+    s3 = run_recipe(recipe(tmp_path, name="three", steps=1, extra=["method.padding_free=false"]),
+                    show_progress=False)
     assert s3["data"]["pair_forward"] == "shared_prefix" and s2["data"]["pair_forward"] == "padding_free"
     assert s3["data"]["reference_cache"] == "computed"
 
@@ -116,7 +118,7 @@ def test_bad_pairs_and_bad_eps_are_refused(tmp_path, cache):
 def test_precompute_covers_exactly_the_pairs_the_engine_plans(tmp_path, cache):
     from safetensors.torch import load_file
 
-    from posttrain.engine import step_indices
+    from posttrain.contracts import step_indices
     r = recipe(tmp_path, steps=2)  # 2 steps x 4 pairs of 16
     s = run_recipe(r, show_progress=False)  # a batch without its reference would raise, not fall back
     assert s["data"]["reference_cache"] == "computed"

@@ -18,8 +18,8 @@ def is_synth(path) -> bool:
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if is_synth(p)], ids=lambda p: p.stem)
 def test_synth_recipe_is_valid_and_its_seeds_load(path):
-    from posttrain.data.sources import load_source
     from posttrain.synth.config import load_synth_recipe
+    from posttrain.tasks.sources import load_source
     recipe = load_synth_recipe(path)
     for src in recipe.seeds:
         if src.path is not None and not Path(src.path).exists():
@@ -38,7 +38,7 @@ def test_recipe_is_valid_and_its_data_loads(path):
         # ../shared/data, or a file an experiment's earlier stage writes under runs/
         pytest.skip(f"{src.path} is absent (shared data or an experiment's output not present here)")
     if src.nlu is not None:
-        from posttrain.data.nlu import default_data_dir
+        from posttrain.tasks.nlu import default_data_dir
         if not default_data_dir().exists():
             pytest.skip(f"{default_data_dir()} is absent (../shared/data not present here)")
     records = recipe_records(recipe)

@@ -41,7 +41,8 @@ def test_last_values_reads_the_last_real_token_and_ignores_padding():
     batch = pad_collate(feats, 0)
     with torch.no_grad():
         batched = model.last_values(batch["input_ids"], batch["attention_mask"])
-        alone = torch.cat([model.last_values(*(lambda b: (b["input_ids"], b["attention_mask"]))(pad_collate([f], 0)))
+        alone = torch.cat([model.last_values(*(lambda b: (b["input_ids"],
+                                                          b["attention_mask"]))(pad_collate([f], 0)))
                            for f in feats])
         per_pos = model.values(batch["input_ids"], batch["attention_mask"])
     assert torch.allclose(batched, alone, atol=1e-5)
@@ -69,7 +70,8 @@ def test_reward_model_learns_a_separable_preference_and_reloads(tmp_path, monkey
     write_pairs(tmp_path / "train.jsonl", THINGS[:16])
     write_pairs(tmp_path / "eval.jsonl", THINGS[16:])
     p = tmp_path / "rm.yaml"
-    p.write_text(RECIPE.format(steps=30, lora=", lora: {r: 8, alpha: 16, targets: all-linear}" if lora else ""))
+    p.write_text(RECIPE.format(steps=30,
+                               lora=", lora: {r: 8, alpha: 16, targets: all-linear}" if lora else ""))
     monkeypatch.chdir(tmp_path)
     r = load_recipe(p, [f"output_dir={tmp_path / 'runs'}"])
     run_recipe(r, show_progress=False)
@@ -85,7 +87,8 @@ def test_reward_model_learns_a_separable_preference_and_reloads(tmp_path, monkey
     assert sum(g > b for g, b in zip(good, bad)) >= 3
     # pairwise oracle from that reward model: P = sigma(r1 - r2); RSO's pointwise reward = r - r_baseline
     pw = PairwiseReward(oracle=rm)
-    probs = pw.compare(prompts, [f"I really like {t}." for t in THINGS[16:]], [f"I hate {t}, sadly." for t in THINGS[16:]])
+    probs = pw.compare(prompts, [f"I really like {t}." for t in THINGS[16:]],
+                       [f"I hate {t}, sadly." for t in THINGS[16:]])
     assert probs == pytest.approx([1 / (1 + math.exp(b - g)) for g, b in zip(good, bad)], rel=1e-5)
     logits = pw.score(prompts, [f"I really like {t}." for t in THINGS[16:]],
                       [{"baseline": f"I hate {t}, sadly."} for t in THINGS[16:]])
@@ -150,6 +153,7 @@ def test_reward_model_reward_uses_prompt_messages(tmp_path):
     lm, tok = load_model("tiny-llama")
     rm = RewardModelReward(path=None, model=ScalarHeadModel(lm), tokenizer=tok)
     plain = rm.score(["hi"], ["hello"])
-    with_system = rm.score(["hi"], ["hello"], [{"prompt_messages": [{"role": "system", "content": "Be terse."},
+    with_system = rm.score(["hi"], ["hello"], [{"prompt_messages": [{"role": "system",
+                                                                     "content": "Be terse."},
                                                                     {"role": "user", "content": "hi"}]}])
     assert plain != with_system

@@ -21,14 +21,16 @@ COPA = ["Option one", "Option two"]
     ("<Judgement>Negative</Judgement>", -1.0),
     ("Positive", -3.0),                                 # no closing tag
     ("<Judgement>Positive", -3.0),
-    ("Positive</judgement>", -3.0),                     # the closing tag is matched exactly, as in the paper's code
+    # the closing tag is matched exactly, as in the paper's code
+    ("Positive</judgement>", -3.0),
     ("Positive Negative</Judgement>", -3.0),            # both labels
     ("Positive or Negative?</Judgement>", -3.0),
     ("I am not sure</Judgement>", -3.0),                # neither
     ("</Judgement>", -3.0),                             # empty
     ("   positive  </Judgement>", 1.0),                 # whitespace and case
     ("\n POSITIVE.\n</Judgement>", 1.0),
-    (" Positive </Judgement> <Analysis>not Negative at all</Analysis>", 1.0),  # only text before the tag counts
+    # only text before the tag counts
+    (" Positive </Judgement> <Analysis>not Negative at all</Analysis>", 1.0),
     ("Positive</Judgement>Negative</Judgement>", 1.0),  # first closing tag only
     ("Positive, definitely positive!</Judgement>", 1.0),  # a repeated label counts once
     ("Positively</Judgement>", -3.0),                   # whole words only
@@ -131,7 +133,8 @@ def test_bad_arguments():
 def test_label_reward_batch():
     r = LabelReward()
     assert r.name == "label"
-    completions = ["Yes</Judgement>", "No</Judgement>", "maybe", "Option two</Judgement>", "Neutral</Judgement>"]
+    completions = ["Yes</Judgement>", "No</Judgement>", "maybe", "Option two</Judgement>",
+                   "Neutral</Judgement>"]
     meta = [{"label": "Yes", "labels": YN}, {"label": "Yes", "labels": YN}, {"label": "No", "labels": YN},
             {"label": "Option two", "labels": COPA}, {"label": "Entailment", "labels": CB}]
     assert r.score(["p"] * 5, completions, meta) == [1.0, -1.0, -3.0, 1.0, -1.0]
@@ -144,7 +147,8 @@ def test_label_reward_meta_errors():
     r = LabelReward()
     with pytest.raises(ValueError, match=r"meta\[1\] has no 'labels'"):
         r.score(["p", "p"], ["Yes</Judgement>"] * 2, [{"label": "Yes", "labels": YN}, {"label": "Yes"}])
-    with pytest.raises(DataError, match=r"meta\[0\] has no 'label'"):  # also a DataError, like the other rewards
+    # also a DataError, like the other rewards
+    with pytest.raises(DataError, match=r"meta\[0\] has no 'label'"):
         r.score(["p"], ["Yes</Judgement>"], [{"labels": YN}])
     with pytest.raises(ValueError, match="meta is None"):
         r.score(["p"], ["Yes</Judgement>"], None)

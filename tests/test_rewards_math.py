@@ -15,7 +15,6 @@ from posttrain.errors import DataError, RecipeError
 from posttrain.eval import generation
 from posttrain.rewards import check_scores
 from posttrain.rewards.math import MathReward
-
 from tests.data_helpers import require_data
 
 
@@ -61,10 +60,14 @@ def test_gold_answer_takes_the_part_after_the_last_hashes():
 
 EQUIVALENT = [  # (pred, gold)
     ("0.5", r"\frac{1}{2}"), ("1/2", r"\frac{1}{2}"), (r"\dfrac{1}{2}", r"\frac{1}{2}"), (r"\tfrac12", "0.5"),
-    (r"\frac12", "1/2"), ("1.25", r"\frac54"), ("5/4", "1.25"), (r"\frac{7}{2}", "3.5"), (r"3\frac{1}{2}", r"\frac72"),
-    (r"2\sqrt{2}", r"\sqrt{8}"), (r"\sqrt{8}", r"2\sqrt{2}"), (r"\sqrt{117}", r"3\sqrt{13}"), (r"11\sqrt{2}", r"11\sqrt2"),
-    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}"), (r"\frac{3\sqrt{3}}{4}", r"\frac{3}{4}\sqrt{3}"), (r"2^{1/2}", r"\sqrt{2}"),
-    ("[2, 5)", "[2,5)"), (r"\left[2,5\right)", "[2,5)"), (r"x \in [2,5)", "[2,5)"), (r"(-\infty, 3]", r"(-\infty,3]"),
+    (r"\frac12", "1/2"), ("1.25", r"\frac54"), ("5/4", "1.25"), (r"\frac{7}{2}", "3.5"), (r"3\frac{1}{2}",
+                                                                                          r"\frac72"),
+    (r"2\sqrt{2}", r"\sqrt{8}"), (r"\sqrt{8}", r"2\sqrt{2}"), (r"\sqrt{117}", r"3\sqrt{13}"), (r"11\sqrt{2}",
+                                                                                               r"11\sqrt2"),
+    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}"), (r"\frac{3\sqrt{3}}{4}", r"\frac{3}{4}\sqrt{3}"),
+    (r"2^{1/2}", r"\sqrt{2}"),
+    ("[2, 5)", "[2,5)"), (r"\left[2,5\right)", "[2,5)"), (r"x \in [2,5)", "[2,5)"), (r"(-\infty, 3]",
+                                                                                     r"(-\infty,3]"),
     (r"(2,\infty)\cup(-\infty,1)", r"(-\infty, 1) \cup (2, \infty)"),
     (r"(3,\frac{\pi}{2})", r"\left( 3, \frac{\pi}{2} \right)"), (r"\pi/2", r"\frac{\pi}{2}"),
     ("-2,1", "1,-2"), (r"\{1,-2\}", "1,-2"), ("6-5i", "6 - 5i"),
@@ -79,7 +82,8 @@ NOT_EQUIVALENT = [
     ("0.5", r"\frac{1}{3}"), ("0.33", r"\frac{1}{3}"), (r"\frac{1}{2}", "2"), (r"\sqrt{2}", "2"),
     (r"2\sqrt{3}", r"\sqrt{8}"), (r"13\sqrt{3}", r"3\sqrt{13}"), ("(2,5)", "[2,5)"), ("[2,5]", "[2,5)"),
     ("73", "72"), ("-72", "72"), ("p-q", "q-p"), (r"\text{Bob}", r"\text{Evelyn}"), ("x^2", "x^3"),
-    (r"(3,\pi)", r"(3,\frac{\pi}{2})"), ("(1,2)", "(2,1)"), ("1,2", "1,-2"), (r"\frac{1}{2}", r"\frac{1}{2}x"),
+    (r"(3,\pi)", r"(3,\frac{\pi}{2})"), ("(1,2)", "(2,1)"), ("1,2", "1,-2"), (r"\frac{1}{2}",
+                                                                              r"\frac{1}{2}x"),
     ("42", "52_8"), ("52_9", "52_8"),  # math-verify alone drops the base subscript: 52_9 == 52_8 there
     ("", "1"), (None, "1"), ("1", None), ("1", ""),
 ]
@@ -116,7 +120,8 @@ def test_math_verify_failure_falls_back_to_the_exact_check(monkeypatch):
 
 def test_reward_scores_and_options():
     completions = [r"We get $\boxed{0.5}$.", "#### 73", "I do not know.", "The answer is $2\\sqrt{2}$."]
-    meta = [{"answer": r"\frac{1}{2}"}, {"answer": "Work.\n#### 72"}, {"answer": "3"}, {"answer": r"\sqrt{8}"}]
+    meta = [{"answer": r"\frac{1}{2}"}, {"answer": "Work.\n#### 72"}, {"answer": "3"},
+            {"answer": r"\sqrt{8}"}]
     prompts = ["q"] * 4
     assert MathReward().score(prompts, completions, meta) == [1.0, 0.0, 0.0, 1.0]
     r = MathReward(correct=2.0, wrong=-1.0, no_answer=-2.0)
@@ -149,8 +154,10 @@ def test_mismatched_lengths_and_bad_options():
 
 
 HEDGED = [  # (completion, gold): each names the gold among other answers
-    ("the answer is 3 or maybe 4", "3"), ("The answer is either 3 or 4.", "4"), (r"\boxed{3 \text{ or } 4}", "3"),
-    ("\\boxed{3}\nSo the answer is 4.", "3"), ("#### 3\n#### 4", "4"), (r"$\boxed{\frac{1}{2}}$ or $\boxed{2}$", "0.5"),
+    ("the answer is 3 or maybe 4", "3"), ("The answer is either 3 or 4.", "4"), (r"\boxed{3 \text{ or } 4}",
+                                                                                 "3"),
+    ("\\boxed{3}\nSo the answer is 4.", "3"), ("#### 3\n#### 4", "4"),
+    (r"$\boxed{\frac{1}{2}}$ or $\boxed{2}$", "0.5"),
 ]
 
 
@@ -162,19 +169,22 @@ def test_hedged_completions_score_wrong():
 
 
 def test_restated_and_led_in_answers_score_right():
-    completions = ["\\boxed{3}\nThe answer is 3.", "The answer is 12 (or 12.0)", "The answer is 3 apples for 4 people.",
-                   r"The answer is $2 + 3 = \boxed{5}$.", r"Final Answer: The final answer is $\boxed{\sqrt{8}}$."]
+    completions = ["\\boxed{3}\nThe answer is 3.", "The answer is 12 (or 12.0)",
+                   "The answer is 3 apples for 4 people.",
+                   r"The answer is $2 + 3 = \boxed{5}$.",
+                   r"Final Answer: The final answer is $\boxed{\sqrt{8}}$."]
     meta = [{"answer": g} for g in ("3", "12", "3", "5", r"2\sqrt{2}")]
     assert MathReward().score([""] * 5, completions, meta) == [1.0] * 5
 
 
 def test_closeness_credits_a_hedge_by_its_farthest_guess():
     reward = MathReward(closeness=1.0)
-    hedge, far, near = reward.score(["", "", ""], ["The answer is 3 or 40", "The answer is 40", "The answer is 4"],
+    hedge, far, near = reward.score(["", "", ""], ["The answer is 3 or 40", "The answer is 40",
+                                                   "The answer is 4"],
                                     [{"answer": "3"}] * 3)
     assert hedge == far < near < 1.0
-    # the credit itself, by hand: wrong + closeness / (1 + |pred - gold| / (1 + |gold|)), gold 3 (1 + |gold| = 4)
-    #   far  (40): 1 / (1 + 37/4) = 4/41;   near (4): 1 / (1 + 1/4) = 4/5
+    # the credit itself, by hand: wrong + closeness / (1 + |pred - gold| / (1 + |gold|)), gold 3 (1 + |gold| =
+    # 4) far  (40): 1 / (1 + 37/4) = 4/41;   near (4): 1 / (1 + 1/4) = 4/5
     # (the ordering above alone would let e.g. a denominator |gold| instead of 1 + |gold| through)
     assert far == pytest.approx(4 / 41, rel=1e-12) and near == pytest.approx(0.8, rel=1e-12)
     shifted = MathReward(wrong=-1.0, closeness=0.5).score(["", ""], ["The answer is 40", "The answer is 4"],
@@ -186,7 +196,8 @@ def test_closeness_credits_a_hedge_by_its_farthest_guess():
 
 
 TRICKY = [c for c, _ in HEDGED] + [
-    "\\boxed{3}\nThe answer is 3.", "The answer is 12 (or 12.0)", "The answer is 3/4?", "The answer is 3, or so.",
+    "\\boxed{3}\nThe answer is 3.", "The answer is 12 (or 12.0)", "The answer is 3/4?",
+    "The answer is 3, or so.",
     r"The answer is $2 + 3 = \boxed{5}$.", "We check the answer: so our answer is correct. \\boxed{3}",
     "The answer is 4. Hmm, no. The answer is 3.", "I think 3 or 4", "#### 1,234", r"\boxed{\dfrac{6}{8}}",
     "The answer is: Evelyn", "", "no idea",
@@ -264,7 +275,8 @@ def test_math500_boxed_answers_match_their_gold_and_perturbed_ones_do_not():
     perturbed = [(m, _bump_first_digit(m["answer"])) for m in meta]
     perturbed = [(m, p) for m, p in perturbed if p is not None]
     assert len(perturbed) > 450
-    scores = reward.score([""] * len(perturbed), [f"\\boxed{{{p}}}" for _, p in perturbed], [m for m, _ in perturbed])
+    scores = reward.score([""] * len(perturbed), [f"\\boxed{{{p}}}" for _, p in perturbed], [m for m,
+                                                                                             _ in perturbed])
     wrongly_accepted = [(m["answer"], p) for (m, p), s in zip(perturbed, scores) if s]
     assert wrongly_accepted == []
 

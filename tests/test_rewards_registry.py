@@ -8,7 +8,15 @@ import pytest
 
 import posttrain.rewards as rewards
 from posttrain.errors import DataError, RecipeError
-from posttrain.rewards import REWARDS, Reward, check_batch, check_scores, get_reward, meta_value, score_checked
+from posttrain.rewards import (
+    REWARDS,
+    Reward,
+    check_batch,
+    check_scores,
+    get_reward,
+    meta_value,
+    score_checked,
+)
 
 
 def test_known_names():
@@ -34,7 +42,8 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_bad_option_names_the_allowed_ones():
-    with pytest.raises(RecipeError, match="bad options.*allowed: correct, wrong, no_answer, timeout, answer_key"):
+    with pytest.raises(RecipeError,
+                       match="bad options.*allowed: correct, wrong, no_answer, timeout, answer_key"):
         get_reward("math", corect=1.0)
 
 

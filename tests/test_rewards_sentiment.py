@@ -12,7 +12,6 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from posttrain.errors import RecipeError
 from posttrain.rewards import check_scores
 from posttrain.rewards.sentiment import SentimentReward, analyzer, compound
-
 from tests.data_helpers import require_data
 
 POSITIVE = "I absolutely love this movie, it is wonderful and amazing!"

@@ -28,7 +28,8 @@ train: {{lr: 1e-3, micro_batch_size: 4, max_steps: 2, warmup_steps: 0}}
 """
 
 
-def make(tmp_path, selection="rso", pairing="first_round", loss="hinge_norm", reward="tests.rso_helpers:LetterReward"):
+def make(tmp_path, selection="rso", pairing="first_round", loss="hinge_norm",
+         reward="tests.rso_helpers:LetterReward"):
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n"
                                                     for w in ["cats", "dogs", "rain", "tea", "snow", "maps"]))
     p = tmp_path / f"{selection}-{pairing}.yaml"

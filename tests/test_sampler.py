@@ -12,7 +12,8 @@ from posttrain.generation.sampler import SamplingParams, _filter_logits, sample,
 from posttrain.generation.to_file import read_samples, sample_to_file, source_path
 from posttrain.logprobs import completion_logprobs
 
-QUESTIONS = ["Hello there", "What is 2+2?", "Name a colour.", "Tell me a long story about a dragon and a cat.",
+QUESTIONS = ["Hello there", "What is 2+2?", "Name a colour.",
+             "Tell me a long story about a dragon and a cat.",
              "Hi", "Why is the sky blue?"]
 
 
@@ -36,7 +37,8 @@ def test_greedy_matches_transformers_generate(lm):
     eos = sorted(stop_ids(tok, model))
     for p, (s,) in zip(ps, out):
         ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                             do_sample=False, max_new_tokens=12, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+                             do_sample=False, max_new_tokens=12, eos_token_id=eos,
+                             pad_token_id=tok.pad_token_id)
         ref_new = ref[0, len(p):].tolist()
         assert s.token_ids == ref_new[:len(s.token_ids)] and len(s.token_ids) == len(ref_new)
     assert stats.new_tokens == sum(len(s.token_ids) for (s,) in out) and stats.tokens_per_s > 0
@@ -50,13 +52,15 @@ def test_generate_chat_is_the_sampler_on_chat_prompts(lm):
     out, _ = sample(model, tok, prompts(tok), SamplingParams(temperature=0, max_new_tokens=10), batch_size=3)
     assert texts == [s.text.strip() for (s,) in out]
     hot = dict(max_new_tokens=10, temperature=1.0, seed=5)
-    assert generate_chat(model, tok, convs, batch_size=2, **hot) == generate_chat(model, tok, convs, batch_size=5, **hot)
+    assert generate_chat(model, tok, convs, batch_size=2, **hot) == generate_chat(model, tok, convs,
+                                                                                  batch_size=5, **hot)
 
 
 def test_logprobs_equal_a_teacher_forced_forward(lm):
     model, tok = lm
     ps = prompts(tok)[:4]
-    out, _ = sample(model, tok, ps, SamplingParams(n=2, temperature=1.0, max_new_tokens=10, seed=5), batch_size=8)
+    out, _ = sample(model, tok, ps, SamplingParams(n=2, temperature=1.0, max_new_tokens=10, seed=5),
+                    batch_size=8)
     for p, samples in zip(ps, out):
         for s in samples:
             ids = torch.tensor([p + s.token_ids])
@@ -75,7 +79,8 @@ def test_same_seed_same_samples_whatever_the_batching(lm):
     key = lambda out: [[s.token_ids for s in row] for row in out]  # noqa: E731
     assert key(a) == key(b) and key(a)[2:] == key(c)
     assert len({tuple(s.token_ids) for s in a[0]}) > 1  # the n samples of a prompt differ
-    d, _ = sample(model, tok, ps, SamplingParams(n=3, temperature=0.9, max_new_tokens=8, seed=12), batch_size=18)
+    d, _ = sample(model, tok, ps, SamplingParams(n=3, temperature=0.9, max_new_tokens=8, seed=12),
+                  batch_size=18)
     assert key(d) != key(a)
 
 
@@ -97,7 +102,8 @@ def test_stop_strings_cut_the_text(lm):
     text = free[0].text
     stop = text[len(text) // 2:len(text) // 2 + 3]
     assert stop.strip(), text
-    (cut,), _ = sample(model, tok, ps, SamplingParams(temperature=1.0, max_new_tokens=20, seed=1, stop=(stop,)))
+    (cut,), _ = sample(model, tok, ps, SamplingParams(temperature=1.0, max_new_tokens=20, seed=1, stop=(stop,
+                                                                                                        )))
     assert cut[0].finish_reason == "stop" and stop not in cut[0].text
     assert text.startswith(cut[0].text) and len(cut[0].token_ids) <= len(free[0].token_ids)
 
@@ -136,7 +142,8 @@ def test_sampling_to_file_resumes_after_a_kill_without_duplicates(lm, tmp_path):
     assert dirty and sorted(done) == sorted({json.loads(ln)["prompt_id"] for ln in lines[:4]})
     _, stats = sample_to_file(model, tok, records, params, part, batch_size=4, progress=False)
     assert stats.extra["resumed_prompts"] == 2
-    rows = lambda p: sorted((r["prompt_id"], r["sample_index"], r["text"], tuple(r["token_ids"]))  # noqa: E731
+    # noqa: E731
+    rows = lambda p: sorted((r["prompt_id"], r["sample_index"], r["text"], tuple(r["token_ids"]))
                             for r in map(json.loads, p.read_text().splitlines()))
     assert rows(part) == rows(full)  # same samples, none twice
     row = json.loads(lines[0])

@@ -93,7 +93,8 @@ def test_resume_with_other_weights_is_refused(lms, records, full, tmp_path):
     assert part.read_bytes() == before
 
 
-@pytest.mark.parametrize("change,expect", [({"temperature": 0.7}, "temperature=1.0, this run has temperature=0.7"),
+@pytest.mark.parametrize("change,expect", [({"temperature": 0.7},
+                                            "temperature=1.0, this run has temperature=0.7"),
                                            ({"n": 3}, "n=2, this run has n=3"),
                                            ({"seed": 5}, "seed=4, this run has seed=5"),
                                            ({"stop": ()}, "stop=['\\n\\n'], this run has stop=[]")])

@@ -14,11 +14,19 @@ from posttrain.generation import llama_decode
 from posttrain.generation.backends import backend_for, resolve
 from posttrain.generation.backends.hf import HFBackend
 from posttrain.generation.backends.vllm import VLLMBackend
-from posttrain.generation.sampler import (GenerationSettings, SamplingParams, StopScan, draw, sample, uniform,
-                                          use_backend)
+from posttrain.generation.sampler import (
+    GenerationSettings,
+    SamplingParams,
+    StopScan,
+    draw,
+    sample,
+    uniform,
+    use_backend,
+)
 from posttrain.logprobs import completion_logprobs
 
-QUESTIONS = ["Hello there", "What is 2+2?", "Name a colour.", "Tell me a long story about a dragon and a cat.",
+QUESTIONS = ["Hello there", "What is 2+2?", "Name a colour.",
+             "Tell me a long story about a dragon and a cat.",
              "Hi", "Why is the sky blue?"]
 
 
@@ -85,9 +93,11 @@ class _FakeLLM:
 
 
 class _FakeSamplingParams:
-    def __init__(self, n=1, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=16, stop=None, stop_token_ids=None,
+    def __init__(self, n=1, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=16, stop=None,
+                 stop_token_ids=None,
                  seed=None, logprobs=None, skip_special_tokens=True):
-        assert n == 1 and logprobs == 0 and seed is not None  # one seeded request per sample, sampled log-prob
+        # one seeded request per sample, sampled log-prob
+        assert n == 1 and logprobs == 0 and seed is not None
         self.temperature, self.top_p, self.top_k, self.max_tokens = temperature, top_p, top_k, max_tokens
         self.stop, self.seed = stop, seed
 
@@ -130,7 +140,8 @@ def test_contract_shapes_logprobs_and_finish(kind, lm, fake_vllm):
     backend = make_backend(kind, model, tok, fake_vllm)
     ps = prompts(tok)[:3]
     out = run(backend, ps, SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=5))
-    assert [[(s.prompt_id, s.sample_index) for s in row] for row in out] == [[(j, 0), (j, 1)] for j in range(3)]
+    assert [[(s.prompt_id, s.sample_index) for s in row] for row in out] == [[(j, 0), (j,
+                                                                                       1)] for j in range(3)]
     for p, row in zip(ps, out):
         for s in row:
             assert s.finish_reason in ("stop", "length") and len(s.token_ids) == len(s.logprobs) >= 1
@@ -150,7 +161,8 @@ def test_contract_same_seed_same_samples_whatever_the_batching(kind, lm, fake_vl
     b = run(backend, ps, params, batch_size=3)
     c = run(backend, ps[::-1], params, ids=range(len(ps) - 1, -1, -1), batch_size=5)  # another order
     assert key(a) == key(b) == key(c)[::-1]
-    assert key(run(backend, ps, SamplingParams(n=2, temperature=0.9, top_k=50, max_new_tokens=6, seed=12))) != key(a)
+    assert key(run(backend, ps, SamplingParams(n=2, temperature=0.9, top_k=50, max_new_tokens=6,
+                                               seed=12))) != key(a)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -207,7 +219,8 @@ def test_continuous_path_runs_refills_slots_and_equals_the_generic_path(lm, monk
     fast = HFBackend(model, tok)
     calls = []
     real_prefill = HFBackend._prefill
-    monkeypatch.setattr(HFBackend, "_prefill", lambda self, *a: calls.append(len(a[3])) or real_prefill(self, *a))
+    monkeypatch.setattr(HFBackend, "_prefill", lambda self, *a: calls.append(len(a[3])) or real_prefill(self,
+                                                                                                        *a))
     out, stats = fast.sample(ps, params, prompt_ids=list(range(len(ps))), batch_size=4)
     assert stats.extra["path"] == "llama-continuous"
     assert len(calls) > 2 and sum(calls) == len(ps) * 3  # slots were refilled as samples finished
@@ -229,7 +242,8 @@ def test_greedy_is_token_identical_to_generate(lm):
     eos = sorted(stop_ids(tok, model))
     for p, (s,) in zip(ps, out):
         ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                             do_sample=False, max_new_tokens=12, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+                             do_sample=False, max_new_tokens=12, eos_token_id=eos,
+                             pad_token_id=tok.pad_token_id)
         assert s.token_ids == ref[0, len(p):].tolist()
 
 

@@ -7,11 +7,16 @@ import torch
 import torch.nn.functional as F
 
 import posttrain.models  # noqa: F401  (installs the attention)
-from posttrain.data import PackingCollator, pad_collate
+from posttrain.data import PackingCollator, model_inputs, pad_collate
 from posttrain.methods.sft import SFTObjective, sft_collate
-from posttrain.models import apply_lora
-from posttrain.models.attention import segment_attention, stats, supports_segments
-
+from posttrain.models import apply_lora, frozen_copy, load_model, reference_model
+from posttrain.models.attention import (
+    SEGMENT_ATTENTION,
+    segment_attention,
+    stats,
+    supports_pair_rows,
+    supports_segments,
+)
 from tests.helpers import random_features, tiny_llama
 
 
@@ -59,7 +64,8 @@ def test_segments_equal_transformers_mask_path():
     keys = ("input_ids", "position_ids")
     with torch.no_grad():
         before = stats["segmented"]
-        seg = model(**{k: batch[k] for k in keys}, cu_seq_lens_q=batch["cu_seq_lens_q"], use_cache=False).logits
+        seg = model(**{k: batch[k] for k in keys}, cu_seq_lens_q=batch["cu_seq_lens_q"],
+                    use_cache=False).logits
         assert stats["segmented"] > before
         before = stats["segmented"]
         masked = model(**{k: batch[k] for k in keys}, use_cache=False).logits
@@ -109,9 +115,64 @@ def test_sft_collate_choice():
     assert sft_collate(0, model, packing_length=64).max_length == 64
     assert not isinstance(sft_collate(0, model, padding_free=False), PackingCollator)
     assert not isinstance(sft_collate(0, model, per_sequence=True), PackingCollator)
-    model.config._attn_implementation = "eager"  # no boundaries there: a packed row would attend to the whole row
+    # no boundaries there: a packed row would attend to the whole row
+    model.config._attn_implementation = "eager"
     assert not supports_segments(model)
     assert not isinstance(sft_collate(0, model), PackingCollator)
     model.config._attn_implementation = "sdpa"
     model.config.layer_types = ["full_attention", "sliding_attention"]
     assert not supports_segments(model)
+
+
+def test_transformers_sdpa_stays_its_own():
+    """posttrain registers its attention under its own name; transformers' "sdpa" is left alone."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+    assert ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] is sdpa_mask
+    assert ALL_ATTENTION_FUNCTIONS[SEGMENT_ATTENTION] is segment_attention
+    assert ALL_MASK_ATTENTION_FUNCTIONS[SEGMENT_ATTENTION] is sdpa_mask  # the same masks as "sdpa"
+
+
+def _segmented_calls(model, batch) -> int:
+    before = stats["segmented"]
+    with torch.no_grad():
+        model(**model_inputs(batch))
+    return stats["segmented"] - before
+
+
+def test_models_posttrain_loads_use_the_segment_attention(tmp_path):
+    model, _ = load_model("tiny-llama")
+    assert model.config._attn_implementation == SEGMENT_ATTENTION
+    assert supports_segments(model) and supports_pair_rows(model)
+    batch = PackingCollator(None, 0)(random_features(4, seed=1))
+    layers = model.config.num_hidden_layers
+    assert _segmented_calls(model.eval(), batch) == layers
+    assert _segmented_calls(frozen_copy(model), batch) == layers
+    lora = apply_lora(model, r=4, alpha=8)
+    assert _segmented_calls(lora, batch) == layers
+    with reference_model(lora) as ref:
+        assert _segmented_calls(ref, batch) == layers
+    # the choice is not saved: the folder loads with plain transformers, without posttrain's registry
+    model.save_pretrained(tmp_path)
+    assert SEGMENT_ATTENTION not in (tmp_path / "config.json").read_text()
+
+
+def test_a_plain_sdpa_model_takes_the_mask_path():
+    """A model loaded elsewhere with transformers' "sdpa": packed rows are correct through the mask, and
+    posttrain does not offer it the per-example paths (padding-free SFT rows, padding-free pairs)."""
+    model = tiny_llama(seed=2).eval()
+    plain = tiny_llama(seed=2).eval()
+    plain.config._attn_implementation = "sdpa"
+    assert not supports_segments(plain) and not supports_pair_rows(plain)
+    assert not isinstance(sft_collate(0, plain), PackingCollator)
+    batch = PackingCollator(48, 0)(random_features(7, seed=5, min_len=4, max_len=20))
+    with torch.no_grad():
+        before = stats["segmented"]
+        masked = plain(**model_inputs(batch)).logits
+        assert stats["segmented"] == before
+        seg = model(**model_inputs(batch)).logits
+        assert stats["segmented"] > before
+    torch.testing.assert_close(masked, seg, atol=1e-5, rtol=1e-5)

@@ -2,7 +2,7 @@
 import json
 
 from posttrain.config import DataSource
-from posttrain.data.sources import load_source
+from posttrain.tasks.sources import load_source
 
 
 def test_skip_and_limit_select_a_window(tmp_path):

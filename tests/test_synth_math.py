@@ -13,10 +13,21 @@ import torch
 
 from posttrain.errors import DataError, RecipeError
 from posttrain.synth.config import load_synth_recipe
-from posttrain.synth.math import (decontaminate, decontam_targets, filter_solutions, run_synth, sft_row,
-                                  write_jsonl)
-from posttrain.synth.overlap import (embedding_contamination, minilm_dir, minilm_embedder, near_duplicates,
-                                     ngram_contamination)
+from posttrain.synth.math import (
+    decontam_targets,
+    decontaminate,
+    filter_solutions,
+    run_synth,
+    sft_row,
+    write_jsonl,
+)
+from posttrain.synth.overlap import (
+    embedding_contamination,
+    minilm_dir,
+    minilm_embedder,
+    near_duplicates,
+    ngram_contamination,
+)
 from tests.data_helpers import require_data
 from tests.helpers import assert_same_samples
 
@@ -62,10 +73,12 @@ def test_minilm_pass_catches_a_paraphrase_and_keeps_clean_problems():
 def test_planted_gsm8k_copies_are_removed_and_clean_problems_survive(tmp_path):
     from posttrain.eval.math import load_items
     test = [it.problem for it in load_items(require_data("gsm8k", "test.jsonl"))]
-    planted = [test[5], test[100].replace(".", " ."), PARAPHRASE]  # verbatim, re-spaced, paraphrased (test[0])
+    # verbatim, re-spaced, paraphrased (test[0])
+    planted = [test[5], test[100].replace(".", " ."), PARAPHRASE]
     rows = [{"problem": p, "solution": "x \\boxed{1}", "answer": "1", "origin": "new", "problem_id": f"p{i}"}
             for i, p in enumerate(CLEAN + planted)]
-    recipe = _recipe(tmp_path, decontam={"test_sets": ["gsm8k"], "embedding": "on", "embedding_threshold": 0.8})
+    recipe = _recipe(tmp_path, decontam={"test_sets": ["gsm8k"], "embedding": "on",
+                                         "embedding_threshold": 0.8})
     clean, removed, counts = decontaminate(recipe, rows, [("gsm8k", t) for t in test])
     assert [r["problem"] for r in clean] == CLEAN
     by = {r["problem"]: r for r in removed}
@@ -85,17 +98,21 @@ def test_near_duplicates_keep_the_first_of_a_group():
 def _recipe(tmp_path, **over):
     cfg = {"name": "s", "output_dir": str(tmp_path), "model": {"name": "tiny-llama"},
            "seeds": [{"path": str(tmp_path / "seeds.in.jsonl")}],
-           "solutions": {"k": 2, "max_new_tokens": 8}, "questions": {"per_seed": 1, "k": 2, "max_new_tokens": 12},
-           "decontam": {"test_sets": [str(tmp_path / "test.jsonl")], "embedding": "off"}, "batch_size": 8, **over}
+           "solutions": {"k": 2, "max_new_tokens": 8}, "questions": {"per_seed": 1, "k": 2,
+                                                                     "max_new_tokens": 12},
+           "decontam": {"test_sets": [str(tmp_path / "test.jsonl")], "embedding": "off"}, "batch_size": 8,
+           **over}
     path = tmp_path / "synth.yaml"
     path.write_text(json.dumps(cfg))
     if not (tmp_path / "test.jsonl").exists():  # a recipe's test set must exist when it loads
-        (tmp_path / "test.jsonl").write_text(json.dumps({"question": "Unrelated?", "answer": "#### 1"}) + "\n")
+        (tmp_path / "test.jsonl").write_text(json.dumps({"question": "Unrelated?",
+                                                         "answer": "#### 1"}) + "\n")
     return load_synth_recipe(path)
 
 
 def _sample_rows(pid, texts, finish="stop"):
-    return [{"prompt_id": pid, "sample_index": k, "text": t, "finish_reason": finish} for k, t in enumerate(texts)]
+    return [{"prompt_id": pid, "sample_index": k, "text": t, "finish_reason": finish} for k,
+            t in enumerate(texts)]
 
 
 def test_filters_gold_majority_agreement_lengths_and_duplicates(tmp_path):
@@ -107,16 +124,22 @@ def test_filters_gold_majority_agreement_lengths_and_duplicates(tmp_path):
     d.mkdir(parents=True)
     write_jsonl(d / "seeds.jsonl", [{"id": 0, "problem": "What is 1/2 of 1?", "answer": "1/2", "source": 0}])
     write_jsonl(d / "solutions.jsonl", _sample_rows(0, [
-        "Half of one is \\boxed{0.5}", "It is \\boxed{\\frac{1}{2}}", "Half of one is \\boxed{0.5}",  # right, right, dup
+        # right, right, dup
+        "Half of one is \\boxed{0.5}", "It is \\boxed{\\frac{1}{2}}", "Half of one is \\boxed{0.5}",
         "\\boxed{2}", "no answer here", "\\boxed{1/2} or maybe \\boxed{3}", "\\boxed{1/2} " + "word " * 60])
         + _sample_rows(0, ["cut off"], finish="length"))
     write_jsonl(d / "new_problems.jsonl", [
-        {"id": 0, "problem": "A bag holds 3 red and 4 blue marbles. How many marbles are in the bag?", "seed_id": 0},
-        {"id": 1, "problem": "Sam runs 5 miles on Monday and 6 on Tuesday. How far does he run?", "seed_id": 0},
-        {"id": 2, "problem": "A bag holds 3 red and 4 blue marbles. How many marbles are in the bag??", "seed_id": 0}])
+        {"id": 0, "problem": "A bag holds 3 red and 4 blue marbles. How many marbles are in the bag?",
+         "seed_id": 0},
+        {"id": 1, "problem": "Sam runs 5 miles on Monday and 6 on Tuesday. How far does he run?",
+         "seed_id": 0},
+        {"id": 2, "problem": "A bag holds 3 red and 4 blue marbles. How many marbles are in the bag??",
+         "seed_id": 0}])
     write_jsonl(d / "new_solutions.jsonl",
-                _sample_rows(0, ["\\boxed{7}", "\\boxed{7.0}", "\\boxed{8}", "so \\boxed{7}"])  # majority 7 (3/4)
-                + _sample_rows(1, ["\\boxed{11}", "\\boxed{12}", "\\boxed{13}", "nothing"])  # 1/4 < min agreement
+                # majority 7 (3/4)
+                _sample_rows(0, ["\\boxed{7}", "\\boxed{7.0}", "\\boxed{8}", "so \\boxed{7}"])
+                # 1/4 < min agreement
+                + _sample_rows(1, ["\\boxed{11}", "\\boxed{12}", "\\boxed{13}", "nothing"])
                 + _sample_rows(2, ["\\boxed{7}"] * 4))  # a near-duplicate of new problem 0
     kept, removed, counts = filter_solutions(recipe, tok)
     assert [(r["problem_id"], r["solution"]) for r in kept] == [
@@ -184,7 +207,8 @@ def test_three_test_sets_from_a_recipe_each_remove_their_planted_problem(tmp_pat
     relative to the recipe's folder whatever the working directory."""
     _write_jsonl(tmp_path / "sets" / "aime24.jsonl",
                  [{"problem": AIME, "answer": "1"}, {"problem": TESTS[1], "answer": "3"}])
-    _write_jsonl(tmp_path / "sets" / "amc23" / "part-0.jsonl", [{"question": AMC, "answer": "61"}])  # a folder
+    # a folder
+    _write_jsonl(tmp_path / "sets" / "amc23" / "part-0.jsonl", [{"question": AMC, "answer": "61"}])
     _write_jsonl(tmp_path / "sets" / "mine.jsonl", [{"text": MINE, "id": 7}])  # no answer, its own field
     path = _recipe_file(tmp_path, [{"name": "aime24", "path": "sets/aime24.jsonl"}, {"path": "sets/amc23"},
                                    {"path": "sets/mine.jsonl", "field": "text"}])
@@ -207,21 +231,25 @@ def test_three_test_sets_from_a_recipe_each_remove_their_planted_problem(tmp_pat
 def test_a_missing_test_set_file_names_the_recipe_key(tmp_path):
     _write_jsonl(tmp_path / "a.jsonl", [{"problem": AIME}])
     _write_jsonl(tmp_path / "b.jsonl", [{"problem": AMC}])
-    path = _recipe_file(tmp_path, [{"path": "a.jsonl"}, "b.jsonl", {"name": "aime24", "path": "sets/aime24.jsonl"}])
-    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[2\]\.path: file not found: .*sets/aime24\.jsonl"):
+    path = _recipe_file(tmp_path, [{"path": "a.jsonl"}, "b.jsonl", {"name": "aime24",
+                                                                    "path": "sets/aime24.jsonl"}])
+    with pytest.raises(RecipeError,
+                       match=r"decontam\.test_sets\[2\]\.path: file not found: .*sets/aime24\.jsonl"):
         load_synth_recipe(path)
     path = _recipe_file(tmp_path, ["a.jsonl", "aime24"])  # a string that is no built-in is a path
     with pytest.raises(RecipeError, match=r"decontam\.test_sets\[1\]\.path: file not found: .*aime24"):
         load_synth_recipe(path)
     path = _recipe_file(tmp_path, [{"name": "aime24"}])
-    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[0\]\.name: 'aime24' is not a built-in test set "
+    with pytest.raises(RecipeError,
+                       match=r"decontam\.test_sets\[0\]\.name: 'aime24' is not a built-in test set "
                                           r"\(those are gsm8k, math500\)"):
         load_synth_recipe(path)
 
 
 def test_a_test_set_without_the_problem_field_names_the_file_and_the_key(tmp_path):
     _write_jsonl(tmp_path / "a.jsonl", [{"text": AIME}])
-    with pytest.raises(DataError, match=r"a\.jsonl:1: no problem field: .*name it in decontam\.test_sets\[0\]\.field"):
+    with pytest.raises(DataError,
+                       match=r"a\.jsonl:1: no problem field: .*name it in decontam\.test_sets\[0\]\.field"):
         decontam_targets(load_synth_recipe(_recipe_file(tmp_path, ["a.jsonl"])))
     with pytest.raises(DataError, match=r"looked for 'body'"):
         decontam_targets(load_synth_recipe(_recipe_file(tmp_path, [{"path": "a.jsonl", "field": "body"}])))
@@ -232,11 +260,13 @@ def test_built_in_names_resolve_under_the_shared_data_folder_and_a_missing_one_f
     shared = tmp_path / "shared"
     _write_jsonl(shared / "gsm8k" / "test.jsonl", [{"question": TESTS[0], "answer": "#### 18"}])
     monkeypatch.setenv("POSTTRAIN_SHARED_DATA", str(shared))
-    (tmp_path / "seeds.in.jsonl").write_text(json.dumps({"question": "What is 1+1?", "answer": "#### 2"}) + "\n")
+    (tmp_path / "seeds.in.jsonl").write_text(json.dumps({"question": "What is 1+1?",
+                                                         "answer": "#### 2"}) + "\n")
     path = _recipe_file(tmp_path, ["gsm8k", {"name": "math500"}])  # the shipped recipe's form, and a mapping
     recipe = load_synth_recipe(path)  # a built-in's file is the machine's business: not looked for at load
     assert [t.label for t in recipe.decontam.test_sets] == ["gsm8k", "math500"]
-    with pytest.raises(RecipeError, match=r"decontam\.test_sets\[1\]: the built-in test set 'math500' is not on "
+    with pytest.raises(RecipeError,
+                       match=r"decontam\.test_sets\[1\]: the built-in test set 'math500' is not on "
                                           r"this machine"):
         run_synth(recipe, progress=False)
     assert not recipe.run_dir.exists()  # nothing sampled
@@ -268,6 +298,7 @@ def _fake_teacher(monkeypatch):
     numbers) and, asked for a new problem, writes BAKER for seed 0 and a clean problem for the others: every
     row then survives the filters and reaches decontamination, which a random tiny model never gets to."""
     import re
+
     from posttrain.generation import to_file
     from posttrain.generation.sampler import Sample, SamplingStats
     marker = "put the final answer in \\boxed{}."
@@ -293,7 +324,8 @@ def _fake_teacher(monkeypatch):
 
 
 SAMPLED = {"solutions.jsonl", "questions.raw.jsonl", "new_solutions.jsonl"}
-OUTPUTS = ["seeds.jsonl", "solutions.jsonl", "questions.raw.jsonl", "new_problems.jsonl", "new_solutions.jsonl",
+OUTPUTS = ["seeds.jsonl", "solutions.jsonl", "questions.raw.jsonl", "new_problems.jsonl",
+           "new_solutions.jsonl",
            "filtered.jsonl", "synth.jsonl", "removed.jsonl"]
 
 
@@ -305,7 +337,8 @@ def test_pipeline_runs_writes_report_and_decontaminates_a_seed(tmp_path, monkeyp
     _fake_teacher(monkeypatch)
     recipe = _recipe(tmp_path)
     stats = run_synth(recipe, progress=False)
-    assert list(stats) == ["seeds", "solutions", "questions", "new_problems", "new_solutions", "filter", "decontam"]
+    assert list(stats) == ["seeds", "solutions", "questions", "new_problems", "new_solutions", "filter",
+                           "decontam"]
     d = recipe.run_dir
     assert all((d / f).exists() for f in OUTPUTS)
     assert len((d / "solutions.jsonl").read_text().splitlines()) == 3 * 2

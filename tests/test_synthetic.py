@@ -7,10 +7,21 @@ import re
 
 import pytest
 
-from posttrain.data import synthetic as syn
 from posttrain.data.answers import extract_answer
-from posttrain.data.synthetic import (ANSWER_INSTRUCTION, TASKS, WORD_TEMPLATES, Problem, arithmetic,
-                                      generate, split, to_prompt_rows, to_sft_rows, train_test, word_problems)
+from posttrain.tasks import synthetic as syn
+from posttrain.tasks.synthetic import (
+    ANSWER_INSTRUCTION,
+    TASKS,
+    WORD_TEMPLATES,
+    Problem,
+    arithmetic,
+    generate,
+    split,
+    to_prompt_rows,
+    to_sft_rows,
+    train_test,
+    word_problems,
+)
 
 # An equation line in a solution: "a op b = r" (r may be negative in arithmetic).
 EQ = re.compile(r"(-?\d+) ([-+*/]) (\d+) = (-?\d+)")
@@ -54,7 +65,8 @@ def check_problem(p: Problem) -> None:
         assert apply(a, op, b) == r
     assert str(eqs[-1][3]) == p.answer
     # The solution's written arithmetic is the same chain, and each line is correct.
-    lines = [tuple(int(x) if x.lstrip("-").isdigit() else x for x in m.groups()) for m in EQ.finditer(p.solution)]
+    lines = [tuple(int(x) if x.lstrip("-").isdigit() else x for x in m.groups())
+             for m in EQ.finditer(p.solution)]
     assert [tuple(e) for e in eqs] == lines, (p.solution, eqs)
     hash(p)
     assert Problem.from_dict(json.loads(json.dumps(p.to_dict()))) == p

@@ -1,7 +1,8 @@
-from posttrain.data.answers import extract_answer
-from posttrain.data.synthetic import arithmetic
-from posttrain.data.synthetic_pairs import corrupt_solution, generate_pairs, wrong_answer
 import random
+
+from posttrain.data.answers import extract_answer
+from posttrain.tasks.synthetic import arithmetic
+from posttrain.tasks.synthetic_pairs import corrupt_solution, generate_pairs, wrong_answer
 
 
 def test_pairs_have_gold_chosen_and_wrong_rejected_and_flip_at_the_rate():
@@ -27,11 +28,12 @@ def test_corrupted_solution_changes_the_last_equation_too():
 
 
 def test_same_seed_same_pairs():
-    assert generate_pairs("word_problems", 20, seed=1, flip_rate=0.3) == generate_pairs("word_problems", 20, seed=1, flip_rate=0.3)
+    assert generate_pairs("word_problems", 20, seed=1, flip_rate=0.3) == generate_pairs("word_problems", 20,
+                                                                                        seed=1, flip_rate=0.3)
 
 
 def test_word_problem_corruption_reaches_the_last_equation_with_units():
-    from posttrain.data.synthetic import word_problems
+    from posttrain.tasks.synthetic import word_problems
     rng = random.Random(2)
     for p in word_problems(50, seed=4):
         bad = corrupt_solution(p, rng)

@@ -30,15 +30,18 @@ def test_report_reads_evaluation_files_only(tmp_path, monkeypatch):
     (evals / "start.json").write_text(json.dumps(_eval(sft, 0, None)))
     monkeypatch.setattr(tool_use, "eval_sets", lambda a: pytest.fail("a report loads no data"))
     monkeypatch.setattr(tool_use, "train_arm", lambda *a: pytest.fail("a report trains nothing"))
-    assert tool_use.main(["--report", "--evals", str(evals), "--out", str(out), "--runs", str(tmp_path / "r")]) == 0
+    assert tool_use.main(["--report", "--evals", str(evals), "--out", str(out), "--runs",
+                          str(tmp_path / "r")]) == 0
     text = (out / "tool_use_results.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| mae "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:4] == ["0 1", "12", "10 / 10"]
     assert cells[-2:] == ["4 / 2, p = 0.688", ""]  # the exact two-sided sign test of 4 wins, 2 losses
     assert cells[-5] == "0.300 ± 0.635"  # Seal tool F1 0.25 and 0.35: the t interval over 2 seeds
-    irm = [c.strip() for c in next(x for x in text.splitlines() if x.startswith("| irm ")).strip("|").split("|")]
-    assert irm[1:3] == ["0", "6"] and irm[-2:] == ["2 / 1, p = 1.000", "2 / 1, p = 1.000"]  # vs sft, its start
+    irm = [c.strip() for c in next(x for x in text.splitlines()
+                                   if x.startswith("| irm ")).strip("|").split("|")]
+    # vs sft, its start
+    assert irm[1:3] == ["0", "6"] and irm[-2:] == ["2 / 1, p = 1.000", "2 / 1, p = 1.000"]
     assert "| start | - | 0 | - |" in text and "| pkt " not in text  # arms without files are left out
     assert (out / "tool_use.png").stat().st_size > 1000 and "(tool_use.png)" in text
 

@@ -137,7 +137,8 @@ def _mutants(ref: list[ToolCall], answer: list[dict], functions: list[dict], rng
         fn = next(f for f in functions if f["name"] == call.name)
         others = [f for f in functions if f["name"] != call.name]
         if others:  # a listed function, but not the right one
-            out.append(("other_function", ref[:i] + [ToolCall(others[0]["name"], call.arguments)] + ref[i + 1:]))
+            out.append(("other_function", ref[:i] + [ToolCall(others[0]["name"],
+                                                              call.arguments)] + ref[i + 1:]))
 
         def with_args(args, i=i, call=call):
             return ref[:i] + [ToolCall(call.name, args)] + ref[i + 1:]
@@ -164,7 +165,8 @@ def _mutants(ref: list[ToolCall], answer: list[dict], functions: list[dict], rng
                 if not isinstance(alt, dict):
                     out.append(("other_allowed", with_args({**call.arguments, p: alt})))
             if "" in vals and p in call.arguments:
-                out.append(("optional_left_out", with_args({k: x for k, x in call.arguments.items() if k != p})))
+                out.append(("optional_left_out", with_args({k: x for k,
+                                                            x in call.arguments.items() if k != p})))
     for _ in range(FUZZ_PER_ROW):  # random mixes
         calls = []
         for i, call in enumerate(ref):
@@ -172,7 +174,8 @@ def _mutants(ref: list[ToolCall], answer: list[dict], functions: list[dict], rng
             args = {}
             for p in list(dict.fromkeys([*call.arguments, *allowed])):  # a fixed order: reproducible cases
                 base = call.arguments.get(p, _other_allowed(allowed.get(p, []), rng))
-                op = rng.choice(["keep", "keep", "keep", "other", "wrong", "retype", "drop", "restyle", "items"])
+                op = rng.choice(["keep", "keep", "keep", "other", "wrong", "retype", "drop", "restyle",
+                                 "items"])
                 if op == "drop" or base is None:
                     continue
                 args[p] = {"keep": base, "other": _other_allowed(allowed.get(p, []), rng) or base,
@@ -249,7 +252,8 @@ def test_verdicts_agree_with_bfcl_checker(bfcl, category):
             tally["cases", ours.correct] += 1
             theirs_why = None if res["valid"] else _coarse(res["error_type"])
             if ours.correct != res["valid"] or ours.error != theirs_why:
-                disagreements.append((ex.id, label, [c.to_dict() for c in calls], ours, res.get("error_type")))
+                disagreements.append((ex.id, label, [c.to_dict() for c in calls], ours,
+                                      res.get("error_type")))
     n = tally["cases", True] + tally["cases", False]
     print(f"{category}: {len(examples)} rows, {n} cases ({tally['cases', True]} correct, "
           f"{tally['cases', False]} wrong), BFCL checker called {tally['bfcl_calls']} times; "
@@ -266,11 +270,13 @@ def test_a_rigged_matcher_is_caught(bfcl):
     ast_checker, python, _, model = bfcl
     path = require_data("bfcl", "BFCL_v4_simple_python.json")
     ex = next(e for e in load_bfcl(path, limit=50)
-              if any(isinstance(v, str) and v for v in reference_calls(e.possible_answer, e.tools)[0].arguments.values()))
+              if any(isinstance(v, str) and v for v in reference_calls(e.possible_answer,
+                                                                       e.tools)[0].arguments.values()))
     call = reference_calls(ex.possible_answer, ex.tools)[0]
     p = next(k for k, v in call.arguments.items() if isinstance(v, str) and v)
     styled = ToolCall(call.name, {**call.arguments, p: _restyled(call.arguments[p])})
-    res = ast_checker(_raw_rows(path)[ex.id]["function"], [{styled.name: styled.arguments}], ex.possible_answer,
+    res = ast_checker(_raw_rows(path)[ex.id]["function"], [{styled.name: styled.arguments}],
+                      ex.possible_answer,
                       python, ex.category, model)
     assert res["valid"] and check_bfcl([styled], ex.tools, ex.possible_answer, ex.category).correct
     naive_equal = all(styled.arguments[k] in vals for k, vals in ex.possible_answer[0][call.name].items()
@@ -327,7 +333,8 @@ def _allowed(t: str, items: str, rng: random.Random) -> list:
 def _concrete(v, rng: random.Random):
     """A model value from an allowed value (dicts of allowed lists made concrete)."""
     if isinstance(v, dict):
-        return {k: rng.choice(vs) for k, vs in v.items() if isinstance(vs, list) and vs and rng.random() < 0.9}
+        return {k: rng.choice(vs) for k, vs in v.items() if isinstance(vs,
+                                                                       list) and vs and rng.random() < 0.9}
     if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
         return [_concrete(x, rng) for x in v]
     return v
@@ -403,6 +410,7 @@ def test_random_schemas_agree_with_bfcl_checker(bfcl):
           f"{len(disagreements)} disagreements; reasons {dict((k, v) for k, v in tally.items() if isinstance(k, str))}")
     assert not disagreements, disagreements[:2]
     assert tally[True] >= 300 and tally[False] >= 300 and tally["bfcl_raised"] < 200
-    for why in ("type_error", "value_error", "missing_required", "missing_optional", "wrong_count", "no_match",
+    for why in ("type_error", "value_error", "missing_required", "missing_optional", "wrong_count",
+                "no_match",
                 "wrong_func_name", "unexpected_param"):
         assert tally[why] >= 10, why

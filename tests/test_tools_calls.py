@@ -17,7 +17,8 @@ F = ToolCall("f", {"a": 1})
     ('```json\n[{"name": "f", "arguments": {"a": 1}}]\n```', [F]),  # a code fence
     ('```\n{"name": "f", "arguments": {"a": 1}}\n```\nThe result will follow.', [F]),
     ('[{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": {}}]', [F, ToolCall("g", {})]),
-    ('{"name": "f", "arguments": {"a": 1}}\n{"name": "g", "arguments": {}}', [F, ToolCall("g", {})]),  # JSON lines
+    # JSON lines
+    ('{"name": "f", "arguments": {"a": 1}}\n{"name": "g", "arguments": {}}', [F, ToolCall("g", {})]),
     ('[{"name": "f", "arguments": {"x": {"y": [1, {"z": [2, 3]}], "s": "[not a call]"}}}]',
      [ToolCall("f", {"x": {"y": [1, {"z": [2, 3]}], "s": "[not a call]"}})]),  # nested, brackets in strings
     ('[{"name": "f", "parameters": {"a": 1}}]', [F]),  # "parameters" for "arguments"
@@ -25,7 +26,8 @@ F = ToolCall("f", {"a": 1})
     ('[{"type": "function", "function": {"name": "f", "arguments": "{\\"a\\": 1}"}}]', [F]),  # OpenAI style
     ("[{'name': 'f', 'arguments': {'a': 1, 'b': True, 'c': None, 'd': (1, 2)}}]",
      [ToolCall("f", {"a": 1, "b": True, "c": None, "d": [1, 2]})]),  # a Python literal, tuple -> list
-    ('The user wants {"city": "Paris"}. [{"name": "f", "arguments": {"a": 1}}]', [F]),  # a non-call value first
+    # a non-call value first
+    ('The user wants {"city": "Paris"}. [{"name": "f", "arguments": {"a": 1}}]', [F]),
     ('```json\n[{"name": "f", "arguments": {"a": 1}}]\n```\nor maybe [{"name": "g", "arguments": {}}]', [F]),
 ])
 def test_parses_calls(text, calls):
@@ -56,7 +58,8 @@ def test_empty_list_is_an_explicit_no_call():
 
 
 def test_round_trip():
-    calls = [ToolCall("a.b", {"x": 1.5, "y": [1, "two", {"z": None}], "u": "ünï 'q' \"d\""}), ToolCall("c", {})]
+    calls = [ToolCall("a.b", {"x": 1.5, "y": [1, "two", {"z": None}], "u": "ünï 'q' \"d\""}), ToolCall("c",
+                                                                                                       {})]
     text = format_calls(calls)
     assert parse_calls(text).calls == calls
     assert format_calls([c.to_dict() for c in calls]) == text
@@ -64,13 +67,15 @@ def test_round_trip():
 
 def test_garbage_never_raises():
     rng = random.Random(0)
-    alphabet = list('[]{}":,\'\\ abc01nulltrue\n`') + ['"name"', '"arguments"', "```json", "None", "1e999", "NaN"]
+    alphabet = list('[]{}":,\'\\ abc01nulltrue\n`') + ['"name"', '"arguments"', "```json", "None", "1e999",
+                                                       "NaN"]
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
         r = parse_calls(text)
         assert r.ok or r.error in PARSE_ERRORS
         assert all(isinstance(c.name, str) and isinstance(c.arguments, dict) for c in r.calls)
-    for text in ("[" * 5000, "{" * 5000, "['" * 2000, "[" * 500 + "]" * 499, "9" * 5000, "[" + "9" * 5000 + "]"):
+    for text in ("[" * 5000, "{" * 5000, "['" * 2000, "[" * 500 + "]" * 499, "9" * 5000,
+                 "[" + "9" * 5000 + "]"):
         assert parse_calls(text).error in ("unparsable", "bad_call")
 
 

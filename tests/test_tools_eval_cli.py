@@ -6,22 +6,25 @@ import json
 import pytest
 
 from posttrain.cli import main
-from posttrain.tools.bfcl import reference_calls
 from posttrain.data.tool_calls import format_calls
+from posttrain.tools.bfcl import reference_calls
 from posttrain.tools.loaders import load_tool_examples
 from tests.data_helpers import require_data
 
-FN = {"name": "f", "description": "d", "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}},
+FN = {"name": "f", "description": "d", "parameters": {"type": "dict",
+                                                      "properties": {"a": {"type": "integer"}},
                                                          "required": ["a"]}}
 
 
 def _bfcl_files(tmp_path, n=4):
     (tmp_path / "possible_answer").mkdir()
     path = tmp_path / "BFCL_v4_simple_python.json"
-    path.write_text("".join(json.dumps({"id": f"simple_python_{i}", "question": [[{"role": "user", "content": f"a={i}"}]],
+    path.write_text("".join(json.dumps({"id": f"simple_python_{i}", "question": [[{"role": "user",
+                                                                                   "content": f"a={i}"}]],
                                         "function": [FN]}) + "\n" for i in range(n)))
     (tmp_path / "possible_answer" / path.name).write_text(
-        "".join(json.dumps({"id": f"simple_python_{i}", "ground_truth": [{"f": {"a": [i]}}]}) + "\n" for i in range(n)))
+        "".join(json.dumps({"id": f"simple_python_{i}",
+                            "ground_truth": [{"f": {"a": [i]}}]}) + "\n" for i in range(n)))
     return path
 
 
@@ -35,7 +38,8 @@ def test_scores_a_predictions_file(tmp_path, capsys):
         {"id": "simple_python_3", "completion": '```json\n{"name": "f", "arguments": {"a": 3}}\n```'},
         {"id": "other_7", "completion": "ignored"}]) + "\n")
     out = tmp_path / "out"
-    assert main(["eval", "tools", "--data", str(data), "--predictions", str(preds), "--out-dir", str(out)]) == 0
+    assert main(["eval", "tools", "--data", str(data), "--predictions", str(preds), "--out-dir",
+                 str(out)]) == 0
     assert "simple_python        accuracy 0.500  n 4" in capsys.readouterr().out
     graded = [json.loads(x) for x in (out / data.stem / "graded.jsonl").read_text().splitlines()]
     assert [(g["correct"], g["error"]) for g in graded] == [(True, None), (False, "value_error"),
@@ -74,10 +78,12 @@ def test_real_data_end_to_end(tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
     rows = [{"id": e.id, "completion": format_calls(reference_calls(e.possible_answer, e.tools))}
             for e in load_tool_examples(bfcl, limit=30)]
-    rows += [{"id": e.id, "calls": [c.to_dict() for c in e.calls]} for e in load_tool_examples(seal, limit=30)]
+    rows += [{"id": e.id, "calls": [c.to_dict() for c in e.calls]} for e in load_tool_examples(seal,
+                                                                                               limit=30)]
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert main(["eval", "tools", "--data", str(bfcl), str(seal), "--predictions", str(preds), "--limit", "30",
+    assert main(["eval", "tools", "--data", str(bfcl), str(seal), "--predictions", str(preds), "--limit",
+                 "30",
                  "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "parallel             accuracy 1.000  n 30" in printed

@@ -108,7 +108,8 @@ def test_parameter_errors_win_over_values():
 
 def test_explicit_no_call_when_a_call_is_expected_is_a_wrong_tool():
     assert category("[]") == ("wrong_tool", -1.5)
-    assert category("Sorry, I cannot help with that.") == ("format_error", -2.0)   # prose stays a format error
+    # prose stays a format error
+    assert category("Sorry, I cannot help with that.") == ("format_error", -2.0)
 
 
 @pytest.mark.parametrize("completion,expected", [
@@ -145,9 +146,11 @@ def test_value_rule_agrees_with_seal_tools_exact_match():
     for completion in [calls(("get_time", {"zone": "CET"}), ("get_weather", {"city": "Paris", "days": 3})),
                        calls(("get_weather", {"city": "Paris", "days": 3.0}), ("get_time", {"zone": "CET"})),
                        calls(("get_weather", {"city": "Paris", "days": 3}), ("get_time", {"zone": "cet"})),
-                       calls(("get_weather", {"city": "Paris", "days": True}), ("get_time", {"zone": "CET"}))]:
+                       calls(("get_weather", {"city": "Paris", "days": True}), ("get_time",
+                                                                                {"zone": "CET"}))]:
         parsed = parse_calls(completion)
-        assert (irm_category(parsed, gold, TOOLS)[0] == "exact_match") == bool(seal_counts(parsed, gold).exact)
+        assert (irm_category(parsed, gold, TOOLS)[0] == "exact_match") == bool(seal_counts(parsed,
+                                                                                           gold).exact)
 
 
 def test_a_parameter_the_gold_gives_is_never_hallucinated():
@@ -209,7 +212,8 @@ def test_many_calls_of_one_name_pair_greedily(monkeypatch):
     reversed_calls = calls(*[("get_weather", {"city": c}) for c in reversed(cities)])
     assert len(cities) > tc.MAX_EXHAUSTIVE
     assert category(reversed_calls, gold=gold)[0] == "exact_match"
-    one_wrong = calls(*[("get_weather", {"city": c}) for c in reversed(cities[1:])], ("get_weather", {"city": "X"}))
+    one_wrong = calls(*[("get_weather", {"city": c}) for c in reversed(cities[1:])], ("get_weather",
+                                                                                      {"city": "X"}))
     assert category(one_wrong, gold=gold)[0] == "wrong_value"
     monkeypatch.setattr(tc, "MAX_EXHAUSTIVE", 0)
     gold = [ToolCall("get_weather", {"city": "Paris"}), ToolCall("get_weather", {"days": 2})]
@@ -276,7 +280,8 @@ def _meta(**over):
 
 @pytest.mark.parametrize("meta,match", [
     (None, "needs meta"),
-    ([{"tools": TOOLS, "gold_calls": GOLD}, {"tools": TOOLS}], r"meta\[1\] has no 'gold_calls' \(keys: tools\)"),
+    ([{"tools": TOOLS, "gold_calls": GOLD}, {"tools": TOOLS}],
+     r"meta\[1\] has no 'gold_calls' \(keys: tools\)"),
     ([{"tools": TOOLS, "gold_calls": GOLD}, {"gold_calls": GOLD}], r"meta\[1\] has no 'tools'"),
     (_meta(gold_calls=None), r"meta\[1\] has no 'gold_calls'"),
     (_meta(gold_calls="[{'name': "), r"meta\[1\]\['gold_calls'\] is a string that is not JSON"),

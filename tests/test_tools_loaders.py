@@ -26,7 +26,8 @@ def test_real_bfcl_files(category, n):
         return
     # the reference calls built from the possible answers pass, but for two unsatisfiable live rows
     wrong = [e.id for e in examples
-             if not check_bfcl(reference_calls(e.possible_answer, e.tools), e.tools, e.possible_answer, e.category).correct]
+             if not check_bfcl(reference_calls(e.possible_answer, e.tools), e.tools, e.possible_answer,
+                               e.category).correct]
     assert wrong == (["live_simple_106-63-0", "live_simple_112-68-0"] if category == "live_simple" else [])
 
 
@@ -50,12 +51,14 @@ def test_real_seal_tools_files():
     assert [e.tools for e in again] == [e.tools for e in examples[:20]]  # the same draw every time
     other = load_seal_tools(path, limit=20, seed=1)
     assert [e.tools for e in other] != [e.tools for e in again]
-    assert all(len(e.tools) == len({c.name for c in e.calls}) for e in load_seal_tools(path, limit=5, distractors=0))
+    assert all(len(e.tools) == len({c.name for c in e.calls}) for e in load_seal_tools(path, limit=5,
+                                                                                       distractors=0))
 
 
 # --------------------------------------------------------------------------------------------- bad rows
 
-FN = {"name": "f", "description": "d", "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}},
+FN = {"name": "f", "description": "d", "parameters": {"type": "dict",
+                                                      "properties": {"a": {"type": "integer"}},
                                                          "required": ["a"]}}
 ROW = {"id": "simple_python_0", "question": [[{"role": "user", "content": "q"}]], "function": [FN]}
 ANSWER = {"id": "simple_python_0", "ground_truth": [{"f": {"a": [1]}}]}
@@ -67,7 +70,8 @@ def _bfcl(tmp_path, rows, answers=(ANSWER,)):
     good = {**ROW, "id": "simple_python_1"}
     path.write_text(json.dumps(good) + "\n" + "".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "possible_answer" / path.name).write_text(
-        json.dumps({**ANSWER, "id": "simple_python_1"}) + "\n" + "".join(json.dumps(a) + "\n" for a in answers))
+        json.dumps({**ANSWER,
+                    "id": "simple_python_1"}) + "\n" + "".join(json.dumps(a) + "\n" for a in answers))
     return path
 
 
@@ -77,7 +81,8 @@ def _bfcl(tmp_path, rows, answers=(ANSWER,)):
      "function[0].parameters.required", "not in properties", False),
     ({**ROW, "question": [[{"role": "user", "content": "q"}], [{"role": "user", "content": "r"}]]}, ANSWER,
      "question", "multi-turn", False),
-    ({**ROW, "question": [[{"role": "user", "content": 3}]]}, ANSWER, "question[0][0].content", "string", False),
+    ({**ROW, "question": [[{"role": "user", "content": 3}]]}, ANSWER, "question[0][0].content", "string",
+     False),
     (ROW, {**ANSWER, "id": "simple_python_9"}, "id", "no possible answer", False),
     (ROW, {**ANSWER, "ground_truth": [{"g": {"a": [1]}}]}, "ground_truth[0]", "not among", True),
     (ROW, {**ANSWER, "ground_truth": [{"f": {"a": 1}}]}, "ground_truth[0].f.a", "list of allowed", True),
@@ -113,7 +118,8 @@ def _seal(tmp_path, rows, tools=(TOOL,)):
 
 @pytest.mark.parametrize("row, field, match", [
     ({"id": "dev-easy-0", "calling": [{"api": "getX", "parameters": {}}]}, "query", "missing field"),
-    ({"id": "dev-easy-0", "query": "q", "calling": [{"api": "getY", "parameters": {}}]}, "calling[0].api", "unknown api"),
+    ({"id": "dev-easy-0", "query": "q", "calling": [{"api": "getY", "parameters": {}}]}, "calling[0].api",
+     "unknown api"),
     ({"id": "dev-easy-0", "query": "q", "calling": [{"api": "getX", "parameters": {"zz": 1}}]},
      "calling[0].parameters", "not declared"),
     ({"id": "dev-easy-0", "query": "q", "calling": []}, "calling", "non-empty list"),

@@ -9,8 +9,15 @@ import pytest
 
 from posttrain.data.tool_calls import parse_calls
 from posttrain.errors import PosttrainError
-from posttrain.tools.prompt import (TOOL_SYSTEM_PROMPT, encode_tool_prompt, render_tool_prompt, resolve_mode,
-                                    template_supports_tools, tool_system_text, with_tool_system)
+from posttrain.tools.prompt import (
+    TOOL_SYSTEM_PROMPT,
+    encode_tool_prompt,
+    render_tool_prompt,
+    resolve_mode,
+    template_supports_tools,
+    tool_system_text,
+    with_tool_system,
+)
 from tests.data_helpers import load_smollm2_tokenizer
 
 TOOLS = [{"name": "math.add", "description": "Add two numbers.",
@@ -33,7 +40,8 @@ def test_system_prompt_text():
     assert '[{"name": "<function name>", "arguments": {"<parameter>": <value>, ...}}, ...]' in text
     assert text.startswith(TOOL_SYSTEM_PROMPT.split("{tools}")[0])
     # the example in the instructions is itself in the one format (placeholders aside)
-    example = text.split("as a JSON list:\n")[1].splitlines()[0].replace("<value>", "1").replace(", ...}", "}")
+    example = text.split("as a JSON list:\n")[1].splitlines()[0].replace("<value>", "1").replace(", ...}",
+                                                                                                 "}")
     assert parse_calls(example.replace(", ...]", "]")).made_calls
 
 

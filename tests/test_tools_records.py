@@ -33,20 +33,27 @@ def test_openai_style_tool_calls_become_the_one_format():
     conv = ToolConversation.from_row(_row([
         {"role": "user", "content": "Paris?"},
         {"role": "assistant", "content": None,
-         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+         "tool_calls": [{"type": "function", "function": {"name": "get_weather",
+                                                          "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "content": "21"}, {"role": "assistant", "content": "21 °C."}]))
     assert conv.messages[1] == {"role": "assistant", "content": CALL}
 
 
 @pytest.mark.parametrize("messages, field, match", [
-    ([{"role": "user", "content": "x"}, {"role": "tool", "content": "21"}], "messages[1].role", "must follow an assistant"),
-    ([{"role": "tool", "content": "21"}, {"role": "assistant", "content": "y"}], "messages[0].role", "after nothing"),
-    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"},
+    ([{"role": "user", "content": "x"}, {"role": "tool", "content": "21"}], "messages[1].role",
+     "must follow an assistant"),
+    ([{"role": "tool", "content": "21"}, {"role": "assistant", "content": "y"}], "messages[0].role",
+     "after nothing"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "a"}, {"role": "user",
+                                                                                "content": "b"},
       {"role": "tool", "content": "21"}], "messages[3].role", "after user"),
-    ([{"role": "user", "content": "x"}, {"role": "robot", "content": "y"}], "messages[1].role", "unknown role"),
+    ([{"role": "user", "content": "x"}, {"role": "robot", "content": "y"}], "messages[1].role",
+     "unknown role"),
     ([{"role": "user", "content": "x"}], "messages", "no assistant turn"),
-    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}], "messages[1].content", "empty"),
-    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [{"arguments": {}}]}],
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}], "messages[1].content",
+     "empty"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
+                                         "tool_calls": [{"arguments": {}}]}],
      "messages[1].tool_calls[0]", "needs a 'name'"),
 ])
 def test_bad_messages_name_the_field(messages, field, match):
@@ -68,7 +75,8 @@ def test_bad_messages_name_the_field(messages, field, match):
 def test_bad_tools_name_the_field(tools, field, match):
     msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
     with pytest.raises(DataError, match=match) as e:
-        ToolConversation.from_row(_row(msgs, tools) if isinstance(tools, list) else {"messages": msgs, "tools": tools},
+        ToolConversation.from_row(_row(msgs, tools) if isinstance(tools, list) else {"messages": msgs,
+                                                                                     "tools": tools},
                                   file="d.jsonl", line=2)
     assert e.value.field == field and e.value.line == 2
 
@@ -87,13 +95,15 @@ def test_plain_conversations_still_reject_the_tool_role():
 
 def test_spec_defaults_and_openai_wrapper():
     spec = validate_tool({"type": "function", "function": {"name": "ping"}})
-    assert spec == {"name": "ping", "description": "", "parameters": {"type": "object", "properties": {}, "required": []}}
+    assert spec == {"name": "ping", "description": "", "parameters": {"type": "object", "properties": {},
+                                                                      "required": []}}
     assert validate_tools([WEATHER])[0] == WEATHER and validate_tools([WEATHER])[0] is not WEATHER
 
 
 def test_json_schema_names():
     bfcl = {"name": "f", "description": "", "parameters": {"type": "dict", "required": [], "properties": {
-        "x": {"type": "float", "default": {"type": "dict"}}, "t": {"type": "tuple", "items": {"type": "integer"}},
+        "x": {"type": "float", "default": {"type": "dict"}}, "t": {"type": "tuple",
+                                                                   "items": {"type": "integer"}},
         "d": {"type": "dict", "properties": {"type": {"type": "any", "enum": ["dict"]}}},
         "type": {"type": "boolean"}}}}
     out = to_json_schema(bfcl)

@@ -76,7 +76,8 @@ def test_repeated_calls_are_matched_once():
 
 
 def _mutate(gold: list[ToolCall], names: list[str], rng: random.Random) -> list[ToolCall] | None:
-    op = rng.choice(["same", "drop_call", "value", "drop_param", "extra_call", "unparsable", "rename", "extra_param"])
+    op = rng.choice(["same", "drop_call", "value", "drop_param", "extra_call", "unparsable", "rename",
+                     "extra_param"])
     calls = [ToolCall(c.name, dict(c.arguments)) for c in gold]
     if op == "unparsable":
         return None

@@ -11,8 +11,14 @@ from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import DataError
 from posttrain.tools.loaders import ToolExample, load_seal_tools
 from posttrain.tools.mae import adverse_signature, feedback_after, is_adverse, turn_samples
-from posttrain.tools.trajectories import (ERROR_KINDS, make_trajectories, read_trajectories, synthetic_result,
-                                          trajectory_row, write_trajectories)
+from posttrain.tools.trajectories import (
+    ERROR_KINDS,
+    make_trajectories,
+    read_trajectories,
+    synthetic_result,
+    trajectory_row,
+    write_trajectories,
+)
 from tests.data_helpers import require_data
 
 WEATHER = {"name": "get_weather", "description": "Weather in a city.",
@@ -26,9 +32,11 @@ ALARM = {"name": "set_alarm", "description": "Set an alarm.",
                         "required": ["hour"]},
          "responses": {"alarm_id": {"type": "int"}}}
 TIME = {"name": "get_time", "description": "Time in a zone.",
-        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}
+        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}},
+                       "required": ["timezone"]}}
 TOOLS = [WEATHER, TIME, ALARM]
-GOLD = [ToolCall("get_weather", {"city": "Paris", "units": "metric"}), ToolCall("set_alarm", {"hour": 7, "enabled": True})]
+GOLD = [ToolCall("get_weather", {"city": "Paris", "units": "metric"}), ToolCall("set_alarm", {"hour": 7,
+                                                                                              "enabled": True})]
 _JSON = {"string": str, "str": str, "integer": int, "int": int, "float": (int, float), "number": (int, float),
          "boolean": bool, "bool": bool}
 
@@ -248,7 +256,8 @@ def test_synthetic_results_are_deterministic_and_never_adverse():
         r = synthetic_result(call, tool)
         assert r == synthetic_result(ToolCall(call.name, dict(call.arguments)), tool)
         assert set(r) == set(tool["responses"]) and not is_adverse(json.dumps(r))
-    assert synthetic_result(GOLD[0], WEATHER) != synthetic_result(ToolCall("get_weather", {"city": "Rome"}), WEATHER)
+    assert synthetic_result(GOLD[0], WEATHER) != synthetic_result(ToolCall("get_weather", {"city": "Rome"}),
+                                                                  WEATHER)
     assert isinstance(synthetic_result(GOLD[1], ALARM)["alarm_id"], int)
     # a success never reports failure in its outcome flag; other booleans are answers and vary
     flags = {**TIME, "responses": {"success": {"type": "bool"}, "available": {"type": "bool"}}}

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from posttrain import zero
 from posttrain.errors import TrainingError
+from posttrain.sharding import zero
 from tests.test_engine import engine, settings
 
 ENV = ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_DEEPSPEED_CONFIG_FILE",
@@ -20,7 +20,8 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(k, raising=False)
 
 
-def test_the_stage_comes_from_the_recipe_or_from_accelerate_which_then_no_longer_sees_it(monkeypatch, tmp_path):
+def test_the_stage_comes_from_the_recipe_or_from_accelerate_which_then_no_longer_sees_it(monkeypatch,
+                                                                                         tmp_path):
     import os
     assert zero.requested_stage(0) == 0
     assert zero.requested_stage(2) == 2
@@ -62,7 +63,7 @@ def test_fsdp_and_zero_together_are_refused(tmp_path):
 
 def test_one_process_with_zero_requested_trains_unwrapped(tmp_path):
     e = engine(tmp_path, settings(zero_stage=3, max_steps=2))
-    assert e.zero == 0 and not zero.is_zero(e.model) and e.sharding == "none"
+    assert not zero.is_zero(e.model) and e.sharding == "none"
     result = e.train()
     assert result.steps == 2
 
@@ -72,5 +73,6 @@ def test_a_missing_deepspeed_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed -> ImportError
     model = torch.nn.Linear(2, 2)
     with pytest.raises(TrainingError, match="deepspeed is not installed"):
-        zero.wrap(model, torch.optim.SGD(model.parameters(), lr=0.1), stage=2, micro_batch_size=1, grad_accum=1,
+        zero.wrap(model, torch.optim.SGD(model.parameters(), lr=0.1), stage=2, micro_batch_size=1,
+                  grad_accum=1,
                   max_grad_norm=1.0)

@@ -145,7 +145,8 @@ def last_boxed(text: str) -> str | None:
 
 
 def _line_answer(alternative: str) -> str | None:
-    """The answer one alternative of an "answer is ..." / "#### ..." segment names; None when it names none."""
+    """The answer one alternative of an "answer is ..." / "#### ..." segment names; None when it names
+    none."""
     seg = alternative.strip().lstrip(":=").strip().rstrip(".").strip()
     m = _INLINE_MATH.search(seg)
     if m:  # "the answer is $\frac{1}{2}$ dollars" -> \frac{1}{2}

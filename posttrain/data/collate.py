@@ -10,7 +10,8 @@ read the same boundaries from ``position_ids``. So a packed batch carries ``inpu
 the packed detection is switched off, and examples silently attend to each other. :func:`model_inputs`
 builds the keyword arguments accordingly. Packed batches also carry the example boundaries
 (``cu_seq_lens_q`` ...), so attention runs per example instead of over the whole row under a mask
-(posttrain/models/attention.py).
+with the attention posttrain's models load with (posttrain/models/attention.py) or flash-attention;
+transformers' own sdpa ignores them and takes the mask path, which is correct too.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from typing import Sequence
 import torch
 
 IGNORE_INDEX = -100
-_MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+_MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k",
+               "max_length_q",
                "max_length_k")
 
 
@@ -42,7 +44,8 @@ def _target_length(n: int, pad_to_multiple_of: int | None) -> int:
     return n
 
 
-def pad_collate(features: Sequence[dict], pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> dict:
+def pad_collate(features: Sequence[dict], pad_token_id: int, *,
+                pad_to_multiple_of: int | None = None) -> dict:
     """Right-pad a batch of ``{"input_ids", "labels", ...}`` features into tensors.
 
     Returns ``input_ids`` (padded with ``pad_token_id``), ``attention_mask`` (1 on real tokens),
@@ -57,7 +60,8 @@ def pad_collate(features: Sequence[dict], pad_token_id: int, *, pad_to_multiple_
     batch = {
         "input_ids": _pad_rows([f["input_ids"] for f in features], length, pad_token_id, torch.long),
         "attention_mask": _pad_rows([[1] * n for n in lengths], length, 0, torch.long),
-        "labels": _pad_rows([f.get("labels", f["input_ids"]) for f in features], length, IGNORE_INDEX, torch.long),
+        "labels": _pad_rows([f.get("labels", f["input_ids"]) for f in features], length, IGNORE_INDEX,
+                            torch.long),
     }
     for key in features[0]:
         if key in batch:
@@ -65,7 +69,8 @@ def pad_collate(features: Sequence[dict], pad_token_id: int, *, pad_to_multiple_
         values = [f[key] for f in features]
         if all(_is_per_token(v, n) for v, n in zip(values, lengths)):
             is_float = any(isinstance(x, float) for v in values for x in v)
-            batch[key] = _pad_rows(values, length, 0.0 if is_float else 0, torch.float if is_float else torch.long)
+            batch[key] = _pad_rows(values, length, 0.0 if is_float else 0,
+                                   torch.float if is_float else torch.long)
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             batch[key] = torch.tensor(values)
         elif all(isinstance(v, bool) for v in values):
@@ -75,7 +80,8 @@ def pad_collate(features: Sequence[dict], pad_token_id: int, *, pad_to_multiple_
     return batch
 
 
-def pair_collate(features: Sequence[dict], pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> dict:
+def pair_collate(features: Sequence[dict], pad_token_id: int, *,
+                 pad_to_multiple_of: int | None = None) -> dict:
     """Batch ``encode_pair`` outputs for a concatenated forward: rows ``[chosen_0..chosen_{B-1},
     rejected_0..rejected_{B-1}]`` of ``prompt + completion``, right-padded, with labels only on the
     completion tokens. Returns input_ids, attention_mask, labels (2B rows each)."""
@@ -99,9 +105,9 @@ def shared_prefix_collate(features: Sequence[dict], pad_token_id: int, *, paddin
     and P+R, so the prompt's activations are computed and stored once.
 
     ``padding_free``: all pairs end to end in ONE row with no padding and no ``attention_mask``;
-    ``pair_bounds`` [B, 4] holds each pair's (start, P, C, R) for posttrain's sdpa
-    (posttrain/models/attention.py), and ``<side>_index`` are positions in that row.
-    """
+    ``pair_bounds`` [B, 4] holds each pair's (start, P, C, R) for posttrain's attention
+    (posttrain/models/attention.py; no other attention reads it), and ``<side>_index`` are positions in that
+    row. """
     if not features:
         raise ValueError("shared_prefix_collate got an empty batch")
     ids, segs, pos, idx, tgt = [], [], [], {"chosen": [], "rejected": []}, {"chosen": [], "rejected": []}
@@ -257,7 +263,7 @@ def segment_ids(position_ids: torch.Tensor) -> torch.Tensor:
 def segment_bounds(position_ids: torch.Tensor) -> dict:
     """The examples of packed rows as flash-attention's varlen keywords: ``cu_seq_lens_q/k`` (int32
     offsets of every example, padding segments included, over the R*L flattened positions) and
-    ``max_length_q/k``. posttrain's sdpa (posttrain/models/attention.py) and flash-attention kernels then
+    ``max_length_q/k``. posttrain's attention (posttrain/models/attention.py) and flash-attention kernels then
     attend within each example without a [L, L] mask."""
     seg = segment_ids(position_ids)
     starts = torch.ones_like(seg, dtype=torch.bool)

@@ -18,7 +18,8 @@ Formats (``FORMATS[(kind, name)]``):
 | prompt     | gsm8k             | ``{question, answer}`` → answer N                                   |
 | prompt     | math              | ``{problem, answer}`` or the last ``\\boxed{}`` of ``solution``      |
 | prompt     | hh-rlhf           | ``{chosen, ...}`` → the dialogue before the final Assistant turn    |
-| tool       | tool_messages     | ``{messages, tools}`` with ``tool`` messages (posttrain/data/tool_records.py) |
+| tool       | tool_messages     | ``{messages, tools}`` with ``tool`` messages                        |
+|            |                   | (posttrain/data/tool_records.py)                                    |
 
 GSM8K solutions: the ``<<a*b=c>>`` calculator notes are removed and the ``#### N`` line is replaced by a
 final-answer line chosen by ``answer_style``: ``"answer_is"`` (default) → ``The answer is N.``,
@@ -38,8 +39,16 @@ import re
 from typing import Any, Callable
 
 from posttrain.data.answers import gold_answer, last_boxed
-from posttrain.data.records import (Conversation, PreferencePair, PromptRecord, as_prompt, as_response, extra_meta,
-                                    require_field, validate_messages)
+from posttrain.data.records import (
+    Conversation,
+    PreferencePair,
+    PromptRecord,
+    as_prompt,
+    as_response,
+    extra_meta,
+    require_field,
+    validate_messages,
+)
 from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import DataError
 
@@ -99,7 +108,8 @@ def _gsm8k_parts(row, file, line, style="answer_is"):
     return question, solution, n
 
 
-def gsm8k_to_conversation(row: dict, *, file=None, line=None, answer_style: str = "answer_is") -> Conversation:
+def gsm8k_to_conversation(row: dict, *, file=None, line=None,
+                          answer_style: str = "answer_is") -> Conversation:
     question, solution, n = _gsm8k_parts(row, file, line, answer_style)
     meta = {"answer": n, **extra_meta(row, ("question", "answer"), file, line)}
     return Conversation([{"role": "user", "content": question}, {"role": "assistant", "content": solution}],
@@ -108,7 +118,8 @@ def gsm8k_to_conversation(row: dict, *, file=None, line=None, answer_style: str 
 
 def gsm8k_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
     question, _, n = _gsm8k_parts(row, file, line)
-    return PromptRecord(question, n, extra_meta(row, ("question", "answer"), file, line), file=file, line=line)
+    return PromptRecord(question, n, extra_meta(row, ("question", "answer"), file, line), file=file,
+                        line=line)
 
 
 # ---------------------------------------------------------------- MATH
@@ -130,7 +141,8 @@ def math_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
         if answer is None:
             raise DataError("no 'answer' field and no \\boxed{} in the solution", file=file, line=line,
                             field="solution")
-    return PromptRecord(problem, answer, extra_meta(row, ("problem", "answer"), file, line), file=file, line=line)
+    return PromptRecord(problem, answer, extra_meta(row, ("problem", "answer"), file, line), file=file,
+                        line=line)
 
 
 # ---------------------------------------------------------------- generic chat formats
@@ -147,7 +159,8 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 def sharegpt_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
     turns = require_field(row, "conversations", file, line)
     if not isinstance(turns, list):
-        raise DataError(f"expected a list, got {type(turns).__name__}", file=file, line=line, field="conversations")
+        raise DataError(f"expected a list, got {type(turns).__name__}", file=file, line=line,
+                        field="conversations")
     msgs = []
     for i, t in enumerate(turns):
         if not isinstance(t, dict) or "from" not in t or "value" not in t:
@@ -245,7 +258,8 @@ def hh_rlhf_to_pair(row: dict, *, file=None, line=None) -> PreferencePair:
     prompt_c, chosen = _hh_split(row, file, line, "chosen")
     prompt_r, rejected = _hh_split(row, file, line, "rejected")
     if prompt_c != prompt_r:
-        k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b), min(len(prompt_c), len(prompt_r)))
+        k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b), min(len(prompt_c),
+                                                                                        len(prompt_r)))
         raise DataError(f"chosen and rejected dialogues differ before the final reply (at turn {k + 1})",
                         file=file, line=line, field="rejected")
     return PreferencePair(prompt_c, chosen, rejected, extra_meta(row, ("chosen", "rejected"), file, line),
@@ -264,7 +278,8 @@ def hh_rlhf_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
         msgs = msgs[:-1]
     if not msgs:
         raise DataError("no Human turn", file=file, line=line, field=key)
-    return PromptRecord(msgs, None, extra_meta(row, ("chosen", "rejected", "prompt"), file, line), file=file, line=line)
+    return PromptRecord(msgs, None, extra_meta(row, ("chosen", "rejected", "prompt"), file, line), file=file,
+                        line=line)
 
 
 # ---------------------------------------------------------------- registry and detection

@@ -1,9 +1,9 @@
-"""The label-judgement answer format (RL4GLUE, docs/methods.md, NLU): how a reply states a label, and which label
-a completion states.
+"""The label-judgement answer format (RL4GLUE, docs/methods.md, NLU): how a reply states a label, and
+which label a completion states.
 
 The policy answers inside ``<Judgement>...</Judgement>`` (:func:`format_judgement`); the prompt pre-fills the
 assistant turn with ``<Judgement>``, so a completion normally reads ``Positive</Judgement>``. Prompts and SFT
-rows (:mod:`posttrain.data.nlu`) write this format, accuracy (:func:`posttrain.data.nlu.nlu_accuracy`) reads
+rows (:mod:`posttrain.tasks.nlu`) write this format, accuracy (:func:`posttrain.tasks.nlu.nlu_accuracy`) reads
 it, and the reward (:mod:`posttrain.rewards.label`) scores what :func:`judgement_prediction` reads.
 
 Reading a completion (:func:`judgement_prediction`):
@@ -11,7 +11,8 @@ Reading a completion (:func:`judgement_prediction`):
 1. Take the text before the first ``</Judgement>`` (the closing tag is matched exactly, case-sensitively,
    as the official code does). No closing tag → **invalid**.
 2. Remove every ``<Judgement>`` opening tag from that text, so a completion that repeats the pre-filled
-   prefix (``<Judgement>Positive</Judgement>``) reads the same as one that does not (``Positive</Judgement>``).
+   prefix (``<Judgement>Positive</Judgement>``) reads the same as one that does not
+   (``Positive</Judgement>``).
 3. Find which label words occur in it: case-insensitive, as whole words (not inside another word, so
    "No" is not found in "Not" or "Nothing", "Yes" not in "Yesterday"); the words of a multi-word label
    may be separated by any whitespace ("Option  one"). Longer labels are matched first and the text they
@@ -24,7 +25,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-__all__ = ["OPEN_TAG", "CLOSE_TAG", "check_labels", "format_judgement", "judgement_prediction", "judgement_text"]
+__all__ = ["OPEN_TAG", "CLOSE_TAG", "check_labels", "format_judgement", "judgement_prediction",
+           "judgement_text"]
 
 OPEN_TAG = "<Judgement>"
 CLOSE_TAG = "</Judgement>"

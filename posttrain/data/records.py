@@ -9,7 +9,7 @@ example does not fit ``max_length``); they take no part in equality.
 
 ``assistant_prefix`` (Conversation, PromptRecord; row key ``assistant_prefix``) is text that starts the
 final assistant reply and is given, not generated, e.g. ``<Judgement>`` for the NLU tasks
-(:mod:`posttrain.data.nlu`). For a PromptRecord the sampler's prompt ends with it (after the generation
+(:mod:`posttrain.tasks.nlu`). For a PromptRecord the sampler's prompt ends with it (after the generation
 prompt) and the model continues it; for a Conversation the final assistant message must start with it
 and the SFT loss covers only what follows it (:func:`posttrain.data.template.encode_conversation`).
 A reward sees the prefix plus the generated text (:func:`completion_text`). A row's ``assistant_prefix``
@@ -53,7 +53,8 @@ def validate_messages(messages: Any, *, fld: str = "messages", file: str | None 
     for i, m in enumerate(messages):
         where = f"{fld}[{i}]"
         if not isinstance(m, dict):
-            raise _fail(f"expected a message object {{role, content}}, got {_type_name(m)}", file, line, where)
+            raise _fail(f"expected a message object {{role, content}}, got {_type_name(m)}", file, line,
+                        where)
         if "role" not in m:
             raise _fail("missing field 'role'", file, line, where)
         if "content" not in m:
@@ -106,7 +107,8 @@ def require_field(row: Any, key: str, file: str | None, line: int | None) -> Any
     if not isinstance(row, dict):
         raise _fail(f"expected a JSON object, got {_type_name(row)}", file, line, None)
     if key not in row:
-        raise _fail(f"missing field (row has: {', '.join(sorted(map(str, row))) or 'nothing'})", file, line, key)
+        raise _fail(f"missing field (row has: {', '.join(sorted(map(str, row))) or 'nothing'})", file, line,
+                    key)
     return row[key]
 
 
@@ -118,7 +120,8 @@ def extra_meta(row: dict, used: tuple[str, ...], file: str | None, line: int | N
             raise _fail(f"expected an object, got {_type_name(row['meta'])}", file, line, "meta")
         if "assistant_prefix" in row["meta"]:
             # nothing reads a prefix from meta any more: fail rather than sample without it
-            raise _fail("assistant_prefix is a top-level field, not metadata", file, line, "meta.assistant_prefix")
+            raise _fail("assistant_prefix is a top-level field, not metadata", file, line,
+                        "meta.assistant_prefix")
         meta.update(row["meta"])
     meta.update({k: v for k, v in row.items() if k not in used and k != "meta"})
     return meta
@@ -236,7 +239,9 @@ class PromptRecord:
 
     @classmethod
     def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "PromptRecord":
-        """``{"prompt": str | messages, "answer": optional str/number, "assistant_prefix": optional str, ...}``."""
+        """``{"prompt": str | messages, "answer": optional str/number,
+        "assistant_prefix": optional str, ...}``."""
         prompt = require_field(row, "prompt", file, line)
-        return cls(prompt, row.get("answer"), extra_meta(row, ("prompt", "answer", "assistant_prefix"), file, line),
+        return cls(prompt, row.get("answer"), extra_meta(row, ("prompt", "answer", "assistant_prefix"), file,
+                                                         line),
                    row.get("assistant_prefix"), file=file, line=line)

@@ -86,9 +86,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def _prefix_len(part: Sequence[int], full: Sequence[int], what: str) -> int:
     n = _common_prefix(part, full)
     if n < len(part) - _MERGE_TOLERANCE:
-        raise TemplateError(f"chat template is not prefix-stable: the tokens of {what} are not a prefix of the "
-                            f"tokens of the whole conversation (they differ at token {n} of {len(part)}); "
-                            "assistant masks cannot be built by prefix rendering")
+        raise TemplateError(f"chat template is not prefix-stable: the tokens of {what} are not a prefix "
+                            f"of the tokens of the whole conversation (they differ at token {n} of "
+                            f"{len(part)}); assistant masks cannot be built by prefix rendering")
     return n
 
 
@@ -139,7 +139,8 @@ def _check_args(max_length, max_prompt_length, min_response_tokens, on_overflow)
     if not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
     if max_prompt_length is not None and (not isinstance(max_prompt_length, int) or max_prompt_length < 0):
-        raise ValueError(f"max_prompt_length must be a non-negative integer or None, got {max_prompt_length!r}")
+        raise ValueError(f"max_prompt_length must be a non-negative integer or None, "
+                         f"got {max_prompt_length!r}")
     if not isinstance(min_response_tokens, int) or min_response_tokens < 1:
         raise ValueError(f"min_response_tokens must be an integer >= 1, got {min_response_tokens!r}")
     if on_overflow not in ("error", "skip"):
@@ -236,9 +237,10 @@ def encode_conversation(tokenizer, messages: Sequence[dict], *, max_length: int,
     if not any(m.get("role") == "assistant" for m in messages):
         raise DataError("no assistant turn: nothing to train on", file=file, line=line, field="messages")
     if assistant_prefix is not None and (messages[-1].get("role") != "assistant" or
-                                         not str(messages[-1].get("content", "")).startswith(assistant_prefix)):
-        raise DataError(f"with assistant_prefix {assistant_prefix!r} the last message must be an assistant reply "
-                        "starting with it", file=file, line=line, field="messages")
+                                         not str(messages[-1].get("content",
+                                                                  "")).startswith(assistant_prefix)):
+        raise DataError(f"with assistant_prefix {assistant_prefix!r} the last message must be an "
+                        "assistant reply starting with it", file=file, line=line, field="messages")
     ids, spans = assistant_spans(tokenizer, messages)
     p, end = spans[-1]
     if assistant_prefix is None:
@@ -285,7 +287,8 @@ def encode_record_prompt(tokenizer, record, *, max_length: int | None = None) ->
 
 
 def encode_pair(tokenizer, prompt_messages: Sequence[dict], chosen: str, rejected: str, *, max_length: int,
-                max_prompt_length: int | None = None, min_response_tokens: int = 1, on_overflow: str = "error",
+                max_prompt_length: int | None = None, min_response_tokens: int = 1,
+                on_overflow: str = "error",
                 stats: TruncationStats | None = None, file: str | None = None,
                 line: int | None = None) -> dict | None:
     """Tokenize a preference pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``.
@@ -325,7 +328,8 @@ def _report(what: str, stats: TruncationStats) -> None:
         log.warning("%s: %s", what, stats)
 
 
-def encode_conversations(tokenizer, records: Iterable, *, max_length: int, max_prompt_length: int | None = None,
+def encode_conversations(tokenizer, records: Iterable, *, max_length: int,
+                         max_prompt_length: int | None = None,
                          min_response_tokens: int = 1,
                          on_overflow: str = "error") -> tuple[list[dict], TruncationStats]:
     """Encode many Conversations (or message lists); returns the features and the truncation counts.
@@ -345,7 +349,8 @@ def encode_conversations(tokenizer, records: Iterable, *, max_length: int, max_p
 
 
 def encode_pairs(tokenizer, pairs: Iterable, *, max_length: int, max_prompt_length: int | None = None,
-                 min_response_tokens: int = 1, on_overflow: str = "error") -> tuple[list[dict], TruncationStats]:
+                 min_response_tokens: int = 1, on_overflow: str = "error") -> tuple[list[dict],
+                                                                                    TruncationStats]:
     """Encode many PreferencePairs; returns the features and the truncation counts."""
     stats, out = TruncationStats(), []
     for pair in pairs:

@@ -4,7 +4,8 @@ Row format (JSON lines)::
 
     {"tools": [<function spec>, ...],
      "messages": [{"role": "user", "content": "Weather in Paris?"},
-                  {"role": "assistant", "content": "[{\\"name\\": \\"get_weather\\", \\"arguments\\": {...}}]"},
+                  {"role": "assistant",
+                   "content": "[{\\"name\\": \\"get_weather\\", \\"arguments\\": {...}}]"},
                   {"role": "tool", "content": "{\\"temp_c\\": 21}"},
                   {"role": "assistant", "content": "It is 21 °C in Paris."}],
      ...other columns -> meta}
@@ -66,7 +67,8 @@ def validate_tool_messages(messages: Any, *, file: str | None = None, line: int 
             raise _fail(f"expected a message object, got {type(m).__name__}", file, line, where)
         role = m.get("role")
         if role not in TOOL_ROLES:
-            raise _fail(f"unknown role {role!r}; allowed: {', '.join(TOOL_ROLES)}", file, line, f"{where}.role")
+            raise _fail(f"unknown role {role!r}; allowed: {', '.join(TOOL_ROLES)}", file, line,
+                        f"{where}.role")
         m = dict(m)
         if role == "assistant" and m.get("tool_calls") is not None:
             m["content"] = _calls_text(m, file, line, where)
@@ -74,7 +76,8 @@ def validate_tool_messages(messages: Any, *, file: str | None = None, line: int 
         if "content" not in m:
             raise _fail("missing field 'content'", file, line, where)
         if not isinstance(m["content"], str):
-            raise _fail(f"expected a string, got {type(m['content']).__name__}", file, line, f"{where}.content")
+            raise _fail(f"expected a string, got {type(m['content']).__name__}", file, line,
+                        f"{where}.content")
         if not m["content"].strip():
             raise _fail("empty content", file, line, f"{where}.content")
         if role == "system" and i != 0:
@@ -113,7 +116,8 @@ class ToolConversation:
             raise _fail(f"expected a JSON object, got {type(row).__name__}", file, line, None)
         for key in ("messages", "tools"):
             if key not in row:
-                raise _fail(f"missing field (row has: {', '.join(sorted(row)) or 'nothing'})", file, line, key)
+                raise _fail(f"missing field (row has: {', '.join(sorted(row)) or 'nothing'})", file, line,
+                            key)
         meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
         meta.update({k: v for k, v in row.items() if k not in ("messages", "tools", "meta")})
         return cls(row["messages"], row["tools"], meta, file=file, line=line)

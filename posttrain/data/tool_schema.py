@@ -62,7 +62,8 @@ def validate_tool(spec: Any, *, file: str | None = None, line: int | None = None
             raise _fail(f"expected a parameter schema object, got {type(p).__name__}", file, line,
                         f"{where}.properties.{pname}")
         if "type" in p and not isinstance(p["type"], (str, list)):
-            raise _fail(f"expected a type name, got {p['type']!r}", file, line, f"{where}.properties.{pname}.type")
+            raise _fail(f"expected a type name, got {p['type']!r}", file, line,
+                        f"{where}.properties.{pname}.type")
     required = params.setdefault("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise _fail(f"expected a list of parameter names, got {required!r}", file, line, f"{where}.required")

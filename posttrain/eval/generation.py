@@ -13,7 +13,8 @@ def answer_accuracy(model, tokenizer, prompts: list[list[dict]], golds: list[str
     Under several processes each rank generates its shard and every rank grades the whole list.
     Returns accuracy, the count, the rate of answerless completions and the samples (``pred``: the last
     committed answer, for reading; the verdict is ``correct``)."""
-    completions = dist.map_sharded(lambda shard: generate_chat(model, tokenizer, shard, max_new_tokens=max_new_tokens,
+    completions = dist.map_sharded(lambda shard: generate_chat(model, tokenizer, shard,
+                                                               max_new_tokens=max_new_tokens,
                                                                batch_size=batch_size), prompts)
     preds = [extract_answer(c) for c in completions]
     correct = [grade(c, g) for c, g in zip(completions, golds)]

@@ -20,7 +20,8 @@ from posttrain.data.answers import extract_answer, gold_answer, grade, last_boxe
 from posttrain.data.readers import iter_sourced_rows
 from posttrain.errors import DataError
 
-MATH_PROMPT = ("Solve the following problem. Reason step by step, and put the final answer in \\boxed{{}}.\n\n"
+MATH_PROMPT = ("Solve the following problem. Reason step by step, "
+               "and put the final answer in \\boxed{{}}.\n\n"
                "{problem}")
 PROBLEM_FIELDS = ("problem", "question", "query", "prompt", "input")
 ANSWER_FIELDS = ("answer", "final_answer", "gold", "target", "expected_answer", "solution", "output")
@@ -38,7 +39,7 @@ class MathItem:
 
 def resolve_data(name: str | os.PathLike) -> Path:
     """`gsm8k` / `math500` (the test sets under the shared data folder) or a file path."""
-    from posttrain.data.nlu import default_data_dir
+    from posttrain.tasks.nlu import default_data_dir
     if str(name) in BUILTIN:
         path = default_data_dir().joinpath(*BUILTIN[str(name)])
         if not path.is_file():
@@ -53,7 +54,8 @@ def resolve_data(name: str | os.PathLike) -> Path:
 
 def _gold_of(key: str, value, file, line) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise DataError(f"expected a string or a number, got {type(value).__name__}", file=file, line=line, field=key)
+        raise DataError(f"expected a string or a number, got {type(value).__name__}", file=file, line=line,
+                        field=key)
     text = str(value)
     if "####" in text:
         gold = gold_answer(text)
@@ -137,18 +139,20 @@ def evaluate(model, tokenizer, items: Sequence[MathItem], *, k: int = 1, tempera
     """{"n", "greedy_accuracy", "maj_accuracy" (k > 1), "by_subject", "by_level", "rows"}. Under several
     processes each rank samples its shard of the problems and every rank grades them all."""
     from posttrain.data.template import encode_prompt
-    from posttrain.generation.sampler import SamplingParams, sample
     from posttrain.distributed import is_main, map_sharded
+    from posttrain.generation.sampler import SamplingParams, sample
 
     def texts(ids: list[int]) -> list[tuple[str, list[str]]]:
         """(greedy text, the k voting texts) of these problems; the global ids seed the votes."""
         prompts = [encode_prompt(tokenizer, prompt_messages(items[i], system_prompt)) for i in ids]
-        greedy, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
+        greedy, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0,
+                                                                     max_new_tokens=max_new_tokens),
                            prompt_ids=ids, batch_size=batch_size, progress=progress and is_main())
         voted = [[]] * len(ids)
         if k > 1:
             voted, _ = sample(model, tokenizer, prompts, SamplingParams(n=k, temperature=temperature,
-                                                                        max_new_tokens=max_new_tokens, seed=seed),
+                                                                        max_new_tokens=max_new_tokens,
+                                                                        seed=seed),
                               prompt_ids=ids, batch_size=batch_size, progress=progress and is_main())
         return [(g[0].text, [s.text for s in v]) for g, v in zip(greedy, voted)]
 
@@ -159,7 +163,8 @@ def evaluate(model, tokenizer, items: Sequence[MathItem], *, k: int = 1, tempera
         if k > 1:
             answers = [extract_answer(t) for t in vote_texts]
             maj, votes = majority(answers)
-            row.update(samples=answers, maj_answer=maj, maj_votes=votes, maj_correct=math_equal(maj, it.answer))
+            row.update(samples=answers, maj_answer=maj, maj_votes=votes, maj_correct=math_equal(maj,
+                                                                                                it.answer))
         rows.append(row)
     res = {"n": len(rows), "k": k, "greedy_accuracy": sum(r["correct"] for r in rows) / len(rows),
            "prompt": MATH_PROMPT.format(problem="<problem>"), "rows": rows}
@@ -208,7 +213,9 @@ def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
         if f"by_{key}" in res:
             cols = ["n", "greedy_accuracy"] + (["maj_accuracy"] if "maj_accuracy" in res else [])
             lines += ["", f"## By {key}", "",
-                      markdown_table([key, *cols], [[name, *[round(v[c], 3) if isinstance(v[c], float) else v[c]
-                                                              for c in cols]] for name, v in res[f"by_{key}"].items()])]
+                      markdown_table([key, *cols], [[name, *[round(v[c], 3) if isinstance(v[c],
+                                                                                          float) else v[c]
+                                                              for c in cols]] for name,
+                                                    v in res[f"by_{key}"].items()])]
     atomic_write_text(report, "\n".join(lines) + "\n")
     write_jsonl(graded, res["rows"])

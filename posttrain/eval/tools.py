@@ -33,7 +33,8 @@ def _prediction_text(row: dict, file: str, line: int) -> str:
     if "calls" in row:
         calls = row["calls"]
         if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
-            raise DataError("expected a list of {name, arguments} objects", file=file, line=line, field="calls")
+            raise DataError("expected a list of {name, arguments} objects", file=file, line=line,
+                            field="calls")
         return json.dumps(calls)  # parsed like any text, so a malformed call is judged, not fatal
     key = next((k for k in TEXT_FIELDS if k in row), None)
     if key is None:
@@ -55,10 +56,12 @@ def load_predictions(path: str | Path) -> dict[str, str]:
     for file, line, row in iter_sourced_rows(path):
         ex_id = row.get("id")
         if not isinstance(ex_id, str) or not ex_id:
-            raise DataError(f"expected the example id as a non-empty string, got {ex_id!r}", file=file, line=line,
+            raise DataError(f"expected the example id as a non-empty string, got {ex_id!r}", file=file,
+                            line=line,
                             field="id")
         if ex_id in out:
-            raise DataError(f"duplicate prediction for {ex_id!r} (also line {where[ex_id]})", file=file, line=line,
+            raise DataError(f"duplicate prediction for {ex_id!r} (also line {where[ex_id]})", file=file,
+                            line=line,
                             field="id")
         out[ex_id] = _prediction_text(row, file, line)
         where[ex_id] = line
@@ -86,7 +89,8 @@ def generate_completions(model, tokenizer, examples: Sequence[ToolExample], *, m
 
     def complete(shard: list[ToolExample]) -> list[str]:
         prompts = [encode_tool_prompt(tokenizer, ex.messages, ex.tools, mode=mode) for ex in shard]
-        out, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
+        out, _ = sample(model, tokenizer, prompts, SamplingParams(temperature=0,
+                                                                  max_new_tokens=max_new_tokens),
                         batch_size=batch_size, progress=progress and is_main())
         return [row[0].text for row in out]
     return map_sharded(complete, examples)
@@ -100,7 +104,8 @@ def score(examples: Sequence[ToolExample], completions: Sequence[str]) -> dict:
     seal: dict[str, SealCounts] = defaultdict(SealCounts)
     for ex, text in zip(examples, completions):
         parsed = parse_calls(text)
-        row = {"id": ex.id, "source": ex.source, "category": ex.category, "completion": text, "parsed": parsed.ok,
+        row = {"id": ex.id, "source": ex.source, "category": ex.category, "completion": text,
+               "parsed": parsed.ok,
                "calls": [c.to_dict() for c in parsed.calls], "parse_error": parsed.error}
         if ex.source == "bfcl":
             v = check_bfcl(parsed, ex.tools, ex.possible_answer, ex.category)
@@ -131,8 +136,8 @@ def summary_lines(res: dict) -> list[str]:
     for cat, r in res.get("seal_tools", {}).items():
         lines.append(f"seal-tools {cat:9s} format {r['format_rate']:.3f}  exact {r['exact_match']:.3f}  "
                      f"tool F1 {r['tool_selection']['f1']:.3f}  param-name F1 "
-                     f"{r['parameter_identification']['f1']:.3f}  content F1 {r['content_filling']['f1']:.3f}  "
-                     f"n {r['n']}")
+                     f"{r['parameter_identification']['f1']:.3f}  "
+                     f"content F1 {r['content_filling']['f1']:.3f}  n {r['n']}")
     return lines
 
 
@@ -151,7 +156,8 @@ def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
     if "bfcl" in res:
         lines += ["", "## BFCL (AST match)", "", markdown_table(
             ["category", "n", "accuracy", "outcomes"],
-            [[c, r["n"], round(r["accuracy"], 3), ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))]
+            [[c, r["n"], round(r["accuracy"], 3), ", ".join(f"{k} {v}" for k,
+                                                            v in sorted(r["outcomes"].items()))]
              for c, r in res["bfcl"].items()])]
     if "seal_tools" in res:
         cols = ("tool_selection", "parameter_identification", "content_filling")
@@ -161,4 +167,5 @@ def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
               *(" / ".join(f"{r[k][m]:.3f}" for m in ("precision", "recall", "f1")) for k in cols)]
              for c, r in res["seal_tools"].items()])]
     atomic_write_text(report, "\n".join(lines) + "\n")
-    atomic_write_text(graded, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in res["rows"]))
+    atomic_write_text(graded, "".join(json.dumps(r, ensure_ascii=False,
+                                                 default=str) + "\n" for r in res["rows"]))

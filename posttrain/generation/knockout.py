@@ -1,5 +1,5 @@
-"""INPO's O(K) knockout (Zhang et al., ICLR 2025; docs/methods.md "INPO and iterative DPO"): the best and the worst of K
-responses under a pairwise oracle, without the K(K-1)/2 comparisons of a full round robin.
+"""INPO's O(K) knockout (Zhang et al., ICLR 2025; docs/methods.md "INPO and iterative DPO"): the best and
+the worst of K responses under a pairwise oracle, without the K(K-1)/2 comparisons of a full round robin.
 
 First round: the K responses in disjoint pairs. Winners play winners until one is left (the best),
 losers play losers until one is left (the worst); a response without an opponent (odd count) goes on in

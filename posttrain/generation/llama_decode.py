@@ -94,15 +94,18 @@ class LlamaWeights:
         with torch.no_grad():
             for layer in lm.model.layers:
                 att, mlp = layer.self_attn, layer.mlp
-                (wq, bq), (wk, bk), (wv, bv) = (effective_linear(m) for m in (att.q_proj, att.k_proj, att.v_proj))
+                (wq, bq), (wk, bk), (wv, bv) = (effective_linear(m) for m in (att.q_proj, att.k_proj,
+                                                                              att.v_proj))
                 wo, bo = effective_linear(att.o_proj)
                 (wg, bg), (wu, bu) = effective_linear(mlp.gate_proj), effective_linear(mlp.up_proj)
                 wd, bd = effective_linear(mlp.down_proj)
                 bqkv = None if bq is None else torch.cat([bq, bk, bv])
                 bgu = None if bg is None else torch.cat([bg, bu])
                 self.layers.append({
-                    "ln1": cast(layer.input_layernorm.weight), "ln2": cast(layer.post_attention_layernorm.weight),
-                    "wqkv": cast_t(torch.cat([wq, wk, wv])), "bqkv": cast(bqkv), "wo": cast_t(wo), "bo": cast(bo),
+                    "ln1": cast(layer.input_layernorm.weight),
+                    "ln2": cast(layer.post_attention_layernorm.weight),
+                    "wqkv": cast_t(torch.cat([wq, wk, wv])), "bqkv": cast(bqkv), "wo": cast_t(wo),
+                    "bo": cast(bo),
                     "wgu": cast_t(torch.cat([wg, wu])), "bgu": cast(bgu), "wd": cast_t(wd), "bd": cast(bd)})
             self.norm = cast(lm.model.norm.weight)
             head_w, head_b = effective_linear(lm.lm_head)

@@ -1,4 +1,5 @@
-"""Statistical rejection sampling (RSO, Liu et al. 2024, docs/methods.md "RSO") and the pair construction after it.
+"""Statistical rejection sampling (RSO, Liu et al. 2024, docs/methods.md "RSO") and the pair construction
+after it.
 
 Everything here is a pure function of candidate rewards (and a numpy Generator): the sampler that
 produces candidates and the reward that scores them live elsewhere (generation/sampler.py, rewards/).

@@ -42,7 +42,8 @@ class SamplingParams:
 
     def __post_init__(self):
         if self.n < 1 or self.max_new_tokens < 1:
-            raise RecipeError(f"sampling: n and max_new_tokens must be >= 1 (got {self.n}, {self.max_new_tokens})")
+            raise RecipeError(f"sampling: n and max_new_tokens must be >= 1 "
+                              f"(got {self.n}, {self.max_new_tokens})")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise RecipeError("sampling: temperature >= 0, 0 < top_p <= 1 and top_k >= 0 are required "
                               f"(got {self.temperature}, {self.top_p}, {self.top_k})")
@@ -143,7 +144,8 @@ def draw(logits: torch.Tensor, p: SamplingParams, streams: Sequence[int], steps:
         tok = logits.argmax(-1)
     else:
         cdf = torch.softmax(_filter_logits(logits, p), -1).cumsum(-1)
-        u = torch.tensor([uniform(s, t) for s, t in zip(streams, steps)], dtype=torch.float64, device=logits.device)
+        u = torch.tensor([uniform(s, t) for s, t in zip(streams, steps)], dtype=torch.float64,
+                         device=logits.device)
         target = (u * cdf[:, -1].double()).to(cdf.dtype)[:, None]
         tok = torch.searchsorted(cdf, target).squeeze(1).clamp_max(logits.shape[-1] - 1)
     return tok, logits.gather(1, tok[:, None]).squeeze(1) - lse
@@ -206,7 +208,8 @@ def current_settings() -> GenerationSettings:
 
 def sample(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
            prompt_ids: Sequence[int] | None = None, batch_size: int = 16, progress: bool = False,
-           on_batch: Callable[[list[Sample]], None] | None = None) -> tuple[list[list[Sample]], SamplingStats]:
+           on_batch: Callable[[list[Sample]], None] | None = None) -> tuple[list[list[Sample]],
+                                                                            SamplingStats]:
     """`params.n` samples for each tokenized prompt (chat template already applied), from `model`'s
     current weights.
 

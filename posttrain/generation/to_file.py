@@ -86,7 +86,8 @@ def tokenizer_hash(tokenizer) -> str:
     return h.hexdigest()
 
 
-def _source(model, tokenizer, params: SamplingParams, max_prompt_length: int | None, weights: str | None) -> dict:
+def _source(model, tokenizer, params: SamplingParams, max_prompt_length: int | None,
+            weights: str | None) -> dict:
     sampling = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
     return {"weights": weights or sampled_weights_hash(model), "tokenizer": tokenizer_hash(tokenizer),
             "sampling": sampling, "max_prompt_length": max_prompt_length}
@@ -97,8 +98,8 @@ def check_source(path: Path, source: dict) -> None:
     side = source_path(path)
     fix = "use another output file or delete it"
     if not side.exists():
-        raise DataError(f"holds samples but no {side.name}, so its source (model, sampling settings) is unknown: "
-                        f"{fix}", file=str(path))
+        raise DataError(f"holds samples but no {side.name}, so its source (model, sampling settings) "
+                        f"is unknown: {fix}", file=str(path))
     try:
         old = json.loads(side.read_text(encoding="utf-8"))
         old_sampling = dict(old["sampling"])
@@ -116,8 +117,8 @@ def check_source(path: Path, source: dict) -> None:
         if greedy and k in _UNUSED_WHEN_GREEDY:
             continue
         if old_sampling.get(k) != new_sampling.get(k):
-            raise DataError(f"was sampled with {k}={old_sampling.get(k)!r}, this run has {k}={new_sampling.get(k)!r}: "
-                            f"{fix}", file=str(path))
+            raise DataError(f"was sampled with {k}={old_sampling.get(k)!r}, "
+                            f"this run has {k}={new_sampling.get(k)!r}: {fix}", file=str(path))
     if old.get("max_prompt_length") != source["max_prompt_length"]:
         raise DataError(f"was sampled with max_prompt_length={old.get('max_prompt_length')!r}, this run has "
                         f"max_prompt_length={source['max_prompt_length']!r}: {fix}", file=str(path))
@@ -158,7 +159,8 @@ def read_held(path: Path, n: int) -> tuple[dict[int, list[dict]], bool]:
 def _combined(per_rank: list[SamplingStats]) -> SamplingStats:
     """The ranks' stats as one call's: counts summed, the time of the slowest (they ran at once)."""
     return SamplingStats(prompts=sum(s.prompts for s in per_rank), samples=sum(s.samples for s in per_rank),
-                         new_tokens=sum(s.new_tokens for s in per_rank), seconds=max(s.seconds for s in per_rank),
+                         new_tokens=sum(s.new_tokens for s in per_rank),
+                         seconds=max(s.seconds for s in per_rank),
                          decode_steps=sum(s.decode_steps for s in per_rank),
                          extra={k: v for s in reversed(per_rank) for k, v in s.extra.items()})
 
@@ -169,7 +171,8 @@ def _ids_or_none(record) -> list[int] | None:
 
 
 def _rewrite(path: Path, done: dict[int, list[dict]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for pid in sorted(done) for row in done[pid]), fsync=True)
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for pid in sorted(done) for row in done[pid]),
+                      fsync=True)
 
 
 def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, out: str | os.PathLike, *,
@@ -205,7 +208,8 @@ def sample_to_file(model, tokenizer, records: Sequence, params: SamplingParams, 
                         f"output file or delete it", file=str(path))
     wanted = range(len(records)) if ids is None else list(ids)
     if ids is not None and set(done) - set(wanted):
-        raise DataError(f"{path} holds prompt ids outside this shard: written for another shard or run", file=str(path))
+        raise DataError(f"{path} holds prompt ids outside this shard: written for another shard or run",
+                        file=str(path))
     todo = [i for i in wanted if i not in done]
     resumed = len(wanted) - len(todo)
     target, kept = path, done

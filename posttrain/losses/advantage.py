@@ -5,7 +5,8 @@ candidate steps, the spread filter and the actor's advantage-regression loss. (N
 
     critic:  BCE(MC_N(s), V_phi(s)),  V = sigmoid(head), MC_N(s) = correct completions / N (soft labels)
     A(s, a_i) = V(s∘a_i) - mean_j V(s∘a_j)      over the state's deduplicated candidate steps
-    actor:   1/2 (A(s, a)/beta - [logp_theta(a|s) - logp_ref(a|s)])^2,  log-probs summed over the step's tokens
+    actor:   1/2 (A(s, a)/beta - [logp_theta(a|s) - logp_ref(a|s)])^2,
+             log-probs summed over the step's tokens
 States whose advantage spread max - min is below a threshold (0.1) carry no signal and are dropped.
 """
 from __future__ import annotations

@@ -58,8 +58,8 @@ def _check_contiguous(m: torch.Tensor) -> None:
     runs = starts.sum(-1) + m[:, 0].long()
     bad = (runs > 1).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"response mask rows {bad} are not contiguous; this needs one run of response tokens "
-                         "per row (right padding)")
+        raise ValueError(f"response mask rows {bad} are not contiguous; this needs one run of response "
+                         "tokens per row (right padding)")
 
 
 def _last_index(m: torch.Tensor) -> torch.Tensor:
@@ -188,7 +188,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 # ---- losses ---------------------------------------------------------------------------------------
 def ppo_policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                     clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
-    """PPO clipped surrogate (Schulman et al. 2017, eq. 7), per token, returned as (loss_sum, n_tokens, metrics):
+    """PPO clipped surrogate (Schulman et al. 2017, eq. 7), per token, returned as
+    (loss_sum, n_tokens, metrics):
 
         rho_t = exp(logp_t - logp_old_t)
         l_t   = max(-A_t * rho_t, -A_t * clip(rho_t, 1 - clip, 1 + clip))  = -min(rho A, clip(rho) A)
@@ -311,7 +312,8 @@ class AdaptiveKLController:
     def load_state_dict(self, state: dict) -> None:
         if state.get("kind") != "adaptive":
             raise ValueError(f"not an adaptive KL controller state: kind={state.get('kind')!r}")
-        self.value, self.target, self.horizon = float(state["value"]), float(state["target"]), state["horizon"]
+        self.value, self.target, self.horizon = (float(state["value"]), float(state["target"]),
+                                                 state["horizon"])
 
 
 class FixedKLController:

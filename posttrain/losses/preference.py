@@ -35,7 +35,6 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-
 Metrics = dict[str, torch.Tensor]
 
 
@@ -118,7 +117,8 @@ def _check_eps(eps: float, loss: str) -> None:
 
 # ---- DPO family ----------------------------------------------------------------------------------
 def dpo(lp: PairLogps, *, beta: float = 0.1) -> tuple[torch.Tensor, Metrics]:
-    """DPO: -log sigma(beta*h)  (Rafailov et al. 2023, eq. 7; = RSO's "sigmoid-norm", Liu et al. 2024 eq. 8)."""
+    """DPO: -log sigma(beta*h)  (Rafailov et al. 2023, eq. 7; = RSO's "sigmoid-norm", Liu et al. 2024
+    eq. 8)."""
     _positive("beta", beta)
     c, r = lp.logratios()
     return -F.logsigmoid(beta * (c - r)), _metrics(lp, c, r, beta)
@@ -183,7 +183,8 @@ def ipo(lp: PairLogps, *, tau: float = 0.1) -> tuple[torch.Tensor, Metrics]:
 
 
 def ipo_length_norm(lp: PairLogps, *, tau: float = 0.1) -> tuple[torch.Tensor, Metrics]:
-    """IPO on length-normalised log-ratios: (h_n - 1/(2*tau))^2, h_n = (logratio_w / |y_w|) - (logratio_l / |y_l|).
+    """IPO on length-normalised log-ratios: (h_n - 1/(2*tau))^2,
+    h_n = (logratio_w / |y_w|) - (logratio_l / |y_l|).
 
     What TRL's loss_type="ipo" computes (its beta is tau). Unlike `ipo` the target margin does not grow
     with completion length. The reported rewards use the normalised log-ratios, the margin this loss acts on.
@@ -208,7 +209,8 @@ def hinge(lp: PairLogps, *, gamma: float = 0.05) -> tuple[torch.Tensor, Metrics]
 
 
 def hinge_norm(lp: PairLogps, *, gamma: float = 0.05) -> tuple[torch.Tensor, Metrics]:
-    """RSO's normalised hinge (Liu et al. 2024, eq. 10): max(0, 1 - gamma*h); = TRL's "hinge" with beta = gamma."""
+    """RSO's normalised hinge (Liu et al. 2024, eq. 10): max(0, 1 - gamma*h); = TRL's "hinge" with
+    beta = gamma."""
     _positive("gamma", gamma)
     c, r = lp.logratios()
     return torch.relu(1 - gamma * (c - r)), _metrics(lp, c, r, gamma)
@@ -236,8 +238,8 @@ def rpo_token_mean(lp: PairLogps, *, beta: float = 0.1, alpha: float = 0.2) -> t
 
     The variant of OpenRLHF (coefficient 0.2) and of TRL's `rpo_alpha` (Pang et al. 2024, iterative RPO).
     Unlike `rpo`, the NLL term does not grow with completion length and its weight does not scale with beta.
-    Per pair, so a batch mean weights every pair equally (TRL's "sft" term averages over all tokens of the batch).
-    """
+    Per pair, so a batch mean weights every pair equally (TRL's "sft" term averages over all tokens of the
+    batch). """
     _non_negative("alpha", alpha)
     losses, metrics = dpo(lp, beta=beta)
     nc, _ = lp._lengths()
@@ -248,7 +250,8 @@ def rpo_token_mean(lp: PairLogps, *, beta: float = 0.1, alpha: float = 0.2) -> t
 
 # ---- INPO ----------------------------------------------------------------------------------------
 def inpo(lp: PairLogps, *, eta: float = 0.005, tau: float = 0.005 / 3) -> tuple[torch.Tensor, Metrics]:
-    """INPO (Zhang et al., "Iterative Nash Policy Optimization", ICLR 2025; docs/methods.md "INPO and iterative DPO"):
+    """INPO (Zhang et al., "Iterative Nash Policy Optimization", ICLR 2025; docs/methods.md
+    "INPO and iterative DPO"):
 
         h_t = D_theta - (tau/eta) D_ref - (1 - tau/eta) D_t,   loss = (h_t - 1/(2 eta))^2
 

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from posttrain.config import Section
+from posttrain.contracts import Built, MethodSpec, RunInfo
 from posttrain.data.collate import pad_collate
 from posttrain.errors import RecipeError
 from posttrain.logprobs import IGNORE, completion_logprobs, greedy_predictions
 from posttrain.losses.sft import ift_token_weights, sft_loss
-from posttrain.methods.base import Built, MethodSpec, RunInfo
 from posttrain.methods.sft import SFTObjective, encode_splits
 
 
@@ -94,8 +94,8 @@ def build(recipe, params: IFTParams, model, tokenizer, run: RunInfo | None = Non
     data = recipe.data
     if data.packing:
         # the suffix sums and the per-sequence mean run along a row: a packed row mixes sequences
-        raise RecipeError("method ift normalises and discounts per sequence, so it cannot train on packed rows: "
-                          "set data.packing: false")
+        raise RecipeError("method ift normalises and discounts per sequence, so it cannot train on packed "
+                          "rows: set data.packing: false")
     feats, eval_feats, stats = encode_splits(recipe, tokenizer)
     pad = tokenizer.pad_token_id
 

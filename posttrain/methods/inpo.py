@@ -4,7 +4,7 @@ DPO") and iterative DPO, its baseline, as one online loop of pipeline stages per
 
 1. sample: K = `sampling.num_candidates` responses per prompt from pi_t (the iteration's starting model),
    on fresh prompts: iteration t takes prompts [t P, (t + 1) P) of data.train, P = `prompts_per_iteration`
-   (resumable; RSO's sample stage);
+   (resumable; the sample stage online methods share, posttrain/methods/sampling.py);
 2. pairs: the oracle picks (y_w, y_l) per prompt. `oracle.kind: reward`: a pointwise (Bradley-Terry) reward,
    best vs worst of K, dropped when tied. `oracle.kind: pairwise`: an object with `compare` (the pairwise
    judge or reward model of posttrain/rewards/pairwise.py, the non-transitive `cyclic` oracle) through the
@@ -23,17 +23,24 @@ import numpy as np
 from pydantic import Field
 
 from posttrain.config import Section
-from posttrain.data.sources import prompt_text
+from posttrain.contracts import Built, MethodSpec, RunInfo, StageDef
 from posttrain.errors import DataError, RecipeError
 from posttrain.generation.knockout import knockout
 from posttrain.generation.to_file import read_samples, source_path
 from posttrain.methods import preference
-from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
-from posttrain.methods.rso import (SAMPLE_KEYS, SamplingSettings, samples_file, build_on_pairs, sample_candidates,
-                                   write_pairs)
-from posttrain.pipeline import StageDef, flat
+from posttrain.methods.base import recipe_records
+from posttrain.methods.sampling import (
+    SAMPLE_KEYS,
+    SamplingSettings,
+    build_on_pairs,
+    sample_candidates,
+    samples_file,
+    write_pairs,
+)
+from posttrain.pipeline import flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
+from posttrain.tasks.sources import prompt_text
 
 DEFAULT_LOSS = {"inpo": "inpo", "iterative_dpo": "dpo"}
 
@@ -73,7 +80,8 @@ def iteration_records(recipe, params: INPOParams, iteration: int) -> list:
 
 
 def choose_pair(oracle, kind: str, prompt: str, texts: list[str], meta: dict) -> tuple[int, int, dict] | None:
-    """(chosen, rejected, info) of one prompt's K responses, or None when the oracle does not separate them."""
+    """(chosen, rejected, info) of one prompt's K responses, or None when the oracle does not separate
+    them."""
     if kind == "reward":
         r = score_checked(oracle, [prompt] * len(texts), texts, [meta] * len(texts))
         best, worst = int(np.argmax(r)), int(np.argmin(r))
@@ -99,11 +107,13 @@ def make_pairs(recipe, params: INPOParams, ctx) -> dict:
                         f"sample stage did not finish")
     oracle = get_reward(params.oracle.name, **params.oracle.options)
     if params.oracle.kind == "pairwise" and not hasattr(oracle, "compare"):
-        raise RecipeError(f"method.oracle: '{params.oracle.name}' has no pairwise `compare`; use kind: reward")
+        raise RecipeError(f"method.oracle: '{params.oracle.name}' has no pairwise `compare`; "
+                          f"use kind: reward")
     stats, rows = Counter(), []
     for pid, rec in enumerate(records):
         texts = [c["text"] for c in samples[pid]]
-        picked = choose_pair(oracle, params.oracle.kind, prompt_text(rec), texts, {"answer": rec.answer, **rec.meta})
+        picked = choose_pair(oracle, params.oracle.kind, prompt_text(rec), texts, {"answer": rec.answer,
+                                                                                   **rec.meta})
         if picked is None:
             stats["prompts_without_pair"] += 1
             continue
@@ -111,7 +121,8 @@ def make_pairs(recipe, params: INPOParams, ctx) -> dict:
         stats["oracle_calls"] += info.pop("calls")
         rows.append({"prompt": rec.prompt, "chosen": texts[c], "rejected": texts[r],
                      "meta": {"prompt_id": pid, **info}})
-    out = {"iteration": ctx.iteration + 1, "prompts": len(records), "candidates": len(records) * s.num_candidates,
+    out = {"iteration": ctx.iteration + 1, "prompts": len(records),
+           "candidates": len(records) * s.num_candidates,
            "pairs": len(rows), "oracle": params.oracle.kind, "oracle_calls": 0, "prompts_without_pair": 0,
            **dict(stats)}
     return write_pairs(folder, rows, out, "inpo_stats.json", f"the oracle separated no responses of "
@@ -126,10 +137,12 @@ def stages(recipe, params: INPOParams, ctx) -> list[StageDef]:
     if params.sampling.samples_file:
         raise RecipeError("method.sampling.samples_file: INPO samples each iteration from its own policy")
     return [StageDef("sample", select_keys(settings, SAMPLE_KEYS + ("method.prompts_per_iteration",)),
-                     lambda: sample_candidates(recipe, params, ctx, iteration_records(recipe, params, ctx.iteration)),
+                     lambda: sample_candidates(recipe, params, ctx, iteration_records(recipe, params,
+                                                                                      ctx.iteration)),
                      outputs=["samples.jsonl", source_path("samples.jsonl").name], parallel=True),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
-                     outputs=["pairs.jsonl", "inpo_stats.json"], inputs=["samples.jsonl"], uses_weights=False)]
+                     outputs=["pairs.jsonl", "inpo_stats.json"], inputs=["samples.jsonl"],
+                     uses_weights=False)]
 
 
 def build(recipe, params: INPOParams, model, tokenizer, run: RunInfo | None = None) -> Built:

@@ -1,7 +1,8 @@
 """PPO for language models (docs/methods.md "PPO") on the shared engine: a rollout hook + a clipped objective.
 
 Layout of one PPO iteration (every `steps_per_iteration` engine steps):
-1. rollout (the engine's per-step rollout hook): `rollout_batch` prompts (a seeded permutation per epoch over the
+1. rollout (the engine's per-step rollout hook): `rollout_batch` prompts (a seeded permutation per epoch over
+the
    prompt set), one sample each from the current policy (temperature 1 by default), then, without grad:
    log-probs and values under the current policy+value head (old), log-probs under the reference
    (`reference: start` by default: the model the run starts from, e.g. the SFT model when model.adapter
@@ -31,23 +32,31 @@ from pydantic import Field
 
 from posttrain import distributed
 from posttrain.config import RewardSettings, Section
+from posttrain.contracts import REFERENCES, Built, DataPlan, MethodSpec, Reference, RolloutOutput, RunInfo
 from posttrain.data.collate import pad_collate
-from posttrain.data.nlu import nlu_accuracy
 from posttrain.data.records import completion_text
-from posttrain.data.sources import load_source, prompt_text
 from posttrain.data.template import encode_prompt
-from posttrain.engine import DataPlan, RolloutOutput
 from posttrain.errors import RecipeError
 from posttrain.eval.nlu import nlu_eval
 from posttrain.generation.sampler import SamplingParams, sample
 from posttrain.logprobs import IGNORE, completion_logprobs, gather_logprobs, target_positions
-from posttrain.losses.policy import (KL_KINDS, AdaptiveKLController, FixedKLController, entropy_from_logits,
-                                     explained_variance, gae, ppo_policy_loss, ppo_value_loss, shaped_rewards,
-                                     whiten)
-from posttrain.methods.base import Built, MethodSpec, RunInfo
+from posttrain.losses.policy import (
+    KL_KINDS,
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    ppo_policy_loss,
+    ppo_value_loss,
+    shaped_rewards,
+    whiten,
+)
 from posttrain.models.value_head import ScalarHeadModel, head_info
-from posttrain.references import REFERENCES, Reference, resolve_reference
+from posttrain.references import resolve_reference
 from posttrain.rewards import get_reward, score_checked
+from posttrain.tasks.nlu import nlu_accuracy
+from posttrain.tasks.sources import load_source, prompt_text
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +129,7 @@ class PPORollouts:
         self.kl = (AdaptiveKLController(params.kl_coef, params.kl_target, params.kl_horizon)
                    if params.kl_control == "adaptive" else FixedKLController(params.kl_coef))
         self.iteration: int | None = None
+        self.buffer_size = params.rollout_batch
 
     def __call__(self, model, step: int) -> RolloutOutput | None:
         it = step // self.steps_per_iteration
@@ -139,9 +149,11 @@ class PPORollouts:
     @torch.no_grad()
     def rollout(self, model: ScalarHeadModel, it: int) -> tuple[list[dict], dict[str, float]]:
         p = self.p
-        # the prompt stream is a data plan of its own: rollout_batch prompts per iteration, reshuffled per pass
+        # the prompt stream is a data plan of its own: rollout_batch prompts per iteration, reshuffled per
+        # pass
         idx = DataPlan(len(self.records), p.rollout_batch, it + 1, self.seed).step(it)
-        rows = distributed.gather_shards(self.rollout_shard(model, it, distributed.shard(list(enumerate(idx)))))
+        rows = distributed.gather_shards(self.rollout_shard(model, it,
+                                                            distributed.shard(list(enumerate(idx)))))
         # from here on every rank computes the same numbers from the same whole batch
         batch = pad_collate(rows, self.tok.pad_token_id)
         logp_old, values, score = batch["old_logps"], batch["old_values"], batch["score"]
@@ -175,7 +187,8 @@ class PPORollouts:
             out, _ = sample(model.lm, self.tok, prompts,
                             SamplingParams(temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
                                            max_new_tokens=p.max_new_tokens, seed=self.seed * 1_000_003 + it),
-                            prompt_ids=[it * p.rollout_batch + j for j, _ in items], batch_size=p.rollout_batch)
+                            prompt_ids=[it * p.rollout_batch + j for j, _ in items],
+                            batch_size=p.rollout_batch)
             samples = [row[0] for row in out]
             feats = [{"input_ids": pr + s.token_ids, "labels": [IGNORE] * len(pr) + s.token_ids}
                      for pr, s in zip(prompts, samples)]
@@ -183,7 +196,8 @@ class PPORollouts:
             batch = {k: v.to(device) for k, v in pad_collate(feats, self.tok.pad_token_id).items()}
             logp_old, values, _, _ = logps_and_values(model, batch)
             with self.reference.use(model.lm) as ref:
-                logp_ref, _ = completion_logprobs(ref, batch["input_ids"], batch["attention_mask"], batch["labels"])
+                logp_ref, _ = completion_logprobs(ref, batch["input_ids"], batch["attention_mask"],
+                                                  batch["labels"])
         finally:
             model.train(was_training)
         texts = [completion_text(r, s.text) for r, s in zip(recs, samples)]
@@ -214,9 +228,11 @@ def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
     def scores(model, part):
         if not part:
             return []
-        ids = [encode_prompt(tokenizer, r.prompt, max_length=max_prompt_length, assistant_prefix=r.assistant_prefix)
+        ids = [encode_prompt(tokenizer, r.prompt, max_length=max_prompt_length,
+                             assistant_prefix=r.assistant_prefix)
                for r in part]
-        out, _ = sample(model.lm, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=params.max_new_tokens),
+        out, _ = sample(model.lm, tokenizer, ids, SamplingParams(temperature=0,
+                                                                 max_new_tokens=params.max_new_tokens),
                         batch_size=params.eval_batch_size)
         texts = [completion_text(r, row[0].text) for r, row in zip(part, out)]
         meta = [{"answer": r.answer, **r.meta} for r in part]
@@ -230,13 +246,14 @@ def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
 
 def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data, cfg = recipe.data, recipe.train
-    records = load_source(data.train, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
+    records = load_source(data.train, "prompt", instruction=data.instruction,
+                          system_prompt=data.system_prompt)
     world = distributed.world()
     minibatch = cfg.micro_batch_size * cfg.grad_accum * world
     if params.rollout_batch % minibatch:
-        raise RecipeError(f"method.rollout_batch ({params.rollout_batch}) must be a multiple of the minibatch "
-                          f"train.micro_batch_size * train.grad_accum * processes ({cfg.micro_batch_size} * "
-                          f"{cfg.grad_accum} * {world} = {minibatch})")
+        raise RecipeError(f"method.rollout_batch ({params.rollout_batch}) must be a multiple of the "
+                          f"minibatch train.micro_batch_size * train.grad_accum * processes "
+                          f"({cfg.micro_batch_size} * {cfg.grad_accum} * {world} = {minibatch})")
     if len(records) < params.rollout_batch:
         raise RecipeError(f"{len(records)} prompts but method.rollout_batch is {params.rollout_batch}")
     steps_per_iteration = params.ppo_epochs * params.rollout_batch // minibatch
@@ -251,8 +268,7 @@ def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = Non
     if data.eval is not None:
         ev = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
         eval_fn = _eval_fn(params, ev, tokenizer, reward, data.max_prompt_length)
-    placeholder = [None] * params.rollout_batch  # the rollout hook fills it before the first step
-    return Built(objective, placeholder, lambda f: pad_collate(f, tokenizer.pad_token_id), None,
+    return Built(objective, None, lambda f: pad_collate(f, tokenizer.pad_token_id), None,
                  rollout=rollouts, model=policy, eval_fn=eval_fn,
                  stats={"prompts": len(records), "steps_per_iteration": steps_per_iteration})
 

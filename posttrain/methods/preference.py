@@ -18,23 +18,27 @@ import logging
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
-
 from pydantic import Field
+from safetensors.torch import load_file, save_file
 
 from posttrain import distributed
 from posttrain.config import Section
+from posttrain.contracts import REFERENCES, Built, MethodSpec, Reference, RunInfo
 from posttrain.data.collate import pair_collate, shared_prefix_collate
 from posttrain.data.template import encode_pairs
 from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_path
-from posttrain.logprobs import (completion_logprobs, sequence_logprobs, shared_prefix_pair_logprobs,
-                                supports_shared_prefix)
+from posttrain.logprobs import (
+    completion_logprobs,
+    sequence_logprobs,
+    shared_prefix_pair_logprobs,
+    supports_shared_prefix,
+)
 from posttrain.losses.preference import NEEDS_PREVIOUS, PREFERENCE_LOSSES, PairLogps
-from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
+from posttrain.methods.base import recipe_records
 from posttrain.models import cache_dir, unwrap
 from posttrain.models.attention import supports_pair_rows
-from posttrain.references import REFERENCES, Reference, resolve_reference
+from posttrain.references import resolve_reference
 
 LOSS_NAMES = tuple(PREFERENCE_LOSSES)
 log = logging.getLogger(__name__)
@@ -84,7 +88,8 @@ def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         out = shared_prefix_pair_logprobs(model, batch)
         (tc, mc), (tr, mr) = out["chosen"], out["rejected"]
         return sequence_logprobs(tc, mc), sequence_logprobs(tr, mr), mc.sum(-1), mr.sum(-1)
-    token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    token_logps, mask = completion_logprobs(model, batch["input_ids"], batch["attention_mask"],
+                                            batch["labels"])
     seq, ntok = sequence_logprobs(token_logps, mask), mask.sum(-1)
     b = seq.shape[0] // 2
     return seq[:b], seq[b:], ntok[:b], ntok[b:]
@@ -112,8 +117,8 @@ class PreferenceObjective:
         if f"{key}_chosen" in batch:
             return batch[f"{key}_chosen"], batch[f"{key}_rejected"]
         if self.models[key] is None:
-            raise TrainingError(f"a batch has no precomputed {ANCHORS[key]} log-probs: the data plan they were "
-                                "computed for is not the one being trained")
+            raise TrainingError(f"a batch has no precomputed {ANCHORS[key]} log-probs: the data plan they "
+                                "were computed for is not the one being trained")
         with self.models[key].use(model) as ref:
             rc, rr, _, _ = pair_logps(ref, batch)
         return rc, rr
@@ -227,7 +232,8 @@ def collate_pairs(pad_id: int, layout: str = "concatenated"):
         for key in ANCHORS:
             if all(f"{key}_chosen" in f for f in feats):
                 for side in ("chosen", "rejected"):
-                    batch[f"{key}_{side}"] = torch.tensor([f[f"{key}_{side}"] for f in feats], dtype=torch.float32)
+                    batch[f"{key}_{side}"] = torch.tensor([f[f"{key}_{side}"] for f in feats],
+                                                          dtype=torch.float32)
         return batch
     return collate
 

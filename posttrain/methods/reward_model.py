@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Literal
 
 from posttrain.config import Section
+from posttrain.contracts import Built, MethodSpec, RunInfo
 from posttrain.data.collate import pair_collate
 from posttrain.losses.reward import bradley_terry
-from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
+from posttrain.methods.base import recipe_records
 from posttrain.methods.preference import encode
 from posttrain.models.value_head import ScalarHeadModel, head_info
 
@@ -45,7 +46,8 @@ def build(recipe, params: RewardModelParams, model, tokenizer, run: RunInfo | No
     info = head_info(recipe.model)
     rm = ScalarHeadModel(model, info=info, init_std=params.head_init_std, seed=recipe.seed)
     pad = tokenizer.pad_token_id
-    return Built(RewardObjective(params), feats, lambda f: pair_collate(f, pad), eval_feats, stats=stats, model=rm)
+    return Built(RewardObjective(params), feats, lambda f: pair_collate(f, pad), eval_feats, stats=stats,
+                 model=rm)
 
 
 SPEC = MethodSpec("reward_model", RewardModelParams, build, "Bradley-Terry reward model (scalar head)")

@@ -7,50 +7,39 @@ pairs them (first_round / tournament), and writes `<run>/pairs.jsonl`; training 
 method on those pairs with `loss` (dpo = sigmoid-norm, hinge_norm, ...). Three pipeline stages
 (posttrain/pipeline.py): sample (samples.jsonl, resumes after a kill), pairs (pairs.jsonl, a pure
 function of the samples, the reward and the seed), train. With `pipeline.iterations` > 1 each iteration
-samples from the previous iteration's model (iterative RSO).
+samples from the previous iteration's model (iterative RSO). The sample stage and the training on the
+pairs are those online methods share (posttrain/methods/sampling.py); RSO's own part is the pairs stage.
 
 `posttrain train RECIPE` runs them all; `posttrain rso RECIPE` (= `train --until pairs`) only the data.
 """
 from __future__ import annotations
 
-import json
-import logging
 from collections import Counter
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from posttrain.config import DataSource, RewardSettings, Section
-from posttrain.data.sources import prompt_text
+from posttrain.config import RewardSettings
+from posttrain.contracts import Built, MethodSpec, RunInfo, StageDef
+from posttrain.errors import DataError
 from posttrain.generation.rso import PAIRINGS, SELECTIONS, pair_up, select
-from posttrain.errors import DataError, RecipeError
-from posttrain.files import atomic_write_text, write_jsonl
-from posttrain.generation.sampler import SamplingParams
-from posttrain.generation.to_file import read_samples, sample_to_file, source_path
+from posttrain.generation.to_file import read_samples, source_path
 from posttrain.losses.preference import PREFERENCE_LOSSES
 from posttrain.methods import preference
-from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
-from posttrain.pipeline import StageDef, flat
+from posttrain.methods.base import recipe_records
+from posttrain.methods.sampling import (
+    SAMPLE_KEYS,
+    SamplingSettings,
+    build_on_pairs,
+    sample_candidates,
+    samples_file,
+    write_pairs,
+)
+from posttrain.pipeline import flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
-
-log = logging.getLogger(__name__)
-
-
-class SamplingSettings(Section):
-    num_candidates: int = Field(16, ge=2)  # paper: 64
-    temperature: float = Field(0.7, ge=0)
-    top_k: int = Field(40, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(128, gt=0)
-    stop: list[str] = []
-    batch_size: int = Field(16, gt=0)
-    seed: int = 0
-    # where the candidates go (default <run>/samples.jsonl); runs that share the prompts and these
-    # settings may share one file, e.g. to compare selections on the same candidates
-    samples_file: str | None = None
+from posttrain.tasks.sources import prompt_text
 
 
 class RSOParams(preference.PreferenceLossParams):
@@ -68,27 +57,6 @@ class RSOParams(preference.PreferenceLossParams):
         keep = set(preference.PreferenceLossParams.model_fields)
         return preference.PreferenceParams(name="preference", loss=self.loss,
                                            **{k: getattr(self, k) for k in keep})
-
-
-def samples_file(params: RSOParams, ctx) -> Path:
-    s = params.sampling
-    # a shared samples_file serves the first iteration; later ones sample another policy
-    return Path(s.samples_file) if s.samples_file and ctx.iteration == 0 else ctx.dir / "samples.jsonl"
-
-
-def sample_candidates(recipe, params, ctx, records: list | None = None) -> dict:
-    """Stage 1: `num_candidates` samples per prompt (default: every prompt of data.train) from the
-    iteration's starting policy (resumable). Shared with INPO, whose params have the same `sampling`."""
-    s = params.sampling
-    model, tokenizer = ctx.policy()
-    sp = SamplingParams(n=s.num_candidates, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                        max_new_tokens=s.max_new_tokens, stop=tuple(s.stop), seed=s.seed)
-    records = recipe_records(recipe) if records is None else records
-    _, st = sample_to_file(model, tokenizer, records, sp, samples_file(params, ctx),
-                           batch_size=s.batch_size, max_prompt_length=recipe.data.max_prompt_length,
-                           progress=ctx.progress)
-    return {"sampling_tokens_per_s": round(st.tokens_per_s, 1), "sampling_new_tokens": st.new_tokens,
-            "resumed_prompts": st.extra.get("resumed_prompts", 0)}
 
 
 def make_pairs(recipe, params: RSOParams, ctx) -> dict:
@@ -128,24 +96,12 @@ def make_pairs(recipe, params: RSOParams, ctx) -> dict:
            "mean_reward_accepted": float(np.mean(accepted_r)) if accepted_r else 0.0, **dict(stats)}
     out["acceptance_rate"] = stats["accepted"] / max(stats["unique_candidates"], 1)
     return write_pairs(folder, rows, out, "rso_stats.json",
-                       f"RSO produced no pairs from {n} prompts (every pair tied: the reward does not separate "
-                       f"the candidates)")
+                       f"RSO produced no pairs from {n} prompts (every pair tied: the reward does not "
+                       f"separate the candidates)")
 
 
-def write_pairs(folder: Path, rows: list[dict], stats: dict, stats_file: str, empty: str) -> dict:
-    """The pairs stage's outputs: the stats file always (it says why there are no pairs), pairs.jsonl when
-    there are pairs; none is an error (`empty`, with the stats file named)."""
-    atomic_write_text(folder / stats_file, json.dumps(stats, indent=1))
-    log.info("%s: %s", stats_file, stats)
-    if not rows:
-        raise DataError(f"{empty}; see {folder / stats_file}")
-    write_jsonl(folder / "pairs.jsonl", rows)
-    return stats
-
-
-SAMPLE_KEYS = ("model", "data.train", "data.instruction", "data.system_prompt", "data.max_prompt_length",
-               "method.sampling", "generation.backend", "generation.decode_dtype")
-PAIR_KEYS = ("seed", "method.selection", "method.rso_beta", "method.num_samples", "method.pairing", "method.reward")
+PAIR_KEYS = ("seed", "method.selection", "method.rso_beta", "method.num_samples", "method.pairing",
+             "method.reward")
 
 
 def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
@@ -155,27 +111,12 @@ def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
     own = samples.resolve().is_relative_to(ctx.dir.resolve())
     rel = str(samples.relative_to(ctx.dir)) if own else str(samples)
     sample_out = [rel, str(source_path(samples).relative_to(ctx.dir))] if own else []
-    return [StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params, ctx),
+    return [StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params,
+                                                                                             ctx),
                      outputs=sample_out, parallel=True),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
                      outputs=["pairs.jsonl", "rso_stats.json"], inputs=[rel],
                      uses_weights=False)]
-
-
-def build_on_pairs(recipe, params: preference.PreferenceParams, model, tokenizer, run: RunInfo | None,
-                   stats_file: str) -> Built:
-    """The preference build on the pairs.jsonl an earlier stage of the iteration wrote (RSO, INPO)."""
-    folder = run.dir if run is not None else recipe.run_dir
-    path = folder / "pairs.jsonl"
-    if not path.is_file():
-        raise RecipeError(f"{path} does not exist: run the recipe with `posttrain train`, which samples and "
-                          f"pairs before training")
-    pairs_recipe = recipe.model_copy(update={"data": recipe.data.model_copy(
-        update={"train": DataSource(path=str(path)), "instruction": None})})
-    built = preference.build(pairs_recipe, params, model, tokenizer, run)
-    # in place: the build's prepare() adds the reference-cache status to this same dict later
-    built.stats[stats_file.split("_")[0]] = json.loads((folder / stats_file).read_text())
-    return built
 
 
 def build(recipe, params: RSOParams, model, tokenizer, run: RunInfo | None = None) -> Built:

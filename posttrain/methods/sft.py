@@ -4,16 +4,15 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-
 from posttrain.config import Section
+from posttrain.contracts import Built, MethodSpec, RunInfo
 from posttrain.data.collate import PackingCollator, pad_collate
-from posttrain.data.sources import load_source
 from posttrain.data.template import encode_conversations
+from posttrain.errors import RecipeError
 from posttrain.logprobs import IGNORE, completion_logprobs
 from posttrain.losses.sft import sft_loss
-from posttrain.errors import RecipeError
-from posttrain.methods.base import Built, MethodSpec, RunInfo
 from posttrain.models.attention import supports_segments
+from posttrain.tasks.sources import load_source
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "weights")
 
@@ -49,7 +48,8 @@ class SFTObjective:
 
 def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
     feats, stats = encode_conversations(tokenizer, records, max_length=data.max_length,
-                                        max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
+                                        max_prompt_length=data.max_prompt_length,
+                                        on_overflow=data.on_overflow)
     out = {**vars(stats), "examples": len(feats)}
     prefixed = sum(r.assistant_prefix is not None for r in records)
     if prefixed:

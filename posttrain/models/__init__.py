@@ -4,8 +4,7 @@ from posttrain.models import attention
 from posttrain.models.cache import cache_dir
 from posttrain.models.embedded import ensure_converted, ensure_tokenizer
 from posttrain.models.io import load_weights_, save_weights, trainable_parameters
-from posttrain.models.lora import (apply_lora, frozen_copy, is_lora, merge_and_save, reference_model,
-                                   unwrap)
+from posttrain.models.lora import apply_lora, frozen_copy, is_lora, merge_and_save, reference_model, unwrap
 from posttrain.models.registry import list_models, load_model, load_tokenizer
 
 __all__ = [

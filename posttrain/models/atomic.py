@@ -1,4 +1,5 @@
-"""One-time builds shared between processes (the embedded model's conversion): a lock, and an atomic folder."""
+"""One-time builds shared between processes (the embedded model's conversion): a lock, and an atomic
+folder."""
 from __future__ import annotations
 
 import contextlib

@@ -7,11 +7,15 @@ and throw most away: a row of 8 examples of ~130 tokens costs ~5x the attention 
 the example boundaries at hand (``cu_seq_lens_q``, the keyword flash-attention's varlen kernels read) the
 causal attention of each example is computed on its own, with no mask and no padding.
 
-:func:`install` puts :func:`segment_attention` in transformers' registry under "sdpa". Without
-``cu_seq_lens_q`` it IS transformers' sdpa (the call is handed over unchanged); with it, each example
-gets its own causal SDPA call. The mask transformers still builds is not read then. Layers where the
-boundaries are not the whole story (a sliding window, softcapping) are handed over too, and get the
-mask path, which is correct for them.
+:func:`install` registers :func:`segment_attention` in transformers' attention registry under its own
+name, :data:`SEGMENT_ATTENTION` (transformers' "sdpa" is left as it is), with sdpa's mask function for
+that name, so transformers builds the same masks as for "sdpa". The models posttrain loads choose it
+(``attn_implementation=SEGMENT_ATTENTION``, posttrain/models/registry.py); a model loaded elsewhere with
+plain "sdpa" runs transformers' own sdpa, which is correct on packed rows through the mask. Without
+``cu_seq_lens_q`` :func:`segment_attention` IS transformers' sdpa (the call is handed over unchanged);
+with it, each example gets its own causal SDPA call. The mask transformers still builds is not read
+then. Layers where the boundaries are not the whole story (a sliding window, softcapping) are handed
+over too, and get the mask path, which is correct for them.
 
 Preference pairs in one row (``pair_bounds``, posttrain/data/collate.py::shared_prefix_collate) get two
 calls per pair: prompt + chosen causally, and the rejected tokens over the prompt and themselves. There
@@ -28,8 +32,15 @@ stats = {"segmented": 0, "pairs": 0}
 
 _SDPA = None  # transformers' own sdpa_attention_forward, captured by install()
 
-# flash-attention kernels take the same keywords natively
-VARLEN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flash_attention_3")
+# posttrain's attention in transformers' registry. It contains "sdpa", so transformers checks that a model
+# can run SDPA when it is asked for, as it does for "sdpa".
+SEGMENT_ATTENTION = "posttrain_segment_sdpa"
+
+# attentions that read the example boundaries; flash-attention kernels take the same keywords natively
+VARLEN_IMPLEMENTATIONS = (SEGMENT_ATTENTION, "flash_attention_2", "flash_attention_3")
+
+# attentions that run torch's SDPA and take a custom 4D mask as booleans
+SDPA_IMPLEMENTATIONS = ("sdpa", SEGMENT_ATTENTION)
 
 
 def segment_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -75,8 +86,10 @@ def _host_list(t: torch.Tensor, read):
 
 def _block_sdpa(q, k, v, dropout: float, scaling, **kw):
     """SDPA on one block of positions: q [n, H, d], k/v [m, Hkv, d] -> [n, H, d]."""
-    out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                                         dropout_p=dropout, scale=scaling, enable_gqa=q.shape[1] != k.shape[1], **kw)
+    out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0,
+                                                                                                       1)[None],
+                                         dropout_p=dropout, scale=scaling,
+                                         enable_gqa=q.shape[1] != k.shape[1], **kw)
     return out[0].transpose(0, 1)
 
 
@@ -120,15 +133,19 @@ def _plain_causal(module, query, key, kwargs) -> bool:
 
 
 def install() -> None:
-    """Register :func:`segment_attention` as transformers' "sdpa" (once per process)."""
+    """Register :func:`segment_attention` in transformers' attention registry as :data:`SEGMENT_ATTENTION`,
+    with sdpa's mask function for that name (once per process). Transformers' "sdpa" is not touched."""
     global _SDPA
     if _SDPA is not None:
         return
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     _SDPA = sdpa_attention_forward
-    AttentionInterface.register("sdpa", segment_attention)
+    AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+    # without a mask function for the name transformers builds no mask at all (padding would be attended)
+    AttentionMaskInterface.register(SEGMENT_ATTENTION, sdpa_mask)
 
 
 def _config(model):
@@ -139,8 +156,9 @@ def _config(model):
 
 def supports_pair_rows(model) -> bool:
     """Whether preference pairs can run as one padding-free row (``pair_bounds``): only this module's
-    sdpa reads the bounds."""
-    return getattr(_config(model), "_attn_implementation", None) == "sdpa" and supports_segments(model)
+    attention (:data:`SEGMENT_ATTENTION`) reads the bounds."""
+    return getattr(_config(model), "_attn_implementation",
+                   None) == SEGMENT_ATTENTION and supports_segments(model)
 
 
 def supports_segments(model) -> bool:

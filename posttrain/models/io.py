@@ -31,7 +31,8 @@ def trainable_parameters(model) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def save_weights(model, directory: str | os.PathLike, *, tokenizer=None, state_dict: dict | None = None) -> None:
+def save_weights(model, directory: str | os.PathLike, *, tokenizer=None,
+                 state_dict: dict | None = None) -> None:
     """Adapter only for a LoRA model, full weights otherwise; safetensors, written atomically.
 
     A full model is saved with save_pretrained, so the folder is also a loadable HF model (config included;

@@ -13,8 +13,8 @@ import torch
 from posttrain.errors import ModelError
 from posttrain.files import atomic_folder
 
-
-_PARALLEL_WRAPPERS = ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel", "DeepSpeedEngine")
+_PARALLEL_WRAPPERS = ("DistributedDataParallel", "FullyShardedDataParallel", "DataParallel",
+                      "DeepSpeedEngine")
 
 
 def unwrap(model):

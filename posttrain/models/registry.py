@@ -11,6 +11,7 @@ import torch
 
 from posttrain.errors import ModelError
 from posttrain.models import embedded
+from posttrain.models.attention import SEGMENT_ATTENTION
 from posttrain.models.tiny import MAX_POSITIONS, TINY_MODELS, build_tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -124,17 +125,20 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
     except Exception as e:  # transformers/hub raise many types; the user needs the name and the cause
         if kind == "hub":
-            raise _unknown(name, f"it is not a known name, a folder that exists, or a loadable hub id ({e})") from e
+            raise _unknown(name,
+                           f"it is not a known name, a folder that exists, or a loadable hub id ({e})") from e
         raise ModelError(f"cannot load the tokenizer in {where}: {type(e).__name__}: {e}") from e
     return _prepare_tokenizer(tok, name)
 
 
 def load_model(name: str, *, dtype: str | torch.dtype = "float32", seed: int = 0,
-               trust_remote_code: bool = False, attn_implementation: str = "sdpa"):
+               trust_remote_code: bool = False, attn_implementation: str = SEGMENT_ATTENTION):
     """Return (model, tokenizer) for a name (see `known_names()`), an HF folder, or a hub id.
 
     `seed` only matters for tiny models (their random init). The model comes back in train mode on the CPU
     with every parameter trainable; call `.eval()` for inference. The tokenizer always has a pad token.
+    The attention is posttrain's (SDPA per example on packed rows, posttrain/models/attention.py) unless
+    `attn_implementation` names another.
     """
     from transformers import AutoModelForCausalLM
 
@@ -154,7 +158,9 @@ def load_model(name: str, *, dtype: str | torch.dtype = "float32", seed: int = 0
                 attn_implementation=attn_implementation, **kw)
         except Exception as e:  # as in load_tokenizer
             if kind == "hub":
-                raise _unknown(name, f"it is not a known name, a folder that exists, or a loadable hub id ({e})") from e
+                raise _unknown(name,
+                               f"it is not a known name, a folder that exists, or a loadable hub id "
+                               f"({e})") from e
             raise ModelError(f"cannot load the model in {where}: {type(e).__name__}: {e}") from e
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id  # silences generate()'s per-call warning

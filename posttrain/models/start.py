@@ -22,7 +22,8 @@ def adapter_folder(path: str) -> Path:
     ckpt = latest_checkpoint(p)
     if ckpt is not None and (ckpt / "model" / "adapter_config.json").is_file():
         return ckpt / "model"
-    raise RecipeError(f"model.adapter: no LoRA adapter at {path} (nor in model/ or checkpoints/step-*/model/)")
+    raise RecipeError(f"model.adapter: no LoRA adapter at {path} "
+                      f"(nor in model/ or checkpoints/step-*/model/)")
 
 
 def load_start(m, *, with_adapter: bool = True):

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from posttrain.models.attention import SEGMENT_ATTENTION
+
 # Same family as SmolLM2 (Llama, grouped-query attention, tied embeddings, rope_theta 1e5) so that code
 # paths exercised in tests are the ones the real model takes.
 TINY_MODELS: dict[str, dict[str, Any]] = {
@@ -24,7 +26,8 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         hidden_size=1280, num_hidden_layers=24, num_attention_heads=20, num_key_value_heads=5,
         intermediate_size=3584),
     "random-llama-1.2b": dict(
-        description="random Llama, 1.21B parameters (hidden 2048, 18 layers, 32 / 8 kv heads; GPU benchmarks)",
+        description=("random Llama, 1.21B parameters (hidden 2048, 18 layers, 32 / 8 kv heads; "
+                     "GPU benchmarks)"),
         hidden_size=2048, num_hidden_layers=18, num_attention_heads=32, num_key_value_heads=8,
         intermediate_size=8192),
 }
@@ -42,7 +45,7 @@ def tiny_config(name: str, tokenizer):
 
 
 def build_tiny(name: str, tokenizer, *, seed: int = 0, dtype: torch.dtype = torch.float32,
-               attn_implementation: str = "sdpa"):
+               attn_implementation: str = SEGMENT_ATTENTION):
     """Random-initialised model; weights depend only on (name, seed), never on the caller's RNG state.
 
     Initialised in float32 and then cast, so the same seed gives the same weights up to rounding whatever

@@ -43,7 +43,8 @@ class ScalarHeadModel(torch.nn.Module):
         self.lm = lm
         self.config = unwrap(lm).config
         out = self._causal_lm().get_output_embeddings()
-        if not logits and out is not None and out.weight is not self._causal_lm().get_input_embeddings().weight:
+        if (not logits and out is not None
+                and out.weight is not self._causal_lm().get_input_embeddings().weight):
             out.requires_grad_(False)
         hidden = self.config.hidden_size
         dtype = next(lm.parameters()).dtype
@@ -78,7 +79,8 @@ class ScalarHeadModel(torch.nn.Module):
         return self(input_ids, attention_mask, output="logits_and_values", logits_to_keep=logits_to_keep)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, *,
-                output: Literal["values", "last_values", "logits_and_values"] = "values", logits_to_keep=None):
+                output: Literal["values", "last_values", "logits_and_values"] = "values",
+                logits_to_keep=None):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         h = self.hidden_states(input_ids, attention_mask, position_ids)
@@ -98,7 +100,8 @@ class ScalarHeadModel(torch.nn.Module):
 
     # -- persistence (the engine's checkpoints call save_pretrained / load_weights_) --------------
     def save_pretrained(self, directory, state_dict: dict | None = None) -> None:
-        """`state_dict`: this model's whole state (names as in `self.state_dict()`), e.g. gathered from shards."""
+        """`state_dict`: this model's whole state (names as in `self.state_dict()`), e.g. gathered from
+        shards."""
         directory = Path(directory)
         if state_dict is None:
             unwrap(self.lm).save_pretrained(directory)
@@ -116,11 +119,13 @@ class ScalarHeadModel(torch.nn.Module):
 
         directory = Path(directory)
         if not (directory / HEAD_WEIGHTS).is_file():
-            raise ModelError(f"{directory} has no {HEAD_WEIGHTS}: not a scalar-head (reward/value) checkpoint")
+            raise ModelError(f"{directory} has no {HEAD_WEIGHTS}: not a scalar-head (reward/value) "
+                             f"checkpoint")
         state = load_file(str(directory / HEAD_WEIGHTS))
         for k, v in self.head.state_dict().items():
             if k not in state or state[k].shape != v.shape:
-                raise ModelError(f"{directory / HEAD_WEIGHTS}: '{k}' missing or of another shape than {tuple(v.shape)}")
+                raise ModelError(f"{directory / HEAD_WEIGHTS}: '{k}' missing or of another shape than "
+                                 f"{tuple(v.shape)}")
         load_weights_(self.lm, directory)
         with torch.no_grad():  # under FSDP the head's parameters are shards
             self.load_state_dict(place_like({f"head.{k}": state[k] for k in self.head.state_dict()},
@@ -157,7 +162,8 @@ def load_scalar_head_model(path, *, dtype: str | None = None) -> tuple[ScalarHea
     info = json.loads((folder / HEAD_CONFIG).read_text())
     if "base_model" not in info:
         raise ModelError(f"{folder / HEAD_CONFIG} does not name its base_model")
-    lm, tok = load_model(info["base_model"], dtype=dtype or info.get("dtype", "float32"), seed=info.get("seed", 0))
+    lm, tok = load_model(info["base_model"], dtype=dtype or info.get("dtype", "float32"),
+                         seed=info.get("seed", 0))
     if info.get("lora"):
         lm = apply_lora(lm, **info["lora"])
     model = ScalarHeadModel(lm, info=info)

@@ -42,7 +42,8 @@ class CyclicPreference:
             raise ValueError("compare: prompts, first and second must have the same length")
         return [MATRIX[self.category(x)][self.category(y)] for x, y in zip(first, second)]
 
-    def score(self, prompts: list[str], completions: list[str], meta: list[dict] | None = None) -> list[float]:
+    def score(self, prompts: list[str], completions: list[str],
+              meta: list[dict] | None = None) -> list[float]:
         check_batch(prompts, completions, meta, self.name)
         raise ValueError("the cyclic oracle is pairwise only (no pointwise reward reproduces a cycle): "
                          "use it as `oracle: {kind: pairwise, name: cyclic}`")

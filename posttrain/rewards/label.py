@@ -48,7 +48,7 @@ class LabelMetaError(DataError, ValueError):
 
 class LabelReward:
     """Reward ``label``: ``score(prompts, completions, meta)`` with ``meta[i] = {"label": gold word,
-    "labels": [all label words]}`` (as :func:`posttrain.data.nlu.prompt_rows` writes them)."""
+    "labels": [all label words]}`` (as :func:`posttrain.tasks.nlu.prompt_rows` writes them)."""
 
     name = "label"
 

@@ -21,8 +21,9 @@ class MathReward:
     ``no_answer`` (default: ``wrong``) scores completions with no extractable answer, e.g. for a format
     penalty. ``timeout`` is math-verify's limit in seconds per step (main thread only; None disables).
     ``closeness`` > 0 gives a wrong numeric answer partial credit, ``wrong + closeness / (1 + |pred - gold|
-    / (1 + |gold|))`` with the farthest committed ``pred``: a dense shaping for small models whose candidates are mostly wrong (a 0/1 reward
-    ties most pairs); correctness is still what ``correct`` pays for.
+    / (1 + |gold|))`` with the farthest committed ``pred``: a dense shaping for small models whose
+    candidates are mostly wrong (a 0/1 reward ties most pairs); correctness is still what ``correct`` pays
+    for.
     """
 
     name = "math"

@@ -54,7 +54,8 @@ class PairwiseReward:
     @torch.no_grad()
     def _p_first(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         """Judge's P("A") among {"A", "B"} with `a` shown first."""
-        encoded = [encode_prompt(self.tok, [{"role": "user", "content": JUDGE_TEMPLATE.format(prompt=p, a=x, b=y)}])
+        encoded = [encode_prompt(self.tok, [{"role": "user", "content": JUDGE_TEMPLATE.format(prompt=p, a=x,
+                                                                                              b=y)}])
                    for p, x, y in zip(prompts, a, b)]
         out = []
         pad = self.tok.pad_token_id
@@ -67,7 +68,8 @@ class PairwiseReward:
                 ids[r, width - len(x):] = torch.tensor(x)
                 attn[r, width - len(x):] = 1
             pos = (attn.cumsum(-1) - 1).clamp_min(0)
-            logits = self.judge(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=1).logits[:, -1]
+            logits = self.judge(input_ids=ids, attention_mask=attn, position_ids=pos,
+                                logits_to_keep=1).logits[:, -1]
             two = logits[:, self.letters].float()
             out += torch.softmax(two, -1)[:, 0].tolist()
         return out
@@ -85,7 +87,8 @@ class PairwiseReward:
         ba = self._p_first(prompts, second, first)
         return [(p + (1.0 - q)) / 2.0 for p, q in zip(ab, ba)]
 
-    def score(self, prompts: list[str], completions: list[str], meta: list[dict] | None = None) -> list[float]:
+    def score(self, prompts: list[str], completions: list[str],
+              meta: list[dict] | None = None) -> list[float]:
         check_batch(prompts, completions, meta, self.name, need_meta=True)
         baselines = [str(meta_value(meta, i, "baseline", self.name)) for i in range(len(completions))]
         probs = self.compare(prompts, completions, baselines, meta)

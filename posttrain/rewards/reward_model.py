@@ -49,7 +49,8 @@ class RewardModelReward:
             self.model.train(was_training)
         return out
 
-    def score(self, prompts: list[str], completions: list[str], meta: list[dict] | None = None) -> list[float]:
+    def score(self, prompts: list[str], completions: list[str],
+              meta: list[dict] | None = None) -> list[float]:
         check_batch(prompts, completions, meta, self.name)
         convs = [_messages(p, meta[i] if meta else None) + [{"role": "assistant", "content": c}]
                  for i, (p, c) in enumerate(zip(prompts, completions))]

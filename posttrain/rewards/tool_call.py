@@ -78,6 +78,7 @@ from posttrain.data.tool_calls import ParseResult, ToolCall, call_from_dict, par
 from posttrain.data.tool_schema import validate_tools
 from posttrain.errors import DataError
 from posttrain.rewards.base import check_batch, meta_value
+
 # The content-filling rule itself, not a copy: reward and Seal-Tools score must not drift apart.
 from posttrain.tools.seal import same_value
 
@@ -184,7 +185,8 @@ def _irm(parsed: ParseResult, gold: list[ToolCall], specs: dict[str, dict]) -> s
     flags = []
     for name in dict.fromkeys(g.name for g in gold):
         declared = set(specs[name]["parameters"]["properties"])
-        flags += _pair_group([c for c in calls if c.name == name], [g for g in gold if g.name == name], declared)
+        flags += _pair_group([c for c in calls if c.name == name], [g for g in gold if g.name == name],
+                             declared)
     return _category(*_union(flags))
 
 

@@ -44,14 +44,17 @@ class FilterSettings(Section):
 class DecontamSet(Section):
     """One test set to decontaminate against: a built-in by `name` (posttrain.eval.math.BUILTIN, found under
     the shared data folder), or a file or folder of problems by `path`."""
-    name: str | None = None  # alone: a built-in; beside a path: the set's label in removed.jsonl and the report
-    path: str | None = None  # jsonl/json/parquet/arrow file or a folder of them; relative to the recipe's folder
+    # alone: a built-in; beside a path: the set's label in removed.jsonl and the report
+    name: str | None = None
+    # jsonl/json/parquet/arrow file or a folder of them; relative to the recipe's folder
+    path: str | None = None
     field: str | None = None  # the problem's field; default: the first of posttrain.eval.math.PROBLEM_FIELDS
 
     @model_validator(mode="after")
     def _one_source(self):
         if self.name is None and self.path is None:
-            raise ValueError("give 'name' (a built-in test set) or 'path' (a file or folder of test problems)")
+            raise ValueError("give 'name' (a built-in test set) or 'path' "
+                             "(a file or folder of test problems)")
         if self.path is None and self.field is not None:
             raise ValueError("'field' goes with 'path' (a built-in's field is known)")
         return self
@@ -68,7 +71,8 @@ DEFAULT_TEST_SETS = ("gsm8k", "math500")
 
 class DecontamSettings(Section):
     # an entry is a mapping (DecontamSet) or a string: a built-in's name, else a path
-    test_sets: list[DecontamSet] = Field(default_factory=lambda: [DecontamSet(name=n) for n in DEFAULT_TEST_SETS])
+    test_sets: list[DecontamSet] = Field(default_factory=lambda: [DecontamSet(name=n)
+                                                                  for n in DEFAULT_TEST_SETS])
     ngram: int = Field(13, gt=0)
     ngram_threshold: float = Field(0.5, gt=0, le=1)
     embedding: Literal["auto", "on", "off"] = "auto"  # auto: on when the MiniLM wheel is installed
@@ -120,19 +124,20 @@ def load_synth_recipe(path, overrides: list[str] | None = None) -> SynthRecipe:
     return recipe
 
 
-def resolve_test_sets(recipe: SynthRecipe, *, source: str | None = None, builtins: bool = True) -> list[Path | None]:
+def resolve_test_sets(recipe: SynthRecipe, *, source: str | None = None,
+                      builtins: bool = True) -> list[Path | None]:
     """The file or folder of every decontamination test set (None for a built-in when `builtins` is
     False); RecipeError naming the recipe key of one that is unknown or not there."""
-    from posttrain.data.nlu import default_data_dir
     from posttrain.eval.math import BUILTIN
+    from posttrain.tasks.nlu import default_data_dir
     where = f"{source}: " if source else ""
     out: list[Path | None] = []
     for i, ts in enumerate(recipe.decontam.test_sets):
         key = f"decontam.test_sets[{i}]"
         if ts.path is not None:
             if not Path(ts.path).exists():
-                raise RecipeError(f"{where}{key}.path: file not found: {ts.path} (a relative path is looked for "
-                                  f"beside the recipe, then in the working directory)")
+                raise RecipeError(f"{where}{key}.path: file not found: {ts.path} (a relative path is "
+                                  f"looked for beside the recipe, then in the working directory)")
             out.append(Path(ts.path))
         elif ts.name not in BUILTIN:
             raise RecipeError(f"{where}{key}.name: {ts.name!r} is not a built-in test set (those are "
@@ -142,8 +147,8 @@ def resolve_test_sets(recipe: SynthRecipe, *, source: str | None = None, builtin
         else:
             p = default_data_dir().joinpath(*BUILTIN[ts.name])
             if not p.is_file():
-                raise RecipeError(f"{where}{key}: the built-in test set {ts.name!r} is not on this machine ({p} not "
-                                  f"found): set POSTTRAIN_SHARED_DATA to the shared data folder, or give the file "
-                                  f"as {key}.path")
+                raise RecipeError(f"{where}{key}: the built-in test set {ts.name!r} is not on this "
+                                  f"machine ({p} not found): set POSTTRAIN_SHARED_DATA to the shared "
+                                  f"data folder, or give the file as {key}.path")
             out.append(p)
     return out

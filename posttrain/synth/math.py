@@ -43,7 +43,8 @@ FEW_SHOT = [
      "12 pencils are 12 / 3 = 4 groups of 3.\nEach group costs $2, so 4 * 2 = 8.\n\\boxed{8}"),
     ("Tom has 15 apples. He gives away 4 and then buys twice as many as he has left. How many apples does he "
      "have now?",
-     "After giving away 4, Tom has 15 - 4 = 11.\nHe buys 2 * 11 = 22 more.\nHe now has 11 + 22 = 33.\n\\boxed{33}"),
+     "After giving away 4, Tom has 15 - 4 = 11.\nHe buys 2 * 11 = 22 more.\n"
+     "He now has 11 + 22 = 33.\n\\boxed{33}"),
 ]
 QUESTION_PROMPT = ("Write one new math word problem that is similar to the problem below but uses different "
                    "numbers and a different story. Write only the new problem, without a solution.\n\n"
@@ -57,7 +58,8 @@ def solution_messages(problem: str, few_shot: int) -> list[dict]:
     from posttrain.eval.math import MATH_PROMPT
     msgs = []
     for q, a in FEW_SHOT[:few_shot]:
-        msgs += [{"role": "user", "content": MATH_PROMPT.format(problem=q)}, {"role": "assistant", "content": a}]
+        msgs += [{"role": "user", "content": MATH_PROMPT.format(problem=q)}, {"role": "assistant",
+                                                                              "content": a}]
     return msgs + [{"role": "user", "content": MATH_PROMPT.format(problem=problem)}]
 
 
@@ -98,7 +100,8 @@ def shard_file(out: Path, i: int, n: int) -> Path:
     return out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix}")
 
 
-def sample_sharded(recipe: SynthRecipe, recipe_path: Path | None, stage: str, records: list, params, out: Path,
+def sample_sharded(recipe: SynthRecipe, recipe_path: Path | None, stage: str, records: list, params,
+                   out: Path,
                    *, progress: bool, overrides: list[str]) -> dict:
     """Sample `records` into `out` (resumable). With workers > 1 (and a recipe file to hand the workers),
     worker i samples prompt ids i, i+N, ... into its own file through `posttrain synth math --worker i/N`,
@@ -108,23 +111,27 @@ def sample_sharded(recipe: SynthRecipe, recipe_path: Path | None, stage: str, re
     t0 = time.time()
     if n == 1 or recipe_path is None:
         model, tok = teacher(recipe, stage)
-        _, st = sample_to_file(model, tok, records, params, out, batch_size=recipe.batch_size, progress=progress)
+        _, st = sample_to_file(model, tok, records, params, out, batch_size=recipe.batch_size,
+                               progress=progress)
         return {"prompts": len(records), "samples": len(records) * params.n, "new_tokens": st.new_tokens,
                 "seconds": round(time.time() - t0, 1), "workers": 1}
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = [subprocess.Popen([sys.executable, "-m", "posttrain", "synth", "math", str(recipe_path), *overrides,
+    procs = [subprocess.Popen([sys.executable, "-m", "posttrain", "synth", "math", str(recipe_path),
+                               *overrides,
                                "--worker", f"{i}/{n}", "--stage", stage], env=env) for i in range(n)]
     codes = [p.wait() for p in procs]
     if any(codes):
-        raise RecipeError(f"synth {stage}: worker(s) {[i for i, c in enumerate(codes) if c]} failed; rerun to resume")
+        raise RecipeError(f"synth {stage}: worker(s) {[i for i, c in enumerate(codes) if c]} failed; "
+                          f"rerun to resume")
     rows = []
     for i in range(n):
         rows += files.read_jsonl(shard_file(out, i, n), missing="empty")
     rows.sort(key=lambda r: (r["prompt_id"], r["sample_index"]))
     write_jsonl(out, rows)
     source_path(out).write_text(source_path(shard_file(out, 0, n)).read_text())
-    return {"prompts": len(records), "samples": len(rows), "seconds": round(time.time() - t0, 1), "workers": n}
+    return {"prompts": len(records), "samples": len(rows), "seconds": round(time.time() - t0, 1),
+            "workers": n}
 
 
 def run_worker(recipe: SynthRecipe, stage: str, i: int, n: int) -> None:
@@ -154,10 +161,12 @@ def _params(recipe: SynthRecipe, stage: str):
     seed = recipe.seed * 1000 + STAGE_SEEDS[stage]
     if stage == "solutions":
         s = recipe.solutions
-        return SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=seed)
+        return SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p,
+                              max_new_tokens=s.max_new_tokens, seed=seed)
     q = recipe.questions
     if stage == "questions":
-        return SamplingParams(n=q.per_seed, temperature=q.temperature, max_new_tokens=q.max_new_tokens, seed=seed)
+        return SamplingParams(n=q.per_seed, temperature=q.temperature, max_new_tokens=q.max_new_tokens,
+                              seed=seed)
     return SamplingParams(n=q.k, temperature=recipe.solutions.temperature, top_p=recipe.solutions.top_p,
                           max_new_tokens=recipe.solutions.max_new_tokens, seed=seed)
 
@@ -168,11 +177,13 @@ def sampling_job(recipe: SynthRecipe, stage: str):
     d = recipe.run_dir
     if stage == "solutions":
         rows = files.read_jsonl(d / "seeds.jsonl", missing="empty")
-        recs = [PromptRecord(solution_messages(r["problem"], recipe.solutions.few_shot), r["answer"]) for r in rows]
+        recs = [PromptRecord(solution_messages(r["problem"], recipe.solutions.few_shot),
+                             r["answer"]) for r in rows]
         return recs, _params(recipe, stage), d / "solutions.jsonl"
     if stage == "questions":
         rows = files.read_jsonl(d / "seeds.jsonl", missing="empty")
-        recs = [PromptRecord([{"role": "user", "content": QUESTION_PROMPT.format(problem=r["problem"])}]) for r in rows]
+        recs = [PromptRecord([{"role": "user",
+                               "content": QUESTION_PROMPT.format(problem=r["problem"])}]) for r in rows]
         return recs, _params(recipe, stage), d / "questions.raw.jsonl"
     if stage == "new_solutions":
         rows = files.read_jsonl(d / "new_problems.jsonl", missing="empty")
@@ -182,18 +193,20 @@ def sampling_job(recipe: SynthRecipe, stage: str):
 
 
 def make_seeds(recipe: SynthRecipe) -> dict:
-    from posttrain.data.sources import load_source
+    from posttrain.tasks.sources import load_source
     rows = []
     for k, src in enumerate(recipe.seeds):
         for rec in load_source(src, "prompt"):
             if rec.answer is None:
-                raise DataError("a seed problem needs a gold answer", file=rec.file, line=rec.line, field="answer")
+                raise DataError("a seed problem needs a gold answer", file=rec.file, line=rec.line,
+                                field="answer")
             problem = rec.prompt[-1]["content"]
             rows.append({"id": len(rows), "problem": problem, "answer": rec.answer, "source": k})
     if not rows:
         raise RecipeError("synth: the seed sources hold no problems")
     write_jsonl(recipe.run_dir / "seeds.jsonl", rows)
-    return {"seed_problems": len(rows), "per_source": [sum(r["source"] == k for r in rows) for k in range(len(recipe.seeds))]}
+    return {"seed_problems": len(rows),
+            "per_source": [sum(r["source"] == k for r in rows) for k in range(len(recipe.seeds))]}
 
 
 def make_new_problems(recipe: SynthRecipe, removed: list[dict]) -> dict:
@@ -205,12 +218,14 @@ def make_new_problems(recipe: SynthRecipe, removed: list[dict]) -> dict:
         q = clean_question(row["text"])
         if q is None or row["finish_reason"] != "stop":
             dropped["not_a_problem"] += 1
-            removed.append({"stage": "questions", "reason": "not_a_problem", "text": row["text"], "seed_id": row["prompt_id"]})
+            removed.append({"stage": "questions", "reason": "not_a_problem", "text": row["text"],
+                            "seed_id": row["prompt_id"]})
             continue
         key = " ".join(q.split()).lower()
         if key in seen:
             dropped["exact_repeat"] += 1
-            removed.append({"stage": "questions", "reason": "exact_repeat", "problem": q, "seed_id": row["prompt_id"]})
+            removed.append({"stage": "questions", "reason": "exact_repeat", "problem": q,
+                            "seed_id": row["prompt_id"]})
             continue
         seen.add(key)
         out.append({"id": len(out), "problem": q, "seed_id": row["prompt_id"]})
@@ -242,11 +257,13 @@ def filter_solutions(recipe: SynthRecipe, tokenizer) -> tuple[list[dict], list[d
             if s["finish_reason"] != "stop":
                 drop("unfinished", problem_id=pid, solution=text)
             elif not grade(text, gold):
-                drop("wrong_answer" if extract_answer(text) is not None else "no_answer", problem_id=pid, solution=text)
+                drop("wrong_answer" if extract_answer(text) is not None else "no_answer", problem_id=pid,
+                     solution=text)
             elif not f.min_solution_tokens <= n_tokens(text) <= f.max_solution_tokens:
                 drop("solution_length", problem_id=pid, solution=text)
             else:
-                kept.append({"problem": problem, "solution": text, "answer": gold, "origin": origin, "problem_id": pid})
+                kept.append({"problem": problem, "solution": text, "answer": gold, "origin": origin,
+                             "problem_id": pid})
 
     seeds = files.read_jsonl(d / "seeds.jsonl", missing="empty")
     by_seed: dict[int, list] = {}
@@ -300,8 +317,8 @@ def read_test_problems(path: Path, field: str | None, key: str) -> list[str]:
         name = field if field is not None else next((k for k in PROBLEM_FIELDS if k in row), None)
         if name is None or name not in row:
             wanted = repr(field) if field is not None else f"one of {list(PROBLEM_FIELDS)}"
-            raise DataError(f"no problem field: looked for {wanted}, found {sorted(row)}; name it in {key}.field",
-                            file=file, line=line)
+            raise DataError(f"no problem field: looked for {wanted}, found {sorted(row)}; "
+                            f"name it in {key}.field", file=file, line=line)
         text = row[name]
         if not isinstance(text, str) or not text.strip():
             raise DataError("expected a non-empty string", file=file, line=line, field=name)
@@ -323,19 +340,28 @@ def decontam_targets(recipe: SynthRecipe) -> list[tuple[str, str]]:
 def decontaminate(recipe: SynthRecipe, rows: list[dict], tests: list[tuple[str, str]], embed=None) \
         -> tuple[list[dict], list[dict], dict]:
     """(clean rows, removed rows with the matched test item and score, counts per pass)."""
-    from posttrain.synth.overlap import embedding_contamination, minilm_dir, minilm_embedder, ngram_contamination
+    from posttrain.synth.overlap import (
+        embedding_contamination,
+        minilm_dir,
+        minilm_embedder,
+        ngram_contamination,
+    )
     c = recipe.decontam
     problems = sorted({r["problem"] for r in rows})
     texts = [t for _, t in tests]
     hits: dict[str, dict] = {}
     for i, (j, score) in ngram_contamination(problems, texts, n=c.ngram, threshold=c.ngram_threshold).items():
-        hits[problems[i]] = {"pass": "ngram", "test_set": tests[j][0], "test_problem": texts[j], "score": round(score, 4)}
-    use_emb = c.embedding == "on" or (c.embedding == "auto" and (embed is not None or minilm_dir() is not None))
+        hits[problems[i]] = {"pass": "ngram", "test_set": tests[j][0], "test_problem": texts[j],
+                             "score": round(score, 4)}
+    use_emb = c.embedding == "on" or (c.embedding == "auto" and (embed is not None
+                                                                 or minilm_dir() is not None))
     if use_emb:
         embed = embed or minilm_embedder()
         left = [p for p in problems if p not in hits]
-        for i, m in embedding_contamination(left, texts, embed, threshold=c.embedding_threshold, top_k=c.top_k).items():
-            hits[left[i]] = {"pass": "embedding", "test_set": tests[m["test"]][0], "test_problem": texts[m["test"]],
+        for i, m in embedding_contamination(left, texts, embed, threshold=c.embedding_threshold,
+                                            top_k=c.top_k).items():
+            hits[left[i]] = {"pass": "embedding", "test_set": tests[m["test"]][0],
+                             "test_problem": texts[m["test"]],
                              "score": round(m["score"], 4), "neighbours": m["neighbours"]}
     clean = [r for r in rows if r["problem"] not in hits]
     removed = [{"stage": "decontam", "reason": h["pass"], "problem": p, **h} for p, h in hits.items()]
@@ -345,7 +371,8 @@ def decontaminate(recipe: SynthRecipe, rows: list[dict], tests: list[tuple[str, 
               "embedding_pass": "run" if use_emb else "off (MiniLM wheel not installed)",
               "rows_removed": len(rows) - len(clean),
               "test_problems": {n: sum(name == n for name, _ in tests) for n in labels},
-              "problems_removed_by_test_set": {n: sum(h["test_set"] == n for h in hits.values()) for n in labels}}
+              "problems_removed_by_test_set": {n: sum(h["test_set"] == n for h in hits.values())
+                                               for n in labels}}
     return clean, removed, counts
 
 
@@ -356,31 +383,37 @@ def write_report(recipe: SynthRecipe, stats: dict[str, dict]) -> dict:
     d = recipe.run_dir
     rows = files.read_jsonl(d / "synth.jsonl", missing="empty")
     summary = {"recipe": recipe.name, "teacher": recipe.model.name, "seed": recipe.seed, "stages": stats,
-               "kept": len(rows), "kept_by_origin": {o: sum(r["origin"] == o for r in rows) for o in ("seed", "new")},
+               "kept": len(rows), "kept_by_origin": {o: sum(r["origin"] == o for r in rows) for o in ("seed",
+                                                                                                      "new")},
                "kept_problems": len({r["problem_id"] for r in rows})}
     atomic_write_json(d / "report.json", summary)
     table = [[name, s.get("seconds", ""), ", ".join(f"{k} {v}" for k, v in s.items() if k != "seconds")]
              for name, s in stats.items()]
     text = "\n".join([
         f"# Math synthesis: {recipe.name}", "",
-        f"- teacher: `{recipe.model.name}`" + (f" + adapter {recipe.model.adapter}" if recipe.model.adapter else ""),
+        f"- teacher: `{recipe.model.name}`" + (f" + adapter {recipe.model.adapter}" if recipe.model.adapter
+                                               else ""),
         f"- seed {recipe.seed}; {recipe.solutions.k} solutions per seed problem; "
         + (f"{recipe.questions.per_seed} new problems per seed, {recipe.questions.k} solutions each, "
-           f"majority >= {recipe.questions.min_agreement:.0%}" if recipe.questions.enabled else "no question augmentation"),
+           f"majority >= {recipe.questions.min_agreement:.0%}" if recipe.questions.enabled
+           else "no question augmentation"),
         f"- decontamination against {', '.join(t.label for t in recipe.decontam.test_sets)}: "
         f"{recipe.decontam.ngram}-gram overlap >= "
-        f"{recipe.decontam.ngram_threshold}, embedding cosine >= {recipe.decontam.embedding_threshold}; no LLM judge",
+        f"{recipe.decontam.ngram_threshold}, embedding cosine >= {recipe.decontam.embedding_threshold}; "
+        f"no LLM judge",
         f"- kept: {summary['kept']} solutions of {summary['kept_problems']} problems "
-        f"({summary['kept_by_origin']['seed']} on seed problems, {summary['kept_by_origin']['new']} on new ones)", "",
+        f"({summary['kept_by_origin']['seed']} on seed problems, "
+        f"{summary['kept_by_origin']['new']} on new ones)", "",
         markdown_table(["stage", "wall time (s)", "counts"], table), "",
-        "Every dropped item, with its stage, reason and (decontamination) the matched test problem and score: "
-        "removed.jsonl.", ""])
+        "Every dropped item, with its stage, reason and (decontamination) the matched test problem "
+        "and score: removed.jsonl.", ""])
     atomic_write_text(d / "report.md", text)
     return {"kept": summary["kept"]}
 
 
 def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[str]):
-    from posttrain.pipeline import StageDef, flat, select
+    from posttrain.contracts import StageDef
+    from posttrain.pipeline import flat, select
     settings = flat(recipe.model_dump(mode="json"))
     d = recipe.run_dir
     removed: list[dict] = []
@@ -410,9 +443,11 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
         return {"kept": len(kept), "dropped": counts}
 
     def decontam_stage():
-        clean, removed_d, counts = decontaminate(recipe, files.read_jsonl(d / "filtered.jsonl", missing="empty"),
+        clean, removed_d, counts = decontaminate(recipe, files.read_jsonl(d / "filtered.jsonl",
+                                                                          missing="empty"),
                                                  decontam_targets(recipe))
-        write_jsonl(d / "synth.jsonl", [sft_row(r["problem"], r["solution"], answer=r["answer"], origin=r["origin"],
+        write_jsonl(d / "synth.jsonl", [sft_row(r["problem"], r["solution"], answer=r["answer"],
+                                                origin=r["origin"],
                                                 problem_id=r["problem_id"]) for r in clean])
         removed = [r for name in ("removed.questions.jsonl", "removed.filter.jsonl")
                    for r in files.read_jsonl(d / name, missing="empty")]
@@ -435,11 +470,13 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
                          ["new_problems.jsonl", "removed.questions.jsonl"], inputs=["questions.raw.jsonl"],
                          uses_weights=False),
                 StageDef("new_solutions", keys("questions", "solutions"), sampled("new_solutions"),
-                         ["new_solutions.jsonl", "new_solutions.jsonl.source.json"], inputs=["new_problems.jsonl"])]
+                         ["new_solutions.jsonl", "new_solutions.jsonl.source.json"],
+                         inputs=["new_problems.jsonl"])]
     inputs = ["solutions.jsonl"] + (["new_solutions.jsonl"] if recipe.questions.enabled else [])
     out += [StageDef("filter", select(settings, ("filters", "questions", "model")), timed(filter_stage),
                      ["filtered.jsonl", "removed.filter.jsonl"], inputs=inputs, uses_weights=False),
-            StageDef("decontam", select(settings, ("decontam",)), timed(decontam_stage), ["synth.jsonl", "removed.jsonl"],
+            StageDef("decontam", select(settings, ("decontam",)), timed(decontam_stage), ["synth.jsonl",
+                                                                                          "removed.jsonl"],
                      inputs=["filtered.jsonl"], uses_weights=False)]
     return out
 
@@ -447,14 +484,16 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
 def run_synth(recipe: SynthRecipe, recipe_path: Path | None = None, *, overrides: list[str] | None = None,
               restart_from: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) every stage, then write the report; returns {stage: stats}."""
+    import yaml
+
     from posttrain.files import atomic_write_text
     from posttrain.generation.sampler import use_backend
     from posttrain.pipeline import run_stages
     from posttrain.synth.config import resolve_test_sets
-    import yaml
     resolve_test_sets(recipe)  # a missing test set fails now, not at the last stage after the sampling
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(recipe.run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(recipe.run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"),
+                                                                     sort_keys=False))
     with use_backend(recipe.generation):
         (stats,) = run_stages(recipe, lambda ctx: stages(recipe, recipe_path, ctx, overrides or []),
                               lambda t: teacher(recipe), restart_from=restart_from, progress=progress,

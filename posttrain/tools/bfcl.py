@@ -46,7 +46,8 @@ from posttrain.data.tool_calls import ParseResult, ToolCall
 from posttrain.data.tool_schema import find_tool
 
 PY_TYPES = {
-    "string": str, "integer": int, "float": float, "boolean": bool, "array": list, "tuple": list, "dict": dict,
+    "string": str, "integer": int, "float": float, "boolean": bool, "array": list, "tuple": list,
+    "dict": dict,
     "any": str,
     # JSON Schema / Python names, beyond BFCL's table (which would raise on them)
     "object": dict, "number": float, "str": str, "int": int, "bool": bool, "list": list,
@@ -132,7 +133,8 @@ def _dict_ok(value: dict, candidates: Sequence) -> bool:
 def _list_dict_ok(value: list, candidates: Sequence) -> bool:
     for cand in candidates:
         cand = _seq(cand)
-        if len(value) == len(cand) and all(isinstance(v, dict) and _dict_ok(v, [c]) for v, c in zip(value, cand)):
+        if len(value) == len(cand) and all(isinstance(v, dict) and _dict_ok(v, [c]) for v, c in zip(value,
+                                                                                                    cand)):
             return True
     return False
 
@@ -221,7 +223,8 @@ def check_bfcl(parsed: ParseResult | Sequence[ToolCall], functions: Sequence[dic
     matched: set[int] = set()
     for i, ans in enumerate(answers):
         fn = _function_for(functions, ans)
-        hit = next((j for j, c in enumerate(calls) if j not in matched and check_call(fn, c, ans).correct), None)
+        hit = next((j for j, c in enumerate(calls) if j not in matched and check_call(fn, c, ans).correct),
+                   None)
         if hit is None:
             return Verdict(False, "no_match", f"no call matches answer {i} ({next(iter(ans))!r})")
         matched.add(hit)

@@ -80,7 +80,8 @@ def _bfcl_answer(row: dict, file, line) -> tuple[str, list[dict]]:
     for i, call in enumerate(gt):
         where = f"ground_truth[{i}]"
         if not isinstance(call, dict) or len(call) != 1:
-            raise _fail("expected one object {function name: {parameter: [allowed values]}}", file, line, where)
+            raise _fail("expected one object {function name: {parameter: [allowed values]}}", file, line,
+                        where)
         (name, params), = call.items()
         if not isinstance(params, dict):
             raise _fail(f"expected an object of parameters, got {type(params).__name__}", file, line,
@@ -117,7 +118,8 @@ def _bfcl_messages(row: dict, file, line) -> list[dict]:
     return msgs
 
 
-def load_bfcl(path: str | Path, answers: str | Path | None = None, *, limit: int | None = None) -> list[ToolExample]:
+def load_bfcl(path: str | Path, answers: str | Path | None = None, *,
+              limit: int | None = None) -> list[ToolExample]:
     """The examples of a BFCL file (module docstring). ``answers`` defaults to
     ``possible_answer/<file name>`` beside it, needed for every category but irrelevance."""
     path = Path(path)
@@ -137,15 +139,17 @@ def load_bfcl(path: str | Path, answers: str | Path | None = None, *, limit: int
         answer = None
         if "irrelevance" not in category:
             if ex_id not in gold:
-                where = f"no possible answer for id {ex_id!r} " + (f"in {answers}" if answers is not None else
-                                                                   "(no possible_answer file found beside it)")
+                where = (f"no possible answer for id {ex_id!r} "
+                         + (f"in {answers}" if answers is not None
+                            else "(no possible_answer file found beside it)"))
                 raise _fail(where, file, line, "id")
             answer, afile, aline = gold[ex_id]
             for i, call in enumerate(answer):
                 name = next(iter(call))
                 if find_tool(tools, name) is None:
                     raise _fail(f"the possible answer calls {name!r}, which is not among the row's functions "
-                                f"({', '.join(t['name'] for t in tools)})", afile, aline, f"ground_truth[{i}]")
+                                f"({', '.join(t['name'] for t in tools)})", afile, aline,
+                                f"ground_truth[{i}]")
         out.append(ToolExample(ex_id, "bfcl", category, messages, tools, possible_answer=answer,
                                file=file, line=line))
     if not out:
@@ -159,7 +163,8 @@ def _seal_tool(row: dict, file, line) -> dict:
     name = _str_field(row, "api_name", file, line)
     params = row.get("parameters", {})
     if not isinstance(params, dict):
-        raise _fail(f"expected an object of parameters, got {type(params).__name__}", file, line, "parameters")
+        raise _fail(f"expected an object of parameters, got {type(params).__name__}", file, line,
+                    "parameters")
     props = {}
     for p, spec in params.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):

@@ -52,7 +52,8 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(rx, re.
     ("connection", r"connectionerror|connection\s+(?:refused|reset|aborted|timed\s+out)|max\s+retries\s+"
                    r"exceeded|failed\s+to\s+establish\s+a\s+new\s+connection|connect\s*timeout|"
                    r"\be(?:connrefused|connreset|timedout)\b"),
-    ("http_400", r"\b400\s+(?:bad\s+request|client\s+error)\b|\bhttp(?:/\d(?:\.\d)?)?\s*(?:error\s*|status\s*)?"
+    ("http_400",
+     r"\b400\s+(?:bad\s+request|client\s+error)\b|\bhttp(?:/\d(?:\.\d)?)?\s*(?:error\s*|status\s*)?"
                  r":?\s*400\b|\bstatus(?:[ _]?code)?\W{0,3}400\b|\berror[ _]?code\W{0,3}400\b"),
 ))
 ERROR_KEY = "error_key"

@@ -88,7 +88,8 @@ def render_tool_prompt(tokenizer, messages: Sequence[dict], tools: Sequence[dict
     """The chat text of ``messages`` with ``tools`` (module docstring), ending with the generation prompt."""
     from posttrain.data.template import TemplateError, render
     if resolve_mode(tokenizer, mode) == "system":
-        return render(tokenizer, with_tool_system(messages, tools), add_generation_prompt=add_generation_prompt)
+        return render(tokenizer, with_tool_system(messages, tools),
+                      add_generation_prompt=add_generation_prompt)
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template")
     specs = [{"type": "function", "function": to_json_schema(t)} for t in tools]

@@ -46,8 +46,9 @@ load_seal_tools`: their tool specs and gold calls)::
   stay as they are, because the gold turn is exactly the target the Seal-Tools scores compare with.
 - Results are SYNTHETIC (:func:`synthetic_result`): a small JSON object with the fields of the tool's
   ``responses`` spec (Seal-Tools gives one per tool) and values drawn from a hash of the call, so the same
-  call always gets the same result (outcome flags such as ``"success"`` are always true). They are stand-ins, not what the tool would return; they exist so
-  that the corrected turn is followed by a success, as in a real trajectory.
+  call always gets the same result (outcome flags such as ``"success"`` are always true). They are stand-ins,
+  not what the tool would return; they exist so that the corrected turn is followed by a success, as in a real
+  trajectory.
 - ``final_answer`` is off by default: Seal-Tools has no gold answer text, so the turn would be a template
   we made up, learned verbatim, and its tokens would dilute the call tokens that the evaluation scores (and
   PKT weights). Turn it on when the model must learn to stop calling after results (a template that lists
@@ -212,7 +213,8 @@ def _applicable(kind: str, calls: list[ToolCall], tools: list[dict]) -> list[int
         elif kind == "missing_required":
             ok = any(r in c.arguments for r in tool["parameters"]["required"])
         elif kind == "wrong_value":
-            ok = any(_declared(tool, p) and _matches_type(v, _declared(tool, p)) for p, v in c.arguments.items())
+            ok = any(_declared(tool, p) and _matches_type(v, _declared(tool, p)) for p,
+                     v in c.arguments.items())
         elif kind == "hallucinated_tool":
             names = {t["name"] for t in tools}
             ok = any(v not in names for v in tool_name_variants(c.name))
@@ -252,7 +254,8 @@ def _wrong_value_feedback(name: str, param: str, kind: str, bad: Any, rng: np.ra
         f"400 Client Error: Bad Request for url: https://{_host(name)}/v1/{name} "
         f"(invalid value for '{param}': expected {kind}, got {got})",
         json.dumps({"error": {"code": 400, "status": "INVALID_ARGUMENT",
-                              "message": f"Invalid value at '{param}' ({kind}), {shown}"}}, ensure_ascii=False),
+                              "message": f"Invalid value at '{param}' ({kind}), {shown}"}},
+                   ensure_ascii=False),
     ))
 
 
@@ -264,14 +267,17 @@ def _corrupt(kind: str, call: ToolCall, tools: list[dict], rng: np.random.Genera
     if kind == "extra_param":
         name, value = _pick(rng, [(n, v) for n, v in HALLUCINATED_PARAMS if n not in props])
         args[name] = value
-        return ToolCall(call.name, args), f"TypeError: {call.name}() got an unexpected keyword argument '{name}'"
+        return ToolCall(call.name,
+                        args), f"TypeError: {call.name}() got an unexpected keyword argument '{name}'"
     if kind == "missing_required":
         param = _pick(rng, [r for r in tool["parameters"]["required"] if r in args])
         del args[param]
         return (ToolCall(call.name, args),
                 f"TypeError: {call.name}() missing 1 required positional argument: '{param}'")
     if kind == "wrong_value":
-        param = _pick(rng, [p for p, v in args.items() if _declared(tool, p) and _matches_type(v, _declared(tool, p))])
+        param = _pick(rng, [p for p, v in args.items() if _declared(tool, p) and _matches_type(v,
+                                                                                               _declared(tool,
+                                                                                                         p))])
         declared = _declared(tool, param)
         args[param] = _wrong_value(args[param], declared)
         return ToolCall(call.name, args), _wrong_value_feedback(call.name, param, declared, args[param], rng)
@@ -289,7 +295,8 @@ def _gold(example: Any) -> list[ToolCall]:
     calls = getattr(example, "calls", None)
     if not calls:
         raise DataError("no gold calls: trajectories are made from Seal-Tools examples (load_seal_tools); "
-                        "BFCL examples carry possible answers, not calls", file=file, line=line, field="calls")
+                        "BFCL examples carry possible answers, not calls", file=file, line=line,
+                        field="calls")
     for i, c in enumerate(calls):
         if find_tool(example.tools, c.name) is None:
             raise DataError(f"gold call {c.name!r} is not among the example's tools "
@@ -337,7 +344,8 @@ def make_trajectory(example: Any, *, error_rate: float, seed: int, kinds: Sequen
 
 
 def make_trajectories(examples: Iterable[Any], *, error_rate: float, seed: int,
-                      kinds: Sequence[str] = ERROR_KINDS, final_answer: bool = False) -> list[ToolConversation]:
+                      kinds: Sequence[str] = ERROR_KINDS,
+                      final_answer: bool = False) -> list[ToolConversation]:
     """Trajectories (module docstring) from Seal-Tools examples (:class:`~posttrain.tools.loaders.
     ToolExample` with ``calls``): for about ``error_rate`` of them an erroneous turn and its error feedback
     come before the gold turn. Deterministic in (``seed``, each example's id). ``meta`` records
@@ -373,4 +381,5 @@ def write_trajectories(convs: Iterable[ToolConversation], path: str | Path) -> P
 
 def read_trajectories(path: str | Path) -> list[ToolConversation]:
     """Trajectories from a file written by :func:`write_trajectories` (bad rows: DataError with file/line)."""
-    return [ToolConversation.from_row(row, file=file, line=line) for file, line, row in iter_sourced_rows(path)]
+    return [ToolConversation.from_row(row, file=file, line=line) for file, line,
+            row in iter_sourced_rows(path)]

@@ -30,8 +30,16 @@ import torch
 
 from posttrain.errors import RecipeError
 from posttrain.generation import llama_decode
-from posttrain.generation.sampler import (Sample, SamplingParams, SamplingStats, StopScan, draw, finished_text,
-                                          sample_seed, stop_ids)
+from posttrain.generation.sampler import (
+    Sample,
+    SamplingParams,
+    SamplingStats,
+    StopScan,
+    draw,
+    finished_text,
+    sample_seed,
+    stop_ids,
+)
 from posttrain.models.fingerprint import weights_version
 
 log = logging.getLogger(__name__)
@@ -77,7 +85,8 @@ class _Results:
 
     def add(self, seq: _Seq, tokenizer, p: SamplingParams) -> None:
         text = finished_text(tokenizer, seq.tokens, p.stop)
-        self.out[seq.job][seq.index] = Sample(seq.prompt_id, seq.index, text, seq.tokens, seq.logps, seq.finish)
+        self.out[seq.job][seq.index] = Sample(seq.prompt_id, seq.index, text, seq.tokens, seq.logps,
+                                              seq.finish)
         self.left[seq.job] -= 1
         while self.emitted < len(self.out) and self.left[self.emitted] == 0:
             if self.on_batch is not None:
@@ -93,7 +102,8 @@ class HFBackend:
             raise RecipeError(f"generation.decode_dtype: {decode_dtype!r}; allowed: {', '.join(DTYPES)}")
         self.tokenizer = tokenizer
         self.decode_dtype = DTYPES.get(decode_dtype)
-        self._model = weakref.ref(model)  # the backend cache is keyed weakly by the model: no cycle back to it
+        # the backend cache is keyed weakly by the model: no cycle back to it
+        self._model = weakref.ref(model)
         self._weights = None
         self.fast_reason = llama_decode.unsupported_reason(model)
 
@@ -118,7 +128,8 @@ class HFBackend:
         return self.fast_reason is None
 
     def sample(self, prompts: list[list[int]], p: SamplingParams, *, prompt_ids: list[int], batch_size: int,
-               progress: bool = False, on_batch: Callable | None = None) -> tuple[list[list[Sample]], SamplingStats]:
+               progress: bool = False, on_batch: Callable | None = None) -> tuple[list[list[Sample]],
+                                                                                  SamplingStats]:
         from tqdm import tqdm
         stats = SamplingStats(prompts=len(prompts))
         bar = tqdm(total=len(prompts) * p.n, unit="sample", disable=not progress, dynamic_ncols=True)
@@ -167,7 +178,8 @@ class HFBackend:
         while queue or active:
             if queue and len(active) < slots:
                 new = [queue.popleft() for _ in range(min(slots - len(active), len(queue)))]
-                seqs = [_Seq(j, prompt_ids[j], k, p.seed, prompts[j], StopScan(tok, p.stop) if p.stop else None)
+                seqs = [_Seq(j, prompt_ids[j], k, p.seed, prompts[j], StopScan(tok,
+                                                                               p.stop) if p.stop else None)
                         for j, k in new]
                 new_logits = self._prefill(w, cache, len(active), seqs)
                 active += seqs
@@ -232,12 +244,14 @@ class HFBackend:
         for s in range(0, len(order), per_batch):
             jobs = order[s:s + per_batch]
             seqs = [_Seq(j, prompt_ids[j], k, p.seed, prompts[j],
-                         StopScan(self.tokenizer, p.stop) if p.stop else None) for j in jobs for k in range(p.n)]
+                         StopScan(self.tokenizer,
+                                  p.stop) if p.stop else None) for j in jobs for k in range(p.n)]
             for seq in _run_batch(self.model, self.tokenizer, seqs, p, eos, count):
                 results.add(seq, self.tokenizer, p)
             bar.update(len(seqs))
 
-    # ------------------------------------------------------------ exact log-probs after a reduced-precision decode
+    # ------------------------------------------------------------ exact log-probs after a reduced-precision
+    # decode
 
     def _exact_logprobs(self, prompts, results: _Results, batch_size: int) -> None:
         from posttrain.data.collate import pad_collate
@@ -249,7 +263,8 @@ class HFBackend:
             feats = [{"input_ids": prompts[j] + s.token_ids, "labels": [-100] * len(prompts[j]) + s.token_ids}
                      for j, s in chunk]
             batch = pad_collate(feats, self.tokenizer.pad_token_id or 0)
-            lp, mask = completion_logprobs(self.model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
+            lp, mask = completion_logprobs(self.model, batch["input_ids"].to(dev),
+                                           batch["attention_mask"].to(dev),
                                            batch["labels"].to(dev))
             for r, (_, s) in enumerate(chunk):
                 s.logprobs = lp[r][mask[r]].float().tolist()

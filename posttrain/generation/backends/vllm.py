@@ -21,7 +21,14 @@ import weakref
 from pathlib import Path
 
 from posttrain.errors import RecipeError
-from posttrain.generation.sampler import Sample, SamplingParams, SamplingStats, finished_text, sample_seed, stop_ids
+from posttrain.generation.sampler import (
+    Sample,
+    SamplingParams,
+    SamplingStats,
+    finished_text,
+    sample_seed,
+    stop_ids,
+)
 from posttrain.models.fingerprint import weights_version
 from posttrain.models.lora import is_lora, merge_and_save, unwrap
 
@@ -30,8 +37,8 @@ def _import_vllm():
     try:
         return importlib.import_module("vllm")
     except ImportError:
-        raise RecipeError("generation.backend: vllm is not installed; pip install 'posttrain[vllm]' on a machine "
-                          "with a GPU, or use backend: hf") from None
+        raise RecipeError("generation.backend: vllm is not installed; pip install 'posttrain[vllm]' "
+                          "on a machine with a GPU, or use backend: hf") from None
 
 
 class VLLMBackend:
@@ -114,7 +121,8 @@ class VLLMBackend:
                 o = outs[j * p.n + k].outputs[0]
                 tokens = list(o.token_ids)
                 logps = [float(step[t].logprob) for step, t in zip(o.logprobs, tokens)]
-                row.append(Sample(prompt_ids[j], k, finished_text(self.tokenizer, tokens, p.stop), tokens, logps,
+                row.append(Sample(prompt_ids[j], k, finished_text(self.tokenizer, tokens, p.stop), tokens,
+                                  logps,
                                   "stop" if o.finish_reason == "stop" else "length"))
                 stats.new_tokens += len(tokens)
             result.append(row)

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO (stages 1-3) under N > 1 processes, the engine's own, as FSDP is (distributed.py).
+"""DeepSpeed ZeRO (stages 1-3) under N > 1 processes, the engine's own, as FSDP is (sharding/fsdp.py).
 
 The engine calls `deepspeed.initialize` itself on the process group the launcher started (gloo on CPU,
 NCCL on CUDA), never through accelerate: one code path, which runs under torchrun on CPU too, where
@@ -15,17 +15,16 @@ depend on the number of processes that wrote it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
+from posttrain.distributed import ZERO_TAKEN, take_over_from_accelerate
 from posttrain.errors import TrainingError
+from posttrain.sharding.none import NoSharding
 
 ENGINE_CLASS = "DeepSpeedEngine"
-_TAKEN = "POSTTRAIN_ZERO_STAGE"  # the stage accelerate launch asked for, once taken over
 _ADAM_KEYS = ("exp_avg", "exp_avg_sq")
 
 
@@ -33,31 +32,7 @@ def requested_stage(recipe_stage: int) -> int:
     """The recipe's `train.zero_stage`, else what `accelerate launch` with a DeepSpeed config asked for
     (see `take_over_from_accelerate`); 0 = not requested."""
     take_over_from_accelerate()
-    return recipe_stage or int(os.environ.get(_TAKEN, "0"))
-
-
-def take_over_from_accelerate() -> None:
-    """`accelerate launch` with a DeepSpeed config sets ACCELERATE_USE_DEEPSPEED and the stage (or a DeepSpeed
-    JSON file). The engine runs ZeRO itself, so the request moves to POSTTRAIN_ZERO_STAGE and accelerate no
-    longer sees it: on CUDA it would otherwise make its state DeepSpeed's and wrap the model a second way.
-    Called before accelerate's state is first built (distributed.init, the engine)."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
-        return
-    for key in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
-        if os.environ.get(key, "none").lower() not in ("", "none"):
-            raise TrainingError(f"{key}={os.environ[key]}: ZeRO offload is not supported by the engine; "
-                                "set offload_*_device: none (docs/scaling.md)")
-    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
-    if not stage:
-        path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
-        try:
-            stage = str(json.loads(Path(path).read_text()).get("zero_optimization", {}).get("stage", 0))
-        except (OSError, ValueError) as e:
-            raise TrainingError(f"accelerate asked for DeepSpeed but its config {path!r} gives no ZeRO stage: {e}")
-    if stage not in ("1", "2", "3"):
-        raise TrainingError(f"accelerate asked for DeepSpeed ZeRO stage {stage!r}; the engine runs stages 1, 2 and 3")
-    os.environ[_TAKEN] = stage
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "false"
+    return recipe_stage or int(os.environ.get(ZERO_TAKEN, "0"))
 
 
 def is_zero(model) -> bool:
@@ -83,8 +58,10 @@ def wrap(model, optimizer: torch.optim.Optimizer, *, stage: int, micro_batch_siz
               "gradient_clipping": max_grad_norm or 0.0, "zero_optimization": {"stage": stage},
               # precision is the engine's autocast on fp32 weights, as without ZeRO
               "fp16": {"enabled": False}, "bf16": {"enabled": False},
-              "zero_allow_untested_optimizer": True, "steps_per_print": 2**31 - 1, "wall_clock_breakdown": False}
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, dist_init_required=False)
+              "zero_allow_untested_optimizer": True, "steps_per_print": 2**31 - 1,
+              "wall_clock_breakdown": False}
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config,
+                                      dist_init_required=False)
     engine.posttrain_group_names = names
     return engine
 
@@ -175,7 +152,8 @@ def full_optimizer_state(engine) -> dict:
             entry = {k: safe_get_full_optimizer_state(params[n], k) for k in _ADAM_KEYS}
             entry = {k: v.detach().cpu() for k, v in entry.items() if v is not None}
             if step is not None:
-                entry["step"] = step.detach().cpu().clone() if torch.is_tensor(step) else torch.tensor(float(step))
+                entry["step"] = (step.detach().cpu().clone() if torch.is_tensor(step)
+                                 else torch.tensor(float(step)))
             state[n] = entry
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": list(names)})
     return {"state": state, "param_groups": groups}
@@ -222,7 +200,8 @@ def _set_full(param, value: torch.Tensor, key: str | None = None) -> None:
     if not hasattr(param, "ds_id"):
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
         value = value.to(param.device)
-        safe_set_full_fp32_param(param, value) if key is None else safe_set_full_optimizer_state(param, value, key)
+        safe_set_full_fp32_param(param, value) if key is None else safe_set_full_optimizer_state(param, value,
+                                                                                                 key)
         return
     opt = param._z3_optimizer
     part, _ = opt._get_fp32_opt_state_partition(param, release_swap_buffers=False, optim_state_key=key)
@@ -231,3 +210,47 @@ def _set_full(param, value: torch.Tensor, key: str | None = None) -> None:
     mine = flat[start:start + part.numel()]
     part.data.zero_()
     part.data[:mine.numel()].copy_(mine)
+
+
+class ZeRO(NoSharding):
+    """The DeepSpeed engine wraps the model; the engine's scheduler stays on the torch optimizer, which
+    ZeRO steps over its flat shards."""
+    by_name = True
+
+    def __init__(self, accelerator, cfg, stage: int):
+        super().__init__(accelerator, cfg)
+        self.stage = stage
+        self.name = f"zero{stage}"
+
+    def wrap(self, model, optimizer: torch.optim.Optimizer) -> None:
+        cfg = self.cfg
+        self.model = wrap(model, optimizer, stage=self.stage, micro_batch_size=cfg.micro_batch_size,
+                          grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm)
+        self.optimizer = optimizer
+
+    def unwrap(self):
+        return self.model.module
+
+    def backward(self, loss: torch.Tensor, *, last: bool) -> None:
+        backward(self.model, loss, last=last)
+
+    def clip_and_step(self, max_grad_norm: float | None) -> float | None:
+        return step(self.model)  # ZeRO clips (to train.max_grad_norm, given at wrap) and steps in one call
+
+    def full_params(self):
+        return full_params(self.model)
+
+    def keep_full_params(self) -> None:
+        keep_full_params(self.model)
+
+    def full_weights(self) -> dict | None:
+        return full_state_dict(self.model) if self.stage == 3 else None
+
+    def optimizer_state(self) -> dict:
+        return full_optimizer_state(self.model)
+
+    def load_optimizer_state(self, state: dict) -> None:
+        load_full_optimizer_state(self.model, state)
+
+    def load_weights(self, load) -> None:
+        load_weights(self.model, load)

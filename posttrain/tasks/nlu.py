@@ -26,7 +26,7 @@ Files (found under a data folder, see :func:`task_file`): GLUE TSV with a header
 ``sentence<TAB>label``, label 0/1) and SuperGLUE JSON lines (FewGLUE ``train.jsonl``, ``val.jsonl``).
 Gold labels are read strictly; a row that cannot be read raises :class:`~posttrain.errors.DataError`
 naming the file, the 1-based line and the field. Each task's fields and label words are tabled in
-:mod:`posttrain.data.nlu_tasks`, which holds :data:`TASKS`.
+:mod:`posttrain.tasks.nlu_tasks`, which holds :data:`TASKS`.
 """
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from posttrain.data.labels import OPEN_TAG, format_judgement, judgement_prediction
-from posttrain.data.nlu_tasks import TASKS, TaskSpec, BadField, get_task
 from posttrain.data.readers import iter_rows
 from posttrain.errors import DataError
+from posttrain.tasks.nlu_tasks import TASKS, BadField, TaskSpec, get_task
 
 __all__ = [
     "ASSISTANT_PREFIX", "NLUExample", "SPLITS", "TASKS", "TaskSpec", "build_messages", "default_data_dir",
-    "get_task", "load_file", "load_task", "nlu_accuracy", "prompt_rows", "sample_shots", "sft_rows", "task_file",
+    "get_task", "load_file", "load_task", "nlu_accuracy", "prompt_rows", "sample_shots", "sft_rows",
+    "task_file",
 ]
 
 ASSISTANT_PREFIX = OPEN_TAG
@@ -97,8 +98,9 @@ def task_file(name: str | TaskSpec, split: str, data_dir: str | Path | None = No
     spec, split = get_task(name), _split(split)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if not root.is_dir():
-        raise DataError("no such data folder: pass data_dir (recipe: data.train.nlu.data_dir), set POSTTRAIN_SHARED_DATA, "
-                        "or run from a folder with shared/data in it or above it", file=str(root))
+        raise DataError("no such data folder: pass data_dir (recipe: data.train.nlu.data_dir), "
+                        "set POSTTRAIN_SHARED_DATA, or run from a folder with shared/data in it or above it",
+                        file=str(root))
     folders = [root / f for f in spec.folders] + [root]
     looked = []
     for folder in folders:
@@ -107,7 +109,8 @@ def task_file(name: str | TaskSpec, split: str, data_dir: str | Path | None = No
             if p.is_file():
                 return p
             looked.append(str(p))
-    raise DataError(f"no {split} file for task {spec.name!r}; looked for: {', '.join(looked)}", file=str(root),
+    raise DataError(f"no {split} file for task {spec.name!r}; looked for: {', '.join(looked)}",
+                    file=str(root),
                     field="split")
 
 
@@ -268,7 +271,8 @@ def sft_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Sequen
     for ex in examples:
         msgs = build_messages(spec, ex, shots, system)
         msgs.append({"role": "assistant", "content": format_judgement(ex.label)})
-        rows.append({"messages": msgs, "assistant_prefix": ASSISTANT_PREFIX, "task": spec.name, "label": ex.label,
+        rows.append({"messages": msgs, "assistant_prefix": ASSISTANT_PREFIX, "task": spec.name,
+                     "label": ex.label,
                      "index": ex.index})
     return rows
 
@@ -282,7 +286,8 @@ def prompt_rows(spec: str | TaskSpec, examples: Iterable[NLUExample], shots: Seq
     appends the record's ``assistant_prefix`` after the generation prompt
     (``encode_prompt(..., assistant_prefix=record.assistant_prefix)``)."""
     spec = get_task(spec)
-    return [{"prompt": build_messages(spec, ex, shots, system), "label": ex.label, "labels": list(spec.labels),
+    return [{"prompt": build_messages(spec, ex, shots, system), "label": ex.label,
+             "labels": list(spec.labels),
              "task": spec.name, "index": ex.index, "assistant_prefix": ASSISTANT_PREFIX} for ex in examples]
 
 
@@ -307,11 +312,14 @@ def nlu_accuracy(completions: Sequence[str], examples_or_meta: Sequence[NLUExamp
             if ex.get("label") is None:
                 raise ValueError(f"examples_or_meta[{i}] has no 'label'")
             gold = ex["label"]
-            words = labels or ex.get("labels") or (TASKS[ex["task"]].labels if ex.get("task") in TASKS else None)
+            words = labels or ex.get("labels") or (TASKS[ex["task"]].labels if ex.get("task") in TASKS
+                                                   else None)
             if not words:
-                raise ValueError(f"examples_or_meta[{i}]: no label words (pass labels=, or give 'labels' or 'task')")
+                raise ValueError(f"examples_or_meta[{i}]: no label words "
+                                 f"(pass labels=, or give 'labels' or 'task')")
         else:
-            raise TypeError(f"examples_or_meta[{i}]: expected an NLUExample or a dict, got {type(ex).__name__}")
+            raise TypeError(f"examples_or_meta[{i}]: expected an NLUExample or a dict, "
+                            f"got {type(ex).__name__}")
         pred = judgement_prediction(completion, words)
         if pred is None:
             invalid += 1

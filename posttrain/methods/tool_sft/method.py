@@ -1,14 +1,14 @@
-"""TL-Training's supervised part for tool use (Ye et al., EMNLP 2025 Findings; docs/methods.md "Tool use: TL-Training"):
-`method: {name: tool_sft, mae, pkt, pkt_max_weight}` on tool conversations (`data.train` rows
-`{messages, tools}` with `tool` messages; posttrain/data/tool_records.py).
+"""TL-Training's supervised part for tool use (Ye et al., EMNLP 2025 Findings; docs/methods.md
+"Tool use: TL-Training"): `method: {name: tool_sft, mae, pkt, pkt_max_weight}` on tool conversations
+(`data.train` rows `{messages, tools}` with `tool` messages; posttrain/data/tool_records.py).
 
 - One training sample per assistant turn: the conversation up to and including that turn, with the tool
   list in the system prompt (posttrain/tools/prompt.py, system mode: the format a ChatML model is prompted
   with at evaluation too), loss on that turn only (its content and end-of-turn token).
 - `mae: true` (mitigate adverse data): a turn whose tool feedback is an error (posttrain/tools/mae.py
   `is_adverse`) gives no sample, but stays in later samples' history as it was.
-- `pkt: true` (prioritise key tokens): each call's key tokens (posttrain/tools/key_tokens.py) weigh
-  clip(|NK|/|K|, 1, pkt_max_weight), and the loss is the weighted NLL over the sum of weights
+- `pkt: true` (prioritise key tokens): each call's key tokens (posttrain/methods/tool_sft/key_tokens.py)
+  weigh clip(|NK|/|K|, 1, pkt_max_weight), and the loss is the weighted NLL over the sum of weights
   (posttrain/losses/sft.py, normalization "weights"). Without PKT: the per-token mean (standard SFT).
 The third part, IRM, is the `tool_call` reward optimised with PPO (posttrain/rewards/tool_call.py).
 """
@@ -19,13 +19,14 @@ from typing import Literal
 from pydantic import Field
 
 from posttrain.config import Section
+from posttrain.contracts import Built, MethodSpec, RunInfo
 from posttrain.data.template import TruncationStats, encode_conversation, render
 from posttrain.errors import RecipeError
-from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
+from posttrain.methods.base import recipe_records
 from posttrain.methods.sft import SFTObjective, is_padding_free, sft_collate
-from posttrain.tools.key_tokens import pkt_weights
-from posttrain.tools.prompt import resolve_mode, with_tool_system
+from posttrain.methods.tool_sft.key_tokens import pkt_weights
 from posttrain.tools.mae import turn_samples
+from posttrain.tools.prompt import resolve_mode, with_tool_system
 
 
 class ToolSFTParams(Section):
@@ -38,7 +39,8 @@ class ToolSFTParams(Section):
 def encode_turns(records, tokenizer, data, params: ToolSFTParams) -> tuple[list[dict], dict]:
     """Features (input_ids, labels and, with PKT, weights) of every trained assistant turn, and counts."""
     stats = TruncationStats()
-    feats, counts = [], {"conversations": len(records), "turns": 0, "adverse_turns_skipped": 0, "key_tokens": 0,
+    feats, counts = [], {"conversations": len(records), "turns": 0, "adverse_turns_skipped": 0,
+                         "key_tokens": 0,
                          "calls_without_key_tokens": 0}
     for rec in records:
         names = [t["name"] for t in rec.tools]

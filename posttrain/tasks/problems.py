@@ -1,7 +1,7 @@
 """The :class:`Problem` record and small helpers shared by the synthetic task generators.
 
-Used by :mod:`posttrain.data.synthetic` (arithmetic, registry, splits) and
-:mod:`posttrain.data.word_problems`; kept apart so neither imports the other's internals in a cycle.
+Used by :mod:`posttrain.tasks.synthetic` (arithmetic, registry, splits) and
+:mod:`posttrain.tasks.word_problems`; kept apart so neither imports the other's internals in a cycle.
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ class Problem:
 # --------------------------------------------------------------------------------------------------
 # helpers
 
-def int_range(value: int | Sequence[int], name: str, lo_min: int, hi_max: int | None = None) -> tuple[int, int]:
+def int_range(value: int | Sequence[int], name: str, lo_min: int, hi_max: int | None = None) -> tuple[int,
+                                                                                                      int]:
     """Accept ``k`` or ``(lo, hi)``; return a validated inclusive ``(lo, hi)``."""
     if isinstance(value, int):
         lo = hi = value

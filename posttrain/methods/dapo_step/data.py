@@ -1,11 +1,12 @@
 """The data stages of step-level DAPO (docs/methods.md "Direct Advantage Policy Optimization"), as files.
 
-Per iteration, in the iteration's folder, each a pipeline stage (posttrain/methods/dapo_step.py):
-- samples.jsonl: N responses per problem from pi_t (RSO's resumable sample stage);
+Per iteration, in the iteration's folder, each a pipeline stage (posttrain/methods/dapo_step/method.py):
+- samples.jsonl: N responses per problem from pi_t (the resumable sample stage online methods share,
+  posttrain/methods/sampling.py);
 - states.jsonl: per problem, `keep` responses as balanced as the samples allow between correct and wrong;
-  each split into steps at newline tokens (posttrain/data/steps.py); a state is the prompt plus the first
-  k steps of a response (k = 0 .. steps - 1) as TOKEN IDS, deduplicated per problem (every response shares
-  the k = 0 state);
+  each split into steps at newline tokens (posttrain/methods/dapo_step/steps.py); a state is the prompt
+  plus the first k steps of a response (k = 0 .. steps - 1) as TOKEN IDS, deduplicated per problem (every
+  response shares the k = 0 state);
 - rollouts.jsonl + targets.jsonl: M completions per state from pi_ref (= pi_t, the iteration's starting
   model), continuing the state's exact ids (PromptRecord.prefix_ids); the MC target of a state is the
   fraction of its completions graded correct; the first step of each completion is a candidate action
@@ -28,19 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posttrain import distributed, files
 from posttrain.data.records import PromptRecord
-from posttrain.data.sources import prompt_text
-from posttrain.data.steps import newline_tokens, split_steps
 from posttrain.data.template import encode_prompt
 from posttrain.errors import DataError
-from posttrain import distributed, files
 from posttrain.files import write_jsonl
 from posttrain.generation.sampler import SamplingParams
 from posttrain.generation.to_file import read_samples, sample_to_file
 from posttrain.logprobs import IGNORE, completion_logprobs, sequence_logprobs
 from posttrain.losses.advantage import advantages, critic_loss, keeps_state, mc_target
 from posttrain.methods.base import recipe_records
+from posttrain.methods.dapo_step.steps import newline_tokens, split_steps
 from posttrain.rewards import get_reward, score_checked
+from posttrain.tasks.sources import prompt_text
 
 ROLLOUT_SEED_OFFSET = 1_000_003  # rollout streams must not repeat the responses' (same prompt ids)
 
@@ -85,8 +86,8 @@ def make_states(recipe, params, ctx, samples_file: Path) -> dict:
     n = params.sampling.num_candidates
     samples, _ = read_samples(samples_file, n)
     if len(samples) != len(records):
-        raise DataError(f"{samples_file} holds {len(samples)} of {len(records)} problems: the sample stage did "
-                        f"not finish", file=str(samples_file))
+        raise DataError(f"{samples_file} holds {len(samples)} of {len(records)} problems: the sample stage "
+                        f"did not finish", file=str(samples_file))
     grader, nl = Grader(params, tok), newline_tokens(tok)
     rows, stats = [], Counter()
     for pid, rec in enumerate(records):
@@ -105,7 +106,8 @@ def make_states(recipe, params, ctx, samples_file: Path) -> dict:
             for k, step in enumerate(steps):
                 if tuple(prefix) not in seen:
                     seen.add(tuple(prefix))
-                    rows.append({"state_id": len(rows), "prompt_id": pid, "depth": k, "prefix_ids": list(prefix),
+                    rows.append({"state_id": len(rows), "prompt_id": pid, "depth": k,
+                                 "prefix_ids": list(prefix),
                                  "response": i, "response_correct": correct[i]})
                 prefix = prefix + step
     write_jsonl(ctx.dir / "states.jsonl", rows, fsync=True)
@@ -152,7 +154,8 @@ def state_targets(states: list[dict], rollouts: dict[int, list[dict]], records: 
             first = tuple(steps[0])
             terminal = len(steps) == 1 and r["finish_reason"] == "stop" and bool(first) and first[-1] in eos
             a = actions.setdefault(first, {"ids": list(first), "terminal": terminal,
-                                           "reward": float(ok) if terminal else None, "count": 0, "correct": 0})
+                                           "reward": float(ok) if terminal else None, "count": 0,
+                                           "correct": 0})
             a["count"] += 1
             a["correct"] += int(ok)
         out.append({"state_id": s["state_id"], "prompt_id": s["prompt_id"], "mc": mc_target(correct),
@@ -170,7 +173,8 @@ def make_rollouts(recipe, params, ctx) -> dict:
     recs = state_records(tok, records, states)
     rollouts, st = sample_to_file(model, tok, recs, rollout_params(params), ctx.dir / "rollouts.jsonl",
                                   batch_size=params.sampling.batch_size, progress=ctx.progress)
-    targets = state_targets(states, rollouts, records, Grader(params, tok), newline_tokens(tok), stop_ids(tok, model))
+    targets = state_targets(states, rollouts, records, Grader(params, tok), newline_tokens(tok), stop_ids(tok,
+                                                                                                          model))
     if distributed.is_main():
         write_jsonl(ctx.dir / "targets.jsonl", targets, fsync=True)
     n_actions = [len(t["actions"]) for t in targets]
@@ -197,7 +201,8 @@ class CriticObjective:
         return batch["input_ids"].shape[0]
 
     def __call__(self, model, batch):
-        logits = model(batch["input_ids"], batch["attention_mask"], output="last_values")  # through a DDP wrapper
+        # through a DDP wrapper
+        logits = model(batch["input_ids"], batch["attention_mask"], output="last_values")
         target = batch["target"].to(logits.dtype)
         loss = critic_loss(logits, target)
         with torch.no_grad():
@@ -246,7 +251,8 @@ def calibration(values: list[float], targets: list[float], bins: int = 10, *,
     out = {"states": len(v), "brier": float(((v - t) ** 2).mean()), "mean_target": float(t.mean()),
            "brier_of_own_mean": float(((t.mean() - t) ** 2).mean())}
     if train_mean is not None:
-        out |= {"train_mean": float(train_mean), "brier_of_the_train_mean": float(((train_mean - t) ** 2).mean())}
+        out |= {"train_mean": float(train_mean),
+                "brier_of_the_train_mean": float(((train_mean - t) ** 2).mean())}
     return out | {"reliability": table}
 
 

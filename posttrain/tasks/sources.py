@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 from posttrain.config import DataSource
-from posttrain.data import synthetic
 from posttrain.data.readers import load_records
 from posttrain.data.records import Conversation, PreferencePair, PromptRecord
-from posttrain.data.synthetic_pairs import generate_pairs
 from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import RecipeError
+from posttrain.tasks import synthetic
+from posttrain.tasks.synthetic_pairs import generate_pairs
 
-RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord, "tool": ToolConversation}
+RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord,
+                "tool": ToolConversation}
 
 
 def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[dict]:
     spec = src.synthetic
     if spec.task not in synthetic.TASKS:
-        raise RecipeError(f"data synthetic.task: unknown task {spec.task!r}; allowed: {', '.join(sorted(synthetic.TASKS))}")
+        raise RecipeError(f"data synthetic.task: unknown task {spec.task!r}; "
+                          f"allowed: {', '.join(sorted(synthetic.TASKS))}")
     options = dict(spec.options)
     flip_rate = options.pop("flip_rate", 0.0)  # only pairs have labels to flip; prompts ignore it
     try:
@@ -33,7 +35,7 @@ def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[
 
 
 def nlu_rows(src: DataSource, kind: str) -> list[dict]:
-    from posttrain.data import nlu
+    from posttrain.tasks import nlu
     spec = src.nlu
     try:
         task = nlu.get_task(spec.task)
@@ -42,7 +44,8 @@ def nlu_rows(src: DataSource, kind: str) -> list[dict]:
     examples = nlu.load_task(task, spec.split, spec.data_dir, limit=spec.limit)
     shots = ()
     if spec.shots:
-        shots = nlu.sample_shots(nlu.load_task(task, "train", spec.data_dir), spec.shots, seed=spec.shots_seed)
+        shots = nlu.sample_shots(nlu.load_task(task, "train", spec.data_dir), spec.shots,
+                                 seed=spec.shots_seed)
     if kind == "sft":
         return nlu.sft_rows(task, examples, shots)
     if kind == "prompt":

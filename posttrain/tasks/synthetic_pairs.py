@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 import re
 
-from posttrain.data import synthetic
-from posttrain.data.synthetic import Problem
+from posttrain.tasks import synthetic
+from posttrain.tasks.synthetic import Problem
 
 
 def wrong_answer(answer: str, rng: random.Random) -> str:

@@ -1,8 +1,8 @@
 """Direct Advantage Policy Optimization (step-level) — `dapo_step` (Liu et al., NeurIPS 2025; docs/methods.md
 "Direct Advantage Policy Optimization"). Not ByteDance's GRPO-style "DAPO".
 
-An iteration is six pipeline stages (files in posttrain/methods/dapo_data.py): sample N responses per
-problem from pi_t -> states (balanced kept responses split into token-level steps) -> rollouts (M
+An iteration is six pipeline stages (files in posttrain/methods/dapo_step/data.py): sample N responses
+per problem from pi_t -> states (balanced kept responses split into token-level steps) -> rollouts (M
 completions per state from pi_ref = pi_t: MC targets, candidate next steps) -> critic (the LM trunk with a
 scalar head, trained first and separately with soft-label BCE; calibration on held-out problems) ->
 advantages (A(s, a_i) = V(s∘a_i) - mean_j V(s∘a_j), spread filter, pi_ref log-probs) -> train the actor:
@@ -26,16 +26,17 @@ from pydantic import Field
 from posttrain import distributed
 from posttrain.checkpoints import latest_checkpoint
 from posttrain.config import RewardSettings, Section
+from posttrain.contracts import Built, MethodSpec, RunInfo, StageDef
 from posttrain.data.collate import pad_collate
 from posttrain.errors import DataError, RecipeError
 from posttrain.files import atomic_write_text, read_jsonl, write_jsonl
 from posttrain.generation.to_file import source_path
 from posttrain.logprobs import completion_logprobs, sequence_logprobs
 from posttrain.losses.advantage import dapo_step_loss
-from posttrain.methods import dapo_data as dd
-from posttrain.methods.base import Built, MethodSpec, RunInfo, recipe_records
-from posttrain.methods.rso import SAMPLE_KEYS, SamplingSettings, samples_file, sample_candidates
-from posttrain.pipeline import StageDef, flat
+from posttrain.methods.base import recipe_records
+from posttrain.methods.dapo_step import data as dd
+from posttrain.methods.sampling import SAMPLE_KEYS, SamplingSettings, sample_candidates, samples_file
+from posttrain.pipeline import flat
 from posttrain.pipeline import select as select_keys
 
 CRITIC_DIR = "critic"
@@ -76,8 +77,8 @@ class DAPOStepParams(Section):
 
 def critic_model(recipe, params: DAPOStepParams, t: int):
     """A fresh critic for iteration t: pi_t's trunk (a fresh LoRA when the recipe has one) + a scalar head."""
-    from posttrain.models.value_head import ScalarHeadModel, head_info
     from posttrain.models.start import load_iteration
+    from posttrain.models.value_head import ScalarHeadModel, head_info
     lm, tok = load_iteration(recipe, t)
     return ScalarHeadModel(lm, info=head_info(recipe.model), init_std=params.critic.head_init_std,
                            seed=recipe.seed + t), tok
@@ -97,7 +98,8 @@ def train_critic(recipe, params: DAPOStepParams, ctx) -> dict:
     records = recipe_records(recipe)
     states, targets = read_jsonl(ctx.dir / "states.jsonl"), read_jsonl(ctx.dir / "targets.jsonl")
     critic, tok = critic_model(recipe, params, ctx.iteration)
-    feats = dd.critic_features(dd.prompt_ids_of(tok, records, [s["prompt_id"] for s in states]), states, targets)
+    feats = dd.critic_features(dd.prompt_ids_of(tok, records, [s["prompt_id"] for s in states]), states,
+                               targets)
     held = dd.heldout_problems(len(records), params.critic.heldout, recipe.seed, ctx.iteration)
     train = [f for f in feats if f["prompt_id"] not in held]
     if not train:
@@ -107,7 +109,7 @@ def train_critic(recipe, params: DAPOStepParams, ctx) -> dict:
                     critic_settings(recipe, params.critic), run_dir=ctx.dir / CRITIC_DIR,
                     seed=recipe.seed + ctx.iteration, tokenizer=tok, show_progress=ctx.progress)
     result = engine.train(resume=True)
-    model = engine.accelerator.unwrap_model(engine.model)
+    model = result.model
     out = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1), "final": result.final_metrics}
     # the constant to beat: the training states' mean target (a held-out set's own mean is unknowable)
     train_mean = float(np.mean([f["target"] for f in train]))
@@ -150,7 +152,8 @@ def make_advantages(recipe, params: DAPOStepParams, ctx) -> dict:
     model, _ = ctx.policy()  # pi_ref: the iteration's starting model (a fresh adapter is the identity)
     pairs = [(context(t["state_id"]), a["ids"]) for t in kept for a in t["actions"]]
     logps = iter(dd.action_logprobs(model, pairs, tok.pad_token_id, params.logprob_batch_size))
-    rows = [{"state_id": t["state_id"], "prompt_id": t["prompt_id"], "prefix_ids": states[t["state_id"]]["prefix_ids"],
+    rows = [{"state_id": t["state_id"], "prompt_id": t["prompt_id"],
+             "prefix_ids": states[t["state_id"]]["prefix_ids"],
              "mc": t["mc"], "actions": [{**a, "logp_ref": next(logps)} for a in t["actions"]]} for t in kept]
     out = {"iteration": ctx.iteration + 1, "states": len(targets), "states_kept": len(rows),
            "actions": sum(len(r["actions"]) for r in rows), "critic_values": len(values),
@@ -167,7 +170,8 @@ def make_advantages(recipe, params: DAPOStepParams, ctx) -> dict:
 
 def stages(recipe, params: DAPOStepParams, ctx) -> list[StageDef]:
     if params.sampling.samples_file:
-        raise RecipeError("method.sampling.samples_file: dapo_step samples each iteration from its own policy")
+        raise RecipeError("method.sampling.samples_file: dapo_step samples each iteration from its "
+                          "own policy")
     if params.sampling.stop:
         raise RecipeError("method.sampling.stop: dapo_step splits responses on their token ids, which a stop "
                           "string would cut mid-token; responses end at the end-of-turn token")
@@ -233,8 +237,8 @@ def build(recipe, params: DAPOStepParams, model, tokenizer, run: RunInfo | None 
     folder = run.dir if run is not None else recipe.run_dir
     path = folder / "actions.jsonl"
     if not path.is_file():
-        raise RecipeError(f"{path} does not exist: run the recipe with `posttrain train`, which runs the data "
-                          f"stages before training")
+        raise RecipeError(f"{path} does not exist: run the recipe with `posttrain train`, which runs "
+                          f"the data stages before training")
     records = recipe_records(recipe)
     rows = read_jsonl(path)
     prompt = dd.prompt_ids_of(tokenizer, records, [r["prompt_id"] for r in rows])
@@ -245,15 +249,18 @@ def build(recipe, params: DAPOStepParams, model, tokenizer, run: RunInfo | None 
             too_long += 1
             continue
         feats.append({"context": context, "actions": [a["ids"] for a in r["actions"]],
-                      "adv": [a["adv"] for a in r["actions"]], "logp_ref": [a["logp_ref"] for a in r["actions"]]})
+                      "adv": [a["adv"] for a in r["actions"]],
+                      "logp_ref": [a["logp_ref"] for a in r["actions"]]})
     if not feats:
         raise DataError(f"every state of {path} is longer than data.max_length={recipe.data.max_length}")
-    stats = {"examples": len(feats), "actions": sum(len(f["actions"]) for f in feats), "too_long_states": too_long,
+    stats = {"examples": len(feats), "actions": sum(len(f["actions"]) for f in feats),
+             "too_long_states": too_long,
              "dapo": json.loads((folder / "dapo_stats.json").read_text())}
     pad = tokenizer.pad_token_id
     return Built(DAPOStepObjective(params.beta), feats, lambda b: collate_states(b, pad), stats=stats)
 
 
 SPEC = MethodSpec("dapo_step", DAPOStepParams, build,
-                  "Direct Advantage Policy Optimization (step-level): MC-trained step critic + advantage regression",
+                  "Direct Advantage Policy Optimization (step-level): MC-trained step critic + "
+                  "advantage regression",
                   data_kind="prompt", stages=stages)

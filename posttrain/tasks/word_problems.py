@@ -1,7 +1,7 @@
 """Seeded multi-step grade-school word problems (shopping, inventory, sharing, travel, ages,
 production, savings, teams) whose every step is one exact integer operation.
 
-Re-exported by :mod:`posttrain.data.synthetic` (``word_problems``, ``WORD_TEMPLATES``), where the
+Re-exported by :mod:`posttrain.tasks.synthetic` (``word_problems``, ``WORD_TEMPLATES``), where the
 ``word_problems`` task is registered.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterator, Sequence
 
-from posttrain.data.problems import Problem, apply_op, check_seed, example_count, int_range
+from posttrain.tasks.problems import Problem, apply_op, check_seed, example_count, int_range
 
 __all__ = ["WORD_TEMPLATES", "word_problems"]
 
@@ -177,8 +177,8 @@ def _t_sharing(rng: random.Random, k: int):
         want = rng.choice(["add", "remove"])
         kind, d = _tune(rng, cur, f, want) if i == k - 2 else _events_amount(rng, cur, want, 40)
         cur = _share_event(rng, c, q, cur, kind, d, item, name, he, his)
-    q.append(f"{'Then ' + he if k > 1 else he.capitalize()} shares all of {his} {item} equally among {f} friends. "
-             f"How many {item} does each friend get?")
+    q.append(f"{'Then ' + he if k > 1 else he.capitalize()} shares all of {his} {item} equally among "
+             f"{f} friends. How many {item} does each friend get?")
     c.step(cur, "/", f, f"Shared equally among {f} friends: {{eq}} {item} each.")
     return " ".join(q), c, {"name": name}
 
@@ -295,7 +295,8 @@ def _t_savings(rng: random.Random, k: int):
     c = _Chain()
     cur = c.step(per, "*", weeks, f"{name} saves {{eq}} dollars.")
     q = [f"{name} saves ${per} every week for {weeks} weeks."]
-    spends = ["a book", "a video game", "a gift for a friend", "a pair of shoes", "concert tickets", "a backpack"]
+    spends = ["a book", "a video game", "a gift for a friend", "a pair of shoes", "concert tickets",
+              "a backpack"]
     gets = [f"{his} grandmother gives {name} ${{d}}", f"{he} earns ${{d}} walking dogs",
             f"{he} earns ${{d}} selling lemonade", f"{he} finds ${{d}} in an old coat"]
     for _ in range(k - 1):
@@ -313,8 +314,10 @@ def _t_savings(rng: random.Random, k: int):
 
 def _t_teams(rng: random.Random, k: int):
     groups, per = rng.randint(2, 8), rng.randint(12, 32)
-    where, unit, member = rng.choice([("A school", "classes", "students"), ("A summer camp", "cabins", "campers"),
-                                      ("A sports club", "groups", "players"), ("A company", "offices", "workers")])
+    where, unit, member = rng.choice([("A school", "classes", "students"), ("A summer camp", "cabins",
+                                                                            "campers"),
+                                      ("A sports club", "groups", "players"), ("A company", "offices",
+                                                                               "workers")])
     c = _Chain()
     cur = c.step(groups, "*", per, f"There are {{eq}} {member}.")
     q = [f"{where} has {groups} {unit} with {per} {member} each."]
@@ -332,7 +335,8 @@ def _t_teams(rng: random.Random, k: int):
             q.append(f"Then {d} {member} are away for the day.")
             cur = c.step(cur, "-", d, f"Without the {d} who are away: {{eq}} {member}.")
     if k == 2:  # no event to tune: pick a team size that divides the total
-        size = rng.choice([d for d in range(3, 11) if cur % d == 0] or [d for d in range(2, 13) if cur % d == 0])
+        size = rng.choice([d for d in range(3, 11) if cur % d == 0] or [d for d in range(2,
+                                                                                         13) if cur % d == 0])
     q.append(f"The {member} who are there form teams of {size}. How many teams are there?")
     c.step(cur, "/", size, f"In teams of {size}: {{eq}} teams.")
     return " ".join(q), c, {"place": where}

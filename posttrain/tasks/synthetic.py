@@ -20,8 +20,8 @@ import random
 from math import gcd
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from posttrain.data.problems import Problem, apply_op, check_seed, example_count, int_range
-from posttrain.data.word_problems import WORD_TEMPLATES, word_problems
+from posttrain.tasks.problems import Problem, apply_op, check_seed, example_count, int_range
+from posttrain.tasks.word_problems import WORD_TEMPLATES, word_problems
 
 __all__ = [
     "ANSWER_INSTRUCTION",
@@ -212,12 +212,14 @@ def train_test(task: str, n_train: int, n_test: int, *, seed: Any,
                 if len(unique) == need:
                     return unique[n_test:], unique[:n_test]
         if size >= 64 * need + 4096:
-            raise ValueError(f"task {task!r} with {kw or 'default settings'} gave only {len(unique)} distinct "
-                             f"questions in {size} draws; {need} are needed (widen digits/terms/steps)")
+            raise ValueError(f"task {task!r} with {kw or 'default settings'} gave only {len(unique)} "
+                             f"distinct questions in {size} draws; {need} are needed "
+                             f"(widen digits/terms/steps)")
         size *= 4
 
 
-def split(problems: Sequence[Problem], held_out: int | float, seed: Any) -> tuple[list[Problem], list[Problem]]:
+def split(problems: Sequence[Problem], held_out: int | float, seed: Any) -> tuple[list[Problem],
+                                                                                  list[Problem]]:
     """Split into ``(train, test)`` with no question text in both.
 
     ``held_out`` is a number of distinct questions (int) or a fraction of them (float in (0, 1)). Problems

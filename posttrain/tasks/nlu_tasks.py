@@ -1,7 +1,7 @@
 """NLU task table (RL4GLUE, docs/methods.md, NLU): each task's label words, instruction and row converter.
 
 A converter turns one raw row into ``(example text, gold label word)``, reading the gold label strictly;
-a row it cannot read raises :class:`BadField`, to which :func:`posttrain.data.nlu.load_file` adds the
+a row it cannot read raises :class:`BadField`, to which :func:`posttrain.tasks.nlu.load_file` adds the
 file and line. Fields and labels:
 
 | task  | fields                                          | label → word                                     |
@@ -9,7 +9,8 @@ file and line. Fields and labels:
 | sst2  | sentence                                        | 1/"1" Positive, 0/"0" Negative                   |
 | rte   | premise (sentence1), hypothesis (sentence2)     | "entailment" Yes, "not_entailment" No            |
 | boolq | passage, question                               | true Yes, false No (bool, 0/1 or "true"/"false")|
-| cb    | premise (sentence1), hypothesis (sentence2)     | "entailment"/"contradiction"/"neutral", capitalised |
+| cb    | premise (sentence1), hypothesis (sentence2)     | "entailment"/"contradiction"/"neutral",          |
+|       |                                                 | capitalised                                      |
 | copa  | premise, choice1, choice2, question cause/effect| 0 "Option one", 1 "Option two"                   |
 | wic   | word, sentence1, sentence2                      | true Same, false Different                       |
 | wsc   | text, span1_text, span2_text (or target.{...})  | true Yes, false No                               |
@@ -50,7 +51,8 @@ class TaskSpec:
         # every allowed answer spelled out in full: with a placeholder form ("<Judgement>LABEL</Judgement>,
         # where LABEL is one of ...") the embedded model wrote "LABEL" or ended the turn at once (SST-2 dev,
         # first 40, zero-shot: 0% accuracy, 100% invalid, against 62% / 2% with this form)
-        return "Answer with exactly one of: " + " or ".join(f"{OPEN_TAG}{w}{CLOSE_TAG}" for w in self.labels) + "."
+        return "Answer with exactly one of: " + " or ".join(f"{OPEN_TAG}{w}{CLOSE_TAG}"
+                                                            for w in self.labels) + "."
 
     def user_content(self, text: str) -> str:
         """The user turn for one example: instruction, answer form, a blank line, the example."""
@@ -103,7 +105,8 @@ def _named(row: dict, mapping: dict[str, str]) -> str:
     value = _get(row, "label")
     if isinstance(value, str) and value.strip().lower() in mapping:
         return mapping[value.strip().lower()]
-    hint = " (integer codes are refused: their order differs between sources)" if isinstance(value, int) else ""
+    hint = " (integer codes are refused: their order differs between sources)" if isinstance(value,
+                                                                                             int) else ""
     raise BadField("label", f"expected one of {', '.join(map(repr, mapping))}, got {_describe(value)}{hint}")
 
 
@@ -112,7 +115,8 @@ def _sst2(row: dict) -> tuple[str, str]:
 
 
 def _pair(row: dict) -> str:
-    return f"Premise: {_text(row, 'premise', 'sentence1')}\nHypothesis: {_text(row, 'hypothesis', 'sentence2')}"
+    return (f"Premise: {_text(row, 'premise', 'sentence1')}\n"
+            f"Hypothesis: {_text(row, 'hypothesis', 'sentence2')}")
 
 
 def _rte(row: dict) -> tuple[str, str]:
@@ -128,7 +132,8 @@ def _boolq(row: dict) -> tuple[str, str]:
     question = _text(row, "question")
     if not question.endswith("?"):
         question += "?"  # BoolQ questions come without one
-    return f"Passage: {_text(row, 'passage')}\nQuestion: {question}", _binary(row, "Yes", "No", allow_bool=True)
+    return f"Passage: {_text(row, 'passage')}\nQuestion: {question}", _binary(row, "Yes", "No",
+                                                                              allow_bool=True)
 
 
 def _copa(row: dict) -> tuple[str, str]:
@@ -152,7 +157,8 @@ def _wsc(row: dict) -> tuple[str, str]:
     if "target" in row and "span1_text" not in row:
         spans = row["target"]
         if not isinstance(spans, dict):
-            raise BadField("target", f"expected an object with span1_text and span2_text, got {_describe(spans)}")
+            raise BadField("target",
+                           f"expected an object with span1_text and span2_text, got {_describe(spans)}")
     try:
         span1, span2 = _text(spans, "span1_text"), _text(spans, "span2_text")
     except BadField as e:

@@ -1,11 +1,12 @@
-"""Reasoning steps at the token level (step-level DAPO, docs/methods.md "Direct Advantage Policy Optimization").
+"""Reasoning steps at the token level (step-level DAPO, docs/methods.md "Direct Advantage Policy
+Optimization").
 
 A response splits into steps at newlines. Byte-level BPE tokenizers (SmolLM2's among them) merge "\n" with
 neighbouring whitespace ("\n\n", " \n"), so the split is made between tokens: a step ends with a token
-whose text contains a newline, or with the last of a run of them (such a token is whitespace only, the pre-tokenizer never joins a newline
-to letters or digits), and whatever follows the last newline is the last step. Concatenating the steps'
-token ids gives the response's ids back exactly, so decoding them gives its text back.
-"""
+whose text contains a newline, or with the last of a run of them (such a token is whitespace only, the
+pre-tokenizer never joins a newline to letters or digits), and whatever follows the last newline is the last
+step. Concatenating the steps' token ids gives the response's ids back exactly, so decoding them gives its
+text back. """
 from __future__ import annotations
 
 from typing import Sequence

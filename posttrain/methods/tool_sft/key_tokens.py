@@ -1,4 +1,5 @@
-"""PKT, prioritised key tokens (TL-Training, Ye et al., EMNLP 2025 Findings; docs/methods.md "Tool use: TL-Training").
+"""PKT, prioritised key tokens (TL-Training, Ye et al., EMNLP 2025 Findings;
+docs/methods.md "Tool use: TL-Training").
 
 The key tokens K of a call are where a tool-using model decides WHICH tool it calls:
 - the first token of the tool name;
@@ -7,8 +8,8 @@ The key tokens K of a call are where a tool-using model decides WHICH tool it ca
   of the other name (L = its length), the divergence is the token right after the name (the closing
   quote), so that token is key.
 Key tokens weigh w = clip(|NK| / |K|, 1, max_weight) (max 9 in the paper), |NK| = the call's other tokens;
-every other token weighs 1; the loss is the weighted NLL divided by the sum of weights (posttrain/losses/sft.py,
-normalization "weights").
+every other token weighs 1; the loss is the weighted NLL divided by the sum of weights
+(posttrain/losses/sft.py, normalization "weights").
 
 Tokens are located by character offsets of the tokenizer's own encoding of the whole rendered text (a fast
 tokenizer's offset mapping), so the name's tokens are those of the sequence actually trained on, merges

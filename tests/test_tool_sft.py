@@ -9,7 +9,7 @@ import torch
 
 from posttrain.data.tool_calls import ToolCall, format_calls
 from posttrain.losses.sft import sft_loss
-from posttrain.tools.key_tokens import call_spans, name_tokens, pkt_weights
+from posttrain.methods.tool_sft.key_tokens import call_spans, name_tokens, pkt_weights
 from tests.data_helpers import load_smollm2_tokenizer
 
 
@@ -34,7 +34,8 @@ def call_token_count(tok, reply):
 
 def test_the_first_name_token_is_key_and_weighs_non_key_over_key_clipped():
     tok = load_smollm2_tokenizer()
-    toks, n_keys, reply = weights_of(tok, [("get_weather", {"city": "Paris"})], ["get_weather", "search_flights"])
+    toks, n_keys, reply = weights_of(tok, [("get_weather", {"city": "Paris"})], ["get_weather",
+                                                                                 "search_flights"])
     keyed = [(t, w) for t, w in toks if w != 1.0]
     assert n_keys == 1 and [t for t, _ in keyed] == ["get"]  # no other tool shares a prefix
     # |NK| = the call's other tokens: {"name": "get_weather", "arguments": {"city": "Paris"}} minus "get"
@@ -50,7 +51,8 @@ def test_divergence_tokens_of_tools_sharing_a_prefix_are_key():
     tools = ["get_weather", "get_time", "getWeather", "search_flights"]
     toks, n_keys, _ = weights_of(tok, [("get_weather", {"city": "Paris"})], tools)
     keyed = [t for t, w in toks if w != 1.0]
-    # "get" first; get_time shares "get", "_" (diverges at "weather"); getWeather shares "get" (diverges at "_")
+    # "get" first; get_time shares "get", "_" (diverges at "weather"); getWeather shares "get" (diverges at
+    # "_")
     assert keyed == ["get", "_", "weather"] and n_keys == 3
     w = {t: wt for t, wt in toks if wt != 1.0}
     assert len(set(w.values())) == 1
@@ -108,31 +110,34 @@ def test_key_weight_with_several_keys_divides_the_other_tokens_by_their_number()
 
 def test_key_weight_is_per_call_in_parallel_calls():
     tok = load_smollm2_tokenizer()
-    # [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {"tz": "CET"}}]
-    # call 1 -> 18 tokens: ['{"', 'name', '":', ' "', 'get', '_', 'weather', '",', ' "', 'arguments', '":',
-    #   ' {"', 'city', '":', ' "', 'Paris', '"}', '},']; K = {'get', 'weather'}, |NK| = 16, w = 16 / 2 = 8
+    # [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {"tz":
+    # "CET"}}] call 1 -> 18 tokens: ['{"', 'name', '":', ' "', 'get', '_', 'weather', '",', ' "', 'arguments',
+    # '":', ' {"', 'city', '":', ' "', 'Paris', '"}', '},']; K = {'get', 'weather'}, |NK| = 16, w = 16 / 2 = 8
     # call 2 -> 19 tokens: [' {"', 'name', '":', ' "', 'get', '_', 'time', '",', ' "', 'arguments', '":',
     #   ' {"', 'tz', '":', ' "', 'C', 'ET', '"', '}}']; K = {'get', 'time'}, |NK| = 17, w = 17 / 2 = 8.5
     # (a count over the whole reply would give both calls one weight)
     toks, n_keys, _ = weights_of(tok, [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})],
                                  ["get_weather", "get_time"])
     assert n_keys == 4
-    assert [(t, w) for t, w in toks if w != 1.0] == [("get", 8.0), ("weather", 8.0), ("get", 8.5), ("time", 8.5)]
+    assert [(t, w) for t, w in toks if w != 1.0] == [("get", 8.0), ("weather", 8.0), ("get", 8.5), ("time",
+                                                                                                    8.5)]
 
 
 # A gold name of 11 single-character tokens ['f', '0', '1', ..., '9'] and tools that diverge from it at every
-# offset: f_x shares 'f' (diverges at '0'), f0x shares 'f', '0' (diverges at '1'), ..., f012345678x diverges at
-# '9', and f01234567899 has the gold name as a prefix (its closing quote '",' is key): |K| = 1 + 10 + 1 = 12.
+# offset: f_x shares 'f' (diverges at '0'), f0x shares 'f', '0' (diverges at '1'), ..., f012345678x diverges
+# at '9', and f01234567899 has the gold name as a prefix (its closing quote '",' is key): |K| = 1 + 10 + 1 =
+# 12.
 CLIP_GOLD = "f0123456789"
-CLIP_TOOLS = [CLIP_GOLD, "f_x"] + [CLIP_GOLD[:i] + "x" for i in range(2, len(CLIP_GOLD) + 1)] + [CLIP_GOLD + "9"]
+CLIP_TOOLS = [CLIP_GOLD, "f_x"] + [CLIP_GOLD[:i] + "x" for i in range(2,
+                                                                      len(CLIP_GOLD) + 1)] + [CLIP_GOLD + "9"]
 CLIP_KEYS = ["f", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", '",']
 
 
 def test_the_clip_tools_key_every_name_token_and_the_closing_quote():
     tok = load_smollm2_tokenizer()
     # with a long enough call the weight shows which tokens are key:
-    # {"name": "f0123456789", "arguments": {"q": "word word ... word "}} (10 words) -> 35 tokens: ['{"', 'name',
-    #   '":', ' "', 'f', '0', ..., '9', '",', ' "', 'arguments', '":', ' {"', 'q', '":', ' "', 'word',
+    # {"name": "f0123456789", "arguments": {"q": "word word ... word "}} (10 words) -> 35 tokens: ['{"',
+    # 'name', '":', ' "', 'f', '0', ..., '9', '",', ' "', 'arguments', '":', ' {"', 'q', '":', ' "', 'word',
     #   ' word' x 9, ' "', '}}'] = 4 + 11 + 1 + 7 + 10 + 2; |K| = 12, |NK| = 35 - 12 = 23, w = 23 / 12
     toks, n_keys, _ = weights_of(tok, [(CLIP_GOLD, {"q": "word " * 10})], CLIP_TOOLS)
     assert n_keys == 12
@@ -141,9 +146,9 @@ def test_the_clip_tools_key_every_name_token_and_the_closing_quote():
 
 def test_key_weight_really_clips_at_1_when_key_tokens_outnumber_the_others():
     tok = load_smollm2_tokenizer()
-    # {"name": "f0123456789", "arguments": {}} -> 21 tokens: ['{"', 'name', '":', ' "', 'f', '0', '1', '2', '3',
-    #   '4', '5', '6', '7', '8', '9', '",', ' "', 'arguments', '":', ' {}', '}]'] ('}]' straddles the call's
-    #   end, so it is the call's); the same 12 key tokens as above, |NK| = 21 - 12 = 9: 9 / 12 = 0.75 < 1
+    # {"name": "f0123456789", "arguments": {}} -> 21 tokens: ['{"', 'name', '":', ' "', 'f', '0', '1', '2',
+    # '3', '4', '5', '6', '7', '8', '9', '",', ' "', 'arguments', '":', ' {}', '}]'] ('}]' straddles the
+    # call's end, so it is the call's); the same 12 key tokens as above, |NK| = 21 - 12 = 9: 9 / 12 = 0.75 < 1
     unclipped = 9 / 12
     assert unclipped < 1
     toks, n_keys, _ = weights_of(tok, [(CLIP_GOLD, {})], CLIP_TOOLS)
@@ -210,8 +215,8 @@ def tool_recipe(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("mae,pkt", [(False, False), (True, False), (False, True), (True, True)])
 def test_tool_sft_samples_one_turn_each_mae_drops_the_adverse_turn_and_pkt_weighs(tool_recipe, mae, pkt):
-    from posttrain.methods import get_method
     from posttrain.config import validate_section
+    from posttrain.methods import get_method
     tok = load_smollm2_tokenizer()
     recipe = tool_recipe(f"method.mae={str(mae).lower()}", f"method.pkt={str(pkt).lower()}")
     spec = get_method("tool_sft")
@@ -223,12 +228,14 @@ def test_tool_sft_samples_one_turn_each_mae_drops_the_adverse_turn_and_pkt_weigh
         sup = [t for t, lab in zip(f["input_ids"], f["labels"]) if lab != -100]
         text = tok.decode(sup)
         assert text.count("<|im_end|>") == 1  # one assistant turn supervised, with its end-of-turn token
-    trained = [tok.decode([t for t, lab in zip(f["input_ids"], f["labels"]) if lab != -100]) for f in built.train_data]
+    trained = [tok.decode([t for t, lab in zip(f["input_ids"],
+                                               f["labels"]) if lab != -100]) for f in built.train_data]
     assert any("town" in t for t in trained) != mae  # the adverse call is trained only without MAE
     last = built.train_data[-1]
     assert "town" in tok.decode(last["input_ids"])  # ... but it is history for the later turns either way
     if pkt:
-        keyed = [tok.decode([t]) for f in built.train_data[:-1] for t, w in zip(f["input_ids"], f["weights"]) if w > 1]
+        keyed = [tok.decode([t]) for f in built.train_data[:-1] for t, w in zip(f["input_ids"],
+                                                                                f["weights"]) if w > 1]
         assert keyed[-2:] == ["get", "weather"]  # the call's key tokens: get_time shares "get", "_"
         assert all(w == 1.0 for w in built.train_data[-1]["weights"])  # a plain-text turn has no key token
         assert built.objective.normalization == "weights"
@@ -259,4 +266,5 @@ def test_tool_sft_objective_is_the_weighted_mean_nll_on_an_independent_forward(t
                 den += f["weights"][t]
     assert built.objective.units(batch) == pytest.approx(den)
     assert loss_sum.item() / built.objective.units(batch) == pytest.approx(num / den, rel=1e-5)
-    assert den > sum(sum(x != -100 for x in f["labels"][1:]) for f in built.train_data)  # key tokens weigh > 1
+    # key tokens weigh > 1
+    assert den > sum(sum(x != -100 for x in f["labels"][1:]) for f in built.train_data)
