@@ -92,8 +92,8 @@ def main() -> None:
     nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     bw = bandwidth_gbs()
     bound_ms = nbytes / (bw * 1e9) * 1e3
-    print(json.dumps({"model_bytes": nbytes, "bandwidth_gbs": round(bw, 2), "bound_step_ms": round(bound_ms,
-                                                                                                   1),
+    print(json.dumps({"model_bytes": nbytes, "bandwidth_gbs": round(bw, 2),
+                      "bound_step_ms": round(bound_ms, 1),
                       "threads": a.threads}), flush=True)
     rows = []
     for b in a.batches:

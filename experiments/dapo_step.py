@@ -43,8 +43,8 @@ def baseline_data(run_dir: Path, out: Path, seed: int, keep: int) -> dict[str, P
     for pid in sorted(by_prompt):
         rows = by_prompt[pid]
         right = list(dict.fromkeys(r["text"] for r in rows if r["text"] and grade(r["text"], r["answer"])))
-        wrong = list(dict.fromkeys(r["text"] for r in rows if r["text"] and not grade(r["text"],
-                                                                                      r["answer"])))
+        wrong = list(dict.fromkeys(r["text"] for r in rows if r["text"]
+                                   and not grade(r["text"], r["answer"])))
         sft += [{"messages": rows[0]["prompt"] + [{"role": "assistant", "content": t}]} for t in right]
         rng = np.random.default_rng([seed, pid])
         for c, w in zip(rng.permutation(right)[:keep // 2], rng.permutation(wrong)[:keep // 2]):
@@ -71,8 +71,8 @@ def run_baselines(seed: int, a) -> dict:
     from posttrain.config import load_recipe
     recipe = load_recipe(DAPO, dapo_overrides(seed, a))
     state = recipe.run_dir / "pipeline.json"
-    if not state.is_file() or json.loads(state.read_text())["stages"].get("sample",
-                                                                          {}).get("status") != "done":
+    if not state.is_file() or \
+            json.loads(state.read_text())["stages"].get("sample", {}).get("status") != "done":
         return {}
     paths = baseline_data(recipe.run_dir, Path(a.runs) / "data", seed, recipe.method.get("keep", 6))
     arms = {}
@@ -103,8 +103,7 @@ def run_seed(seed: int, a) -> dict | None:
     pipe = json.loads((recipe.run_dir / "pipeline.json").read_text())["stages"]
     folders = [(recipe.run_dir / f"iter-{t}") if t > 1 else recipe.run_dir for t in range(1, len(its) + 1)]
     critic = [json.loads((f / "critic_eval.json").read_text()) for f in folders]
-    filters = [json.loads((f / "dapo_stats.json").read_text()) | {"data": data_spreads(f,
-                                                                                       recipe)}
+    filters = [json.loads((f / "dapo_stats.json").read_text()) | {"data": data_spreads(f, recipe)}
                for f in folders]
     return {"seed": seed, "arms": arms, "pipeline": pipe, "critic": critic, "filters": filters,
             "train_steps": [it["train"]["train"]["steps"] for it in its]}
@@ -183,8 +182,8 @@ def report(rows: list[dict], a) -> int:
             if st == "train":
                 keep["actor steps"] = r["train_steps"][int(it.split("-")[1]) - 1 if it else 0]
             stage_rows.append([r["seed"], it or "iter-1", st, rec.get("wall_time_s", ""),
-                               ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}" for k,
-                                         v in keep.items())])
+                               ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}"
+                                         for k, v in keep.items())])
     calib_rows, curves = [], {}
     for r in rows:
         for t, c in enumerate(r["critic"], 1):

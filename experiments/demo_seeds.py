@@ -45,9 +45,9 @@ def report(rows: list[dict], bandit: dict, out: Path, wall_s: float, command: st
         f"every row",
         f"- seeds (LoRA initialisation and batch order): {', '.join(str(r['seed']) for r in rows)}; "
         f"{rows[0]['steps']} steps of 8 examples, AdamW lr 1e-3, cosine",
-        f"- machine: 2 CPU cores; wall time of the runs, summed: {wall_s:.0f} s" + (f" ({timing_note})"
-                                                                                    if timing_note else ""),
-                                                                                    "",
+        f"- machine: 2 CPU cores; wall time of the runs, summed: {wall_s:.0f} s"
+        + (f" ({timing_note})" if timing_note else ""),
+        "",
         table, "",
         f"Over {len(rows)} seeds: accuracy after {_pm([r['after_accuracy'] for r in rows])}, gain "
         f"{_pm(gains)} (mean ± 95% t-interval over seeds). The gain is positive on {wins} of {len(rows)} "

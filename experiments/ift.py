@@ -47,8 +47,8 @@ def accuracy_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
     steps = [0] + [h["step"] for h in rows[0]["history"] if "eval/accuracy" in h]
     means = []
     for s in steps:
-        vals = [r["before_accuracy"] if s == 0 else next(h["eval/accuracy"] for h in r["history"]
-                                                         if h["step"] == s)
+        vals = [r["before_accuracy"] if s == 0
+                else next(h["eval/accuracy"] for h in r["history"] if h["step"] == s)
                 for r in rows]
         means.append(sum(vals) / len(vals))
     return steps, means

@@ -145,8 +145,8 @@ def command(a, flags: str = "") -> str:
     extra = [f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
              for k, v, d in (("runs", a.runs, "runs/inpo"), ("oracles", a.oracles, list(ORACLES)),
                              ("methods", a.methods, list(METHODS)), ("page", a.page, "inpo_lm.md")) if v != d]
-    return (f"python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}" + "".join(f" {x}"
-                                                                                             for x in extra)
+    return (f"python -m experiments.inpo_lm --seeds {' '.join(map(str, a.seeds))}"
+            + "".join(f" {x}" for x in extra)
             + flags + ("" if not a.overrides else " -- " + " ".join(a.overrides)))
 
 
@@ -166,15 +166,15 @@ def main(argv: list[str] | None = None) -> int:
                          "(loss, gradient norms, clipped steps, margin)")
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides of every run; put them after `--`")
     a = ap.parse_args(argv)
-    rows = [r for o in a.oracles for m in a.methods for s in a.seeds if (r := evaluate(o, m, s,
-                                                                                       a)) is not None]
+    rows = [r for o in a.oracles for m in a.methods for s in a.seeds
+            if (r := evaluate(o, m, s, a)) is not None]
     if not a.report:
         return 0
     lines = ["## (b) The embedded model: win rate against the initial policy", "",
              f"Reproduce: `{command(a)}` then " + (f"`{command(a, ' --report --train-log')}`." if a.train_log
                                                     else "`--report`."), "",
-             "| oracle | method | seeds | " + " | ".join(f"win rate after iteration {t}" for t in (1, 2,
-                                                                                                   3)) + " |",
+             "| oracle | method | seeds | " + " | ".join(f"win rate after iteration {t}"
+                                                         for t in (1, 2, 3)) + " |",
              "|---|---|---:|---:|---:|---:|"]
     for o in a.oracles:
         for m in a.methods:

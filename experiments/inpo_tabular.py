@@ -61,8 +61,8 @@ def md_step(pi_t: np.ndarray, pi_ref: np.ndarray, P: np.ndarray, eta: float, tau
     return out / out.sum()
 
 
-def sample_pairs(pi: np.ndarray, P: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray,
-                                                                                           np.ndarray]:
+def sample_pairs(pi: np.ndarray, P: np.ndarray, n: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(winners, losers) of n pairs y, y' ~ pi, the winner drawn with P(y > y'); pairs of a response with
     itself carry no signal and are dropped."""
     y, y2 = rng.choice(len(pi), n, p=pi), rng.choice(len(pi), n, p=pi)

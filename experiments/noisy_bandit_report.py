@@ -140,8 +140,8 @@ def _plot(rows: list[dict], summary: list[dict], path: Path) -> None:
                     a.annotate(f"{p['used']}/{p['n']} seeds", (p["eps"], p[f"{metric}_mean"]), fontsize=7,
                                textcoords="offset points", xytext=(4, 6), color=line.get_color())
     yard = yardsticks(rows)
-    for key, label, style in (("reward_best_action", "best action", ":"), ("reward_target", "target β·θ = θ*",
-                                                                           "--"),
+    for key, label, style in (("reward_best_action", "best action", ":"),
+                              ("reward_target", "target β·θ = θ*", "--"),
                               ("reward_reference", "uniform reference", "-.")):
         ax.axhline(yard[key][0], color="gray", linestyle=style, linewidth=1, label=label)
     ax.set(xlabel="label flip rate eps", ylabel="expected true reward (held-out contexts)",

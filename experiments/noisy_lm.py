@@ -54,8 +54,8 @@ def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for eps in sorted({r["eps"] for r in rows}):
         for m in METHODS:
-            cell = [r for r in rows if r["eps"] == eps and (r["method"] == m or (eps == 0
-                                                                                 and r["method"] == "dpo"))]
+            cell = [r for r in rows if r["eps"] == eps
+                    and (r["method"] == m or (eps == 0 and r["method"] == "dpo"))]
             if not cell:
                 continue
             acc = mean_ci([r["after_accuracy"] for r in cell])

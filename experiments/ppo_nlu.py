@@ -31,8 +31,8 @@ TRAIN_LIMIT = {"sst2": 256}  # SuperGLUE tasks: their 32-example FewGLUE train s
 SFT_REFS = {"start": "PPO from SFT (ref SFT)", "base": "PPO from SFT (ref base)"}
 CONDITIONS = ("zero-shot", "few-shot", "SFT", *SFT_REFS.values(), "PPO from base")
 # the ladder's steps, compared per seed: (higher, lower)
-STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), (SFT_REFS["start"], "SFT"), (SFT_REFS["base"],
-                                                                                      "SFT"),
+STEPS = (("few-shot", "zero-shot"), ("SFT", "few-shot"), (SFT_REFS["start"], "SFT"),
+         (SFT_REFS["base"], "SFT"),
          (SFT_REFS["start"], SFT_REFS["base"]), ("PPO from base", "SFT"))
 
 

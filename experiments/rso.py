@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         table.append([label, mean([x["before"] for x in sc]), mean(acc), sd(acc),
                       mean([x["win_rate"] for x in sc]),
                       " / ".join("-".join(map(str, x["wtl"])) for x in sc),
-                      st.get("pairs", "given"), st.get("mean_reward_accepted", ""), st.get("acceptance_rate",
-                                                                                           ""),
+                      st.get("pairs", "given"), st.get("mean_reward_accepted", ""),
+                      st.get("acceptance_rate", ""),
                       round(mean([r["train_time_s"] for r in rs]))])
     out = Path(a.out)
     png = plot_curves({k: curve(rs[0], "loss") for k, rs in rows.items()}, out / "rso_loss.png",

@@ -184,8 +184,8 @@ def rdpo_recession_slope(cfg: BanditConfig, problem: BanditProblem, eps: float, 
     return float((-eps * a.clamp(min=0) + (1 - eps) * (-a).clamp(min=0)).mean() / (1 - 2 * eps))
 
 
-def fit(cfg: BanditConfig, problem: BanditProblem, method: str, eps: float) -> tuple[torch.Tensor | None,
-                                                                                     dict]:
+def fit(cfg: BanditConfig, problem: BanditProblem, method: str,
+        eps: float) -> tuple[torch.Tensor | None, dict]:
     """Minimise the mean loss over the observed pairs with full-batch L-BFGS from theta_0 = 0.
 
     Returns (theta, info); theta is None when the iterate ran off (||beta*theta|| past `diverged_scale`

@@ -62,8 +62,8 @@ def load_run(run: str | os.PathLike, checkpoint: str | os.PathLike | None = None
     except yaml.YAMLError as e:
         raise ExportError(f"{recipe_file}: not valid YAML: {e}") from None
     recipe = validate_section(Recipe, raw, str(recipe_file))
-    done = [t for t in range(recipe.pipeline.iterations) if latest_checkpoint(iteration_dir(run,
-                                                                                            t)) is not None]
+    done = [t for t in range(recipe.pipeline.iterations)
+            if latest_checkpoint(iteration_dir(run, t)) is not None]
     ckpt = _checkpoint(iteration_dir(run, done[-1]) if done and checkpoint is None else run, checkpoint)
     k = re.fullmatch(r"iter-(\d+)", ckpt.parent.parent.name)
     t = int(k.group(1)) - 1 if k else 0

@@ -103,8 +103,8 @@ def completion_logprobs(model, input_ids: torch.Tensor | None, attention_mask: t
 
 @torch.no_grad()
 def greedy_predictions(model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
-                       labels: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor,
-                                                                      torch.Tensor]:
+                       labels: torch.Tensor,
+                       **model_kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The model's argmax prediction of every labelled token from the gold prefix, without gradient.
 
     Returns (predicted [B, T], token_logps [B, T], mask [B, T]), aligned with `labels`: predicted[b, t] =
@@ -188,7 +188,7 @@ def shared_prefix_pair_logprobs(model, batch: dict) -> dict[str, tuple[torch.Ten
         m = masks[side]
         rows = row_of[flat[side]][m]
         token_logps = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
-        token_logps = token_logps.masked_scatter(m, gather_logprobs(logits[rows],
-                                                                    batch[f"{side}_targets"][m]))
+        token_logps = token_logps.masked_scatter(m,
+                                                 gather_logprobs(logits[rows], batch[f"{side}_targets"][m]))
         result[side] = (token_logps, m)
     return result

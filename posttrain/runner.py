@@ -95,8 +95,8 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
             n = recipe.train.max_steps
             kw["schedule"] = (t * n, T * n)
             if t > 0:
-                kw["optimizer_state"] = latest_checkpoint(iteration_dir(recipe.run_dir,
-                                                                        t - 1)) / "optimizer.pt"
+                previous = latest_checkpoint(iteration_dir(recipe.run_dir, t - 1))
+                kw["optimizer_state"] = previous / "optimizer.pt"
         engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress,
                              **kw)
         result: TrainResult = engine.train(resume=True)
@@ -135,8 +135,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
-        atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"),
-                                                                  sort_keys=False))
+        atomic_write_text(run_dir / "recipe.yaml",
+                          yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
     def stages_for(ctx):
         before = spec.stages(recipe, params, ctx) if spec.stages is not None else []

@@ -33,8 +33,8 @@ def metric_keys(sums: dict) -> list[str]:
     return sorted({k for part in distributed.gather_objects(sorted(sums)) for k in part})
 
 
-def sum_metrics(totals: dict[str, float], sums: dict[str, float]) -> tuple[dict[str, float], dict[str,
-                                                                                                  float]]:
+def sum_metrics(totals: dict[str, float],
+                sums: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
     """(`totals`, the objective's metric `sums`), each summed over ranks; every rank calls it (collective)."""
     glob = distributed.sum_over_ranks({**totals, **{f"m/{k}": sums.get(k, 0.0) for k in metric_keys(sums)}})
     return {k: glob[k] for k in totals}, {k[2:]: v for k, v in glob.items() if k.startswith("m/")}

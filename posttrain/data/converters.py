@@ -258,8 +258,8 @@ def hh_rlhf_to_pair(row: dict, *, file=None, line=None) -> PreferencePair:
     prompt_c, chosen = _hh_split(row, file, line, "chosen")
     prompt_r, rejected = _hh_split(row, file, line, "rejected")
     if prompt_c != prompt_r:
-        k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b), min(len(prompt_c),
-                                                                                        len(prompt_r)))
+        k = next((i for i, (a, b) in enumerate(zip(prompt_c, prompt_r)) if a != b),
+                 min(len(prompt_c), len(prompt_r)))
         raise DataError(f"chosen and rejected dialogues differ before the final reply (at turn {k + 1})",
                         file=file, line=line, field="rejected")
     return PreferencePair(prompt_c, chosen, rejected, extra_meta(row, ("chosen", "rejected"), file, line),

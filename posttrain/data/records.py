@@ -242,6 +242,6 @@ class PromptRecord:
         """``{"prompt": str | messages, "answer": optional str/number,
         "assistant_prefix": optional str, ...}``."""
         prompt = require_field(row, "prompt", file, line)
-        return cls(prompt, row.get("answer"), extra_meta(row, ("prompt", "answer", "assistant_prefix"), file,
-                                                         line),
+        return cls(prompt, row.get("answer"),
+                   extra_meta(row, ("prompt", "answer", "assistant_prefix"), file, line),
                    row.get("assistant_prefix"), file=file, line=line)

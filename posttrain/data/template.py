@@ -349,8 +349,8 @@ def encode_conversations(tokenizer, records: Iterable, *, max_length: int,
 
 
 def encode_pairs(tokenizer, pairs: Iterable, *, max_length: int, max_prompt_length: int | None = None,
-                 min_response_tokens: int = 1, on_overflow: str = "error") -> tuple[list[dict],
-                                                                                    TruncationStats]:
+                 min_response_tokens: int = 1,
+                 on_overflow: str = "error") -> tuple[list[dict], TruncationStats]:
     """Encode many PreferencePairs; returns the features and the truncation counts."""
     stats, out = TruncationStats(), []
     for pair in pairs:

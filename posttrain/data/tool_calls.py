@@ -65,8 +65,8 @@ class ParseResult:
 
 def format_calls(calls) -> str:
     """The canonical text of ``calls`` (ToolCall or ``{"name", "arguments"}`` dicts): one JSON list."""
-    items = [c.to_dict() if isinstance(c, ToolCall) else {"name": c["name"], "arguments": c.get("arguments",
-                                                                                                {})}
+    items = [c.to_dict() if isinstance(c, ToolCall)
+             else {"name": c["name"], "arguments": c.get("arguments", {})}
              for c in calls]
     return json.dumps(items, ensure_ascii=False)
 

@@ -163,8 +163,8 @@ def evaluate(model, tokenizer, items: Sequence[MathItem], *, k: int = 1, tempera
         if k > 1:
             answers = [extract_answer(t) for t in vote_texts]
             maj, votes = majority(answers)
-            row.update(samples=answers, maj_answer=maj, maj_votes=votes, maj_correct=math_equal(maj,
-                                                                                                it.answer))
+            row.update(samples=answers, maj_answer=maj, maj_votes=votes,
+                       maj_correct=math_equal(maj, it.answer))
         rows.append(row)
     res = {"n": len(rows), "k": k, "greedy_accuracy": sum(r["correct"] for r in rows) / len(rows),
            "prompt": MATH_PROMPT.format(problem="<problem>"), "rows": rows}
@@ -213,9 +213,9 @@ def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
         if f"by_{key}" in res:
             cols = ["n", "greedy_accuracy"] + (["maj_accuracy"] if "maj_accuracy" in res else [])
             lines += ["", f"## By {key}", "",
-                      markdown_table([key, *cols], [[name, *[round(v[c], 3) if isinstance(v[c],
-                                                                                          float) else v[c]
-                                                              for c in cols]] for name,
-                                                    v in res[f"by_{key}"].items()])]
+                      markdown_table([key, *cols],
+                                     [[name, *[round(v[c], 3) if isinstance(v[c], float) else v[c]
+                                               for c in cols]]
+                                      for name, v in res[f"by_{key}"].items()])]
     atomic_write_text(report, "\n".join(lines) + "\n")
     write_jsonl(graded, res["rows"])

@@ -21,7 +21,7 @@ def nlu_eval(model, tokenizer, records, *, max_new_tokens: int = 8, batch_size: 
                         batch_size=batch_size)
     texts = [row[0].text for row in out]
     res = nlu_accuracy(texts, [r.meta for r in records])
-    res["samples"] = [{"completion": t, "gold": r.meta.get("label")} for t, r in zip(texts[:keep_samples],
-                                                                                     records)]
+    res["samples"] = [{"completion": t, "gold": r.meta.get("label")}
+                      for t, r in zip(texts[:keep_samples], records)]
     res["seconds"] = round(stats.seconds, 1)
     return res

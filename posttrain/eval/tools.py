@@ -156,8 +156,8 @@ def _write_results(res: dict, report: Path, graded: Path, title: str) -> None:
     if "bfcl" in res:
         lines += ["", "## BFCL (AST match)", "", markdown_table(
             ["category", "n", "accuracy", "outcomes"],
-            [[c, r["n"], round(r["accuracy"], 3), ", ".join(f"{k} {v}" for k,
-                                                            v in sorted(r["outcomes"].items()))]
+            [[c, r["n"], round(r["accuracy"], 3),
+              ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))]
              for c, r in res["bfcl"].items()])]
     if "seal_tools" in res:
         cols = ("tool_selection", "parameter_identification", "content_filling")

@@ -94,8 +94,8 @@ class LlamaWeights:
         with torch.no_grad():
             for layer in lm.model.layers:
                 att, mlp = layer.self_attn, layer.mlp
-                (wq, bq), (wk, bk), (wv, bv) = (effective_linear(m) for m in (att.q_proj, att.k_proj,
-                                                                              att.v_proj))
+                (wq, bq), (wk, bk), (wv, bv) = (effective_linear(m)
+                                                for m in (att.q_proj, att.k_proj, att.v_proj))
                 wo, bo = effective_linear(att.o_proj)
                 (wg, bg), (wu, bu) = effective_linear(mlp.gate_proj), effective_linear(mlp.up_proj)
                 wd, bd = effective_linear(mlp.down_proj)

@@ -208,8 +208,8 @@ def current_settings() -> GenerationSettings:
 
 def sample(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
            prompt_ids: Sequence[int] | None = None, batch_size: int = 16, progress: bool = False,
-           on_batch: Callable[[list[Sample]], None] | None = None) -> tuple[list[list[Sample]],
-                                                                            SamplingStats]:
+           on_batch: Callable[[list[Sample]], None] | None = None
+           ) -> tuple[list[list[Sample]], SamplingStats]:
     """`params.n` samples for each tokenized prompt (chat template already applied), from `model`'s
     current weights.
 

@@ -7,8 +7,7 @@ from posttrain.methods import dapo_step, ift, inpo, ppo, preference, reward_mode
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (sft.SPEC, ift.SPEC, *preference.SPECS,
                                                                reward_model.SPEC, rso.SPEC, *inpo.SPECS,
-                                                               ppo.SPEC,
-                                              dapo_step.SPEC, tool_sft.SPEC)}
+                                                               ppo.SPEC, dapo_step.SPEC, tool_sft.SPEC)}
 
 
 def get_method(name: str) -> MethodSpec:

@@ -112,8 +112,8 @@ def make_pairs(recipe, params: INPOParams, ctx) -> dict:
     stats, rows = Counter(), []
     for pid, rec in enumerate(records):
         texts = [c["text"] for c in samples[pid]]
-        picked = choose_pair(oracle, params.oracle.kind, prompt_text(rec), texts, {"answer": rec.answer,
-                                                                                   **rec.meta})
+        picked = choose_pair(oracle, params.oracle.kind, prompt_text(rec), texts,
+                             {"answer": rec.answer, **rec.meta})
         if picked is None:
             stats["prompts_without_pair"] += 1
             continue
@@ -137,8 +137,8 @@ def stages(recipe, params: INPOParams, ctx) -> list[StageDef]:
     if params.sampling.samples_file:
         raise RecipeError("method.sampling.samples_file: INPO samples each iteration from its own policy")
     return [StageDef("sample", select_keys(settings, SAMPLE_KEYS + ("method.prompts_per_iteration",)),
-                     lambda: sample_candidates(recipe, params, ctx, iteration_records(recipe, params,
-                                                                                      ctx.iteration)),
+                     lambda: sample_candidates(recipe, params, ctx,
+                                               iteration_records(recipe, params, ctx.iteration)),
                      outputs=["samples.jsonl", source_path("samples.jsonl").name], parallel=True),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
                      outputs=["pairs.jsonl", "inpo_stats.json"], inputs=["samples.jsonl"],

@@ -111,8 +111,8 @@ def stages(recipe, params: RSOParams, ctx) -> list[StageDef]:
     own = samples.resolve().is_relative_to(ctx.dir.resolve())
     rel = str(samples.relative_to(ctx.dir)) if own else str(samples)
     sample_out = [rel, str(source_path(samples).relative_to(ctx.dir))] if own else []
-    return [StageDef("sample", select_keys(settings, SAMPLE_KEYS), lambda: sample_candidates(recipe, params,
-                                                                                             ctx),
+    return [StageDef("sample", select_keys(settings, SAMPLE_KEYS),
+                     lambda: sample_candidates(recipe, params, ctx),
                      outputs=sample_out, parallel=True),
             StageDef("pairs", select_keys(settings, PAIR_KEYS), lambda: make_pairs(recipe, params, ctx),
                      outputs=["pairs.jsonl", "rso_stats.json"], inputs=[rel],

@@ -86,8 +86,8 @@ def _host_list(t: torch.Tensor, read):
 
 def _block_sdpa(q, k, v, dropout: float, scaling, **kw):
     """SDPA on one block of positions: q [n, H, d], k/v [m, Hkv, d] -> [n, H, d]."""
-    out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0,
-                                                                                                       1)[None],
+    out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
+                                         v.transpose(0, 1)[None],
                                          dropout_p=dropout, scale=scaling,
                                          enable_gqa=q.shape[1] != k.shape[1], **kw)
     return out[0].transpose(0, 1)

@@ -54,8 +54,8 @@ class PairwiseReward:
     @torch.no_grad()
     def _p_first(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         """Judge's P("A") among {"A", "B"} with `a` shown first."""
-        encoded = [encode_prompt(self.tok, [{"role": "user", "content": JUDGE_TEMPLATE.format(prompt=p, a=x,
-                                                                                              b=y)}])
+        encoded = [encode_prompt(self.tok,
+                                 [{"role": "user", "content": JUDGE_TEMPLATE.format(prompt=p, a=x, b=y)}])
                    for p, x, y in zip(prompts, a, b)]
         out = []
         pad = self.tok.pad_token_id

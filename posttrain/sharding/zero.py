@@ -200,8 +200,10 @@ def _set_full(param, value: torch.Tensor, key: str | None = None) -> None:
     if not hasattr(param, "ds_id"):
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
         value = value.to(param.device)
-        safe_set_full_fp32_param(param, value) if key is None else safe_set_full_optimizer_state(param, value,
-                                                                                                 key)
+        if key is None:
+            safe_set_full_fp32_param(param, value)
+        else:
+            safe_set_full_optimizer_state(param, value, key)
         return
     opt = param._z3_optimizer
     part, _ = opt._get_fp32_opt_state_partition(param, release_swap_buffers=False, optim_state_key=key)

@@ -58,8 +58,8 @@ def solution_messages(problem: str, few_shot: int) -> list[dict]:
     from posttrain.eval.math import MATH_PROMPT
     msgs = []
     for q, a in FEW_SHOT[:few_shot]:
-        msgs += [{"role": "user", "content": MATH_PROMPT.format(problem=q)}, {"role": "assistant",
-                                                                              "content": a}]
+        msgs += [{"role": "user", "content": MATH_PROMPT.format(problem=q)},
+                 {"role": "assistant", "content": a}]
     return msgs + [{"role": "user", "content": MATH_PROMPT.format(problem=problem)}]
 
 
@@ -353,8 +353,8 @@ def decontaminate(recipe: SynthRecipe, rows: list[dict], tests: list[tuple[str, 
     for i, (j, score) in ngram_contamination(problems, texts, n=c.ngram, threshold=c.ngram_threshold).items():
         hits[problems[i]] = {"pass": "ngram", "test_set": tests[j][0], "test_problem": texts[j],
                              "score": round(score, 4)}
-    use_emb = c.embedding == "on" or (c.embedding == "auto" and (embed is not None
-                                                                 or minilm_dir() is not None))
+    use_emb = c.embedding == "on" or (c.embedding == "auto"
+                                      and (embed is not None or minilm_dir() is not None))
     if use_emb:
         embed = embed or minilm_embedder()
         left = [p for p in problems if p not in hits]
@@ -383,8 +383,8 @@ def write_report(recipe: SynthRecipe, stats: dict[str, dict]) -> dict:
     d = recipe.run_dir
     rows = files.read_jsonl(d / "synth.jsonl", missing="empty")
     summary = {"recipe": recipe.name, "teacher": recipe.model.name, "seed": recipe.seed, "stages": stats,
-               "kept": len(rows), "kept_by_origin": {o: sum(r["origin"] == o for r in rows) for o in ("seed",
-                                                                                                      "new")},
+               "kept": len(rows),
+               "kept_by_origin": {o: sum(r["origin"] == o for r in rows) for o in ("seed", "new")},
                "kept_problems": len({r["problem_id"] for r in rows})}
     atomic_write_json(d / "report.json", summary)
     table = [[name, s.get("seconds", ""), ", ".join(f"{k} {v}" for k, v in s.items() if k != "seconds")]
@@ -443,8 +443,8 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
         return {"kept": len(kept), "dropped": counts}
 
     def decontam_stage():
-        clean, removed_d, counts = decontaminate(recipe, files.read_jsonl(d / "filtered.jsonl",
-                                                                          missing="empty"),
+        clean, removed_d, counts = decontaminate(recipe,
+                                                 files.read_jsonl(d / "filtered.jsonl", missing="empty"),
                                                  decontam_targets(recipe))
         write_jsonl(d / "synth.jsonl", [sft_row(r["problem"], r["solution"], answer=r["answer"],
                                                 origin=r["origin"],
@@ -475,8 +475,8 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
     inputs = ["solutions.jsonl"] + (["new_solutions.jsonl"] if recipe.questions.enabled else [])
     out += [StageDef("filter", select(settings, ("filters", "questions", "model")), timed(filter_stage),
                      ["filtered.jsonl", "removed.filter.jsonl"], inputs=inputs, uses_weights=False),
-            StageDef("decontam", select(settings, ("decontam",)), timed(decontam_stage), ["synth.jsonl",
-                                                                                          "removed.jsonl"],
+            StageDef("decontam", select(settings, ("decontam",)), timed(decontam_stage),
+                     ["synth.jsonl", "removed.jsonl"],
                      inputs=["filtered.jsonl"], uses_weights=False)]
     return out
 
@@ -492,8 +492,8 @@ def run_synth(recipe: SynthRecipe, recipe_path: Path | None = None, *, overrides
     from posttrain.synth.config import resolve_test_sets
     resolve_test_sets(recipe)  # a missing test set fails now, not at the last stage after the sampling
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(recipe.run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"),
-                                                                     sort_keys=False))
+    atomic_write_text(recipe.run_dir / "recipe.yaml",
+                      yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     with use_backend(recipe.generation):
         (stats,) = run_stages(recipe, lambda ctx: stages(recipe, recipe_path, ctx, overrides or []),
                               lambda t: teacher(recipe), restart_from=restart_from, progress=progress,

@@ -34,8 +34,8 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a and b else 0.0
 
 
-def near_duplicates(texts: Sequence[str], *, n: int = 3, threshold: float = 0.8) -> dict[int, tuple[int,
-                                                                                                    float]]:
+def near_duplicates(texts: Sequence[str], *, n: int = 3,
+                    threshold: float = 0.8) -> dict[int, tuple[int, float]]:
     """{index: (index of the earlier text it nearly repeats, Jaccard of their word n-grams)} for every text
     whose n-gram Jaccard with an earlier kept text reaches `threshold`; the first of a group is kept."""
     kept: list[tuple[int, set]] = []
@@ -79,8 +79,8 @@ def ngram_contamination(problems: Sequence[str], tests: Sequence[str], *, n: int
     return out
 
 
-def embedding_contamination(problems: Sequence[str], tests: Sequence[str], embed: Callable[[list[str]],
-                                                                                           torch.Tensor],
+def embedding_contamination(problems: Sequence[str], tests: Sequence[str],
+                            embed: Callable[[list[str]], torch.Tensor],
                             *, threshold: float = 0.9, top_k: int = 5, batch: int = 256) -> dict[int, dict]:
     """{problem index: {"test": test index, "score": cosine, "neighbours": [(test index, cosine), ...]}} for
     problems whose nearest test item has cosine >= threshold. `neighbours` are the top_k nearest (what the

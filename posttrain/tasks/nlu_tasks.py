@@ -105,8 +105,8 @@ def _named(row: dict, mapping: dict[str, str]) -> str:
     value = _get(row, "label")
     if isinstance(value, str) and value.strip().lower() in mapping:
         return mapping[value.strip().lower()]
-    hint = " (integer codes are refused: their order differs between sources)" if isinstance(value,
-                                                                                             int) else ""
+    hint = (" (integer codes are refused: their order differs between sources)"
+            if isinstance(value, int) else "")
     raise BadField("label", f"expected one of {', '.join(map(repr, mapping))}, got {_describe(value)}{hint}")
 
 
@@ -132,8 +132,8 @@ def _boolq(row: dict) -> tuple[str, str]:
     question = _text(row, "question")
     if not question.endswith("?"):
         question += "?"  # BoolQ questions come without one
-    return f"Passage: {_text(row, 'passage')}\nQuestion: {question}", _binary(row, "Yes", "No",
-                                                                              allow_bool=True)
+    return (f"Passage: {_text(row, 'passage')}\nQuestion: {question}",
+            _binary(row, "Yes", "No", allow_bool=True))
 
 
 def _copa(row: dict) -> tuple[str, str]:

@@ -37,8 +37,8 @@ class Problem:
 # --------------------------------------------------------------------------------------------------
 # helpers
 
-def int_range(value: int | Sequence[int], name: str, lo_min: int, hi_max: int | None = None) -> tuple[int,
-                                                                                                      int]:
+def int_range(value: int | Sequence[int], name: str, lo_min: int,
+              hi_max: int | None = None) -> tuple[int, int]:
     """Accept ``k`` or ``(lo, hi)``; return a validated inclusive ``(lo, hi)``."""
     if isinstance(value, int):
         lo = hi = value

@@ -218,8 +218,8 @@ def train_test(task: str, n_train: int, n_test: int, *, seed: Any,
         size *= 4
 
 
-def split(problems: Sequence[Problem], held_out: int | float, seed: Any) -> tuple[list[Problem],
-                                                                                  list[Problem]]:
+def split(problems: Sequence[Problem], held_out: int | float,
+          seed: Any) -> tuple[list[Problem], list[Problem]]:
     """Split into ``(train, test)`` with no question text in both.
 
     ``held_out`` is a number of distinct questions (int) or a fraction of them (float in (0, 1)). Problems

@@ -314,10 +314,10 @@ def _t_savings(rng: random.Random, k: int):
 
 def _t_teams(rng: random.Random, k: int):
     groups, per = rng.randint(2, 8), rng.randint(12, 32)
-    where, unit, member = rng.choice([("A school", "classes", "students"), ("A summer camp", "cabins",
-                                                                            "campers"),
-                                      ("A sports club", "groups", "players"), ("A company", "offices",
-                                                                               "workers")])
+    where, unit, member = rng.choice([("A school", "classes", "students"),
+                                      ("A summer camp", "cabins", "campers"),
+                                      ("A sports club", "groups", "players"),
+                                      ("A company", "offices", "workers")])
     c = _Chain()
     cur = c.step(groups, "*", per, f"There are {{eq}} {member}.")
     q = [f"{where} has {groups} {unit} with {per} {member} each."]
@@ -335,8 +335,8 @@ def _t_teams(rng: random.Random, k: int):
             q.append(f"Then {d} {member} are away for the day.")
             cur = c.step(cur, "-", d, f"Without the {d} who are away: {{eq}} {member}.")
     if k == 2:  # no event to tune: pick a team size that divides the total
-        size = rng.choice([d for d in range(3, 11) if cur % d == 0] or [d for d in range(2,
-                                                                                         13) if cur % d == 0])
+        size = rng.choice([d for d in range(3, 11) if cur % d == 0]
+                          or [d for d in range(2, 13) if cur % d == 0])
     q.append(f"The {member} who are there form teams of {size}. How many teams are there?")
     c.step(cur, "/", size, f"In teams of {size}: {{eq}} teams.")
     return " ".join(q), c, {"place": where}

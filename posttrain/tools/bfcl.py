@@ -133,8 +133,8 @@ def _dict_ok(value: dict, candidates: Sequence) -> bool:
 def _list_dict_ok(value: list, candidates: Sequence) -> bool:
     for cand in candidates:
         cand = _seq(cand)
-        if len(value) == len(cand) and all(isinstance(v, dict) and _dict_ok(v, [c]) for v, c in zip(value,
-                                                                                                    cand)):
+        if len(value) == len(cand) and all(isinstance(v, dict) and _dict_ok(v, [c])
+                                           for v, c in zip(value, cand)):
             return True
     return False
 

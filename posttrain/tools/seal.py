@@ -49,8 +49,8 @@ def same_value(a, b) -> bool:
 
 
 def _overlap(pred: ToolCall, gold: ToolCall) -> int:
-    return sum(1 for k, v in pred.arguments.items() if k in gold.arguments and same_value(v,
-                                                                                          gold.arguments[k]))
+    return sum(1 for k, v in pred.arguments.items()
+               if k in gold.arguments and same_value(v, gold.arguments[k]))
 
 
 def seal_counts(parsed: ParseResult, gold: Sequence[ToolCall]) -> SealCounts:

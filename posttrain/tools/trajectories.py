@@ -213,8 +213,8 @@ def _applicable(kind: str, calls: list[ToolCall], tools: list[dict]) -> list[int
         elif kind == "missing_required":
             ok = any(r in c.arguments for r in tool["parameters"]["required"])
         elif kind == "wrong_value":
-            ok = any(_declared(tool, p) and _matches_type(v, _declared(tool, p)) for p,
-                     v in c.arguments.items())
+            ok = any(_declared(tool, p) and _matches_type(v, _declared(tool, p))
+                     for p, v in c.arguments.items())
         elif kind == "hallucinated_tool":
             names = {t["name"] for t in tools}
             ok = any(v not in names for v in tool_name_variants(c.name))
@@ -275,9 +275,8 @@ def _corrupt(kind: str, call: ToolCall, tools: list[dict], rng: np.random.Genera
         return (ToolCall(call.name, args),
                 f"TypeError: {call.name}() missing 1 required positional argument: '{param}'")
     if kind == "wrong_value":
-        param = _pick(rng, [p for p, v in args.items() if _declared(tool, p) and _matches_type(v,
-                                                                                               _declared(tool,
-                                                                                                         p))])
+        param = _pick(rng, [p for p, v in args.items()
+                            if _declared(tool, p) and _matches_type(v, _declared(tool, p))])
         declared = _declared(tool, param)
         args[param] = _wrong_value(args[param], declared)
         return ToolCall(call.name, args), _wrong_value_feedback(call.name, param, declared, args[param], rng)

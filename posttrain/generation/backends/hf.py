@@ -128,8 +128,8 @@ class HFBackend:
         return self.fast_reason is None
 
     def sample(self, prompts: list[list[int]], p: SamplingParams, *, prompt_ids: list[int], batch_size: int,
-               progress: bool = False, on_batch: Callable | None = None) -> tuple[list[list[Sample]],
-                                                                                  SamplingStats]:
+               progress: bool = False,
+               on_batch: Callable | None = None) -> tuple[list[list[Sample]], SamplingStats]:
         from tqdm import tqdm
         stats = SamplingStats(prompts=len(prompts))
         bar = tqdm(total=len(prompts) * p.n, unit="sample", disable=not progress, dynamic_ncols=True)
@@ -178,8 +178,8 @@ class HFBackend:
         while queue or active:
             if queue and len(active) < slots:
                 new = [queue.popleft() for _ in range(min(slots - len(active), len(queue)))]
-                seqs = [_Seq(j, prompt_ids[j], k, p.seed, prompts[j], StopScan(tok,
-                                                                               p.stop) if p.stop else None)
+                seqs = [_Seq(j, prompt_ids[j], k, p.seed, prompts[j],
+                             StopScan(tok, p.stop) if p.stop else None)
                         for j, k in new]
                 new_logits = self._prefill(w, cache, len(active), seqs)
                 active += seqs

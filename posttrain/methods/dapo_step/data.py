@@ -173,8 +173,8 @@ def make_rollouts(recipe, params, ctx) -> dict:
     recs = state_records(tok, records, states)
     rollouts, st = sample_to_file(model, tok, recs, rollout_params(params), ctx.dir / "rollouts.jsonl",
                                   batch_size=params.sampling.batch_size, progress=ctx.progress)
-    targets = state_targets(states, rollouts, records, Grader(params, tok), newline_tokens(tok), stop_ids(tok,
-                                                                                                          model))
+    targets = state_targets(states, rollouts, records, Grader(params, tok), newline_tokens(tok),
+                            stop_ids(tok, model))
     if distributed.is_main():
         write_jsonl(ctx.dir / "targets.jsonl", targets, fsync=True)
     n_actions = [len(t["actions"]) for t in targets]
