@@ -3,7 +3,7 @@
 # random-initialised ~0.5B Llama-shaped model — log-probs within 1e-2 of a teacher-forced forward, tokens/s
 # against transformers' generate at the same batch — and, where vLLM is installed, HF vs vLLM tokens/s.
 # A machine without vLLM and without a network cannot install it: the script says so, and the contract
-# tests (tests/test_sampling_backends.py, a fake standing in for vLLM) are the check.
+# tests (tests/integration/generation/test_backends.py, a fake standing in for vLLM) are the check.
 #
 #   bash benchmarks/gpu_sampling.sh [batch] [new_tokens]      # from the checkout root
 set -euo pipefail

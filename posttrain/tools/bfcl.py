@@ -1,7 +1,7 @@
 """BFCL-style AST matching of tool calls, with the verdicts of BFCL's own checker.
 
 The rules are those of ``bfcl_eval/eval_checker/ast_eval/ast_checker.py`` (bfcl-eval 2026.3.23) for
-Python, re-implemented on our parsed calls; ``tests/test_tools_bfcl_agreement.py`` runs BFCL's checker
+Python, re-implemented on our parsed calls; ``tests/unit/tools/test_bfcl.py`` runs BFCL's checker
 beside this one on every row of the real BFCL files and asserts equal verdicts. A possible answer is
 BFCL's ``ground_truth``: a list of ``{function name: {parameter: [allowed values]}}``, where ``""`` among
 the allowed values marks the parameter optional.
