@@ -33,23 +33,58 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def load_run_recipe(args):
+    """The recipe of a verb that runs one (`args.recipe` with `args.overrides`), its input files checked."""
+    from posttrain.config import check_inputs, load_recipe
+    from posttrain.trackers import check_installed
+    recipe = load_recipe(args.recipe, args.overrides)
+    check_inputs(recipe)
+    check_formats(recipe)
+    check_installed(recipe.train.report_to)  # once, before `--nproc` starts its processes
+    return recipe
+
+
+def check_formats(recipe) -> None:
+    """Every `format` of `data.train` / `data.eval` (and of their mixture members) names a known reader
+    format, else an error naming the key. Which formats fit which records depends on the method: the
+    reader checks that when the data loads."""
+    from posttrain.data.converters import FORMATS
+    from posttrain.errors import RecipeError
+    known = sorted({"auto", *(f for _, f in FORMATS)})
+    sources = []
+    for key, src in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        members = getattr(src, "mixture", None) if src is not None else None
+        sources += [(f"{key}[{i}]", m) for i, m in enumerate(members)] if members else [(key, src)]
+    for key, src in sources:
+        if src is not None and src.path is not None and src.format not in known:
+            raise RecipeError(f"{key}.format: unknown format {src.format!r}; known: {', '.join(known)}")
+
+
+def launch(args) -> int | None:
+    """With `--nproc N`: check the recipe once, then run this same command in N processes (its exit status);
+    None without `--nproc` (run here)."""
+    if args.nproc is None:
+        return None
+    import os
+    import subprocess
+    if args.nproc < 1:
+        raise PosttrainError(f"--nproc must be at least 1, got {args.nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PosttrainError("--nproc inside a launched process: drop it, the launcher already started "
+                             f"{os.environ['WORLD_SIZE']} processes")
+    load_run_recipe(args)  # a bad recipe fails here, once, not in every process
+    cmd, env = launch_command(args.nproc, strip_nproc(args.argv))
+    return subprocess.run(cmd, env=env).returncode
+
+
 def cmd_train(args) -> int:
-    from posttrain.config import load_recipe
     from posttrain.runner import run_recipe
-    if args.nproc is not None:
-        import os
-        import subprocess
-        if args.nproc < 1:
-            raise PosttrainError(f"--nproc must be at least 1, got {args.nproc}")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise PosttrainError("--nproc inside a launched process: drop it, the launcher already started "
-                                 f"{os.environ['WORLD_SIZE']} processes")
-        load_recipe(args.recipe, args.overrides)  # a bad recipe fails here, once, not in every process
-        cmd, env = launch_command(args.nproc, strip_nproc(args.argv))
-        return subprocess.run(cmd, env=env).returncode
+    launched = launch(args)
+    if launched is not None:
+        return launched
     from posttrain import distributed
     distributed.init()
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_run_recipe(args)
     summary = run_recipe(recipe, resume=not args.no_resume, show_progress=not args.quiet,
                          restart_from=args.restart_from, until=args.until)
     if not distributed.is_main():
@@ -101,13 +136,24 @@ def cmd_generate(args) -> int:
 
 
 def cmd_rso(args) -> int:
-    from posttrain.config import load_recipe
     from posttrain.runner import run_recipe
-    recipe = load_recipe(args.recipe, args.overrides)
+    launched = launch(args)
+    if launched is not None:
+        return launched
+    from posttrain import distributed
+    distributed.init()
+    recipe = load_run_recipe(args)
     if recipe.method_name != "rso":
         raise PosttrainError(f"{args.recipe}: method.name is {recipe.method_name!r}, not 'rso'")
-    summary = run_recipe(recipe, show_progress=not args.quiet, until="pairs")
-    for k, v in summary["stages"]["pairs"].items():
+    summary = run_recipe(recipe, show_progress=not args.quiet, restart_from=args.restart_from,
+                         until=args.until or "pairs")
+    if not distributed.is_main():
+        return 0
+    pairs = summary["stages"].get("pairs")
+    if pairs is None:  # --until an earlier stage
+        print(json.dumps(summary["stages"], indent=1, default=str))
+        return 0
+    for k, v in pairs.items():
         print(f"{k:28s} {v}")
     print(f"pairs -> {recipe.run_dir / 'pairs.jsonl'}")
     return 0
@@ -207,8 +253,13 @@ def cmd_eval_tools(args) -> int:
 
 def cmd_synth(args) -> int:
     from posttrain.synth.config import load_synth_recipe
-    from posttrain.synth.math import run_synth, run_worker
-    overrides = list(args.overrides) + ([f"workers={args.workers}"] if args.workers else [])
+    from posttrain.synth.math import LAST_STAGE, run_synth, run_worker
+    if args.nproc is not None and args.workers is not None and args.nproc != args.workers:
+        raise PosttrainError(f"--nproc {args.nproc} and --workers {args.workers}: give one of them")
+    workers = args.nproc if args.nproc is not None else args.workers
+    if workers is not None and workers < 1:
+        raise PosttrainError(f"--nproc must be at least 1, got {workers}")
+    overrides = list(args.overrides) + ([f"workers={workers}"] if workers else [])
     recipe = load_synth_recipe(args.recipe, overrides)
     if args.worker:
         i, _, n = args.worker.partition("/")
@@ -217,10 +268,13 @@ def cmd_synth(args) -> int:
         run_worker(recipe, args.stage, int(i), int(n))
         return 0
     stats = run_synth(recipe, Path(args.recipe), overrides=overrides, restart_from=args.restart_from,
-                      progress=not args.quiet)
+                      until=args.until, progress=not args.quiet)
     for name, st in stats.items():
         print(f"{name:14s} {st}")
-    print(f"data -> {recipe.run_dir / 'synth.jsonl'}; report -> {recipe.run_dir / 'report.md'}")
+    if args.until is not None and args.until != LAST_STAGE:
+        print(f"stopped after {args.until} (--until); rerun without it to finish")
+    else:
+        print(f"data -> {recipe.run_dir / 'synth.jsonl'}; report -> {recipe.run_dir / 'report.md'}")
     return 0
 
 
@@ -250,53 +304,90 @@ def cmd_export(args) -> int:
     return 0
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A verb's parser that takes its options anywhere among its positionals: `train R --quiet name=x`
+    (argparse's intermixed parsing; a plain parser stops filling `overrides` at the first option)."""
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def run_options() -> argparse.ArgumentParser:
+    """The options of every verb that runs a recipe (train, rso, synth, ...), defined once: a parent parser
+    (`sub.add_parser(..., parents=[run_options()])`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("run options")
+    g.add_argument("--restart-from", default=None, metavar="STAGE",
+                   help="redo this stage (e.g. pairs, train, iter-2/sample) and every stage after it")
+    g.add_argument("--until", default=None, metavar="STAGE", help="stop after this stage (e.g. sample)")
+    g.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="run in N processes on this machine (torchrun; docs/scaling.md for more)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def recipe_arguments(p: argparse.ArgumentParser, what: str = "recipe") -> None:
+    p.add_argument("recipe", help=f"the YAML {what} file")
+    p.add_argument("overrides", nargs="*", help=f"key.sub=value overrides of the {what}, e.g. train.lr=3e-4 "
+                                                "(options may stand anywhere among them)")
+
+
+def cmd_compare(args) -> int:
+    from posttrain.compare import compare_runs, comparison_table, plot_losses
+    result = compare_runs(args.runs)
+    print(comparison_table(result))
+    print(f"loss curves -> {plot_losses(result, args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posttrain", description="Post-training for language models.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=IntermixedParser)
 
-    t = sub.add_parser("train", help="train from a YAML recipe")
-    t.add_argument("recipe")
-    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=3e-4")
+    t = sub.add_parser("train", help="train from a YAML recipe", parents=[run_options()])
+    recipe_arguments(t)
     t.add_argument("--no-resume", action="store_true", help="redo every stage (deletes the run's outputs)")
-    t.add_argument("--restart-from", default=None, metavar="STAGE",
-                   help="redo this stage (e.g. pairs, train, iter-2/sample) and every stage after it")
-    t.add_argument("--until", default=None, metavar="STAGE", help="stop after this stage (e.g. sample)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--nproc", type=int, default=None, metavar="N",
-                   help="run in N processes on this machine (torchrun; docs/scaling.md for more)")
     t.set_defaults(fn=cmd_train)
 
     g = sub.add_parser("generate",
                        help="sample from a model: one prompt, or a prompt file into a samples file")
-    g.add_argument("--model", default="smollm2-135m-instruct")
+    g.add_argument("--model", default="smollm2-135m-instruct",
+                   help="a known model name (posttrain models), a local HF folder or a hub id")
     g.add_argument("--prompt", default=None, help="one user message (prints the samples)")
     g.add_argument("--data", default=None, help="prompt records (JSONL etc.: {prompt, answer?, ...})")
     g.add_argument("--out", default=None, help="samples JSONL, written incrementally; rerun to resume")
     g.add_argument("--limit", type=int, default=None, help="first N prompts of --data")
     g.add_argument("--batch-size", type=int, default=16, help="sequences decoded together")
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    g.add_argument("--quiet", action="store_true")
-    g.add_argument("--system", default=None)
-    g.add_argument("--n", type=int, default=1)
-    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--system", default=None, help="a system message before each prompt")
+    g.add_argument("--n", type=int, default=1, help="samples per prompt")
+    g.add_argument("--max-new-tokens", type=int, default=128, help="the most tokens generated per sample")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--trust-remote-code", action="store_true")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1 = off)")
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = off)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="the sampling seed (a sample depends only on it, the prompt and its index)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a hub model's own Python code")
     g.set_defaults(fn=cmd_generate)
 
     r = sub.add_parser("rso", help="RSO data stages: sample, score, accept, pair -> <run>/pairs.jsonl "
-                                   "(= train RECIPE --until pairs)")
-    r.add_argument("recipe")
-    r.add_argument("overrides", nargs="*")
-    r.add_argument("--quiet", action="store_true")
+                                   "(= train RECIPE --until pairs)", parents=[run_options()])
+    recipe_arguments(r)
     r.set_defaults(fn=cmd_rso)
 
     e = sub.add_parser("eval", help="evaluate a model: `eval nlu` (<Judgement> classification), `eval math` "
                                     "(GSM8K, MATH-500 or a file: greedy accuracy and maj@k), `eval tools` "
                                     "(BFCL AST accuracy, Seal-Tools P/R/F1; a model or a predictions file)")
-    e.add_argument("suite", choices=["nlu", "math", "tools"])
+    e.add_argument("suite", choices=["nlu", "math", "tools"], help="what to evaluate: nlu, math or tools")
     e.add_argument("--tasks", nargs="+", default=["sst2"],
                    help="nlu: sst2 rte boolq cb copa (wic wsc with data)")
     e.add_argument("--data", nargs="+", default=None,
@@ -309,44 +400,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tools: BFCL possible answers (default: possible_answer/<name>)")
     e.add_argument("--tool-specs", default=None,
                    help="tools: Seal-Tools tool.jsonl (default: beside the data)")
-    e.add_argument("--model", default="smollm2-135m-instruct")
+    e.add_argument("--model", default="smollm2-135m-instruct",
+                   help="a known model name, a local HF folder or a hub id (unless --run)")
     e.add_argument("--adapter", default=None,
                    help="a LoRA adapter folder (e.g. runs/X/checkpoints/step-N/model)")
     e.add_argument("--run", default=None, help="a run folder: its latest checkpoint, as training built it")
-    e.add_argument("--split", default="validation")
-    e.add_argument("--limit", type=int, default=None)
-    e.add_argument("--shots", type=int, default=0)
+    e.add_argument("--split", default="validation", help="nlu: the split to evaluate on")
+    e.add_argument("--limit", type=int, default=None, help="the first N examples of each task / data set")
+    e.add_argument("--shots", type=int, default=0, help="nlu: demonstrations from the train split")
     e.add_argument("--seed", type=int, default=0, help="nlu: which shots; math: the maj@k samples")
     e.add_argument("--k", type=int, default=1, help="math: samples per problem for maj@k (1 = greedy only)")
     e.add_argument("--temperature", type=float, default=0.7, help="math: temperature of the maj@k samples")
-    e.add_argument("--max-new-tokens", type=int, default=512)
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--max-prompt-length", type=int, default=1024)
+    e.add_argument("--max-new-tokens", type=int, default=512, help="math, tools: the most tokens per answer")
+    e.add_argument("--batch-size", type=int, default=16, help="sequences evaluated together")
+    e.add_argument("--max-prompt-length", type=int, default=1024, help="nlu: longer prompts are cut to it")
     e.add_argument("--out", default=None, help="nlu: write the results (with sample completions) as JSON")
     e.add_argument("--out-dir", default=None, help="math, tools: report.md and graded.jsonl per data set "
                                                    "(default runs/eval-math, runs/eval-tools)")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(fn=cmd_eval)
 
     y = sub.add_parser("synth",
-                       help="`synth math RECIPE`: OpenMathInstruct-2-style math SFT data (resumable stages)")
-    y.add_argument("kind", choices=["math"])
-    y.add_argument("recipe")
-    y.add_argument("overrides", nargs="*", help="key.sub=value overrides of the synthesis recipe")
-    y.add_argument("--workers", type=int, default=None,
-                   help="processes per sampling stage (same output for any N)")
-    y.add_argument("--restart-from", default=None, metavar="STAGE",
-                   help="redo this stage and every stage after it")
-    y.add_argument("--quiet", action="store_true")
+                       help="`synth math RECIPE`: OpenMathInstruct-2-style math SFT data (resumable stages)",
+                       parents=[run_options()])
+    y.add_argument("kind", choices=["math"], help="what to synthesise: math")
+    recipe_arguments(y, "synthesis recipe")
+    y.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="the older name of --nproc: processes per sampling stage (same output for any N)")
     y.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # i/N: one shard of --stage (internal)
     y.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     y.set_defaults(fn=cmd_synth)
 
     m = sub.add_parser("models", help="list models, or convert the embedded one")
-    m.add_argument("action", choices=["list", "convert"], nargs="?", default="list")
-    m.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    m.add_argument("action", choices=["list", "convert"], nargs="?", default="list",
+                   help="list the known models (default), or convert the embedded one")
+    m.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="convert: the model to convert")
     m.set_defaults(fn=cmd_models)
-
 
     x = sub.add_parser("export",
                        help="a run's checkpoint as a standalone HF model folder (tokenizer included)")
@@ -358,10 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     x.set_defaults(fn=cmd_export)
 
+    c = sub.add_parser("compare", help="runs side by side: the recipe settings that differ, final metrics, "
+                                       "and their loss curves on one plot")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `posttrain train`")
+    c.add_argument("--plot", default="compare.png", help="where to draw the loss curves (PNG)")
+    c.set_defaults(fn=cmd_compare)
+
     d = sub.add_parser("demo", help="the flagship run on the embedded model, with a report")
     d.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo recipe")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--out", default="runs/demo", help="the folder of the demo's runs and report")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(fn=cmd_demo)
     return p
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posttrain.errors import RecipeError
 
@@ -63,26 +63,60 @@ class NLUSource(Section):
 
 
 class DataSource(Section):
-    """A file/folder (`path` + `format`), a built-in generator (`synthetic`), or an NLU task (`nlu`)."""
+    """Where records come from (docs/data.md): a file/folder (`path` + `format`), a Hub dataset from the
+    local `datasets` cache (`hub`), a built-in generator (`synthetic`), an NLU task (`nlu`), or a mixture
+    of sources (`mixture`; in a recipe, `data.train` given as a list of sources)."""
 
     path: str | None = None
+    hub: str | None = None  # a Hub dataset id, read offline from the local datasets cache
+    split: str | None = None  # a DatasetDict folder's or a Hub dataset's split (default: train)
     format: str = "auto"
+    columns: dict[str, str] = {}  # rename fields before conversion: file field -> expected field
     # drop the first N records (e.g. hold out a file's tail: train limit N, eval skip N)
     skip: int = Field(0, ge=0)
     limit: int | None = Field(None, gt=0)
     on_invalid: Literal["raise", "skip"] = "raise"  # skip: drop bad rows, count and log them
+    # with on_invalid skip: stop when more than this fraction of the rows read is bad
+    max_invalid_fraction: float = Field(0.05, ge=0, le=1)
     synthetic: SyntheticSource | None = None
     nlu: NLUSource | None = None
+    mixture: list["DataSource"] | None = None
+    # a mixture member's part: a fraction of the mixture (all members' shares sum to 1) or a record count
+    share: float | None = Field(None, gt=0, le=1)
+    count: int | None = Field(None, gt=0)
+    seed: int | None = None  # a mixture's draw and shuffle (None: the recipe's seed)
 
     @model_validator(mode="after")
     def _one_source(self):
-        if sum(x is not None for x in (self.path, self.synthetic, self.nlu)) != 1:
-            raise ValueError("give exactly one of 'path', 'synthetic' or 'nlu'")
+        if sum(x is not None for x in (self.path, self.hub, self.synthetic, self.nlu, self.mixture)) != 1:
+            raise ValueError("give exactly one of 'path', 'synthetic' or 'nlu' "
+                             "(or 'hub', or a list of sources)")
+        if self.mixture is not None:
+            check_mixture(self.mixture)
         return self
 
 
+def check_mixture(members: list[DataSource]) -> None:
+    """Every member has a `share` (together 1, within 1e-6) or every member a `count`; no nesting."""
+    if not members:
+        raise ValueError("a mixture needs at least one source")
+    for i, m in enumerate(members):
+        if m.mixture is not None:
+            raise ValueError(f"[{i}]: a mixture member cannot be a mixture itself")
+        if (m.share is None) == (m.count is None):
+            raise ValueError(f"[{i}]: give each source of a mixture exactly one of 'share' or 'count'")
+    kinds = {m.share is None for m in members}
+    if len(kinds) > 1:
+        raise ValueError("give every source of a mixture a 'share', or every source a 'count', not both")
+    if members[0].share is not None:
+        total = sum(m.share for m in members)
+        if abs(total - 1) > 1e-6:
+            parts = ", ".join(f"[{i}].share={m.share:g}" for i, m in enumerate(members))
+            raise ValueError(f"the shares must sum to 1 (within 1e-6), got {total:g}: {parts}")
+
+
 class DataSettings(Section):
-    train: DataSource
+    train: DataSource  # a source, or (in YAML) a list of sources with `share` / `count`: a mixture
     eval: DataSource | None = None
     max_length: int = Field(512, gt=0)
     max_prompt_length: int | None = Field(None, gt=0)
@@ -90,6 +124,11 @@ class DataSettings(Section):
     packing: bool = False
     system_prompt: str | None = None  # None: the model's own template decides
     instruction: str | None = None  # appended to each synthetic question
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _list_is_a_mixture(cls, value):
+        return {"mixture": value} if isinstance(value, list) else value
 
 
 class TrainSettings(Section):
@@ -121,6 +160,9 @@ class TrainSettings(Section):
     save_every: int | None = Field(None, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     log_every: int = Field(1, gt=0)
+    # where each step's metrics go besides metrics.jsonl (posttrain/trackers.py): any of tensorboard,
+    # mlflow (a local file store in the run folder) and wandb (offline, in the run folder); [] for JSONL only
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
 
     @model_validator(mode="after")
     def _length(self):
@@ -180,6 +222,14 @@ class Recipe(Section):
                              "(one schedule over all iterations)")
         return self
 
+    @model_validator(mode="after")
+    def _mixture_seed(self):
+        # a mixture is drawn and shuffled by the recipe's seed unless it names its own
+        for src in (self.data.train, self.data.eval):
+            if src is not None and src.mixture is not None and src.seed is None:
+                src.seed = self.seed
+        return self
+
     @property
     def method_name(self) -> str:
         return str(self.method.get("name", ""))
@@ -205,11 +255,14 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
     return sorted(fields) if fields else None
 
 
-def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str,
+                            section: str | None = None) -> str:
+    """One line per error, naming the key as the recipe spells it (`section.key.sub` when `schema` is the
+    schema of one section, e.g. a method's params under `method`)."""
     lines = [f"{source}: invalid recipe"]
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = ".".join(str(p) for p in ((section,) if section else ()) + loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(schema, loc)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
@@ -219,11 +272,12 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
     return "\n".join(lines)
 
 
-def validate_section(schema: type[BaseModel], data: dict, source: str):
+def validate_section(schema: type[BaseModel], data: dict, source: str, section: str | None = None):
+    """`data` validated against `schema`; errors name keys under `section` (e.g. "method") when given."""
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(format_validation_error(err, schema, source)) from None
+        raise RecipeError(format_validation_error(err, schema, source, section)) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -247,6 +301,23 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
+    """`recipe.yaml:3:7: not valid YAML: <problem>` (line and column 1-based, as editors count), quoting the
+    line, and the line where the construct it was inside began (an unclosed `{` is noticed only later)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML: {err}"
+    lines = path.read_text().splitlines()
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if context and context_mark is not None:
+        problem = f"{problem} ({context} started at line {context_mark.line + 1})"
+    quoted = "".join(f"\n  {n + 1} | {lines[n]}"
+                     for n in sorted({mark.line, *([context_mark.line] if context_mark else [])})
+                     if n < len(lines))
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}{quoted}"
+
+
 def read_recipe(path: str | Path, overrides: list[str] | None, schema: type[BaseModel]):
     """A YAML recipe file with `key.sub=value` overrides applied, validated against `schema`."""
     path = Path(path)
@@ -255,7 +326,7 @@ def read_recipe(path: str | Path, overrides: list[str] | None, schema: type[Base
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+        raise RecipeError(yaml_error_message(path, e)) from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections")
     return validate_section(schema, apply_overrides(raw, overrides or []), str(path))
@@ -264,6 +335,9 @@ def read_recipe(path: str | Path, overrides: list[str] | None, schema: type[Base
 def relative_to_recipe(src: DataSource | None, recipe_path: str | Path) -> None:
     """A relative data path is relative to the recipe's folder, so recipes run from any working directory
     (a path that exists from the working directory and not beside the recipe is left as it is)."""
+    # a DataSource may be a mixture of sources; synthesis test sets (DecontamSet) have paths but no mixture
+    for member in getattr(src, "mixture", None) or []:
+        relative_to_recipe(member, recipe_path)
     if src is not None and src.path is not None and not Path(src.path).is_absolute():
         candidate = Path(recipe_path).resolve().parent / src.path
         if candidate.exists() or not Path(src.path).exists():
@@ -275,3 +349,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for src in (recipe.data.train, recipe.data.eval):
         relative_to_recipe(src, path)
     return recipe
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """The files a recipe reads (`data.train.path`, `data.eval.path`, a mixture's `data.train[i].path`,
+    `model.adapter`) exist: a missing one is reported as missing, naming its key, before any stage is
+    resumed or its fingerprint compared."""
+    paths = [("model.adapter", recipe.model.adapter)]
+    for key, src in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        members = getattr(src, "mixture", None) if src is not None else None
+        if members:
+            paths += [(f"{key}[{i}].path", m.path) for i, m in enumerate(members)]
+        elif src is not None:
+            paths.append((f"{key}.path", src.path))
+    missing = [f"{key}: {value} does not exist" for key, value in paths
+               if value is not None and not Path(value).exists()]
+    if missing:
+        raise RecipeError(f"recipe {recipe.name}: missing input " + "; ".join(missing))

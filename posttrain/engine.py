@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from posttrain import allocator, checkpoint_io, distributed, sharding
+from posttrain import allocator, checkpoint_io, distributed, sharding, trackers
 from posttrain.checkpoints import latest_checkpoint
 from posttrain.config import TrainSettings
 from posttrain.contracts import Batch, DataPlan, Objective, RolloutHook
@@ -67,6 +67,7 @@ class Engine:
         self.show_progress, self.tokenizer = show_progress, tokenizer
         self.rollout_metrics: dict[str, float] = {}
         self.run_dir = Path(run_dir)
+        trackers.check_installed(cfg.report_to)  # before any work: a missing tracker names its extra
         distributed.take_over_from_accelerate()  # ZeRO is the engine's, never accelerate's (sharding/zero.py)
         # precision is our autocast, not accelerate's: its state is a process-wide singleton that
         # refuses a second Engine with another precision in the same process
@@ -252,6 +253,11 @@ class Engine:
 
     def load_checkpoint(self, path: Path) -> None:
         self.step = checkpoint_io.load(path, strategy=self.strategy, scheduler=self.scheduler)["step"]
+        # the next step's lr from this run's schedule: what the checkpoint saved when the schedule is the one
+        # it ran under; the new schedule's value at this step when the run is continued to a new length
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
         if self.rollout is not None:
             hook, data, self.rollout_metrics = checkpoint_io.load_rollout(path)
             self.rollout.load_state_dict(hook)
@@ -266,7 +272,9 @@ class Engine:
         if ckpt is not None:
             self.load_checkpoint(ckpt)
         main = self.accelerator.is_main_process
-        log = MetricsLog(self.run_dir, self.step) if main else None
+        log = MetricsLog(self.run_dir, self.step,
+                         trackers.open_trackers(self.cfg.report_to, self.run_dir, resume_step=self.step,
+                                                settings=self.cfg.model_dump(mode="json"))) if main else None
         history: list[dict] = []
         end = min(self.steps, stop_after) if stop_after else self.steps
         bar = tqdm(total=self.steps, initial=self.step, disable=not (self.show_progress and main),

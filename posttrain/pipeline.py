@@ -10,7 +10,9 @@ iteration K >= 2) and resumes its own partial work (a samples file, training che
 Rerunning the command skips finished stages and resumes the one in progress. A recipe change that
 invalidates a recorded stage is refused, naming the stage and the key, unless `restart_from` names that
 stage (or an earlier one): then it and everything after it are deleted and redone. Raising
-`pipeline.iterations` continues a finished run with more iterations.
+`pipeline.iterations` continues a finished run with more iterations; raising a key of `EXTEND_KEYS`
+(`train.max_steps`) on the run's last recorded stage continues that stage (training goes on from its last
+checkpoint) instead of refusing.
 """
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ STATE_FILE = "pipeline.json"
 ALL = "*"  # restart_from: redo every stage
 # keys that change how a run is watched or kept, not what it computes
 WATCH_KEYS = ("name", "output_dir", "pipeline.iterations", "train.save_every", "train.keep_checkpoints",
-              "train.log_every", "train.eval_every", "data.eval", "generation_eval")
+              "train.log_every", "train.eval_every", "train.report_to", "data.eval", "generation_eval")
+# keys a finished stage may be continued along: raised (and nothing else changed) on the run's last recorded
+# stage, the stage runs again and resumes its own work (the engine from its last checkpoint)
+EXTEND_KEYS = ("train.max_steps",)
 
 
 def flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -93,6 +98,27 @@ def check_fingerprint(key: str, record: dict, fp: dict) -> None:
         raise RecipeError(f"stage '{key}' {status} from other starting weights ({k} differs): {redo}")
 
 
+def extension(key: str, record: dict, fp: dict, later: list[str]) -> dict | None:
+    """{key: {"from": old, "to": new}} when the only change to finished stage `key` raises keys of
+    EXTEND_KEYS, None when nothing extends it; refused (RecipeError) when a stage recorded after it
+    (`later`) would be left built on the shorter one."""
+    if record["status"] != "done" or record["inputs"] != fp["inputs"] or record["start"] != fp["start"]:
+        return None
+    old, new = record["settings"], fp["settings"]
+    changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    if not changed or not changed <= set(EXTEND_KEYS):
+        return None
+    if not all(isinstance(old.get(k), int) and isinstance(new.get(k), int) and new[k] > old[k]
+               for k in changed):
+        return None
+    if later:
+        k = sorted(changed)[0]
+        raise RecipeError(f"stage '{key}' finished with {k}={old[k]!r}; raising it to {new[k]!r} would "
+                          f"continue it under stage '{later[0]}', already built on it: rerun with "
+                          f"--restart-from {key} to redo it and every stage after it, or restore the recipe")
+    return {k: {"from": old[k], "to": new[k]} for k in sorted(changed)}
+
+
 def _remove(paths: list[Path]) -> None:
     for p in paths:
         if p.is_dir():
@@ -111,6 +137,8 @@ class IterationContext:
     load: Callable[[], tuple]
     start: dict  # identity of the starting weights
     _policy: tuple | None = None
+    # set while a finished stage is continued (pipeline.EXTEND_KEYS): {key: {"from": old, "to": new}}
+    continued: dict | None = None
 
     def policy(self) -> tuple:
         if self._policy is None:
@@ -136,8 +164,9 @@ def start_identity(recipe, previous_final: Path | None) -> dict:
 def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
                load_iteration: Callable[[int], tuple], *, restart_from: str | None = None,
                until: str | None = None, progress: bool = True,
-               final_model: Callable[[Path], Path | None]) -> list[dict]:
-    """Run every iteration's stages; returns per iteration {stage name: stats}."""
+               final_model: Callable[[Path], Path | None], skipped: list[str] | None = None) -> list[dict]:
+    """Run every iteration's stages; returns per iteration {stage name: stats}. The keys of the stages found
+    finished and not run again are appended to `skipped` (when given)."""
     run_dir, T = recipe.run_dir, recipe.pipeline.iterations
     state = PipelineState(run_dir)
     restarting = restart_from == ALL
@@ -160,6 +189,7 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
                              for name in st.inputs},
                   "start": ctx.start if st.uses_weights else {}}
             record = state.stages.get(key)
+            continued = None
             if restarting:
                 if distributed.is_main():
                     _remove([it_dir / o for o in st.outputs])
@@ -167,16 +197,31 @@ def run_stages(recipe, stages_for: Callable[[IterationContext], list[StageDef]],
                 state.stages.pop(key, None)
                 record = None
             if record is not None:
-                check_fingerprint(key, record, fp)
-                if record["status"] == "done":
+                later = list(state.stages)[list(state.stages).index(key) + 1:]
+                continued = extension(key, record, fp, later)
+                if continued is None:
+                    check_fingerprint(key, record, fp)
+                if record["status"] == "done" and continued is None:
+                    if skipped is not None:
+                        skipped.append(key)
                     stats[st.name] = record.get("stats", {})
                     if until == key or until == st.name:
                         return results + [stats]
                     continue
             state.stages[key] = {"status": "running", **fp}
+            if continued is not None:
+                # the record says so until it finishes: an interrupted continuation resumes as a plain stage
+                state.stages[key]["continues"] = continued
+            elif record is not None and "continues" in record:
+                continued = record["continues"]
+                state.stages[key]["continues"] = continued
             state.save()
             began = time.time()
-            out = st.run() if st.parallel else _on_main(st.run, key)
+            ctx.continued = continued
+            try:
+                out = st.run() if st.parallel else _on_main(st.run, key)
+            finally:
+                ctx.continued = None
             distributed.barrier()  # the next stage reads this one's files on every rank
             # the wall time of the attempt that finished the stage (a resumed stage's earlier work not
             # counted)

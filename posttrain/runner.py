@@ -8,18 +8,21 @@ from pathlib import Path
 
 import yaml
 
-from posttrain import distributed
+from posttrain import distributed, trackers
 from posttrain.checkpoints import iteration_dir, latest_checkpoint
-from posttrain.config import Recipe, validate_section
+from posttrain.config import Recipe, check_inputs, validate_section
 from posttrain.contracts import RunInfo, StageDef
 from posttrain.engine import Engine, TrainResult
+from posttrain.errors import TrainingError
 from posttrain.eval.generation import answer_accuracy
 from posttrain.files import atomic_write_text
 from posttrain.methods import get_method
 from posttrain.models import cache_dir
 from posttrain.models.fingerprint import weights_hash
 from posttrain.models.start import final_model, load_iteration
-from posttrain.pipeline import ALL, flat, run_stages, select
+from posttrain.pipeline import ALL, flat, run_stages, select, stage_key
+from posttrain.run_report import write_report
+from posttrain.schedule import lr_lambda
 from posttrain.seeding import seed_everything
 from posttrain.tasks.sources import load_source, prompt_text
 
@@ -99,6 +102,7 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
                 kw["optimizer_state"] = previous / "optimizer.pt"
         engine = make_engine(recipe, built, model, tokenizer, run_dir=ctx.dir, show_progress=ctx.progress,
                              **kw)
+        continued = continuation(recipe, ctx) if ctx.continued else None
         result: TrainResult = engine.train(resume=True)
         out["train"] = {"steps": result.steps, "wall_time_s": round(result.wall_time, 1),
                         "processes": distributed.world(), "sharding": engine.sharding,
@@ -108,6 +112,10 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         step_time = sum(h.get("step_time", 0.0) for h in result.history)
         if step_time > 0:
             out["train"]["tokens_per_s"] = round(tokens / step_time, 1)
+        if continued is not None:
+            out["train"]["continued"] = continued
+        if distributed.is_main():
+            out["train"]["report"] = str(write_report(ctx.dir))
         if prompts and recipe.generation_eval.at_end and last_eval and result.history \
                 and "eval/accuracy" in result.history[-1]:
             # the engine's final evaluation already ran it on these weights
@@ -117,9 +125,33 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         return out
 
     return StageDef("train", select(flat(recipe.model_dump(mode="json"))), run,
-                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "eval_before.json"],
+                    outputs=["checkpoints", "metrics.jsonl", "tensorboard", "mlruns", "wandb", "report.md",
+                             "report", "eval_before.json"],
                     inputs=list(inputs),
                     parallel=True)
+
+
+def continuation(recipe: Recipe, ctx) -> dict:
+    """What a finished training stage continued with a raised train.max_steps (pipeline.EXTEND_KEYS) starts
+    from, and the schedule it follows, for the summary. The engine resumes from the latest checkpoint and
+    builds its schedule for the new length: the steps already taken ran under the old, shorter schedule,
+    the remaining ones follow the new one from where it stands at that step (no rewarming, no replay)."""
+    change = ctx.continued.get("train.max_steps", {})
+    ckpt = latest_checkpoint(ctx.dir)
+    if ckpt is None:
+        raise TrainingError(f"{ctx.dir}: cannot continue training to train.max_steps={change.get('to')}: "
+                            f"the run has no checkpoint left; rerun with --restart-from train")
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+    cfg, old, new = recipe.train, change.get("from"), change.get("to", recipe.train.max_steps)
+    offset, total = (ctx.iteration * new, ctx.iterations * new) \
+        if recipe.pipeline.optimizer == "carry" else (0, new)
+    # the lr of the first step past the old length (an interrupted continuation resumes after it, at `step`)
+    lr = cfg.lr * lr_lambda(cfg, total, offset)(old if isinstance(old, int) else step)
+    return {"from_step": step, "checkpoint": str(ckpt), "max_steps": change,
+            "schedule": f"steps 1-{old} ran under the {old}-step {cfg.schedule} schedule; "
+                        f"steps {old + 1}-{new} follow the {new}-step schedule from its step {old + 1} "
+                        f"(lr {lr:.4g} there), not the curve of a {new}-step run from the start",
+            "lr_at_continuation": lr}
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = True,
@@ -130,8 +162,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
     stops after the named stage."""
     from posttrain.generation.sampler import use_backend
     t_start = time.time()
+    trackers.check_installed(recipe.train.report_to)  # before any stage: a missing tracker names its extra
+    check_inputs(recipe)  # a missing file is missing, not a changed input of a recorded stage
     spec = get_method(recipe.method_name)
-    params = validate_section(spec.params, recipe.method, f"recipe {recipe.name}: method")
+    params = validate_section(spec.params, recipe.method, f"recipe {recipe.name}", section="method")
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
@@ -145,14 +179,19 @@ def run_recipe(recipe: Recipe, *, resume: bool = True, show_progress: bool = Tru
         # training reads the last data stage's first output (e.g. RSO's pairs.jsonl)
         return [*before, train_stage(ctx, spec, params, inputs=before[-1].outputs[:1] if before else ())]
 
+    skipped: list[str] = []
     with use_backend(recipe.generation):  # every sampling stage and evaluation of the run
         per_iteration = run_stages(recipe, stages_for, lambda t: load_iteration(recipe, t),
                                    restart_from=restart_from if resume else ALL, until=until,
-                                   progress=show_progress, final_model=final_model)
+                                   progress=show_progress, final_model=final_model, skipped=skipped)
     last = per_iteration[-1]
     summary: dict = {"name": recipe.name, "method": spec.name, "model": recipe.model.name,
                      "lora": recipe.model.lora is not None, "seed": recipe.seed,
                      **last.get("train", {}), "stages": {k: v for k, v in last.items() if k != "train"}}
+    if "train" in last and stage_key("train", len(per_iteration) - 1) in skipped:
+        summary["note"] = f"already finished at step {summary['train']['steps']}; nothing to do"
+        if distributed.is_main():
+            print(summary["note"], flush=True)
     if len(per_iteration) > 1:
         summary["iterations"] = per_iteration
     summary["wall_time_s"] = round(time.time() - t_start, 1)

@@ -1,14 +1,15 @@
 """The metrics of a run: what a batch counts, sums over processes turned into means, and the log they
-land in."""
+land in (metrics.jsonl and the trackers of posttrain/trackers.py)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from posttrain import distributed
+from posttrain.trackers import Tracker, scalars
 
 
 def count_tokens(batch: dict[str, Any]) -> int:
@@ -41,9 +42,10 @@ def sum_metrics(totals: dict[str, float],
 
 
 class MetricsLog:
-    """metrics.jsonl always; TensorBoard when it is installed."""
+    """metrics.jsonl always, and every tracker of `train.report_to` (posttrain/trackers.py), which the engine
+    opens on rank 0 and hands over: each step's scalars go to each of them."""
 
-    def __init__(self, run_dir: Path, resume_step: int):
+    def __init__(self, run_dir: Path, resume_step: int, trackers: Sequence[Tracker] = ()):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
         if self.path.exists():
@@ -51,21 +53,15 @@ class MetricsLog:
             kept = [ln for ln in self.path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in kept))
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # tensorboard not installed: JSONL only
-            pass
+        self.trackers = list(trackers)
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, record["step"])
+        values = scalars(record)
+        for tracker in self.trackers:
+            tracker.log(values, record["step"])
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()

@@ -10,6 +10,8 @@ Formats (``FORMATS[(kind, name)]``):
 | sft        | prompt_completion | ``{prompt: str or messages, completion: str or [assistant msg]}``   |
 | sft        | gsm8k             | ``{question, answer}``; answer ends ``#### N``                      |
 | sft        | math              | ``{problem, solution}`` (MATH; solution holds ``\\boxed{}``)         |
+| sft        | alpaca            | ``{instruction, input?, output, system?, history?}``                |
+| sft        | text              | ``{text}``: plain text, every token supervised (a TextRecord)       |
 | preference | pairs             | ``{prompt, chosen, rejected}``, or chosen/rejected message lists    |
 |            |                   | sharing a prefix (the "implicit prompt" form)                       |
 | preference | hh-rlhf           | ``{chosen, rejected}`` dialogues ``\\n\\nHuman: ...\\n\\nAssistant: ...``|
@@ -20,6 +22,15 @@ Formats (``FORMATS[(kind, name)]``):
 | prompt     | hh-rlhf           | ``{chosen, ...}`` → the dialogue before the final Assistant turn    |
 | tool       | tool_messages     | ``{messages, tools}`` with ``tool`` messages                        |
 |            |                   | (posttrain/data/tool_records.py)                                    |
+| unpaired   | unpaired          | ``{prompt, completion, label: bool}`` (KTO's; no method takes it yet)|
+
+Alpaca: the user turn is ``instruction``, followed by a blank line and ``input`` when ``input`` is not
+empty; ``system`` (optional) is a first system message; ``history`` (optional) is earlier
+``[[user, assistant], ...]`` turns placed before it; ``output`` is the assistant reply.
+
+Unpaired rows (``prompt``, ``completion`` and ``label``) are detected for every kind and refused for
+every kind but ``unpaired``: read as SFT they would train on the undesirable completions too (a boolean
+``label`` is refused by ``prompt_completion`` even when the format is named).
 
 GSM8K solutions: the ``<<a*b=c>>`` calculator notes are removed and the ``#### N`` line is replaced by a
 final-answer line chosen by ``answer_style``: ``"answer_is"`` (default) → ``The answer is N.``,
@@ -43,6 +54,8 @@ from posttrain.data.records import (
     Conversation,
     PreferencePair,
     PromptRecord,
+    TextRecord,
+    UnpairedPreference,
     as_prompt,
     as_response,
     extra_meta,
@@ -174,10 +187,53 @@ def sharegpt_to_conversation(row: dict, *, file=None, line=None) -> Conversation
 
 
 def prompt_completion_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
+    if isinstance(row.get("label"), bool):  # KTO's rows even when format is named: never SFT on them
+        raise unpaired_refusal("sft", file=file, line=line)
     prompt = as_prompt(require_field(row, "prompt", file, line), fld="prompt", file=file, line=line)
     reply = as_response(require_field(row, "completion", file, line), fld="completion", file=file, line=line)
     return Conversation(prompt + [{"role": "assistant", "content": reply}],
                         extra_meta(row, ("prompt", "completion"), file, line), file=file, line=line)
+
+
+def _optional_str(row: dict, key: str, file, line) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"expected a string, got {type(value).__name__}", file=file, line=line, field=key)
+    return value
+
+
+def alpaca_to_conversation(row: dict, *, file=None, line=None) -> Conversation:
+    """``{instruction, input?, output, system?, history?: [[user, assistant], ...]}`` (module doc)."""
+    instruction = _str_field(row, "instruction", file, line)
+    extra = _optional_str(row, "input", file, line)
+    output = _str_field(row, "output", file, line)
+    system = _optional_str(row, "system", file, line)
+    msgs = [{"role": "system", "content": system}] if system.strip() else []
+    history = row.get("history")
+    if history is not None:
+        if not isinstance(history, list):
+            raise DataError(f"expected a list of [user, assistant] pairs, got {type(history).__name__}",
+                            file=file, line=line, field="history")
+        for i, turn in enumerate(history):
+            if (not isinstance(turn, (list, tuple)) or len(turn) != 2
+                    or not all(isinstance(t, str) for t in turn)):
+                raise DataError("expected a [user, assistant] pair of strings", file=file, line=line,
+                                field=f"history[{i}]")
+            msgs += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    return Conversation(msgs, extra_meta(row, ("instruction", "input", "output", "system", "history"),
+                                         file, line), file=file, line=line)
+
+
+def text_to_record(row: dict, *, file=None, line=None) -> TextRecord:
+    return TextRecord.from_row(row, file=file, line=line)
+
+
+def unpaired_to_record(row: dict, *, file=None, line=None) -> UnpairedPreference:
+    return UnpairedPreference.from_row(row, file=file, line=line)
 
 
 def messages_to_prompt(row: dict, *, file=None, line=None) -> PromptRecord:
@@ -290,6 +346,8 @@ FORMATS: dict[tuple[str, str], Callable[..., Any]] = {
     ("sft", "prompt_completion"): prompt_completion_to_conversation,
     ("sft", "gsm8k"): gsm8k_to_conversation,
     ("sft", "math"): math_to_conversation,
+    ("sft", "alpaca"): alpaca_to_conversation,
+    ("sft", "text"): text_to_record,
     ("preference", "pairs"): pairs_to_pair,
     ("preference", "hh-rlhf"): hh_rlhf_to_pair,
     ("prompt", "prompt"): prompt_to_prompt,
@@ -298,7 +356,18 @@ FORMATS: dict[tuple[str, str], Callable[..., Any]] = {
     ("prompt", "math"): math_to_prompt,
     ("prompt", "hh-rlhf"): hh_rlhf_to_prompt,
     ("tool", "tool_messages"): ToolConversation.from_row,
+    ("unpaired", "unpaired"): unpaired_to_record,
 }
+
+UNPAIRED_FIELDS = {"prompt", "completion", "label"}
+
+
+def unpaired_refusal(kind: str, *, file: str | None = None, line: int | None = None) -> DataError:
+    """The error for unpaired preference rows read as ``kind`` records: no current method takes them."""
+    return DataError(f"rows {{prompt, completion, label}} are unpaired preference data (format 'unpaired', "
+                     f"KTO's): no current method trains on them (this one wants {kind} records); method "
+                     "kto (issue 35) will. To train SFT on the completions, drop the 'label' column or keep "
+                     "only the desirable rows", file=file, line=line, field="format")
 
 
 def _is_hh(row: dict) -> bool:
@@ -308,14 +377,20 @@ def _is_hh(row: dict) -> bool:
 def detect_format(row: dict, kind: str, *, file: str | None = None, line: int | None = None) -> str:
     """Pick a format name from a row's fields; DataError listing the fields when nothing fits."""
     keys = set(row) if isinstance(row, dict) else set()
+    if UNPAIRED_FIELDS <= keys:
+        if kind == "unpaired":
+            return "unpaired"
+        raise unpaired_refusal(kind, file=file, line=line)
     rules = {
         "sft": [({"messages"}, "messages"), ({"conversations"}, "sharegpt"),
                 ({"prompt", "completion"}, "prompt_completion"), ({"question", "answer"}, "gsm8k"),
-                ({"problem", "solution"}, "math")],
+                ({"problem", "solution"}, "math"), ({"instruction", "output"}, "alpaca"),
+                ({"text"}, "text")],
         "preference": [({"prompt", "chosen", "rejected"}, "pairs")],
         "prompt": [({"prompt"}, "prompt"), ({"messages"}, "messages"), ({"question", "answer"}, "gsm8k"),
                    ({"problem"}, "math")],
         "tool": [({"messages", "tools"}, "tool_messages")],
+        "unpaired": [],
     }[kind]
     for need, name in rules:
         if need <= keys:

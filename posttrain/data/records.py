@@ -245,3 +245,55 @@ class PromptRecord:
         return cls(prompt, row.get("answer"),
                    extra_meta(row, ("prompt", "answer", "assistant_prefix"), file, line),
                    row.get("assistant_prefix"), file=file, line=line)
+
+
+@dataclass
+class TextRecord:
+    """Plain text for SFT (``{"text": ...}`` rows): no chat template, every token is a training target
+    (continued pre-training on documents). ``meta`` holds the other columns."""
+    text: str
+    meta: dict = field(default_factory=dict)
+    file: str | None = field(default=None, compare=False, repr=False)
+    line: int | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.text, str):
+            raise _fail(f"expected a string, got {_type_name(self.text)}", self.file, self.line, "text")
+        if not self.text.strip():
+            raise _fail("empty text: nothing to train on", self.file, self.line, "text")
+
+    @classmethod
+    def from_row(cls, row: dict, *, file: str | None = None, line: int | None = None) -> "TextRecord":
+        """``{"text": str, ...}``; other columns go to ``meta``."""
+        text = require_field(row, "text", file, line)
+        return cls(text, extra_meta(row, ("text",), file, line), file=file, line=line)
+
+
+@dataclass
+class UnpairedPreference:
+    """One completion of a prompt labelled desirable (``label`` true) or undesirable (false): KTO's
+    unpaired format ``{"prompt", "completion", "label"}``. No current method trains on it (KTO will,
+    issue 35); it is read with record kind ``"unpaired"``."""
+    prompt: list[dict]
+    completion: str
+    label: bool
+    meta: dict = field(default_factory=dict)
+    file: str | None = field(default=None, compare=False, repr=False)
+    line: int | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        self.prompt = as_prompt(self.prompt, fld="prompt", file=self.file, line=self.line)
+        self.completion = as_response(self.completion, fld="completion", file=self.file, line=self.line)
+        if not isinstance(self.label, bool):
+            raise _fail(f"expected true or false, got {_type_name(self.label)}", self.file, self.line,
+                        "label")
+
+    @classmethod
+    def from_row(cls, row: dict, *, file: str | None = None,
+                 line: int | None = None) -> "UnpairedPreference":
+        """``{"prompt": str | messages, "completion": str | [assistant msg], "label": bool, ...}``."""
+        prompt = require_field(row, "prompt", file, line)
+        completion = require_field(row, "completion", file, line)
+        label = require_field(row, "label", file, line)
+        return cls(prompt, completion, label, extra_meta(row, ("prompt", "completion", "label"), file, line),
+                   file=file, line=line)

@@ -34,6 +34,7 @@ from posttrain import distributed
 from posttrain.config import RewardSettings, Section
 from posttrain.contracts import REFERENCES, Built, DataPlan, MethodSpec, Reference, RolloutOutput, RunInfo
 from posttrain.data.collate import pad_collate
+from posttrain.data.readers import invalid_rows
 from posttrain.data.records import completion_text
 from posttrain.data.template import encode_prompt
 from posttrain.errors import RecipeError
@@ -270,7 +271,8 @@ def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = Non
         eval_fn = _eval_fn(params, ev, tokenizer, reward, data.max_prompt_length)
     return Built(objective, None, lambda f: pad_collate(f, tokenizer.pad_token_id), None,
                  rollout=rollouts, model=policy, eval_fn=eval_fn,
-                 stats={"prompts": len(records), "steps_per_iteration": steps_per_iteration})
+                 stats={"prompts": len(records), "steps_per_iteration": steps_per_iteration,
+                        **invalid_rows(records)})
 
 
 SPEC = MethodSpec("ppo", PPOParams, build, "PPO with a value head on the policy trunk (rollout hook)",

@@ -25,6 +25,7 @@ from posttrain import distributed
 from posttrain.config import Section
 from posttrain.contracts import REFERENCES, Built, MethodSpec, Reference, RunInfo
 from posttrain.data.collate import pair_collate, shared_prefix_collate
+from posttrain.data.readers import invalid_rows
 from posttrain.data.template import encode_pairs
 from posttrain.errors import RecipeError, TrainingError
 from posttrain.files import atomic_path
@@ -243,7 +244,7 @@ def encode(records, tokenizer, data) -> tuple[list[dict], dict]:
                                 max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow)
     for f, r in zip(feats, records):
         f["meta"] = r.meta
-    return feats, {**vars(stats), "examples": len(feats)}
+    return feats, {**vars(stats), "examples": len(feats), **invalid_rows(records)}
 
 
 def check_loss_params(fn, kwargs: dict) -> None:

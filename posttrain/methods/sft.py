@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Literal
 
 from posttrain.config import Section
 from posttrain.contracts import Built, MethodSpec, RunInfo
 from posttrain.data.collate import PackingCollator, pad_collate
-from posttrain.data.template import encode_conversations
+from posttrain.data.readers import invalid_rows
+from posttrain.data.records import TextRecord
+from posttrain.data.template import TruncationStats, encode_conversation
 from posttrain.errors import RecipeError
 from posttrain.logprobs import IGNORE, completion_logprobs
 from posttrain.losses.sft import sft_loss
@@ -15,6 +18,7 @@ from posttrain.models.attention import supports_segments
 from posttrain.tasks.sources import load_source
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "weights")
+log = logging.getLogger("posttrain.data")
 
 
 class SFTParams(Section):
@@ -46,15 +50,45 @@ class SFTObjective:
         return loss_sum, metrics
 
 
+def encode_text(tokenizer, record: TextRecord, max_length: int, stats: TruncationStats) -> dict:
+    """Plain text (no chat template): its tokens and the tokenizer's end-of-sequence token, every one a
+    target; a longer text keeps its first ``max_length`` tokens (counted as truncated)."""
+    ids = list(tokenizer(record.text, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    stats.examples += 1
+    if len(ids) > max_length:
+        ids = ids[:max_length]
+        stats.truncated += 1
+        stats.response_truncated += 1
+    return {"input_ids": ids, "labels": list(ids)}
+
+
 def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
-    feats, stats = encode_conversations(tokenizer, records, max_length=data.max_length,
-                                        max_prompt_length=data.max_prompt_length,
-                                        on_overflow=data.on_overflow)
+    """Features of Conversations (chat template, assistant tokens supervised) and TextRecords (every token
+    supervised), in the records' order, with the truncation counts and the rows skipped as invalid."""
+    stats, feats = TruncationStats(), []
+    for rec in records:
+        if isinstance(rec, TextRecord):
+            feats.append(encode_text(tokenizer, rec, data.max_length, stats))
+            continue
+        f = encode_conversation(tokenizer, rec.messages, max_length=data.max_length,
+                                max_prompt_length=data.max_prompt_length, on_overflow=data.on_overflow,
+                                stats=stats, file=rec.file, line=rec.line,
+                                assistant_prefix=rec.assistant_prefix)
+        if f is not None:
+            feats.append(f)
+    if stats.truncated or stats.skipped:
+        log.warning("SFT encoding: %s", stats)
     out = {**vars(stats), "examples": len(feats)}
-    prefixed = sum(r.assistant_prefix is not None for r in records)
+    prefixed = sum(getattr(r, "assistant_prefix", None) is not None for r in records)
     if prefixed:
         # with a prefix only the final reply after it is trained (NLU `<Judgement>`: the label tokens)
         out["label_only"] = prefixed == len(records)
+    texts = sum(isinstance(r, TextRecord) for r in records)
+    if texts:
+        out["text_examples"] = texts
+    out.update(invalid_rows(records))
     return feats, out
 
 

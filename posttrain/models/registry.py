@@ -12,6 +12,7 @@ import torch
 from posttrain.errors import ModelError
 from posttrain.models import embedded
 from posttrain.models.attention import SEGMENT_ATTENTION
+from posttrain.models.io import BASE_MODEL_ATTR
 from posttrain.models.tiny import MAX_POSITIONS, TINY_MODELS, build_tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -92,6 +93,31 @@ def _resolve(name: str) -> tuple[str, str]:
     return "hub", name
 
 
+def base_model_id(name: str) -> str:
+    """How a saved adapter (`base_model_name_or_path`) and a model card name the model `name` loads, so that
+    it means the same elsewhere: the embedded model by its Hub id (its weights are that model's GGUF,
+    dequantised), a tiny model by its posttrain name, a folder by the path as given, a hub id as itself."""
+    name = str(name)
+    return embedded.HUB_ID if name == embedded.NAME else name
+
+
+def base_model_source(name: str) -> dict:
+    """What a model card says about the model `name`: `kind` ('embedded', 'tiny', 'folder', 'hub'), `id`
+    (`base_model_id`), `name` (as given) and, for the embedded model, the GGUF it was dequantised from."""
+    name = str(name)
+    info: dict = {"name": name, "id": base_model_id(name)}
+    if name == embedded.NAME:
+        info.update(kind="embedded", gguf=f"{embedded.PACKAGE}/{embedded.GGUF_FILE}",
+                    gguf_precision=embedded.GGUF_PRECISION, install=embedded.INSTALL_COMMAND)
+    elif name in TINY_MODELS:
+        info.update(kind="tiny", description=TINY_MODELS[name]["description"])
+    elif Path(name).expanduser().is_dir() or _looks_like_path(name):
+        info["kind"] = "folder"
+    else:
+        info["kind"] = "hub"
+    return info
+
+
 def _hub_kwargs(name: str) -> dict:
     return {} if _hub_reachable() else {"local_files_only": True}
 
@@ -164,5 +190,8 @@ def load_model(name: str, *, dtype: str | torch.dtype = "float32", seed: int = 0
             raise ModelError(f"cannot load the model in {where}: {type(e).__name__}: {e}") from e
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id  # silences generate()'s per-call warning
+    # what save_weights writes as an adapter's base_model_name_or_path (peft's own: null for a model built
+    # from a config, a path in this machine's cache for the embedded model)
+    setattr(model, BASE_MODEL_ATTR, base_model_id(name))
     model.train()
     return model, tok

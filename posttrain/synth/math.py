@@ -475,15 +475,19 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
     inputs = ["solutions.jsonl"] + (["new_solutions.jsonl"] if recipe.questions.enabled else [])
     out += [StageDef("filter", select(settings, ("filters", "questions", "model")), timed(filter_stage),
                      ["filtered.jsonl", "removed.filter.jsonl"], inputs=inputs, uses_weights=False),
-            StageDef("decontam", select(settings, ("decontam",)), timed(decontam_stage),
+            StageDef(LAST_STAGE, select(settings, ("decontam",)), timed(decontam_stage),
                      ["synth.jsonl", "removed.jsonl"],
                      inputs=["filtered.jsonl"], uses_weights=False)]
     return out
 
 
+LAST_STAGE = "decontam"  # every synthesis ends with it; the report is written after it
+
+
 def run_synth(recipe: SynthRecipe, recipe_path: Path | None = None, *, overrides: list[str] | None = None,
-              restart_from: str | None = None, progress: bool = True) -> dict:
-    """Run (or resume) every stage, then write the report; returns {stage: stats}."""
+              restart_from: str | None = None, until: str | None = None, progress: bool = True) -> dict:
+    """Run (or resume) every stage, then write the report; returns {stage: stats}. `until` stops after
+    that stage; the report is written only when the last stage has run."""
     import yaml
 
     from posttrain.files import atomic_write_text
@@ -496,7 +500,8 @@ def run_synth(recipe: SynthRecipe, recipe_path: Path | None = None, *, overrides
                       yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     with use_backend(recipe.generation):
         (stats,) = run_stages(recipe, lambda ctx: stages(recipe, recipe_path, ctx, overrides or []),
-                              lambda t: teacher(recipe), restart_from=restart_from, progress=progress,
-                              final_model=lambda folder: None)
-    write_report(recipe, stats)
+                              lambda t: teacher(recipe), restart_from=restart_from, until=until,
+                              progress=progress, final_model=lambda folder: None)
+    if until is None or until == LAST_STAGE:
+        write_report(recipe, stats)
     return stats

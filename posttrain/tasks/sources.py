@@ -1,16 +1,19 @@
-"""Turn a recipe's data source (a file or a built-in generator) into validated records."""
+"""Turn a recipe's data source (a file, a cached Hub dataset, a built-in generator or a mixture of them)
+into validated records."""
 from __future__ import annotations
 
+import random
+
 from posttrain.config import DataSource
-from posttrain.data.readers import load_records
-from posttrain.data.records import Conversation, PreferencePair, PromptRecord
+from posttrain.data.readers import RecordList, load_records
+from posttrain.data.records import Conversation, PreferencePair, PromptRecord, TextRecord, UnpairedPreference
 from posttrain.data.tool_records import ToolConversation
 from posttrain.errors import RecipeError
 from posttrain.tasks import synthetic
 from posttrain.tasks.synthetic_pairs import generate_pairs
 
 RECORD_TYPES = {"sft": Conversation, "preference": PreferencePair, "prompt": PromptRecord,
-                "tool": ToolConversation}
+                "tool": ToolConversation, "unpaired": UnpairedPreference}
 
 
 def synthetic_rows(src: DataSource, kind: str, instruction: str | None) -> list[dict]:
@@ -53,10 +56,45 @@ def nlu_rows(src: DataSource, kind: str) -> list[dict]:
     raise RecipeError(f"nlu task {spec.task!r} gives sft or prompt records, not {kind!r}")
 
 
+def _member_name(src: DataSource) -> str:
+    return src.path or (f"hub:{src.hub}" if src.hub else None) or \
+        (f"synthetic:{src.synthetic.task}" if src.synthetic else f"nlu:{src.nlu.task}")
+
+
+def load_mixture(src: DataSource, kind: str, *, instruction: str | None = None,
+                 system_prompt: str | None = None, seed: int = 0) -> RecordList:
+    """The records of every member, each member's part drawn without replacement by ``seed`` (a member with
+    ``count: n`` gives n records; with shares, the mixture is the largest one each member can fill without
+    repeating a record: N = min(len_i / share_i), member i gives round(share_i N)), then shuffled."""
+    rng = random.Random(seed)
+    loaded = [load_source(m, kind, instruction=instruction, system_prompt=system_prompt)
+              for m in src.mixture]
+    if src.mixture[0].count is not None:
+        wants = [m.count for m in src.mixture]
+    else:
+        total = min(len(recs) / m.share for m, recs in zip(src.mixture, loaded))
+        wants = [min(len(recs), round(m.share * total)) for m, recs in zip(src.mixture, loaded)]
+    out = RecordList()
+    for i, (m, recs, n) in enumerate(zip(src.mixture, loaded, wants)):
+        if n > len(recs):
+            raise RecipeError(f"data mixture [{i}].count: {n} records asked, {_member_name(m)} has "
+                              f"{len(recs)}")
+        out.extend(rng.sample(list(recs), n))
+        out.skipped.extend(getattr(recs, "skipped", []))
+    rng.shuffle(out)
+    return out
+
+
 def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
-                system_prompt: str | None = None) -> list:
-    """Records of `kind` ("sft", "preference", "prompt"), validated before any training starts."""
-    if src.nlu is not None:
+                system_prompt: str | None = None, seed: int | None = None) -> RecordList:
+    """Records of `kind` ("sft", "preference", "prompt", "tool", "unpaired"), validated before any training
+    starts. A mixture is drawn by its own `seed` (the recipe's, set by the recipe schema), else by `seed`,
+    else 0. The result says what was skipped as invalid (RecordList.skipped)."""
+    if src.mixture is not None:
+        records = load_mixture(src, kind, instruction=instruction, system_prompt=system_prompt,
+                               seed=next(s for s in (src.seed, seed, 0) if s is not None))
+        system_prompt = None  # the members have it already
+    elif src.nlu is not None:
         cls = RECORD_TYPES[kind] if kind in RECORD_TYPES else None
         if cls is None:
             raise RecipeError(f"unknown record kind {kind!r}")
@@ -69,15 +107,20 @@ def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
                    for i, row in enumerate(synthetic_rows(src, kind, instruction))]
     else:
         limit = None if src.limit is None else src.skip + src.limit
-        records = load_records(src.path, kind, fmt=src.format, limit=limit, on_invalid=src.on_invalid)
+        records = load_records(src.path, kind, fmt=src.format, limit=limit, on_invalid=src.on_invalid,
+                               columns=src.columns or None, split=src.split, hub=src.hub,
+                               max_invalid_fraction=src.max_invalid_fraction)
+    skipped = getattr(records, "skipped", [])
     if src.skip or src.limit is not None:
         records = records[src.skip:None if src.limit is None else src.skip + src.limit]
     if system_prompt is not None:
         for r in records:
+            if isinstance(r, TextRecord):
+                continue  # plain text has no chat to put a system message in
             msgs = r.messages if kind in ("sft", "tool") else r.prompt
             if not msgs or msgs[0]["role"] != "system":
                 msgs.insert(0, {"role": "system", "content": system_prompt})
-    return records
+    return RecordList(records, skipped)
 
 
 def prompt_text(record) -> str:

@@ -47,3 +47,43 @@ def test_generate_prints_completions(capsys):
                  "--temperature", "0.8", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("[0] ") and "\n[1] " in out
+
+
+RSO_RECIPE = """
+name: cli-rso
+method:
+  name: rso
+  num_samples: 4
+  rso_beta: 0.5
+  sampling: {num_candidates: 6, temperature: 1.0, top_k: 0, max_new_tokens: 8, batch_size: 12}
+  reward: {name: "tests.rso_helpers:LetterReward"}
+model: {name: tiny-llama, lora: {r: 4, alpha: 8}}
+data:
+  train: {path: prompts.jsonl}
+  max_length: 64
+train: {lr: 1e-3, micro_batch_size: 4, max_steps: 2}
+"""
+
+
+def test_rso_follows_its_own_advice_to_restart_from(tmp_path, capsys):
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n"
+                                                    for w in ["cats", "dogs", "rain", "tea"]))
+    (tmp_path / "rso.yaml").write_text(RSO_RECIPE)
+    args = ["rso", str(tmp_path / "rso.yaml"), "--quiet", f"output_dir={tmp_path / 'runs'}"]
+    assert main(args) == 0
+    samples = (tmp_path / "runs" / "cli-rso" / "samples.jsonl").read_text()
+    capsys.readouterr()
+    assert main(args + ["method.rso_beta=0.25"]) == 2
+    err = capsys.readouterr().err
+    assert "--restart-from pairs" in err, err
+    assert main([*args[:2], "--restart-from", "pairs", *args[2:], "method.rso_beta=0.25"]) == 0
+    assert "pairs -> " in capsys.readouterr().out
+    assert (tmp_path / "runs" / "cli-rso" / "samples.jsonl").read_text() == samples  # sampling kept
+    assert main(args + ["method.rso_beta=0.25", "--until", "sample"]) == 0  # finished: reused
+
+
+def test_train_options_between_overrides(tmp_path, capsys):
+    rc = main(["train", str(write_recipe(tmp_path)), "--quiet", f"output_dir={tmp_path}/runs",
+               "--until", "train", "train.max_steps=1"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "runs" / "cli-run" / "summary.json").read_text())["train"]["steps"] == 1

@@ -1,5 +1,10 @@
-"""HF-native artifacts: checkpoint model folders and `posttrain export` load with plain transformers."""
+"""HF-native artifacts: checkpoint model folders and `posttrain export` load with plain transformers, and
+with peft on the base the model card names, in a fresh process without posttrain's cache or network."""
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ from posttrain.data.template import encode_prompt
 from posttrain.export import export_run
 from posttrain.generation.sampler import SamplingParams, sample
 from posttrain.models import load_model, load_weights_, save_weights
+from posttrain.models.embedded import GGUF_PRECISION, HUB_ID
 from posttrain.models.start import load_policy
 
 RECIPE = """
@@ -23,6 +29,7 @@ data:
   max_length: 96
 train: {{lr: {lr}, micro_batch_size: 4, max_steps: {steps}, warmup_steps: 0, schedule: constant}}
 """
+AMBIENT_CACHE = os.environ.get("POSTTRAIN_CACHE")  # before the module's private one: the embedded model's
 CONV = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 12 + 7?"}]
 PROMPTS = [CONV, [{"role": "user", "content": "What is 5 * 8?"}], [{"role": "user",
                                                                     "content": "Name a colour."}]]
@@ -176,3 +183,141 @@ def test_scalar_head_checkpoint_exports_its_lm(runs, tmp_path):
                                                                                                      ids),
                                atol=1e-4, rtol=1e-4)
     assert not list(out.glob("scalar_head*"))
+
+
+# ---------------------------------------------------------------- loading elsewhere: a fresh process
+
+# Run with a clean environment: plain transformers loads the merged folder (posttrain not imported), then
+# the card's own "How to load" code rebuilds the base and applies the adapter with peft.
+FRESH = """
+import json, re, sys
+from pathlib import Path
+import torch
+args = json.loads(sys.argv[1])
+out, ids = Path(args["out"]), torch.tensor([args["ids"]])
+if args.get("merged"):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(args["merged"]).eval()
+    assert AutoTokenizer.from_pretrained(args["merged"]).apply_chat_template(
+        args["conv"], add_generation_prompt=True, tokenize=True)["input_ids"] == args["ids"]
+    with torch.no_grad():
+        torch.save(model(input_ids=ids).logits, out / "merged.pt")
+    assert "posttrain" not in sys.modules
+if args.get("adapter"):
+    card = (Path(args["adapter"]) / "README.md").read_text()
+    code = re.search(r"## How to load\\n\\n```python\\n(.*?)```", card, re.S).group(1)
+    scope = {}
+    exec(code.replace('"path/to/this/folder"', repr(args["adapter"])), scope)
+    with torch.no_grad():
+        torch.save(scope["model"].eval()(input_ids=ids).logits, out / "adapter.pt")
+"""
+
+
+def fresh_process(tmp_path, cache, **args):
+    """Logits of the exports in a new interpreter: HF_HUB_OFFLINE, no inherited environment, a private
+    home; `cache` is the POSTTRAIN_CACHE the card's rebuild of a posttrain base may use."""
+    out = tmp_path / "fresh"
+    out.mkdir()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if cache is not None:
+        env["POSTTRAIN_CACHE"] = str(cache)
+    args = {k: str(v) if not isinstance(v, list) else v for k, v in args.items()}
+    done = subprocess.run([sys.executable, "-c", FRESH, json.dumps({**args, "out": str(out), "conv": CONV})],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {f.stem: torch.load(f) for f in out.glob("*.pt")}
+
+
+def front_matter(folder):
+    text = (folder / "README.md").read_text()
+    head = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert head, text[:300]
+    return yaml.safe_load(head.group(1)), text
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # inside peft
+def test_exports_load_in_a_fresh_process(runs, tmp_path):
+    merged = export_run(runs["lora"], tmp_path / "merged", merge=True)
+    adapter = export_run(runs["lora"], tmp_path / "adapter")
+    # the adapter names its base: the tiny model by its posttrain name, never null or a cache path
+    ckpt = sorted((runs["lora"] / "checkpoints").glob("step-*"))[-1] / "model"
+    for folder in (adapter, ckpt):  # the export's and the checkpoint's own adapter_config.json
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] \
+            == "tiny-llama"
+
+    policy, ptok = rebuilt_policy(runs["lora"])
+    ids = encode_prompt(ptok, CONV)
+    got = fresh_process(tmp_path, os.environ["POSTTRAIN_CACHE"], merged=merged, adapter=adapter, ids=ids)
+    want = logits(policy, ids)
+    torch.testing.assert_close(got["merged"], want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["adapter"], want)
+
+
+def test_export_cards_and_generation_configs(runs, tmp_path):
+    adapter = export_run(runs["lora"], tmp_path / "adapter")
+    merged = export_run(runs["lora"], tmp_path / "merged", merge=True)
+    full = export_run(runs["full"], tmp_path / "full")
+    for folder, library, run, step in ((adapter, "peft", "lora", 8), (merged, "transformers", "lora", 8),
+                                       (full, "transformers", "full", 2)):
+        meta, text = front_matter(folder)
+        assert meta["base_model"] == "tiny-llama" and meta["library_name"] == library
+        assert meta["tags"] == ["posttrain", "sft"]
+        assert f"## Final metrics (step {step})" in text and "| loss |" in text
+        assert 'load_model("tiny-llama", seed=0)' in text or library == "transformers"
+        assert f"# {run}\n" in text and "synthetic `arithmetic` task, n=8, seed=1" in text
+        gen = json.loads((folder / "generation_config.json").read_text())
+        tok = AutoTokenizer.from_pretrained(folder)
+        assert gen["pad_token_id"] == tok.pad_token_id and gen["eos_token_id"] == tok.eos_token_id
+    # the card's recipe is the run's recipe
+    recipe = yaml.safe_load(re.search(r"```yaml\n(.*?)```", front_matter(adapter)[1], re.S).group(1))
+    assert recipe == yaml.safe_load((runs["lora"] / "recipe.yaml").read_text())
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # inside peft
+def test_local_base_is_named_by_its_path_as_given(tmp_path, monkeypatch):
+    """A recipe naming a local folder relative to where it runs: the adapter and the card give that path,
+    and the card's code loads the base from it (here, from the same working directory)."""
+    monkeypatch.chdir(tmp_path)
+    base, tok = load_model("tiny-llama", seed=7)
+    save_weights(base, tmp_path / "bases" / "mine", tokenizer=tok)
+    (tmp_path / "local.yaml").write_text(RECIPE.format(name="local", lora=", lora: {r: 4, alpha: 8}", steps=2,
+                                                       lr=2e-2).replace("tiny-llama", "./bases/mine"))
+    assert main(["train", "local.yaml", "output_dir=runs", "--quiet"]) == 0
+    out = export_run("runs/local", "adapter")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "./bases/mine"
+    meta, text = front_matter(out)
+    assert meta["base_model"] == "./bases/mine" and 'from_pretrained("./bases/mine")' in text
+
+    policy, ptok = rebuilt_policy(tmp_path / "runs" / "local")
+    ids = encode_prompt(ptok, CONV)
+    got = fresh_process(tmp_path, None, adapter=(tmp_path / "adapter"), ids=ids)
+    torch.testing.assert_close(got["adapter"], logits(policy, ids), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # inside peft
+def test_embedded_adapter_names_the_hub_model(tmp_path, monkeypatch):
+    """The embedded model's adapter names HuggingFaceTB/SmolLM2-135M-Instruct (not a cache path); offline
+    that id cannot be downloaded, so the fresh process passes the base explicitly, as the card says."""
+    if AMBIENT_CACHE is None:
+        monkeypatch.delenv("POSTTRAIN_CACHE")
+    else:  # the converted model where the rest of the suite finds it, not a second conversion
+        monkeypatch.setenv("POSTTRAIN_CACHE", AMBIENT_CACHE)
+    p = tmp_path / "smol.yaml"
+    p.write_text(RECIPE.format(name="smol", lora=", lora: {r: 4, alpha: 8}", steps=1, lr=1e-3)
+                 .replace("tiny-llama", "smollm2-135m-instruct").replace("n: 8", "n: 4"))
+    assert main(["train", str(p), f"output_dir={tmp_path}", "--quiet"]) == 0
+    out = export_run(tmp_path / "smol", tmp_path / "adapter")
+    ckpt = sorted((tmp_path / "smol" / "checkpoints").glob("step-*"))[-1] / "model"
+    for folder in (out, ckpt):
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == HUB_ID
+    meta, text = front_matter(out)
+    assert meta["base_model"] == HUB_ID and meta["library_name"] == "peft"
+    assert f"dequantised from {GGUF_PRECISION}" in text
+
+    policy, ptok = rebuilt_policy(tmp_path / "smol")
+    ids = encode_prompt(ptok, CONV)
+    from posttrain.models import cache_dir
+    got = fresh_process(tmp_path, cache_dir(), adapter=out, ids=ids)
+    torch.testing.assert_close(got["adapter"], logits(policy, ids))

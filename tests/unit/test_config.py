@@ -77,3 +77,31 @@ def test_relative_data_paths_resolve_against_recipe(tmp_path):
     text = GOOD.replace("{synthetic: {task: arithmetic, n: 10}}", "{path: d.jsonl}")
     r = load_recipe(write(tmp_path, text))
     assert r.data.train.path == str(tmp_path / "d.jsonl")
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    text = GOOD.replace("train: {max_steps: 2, micro_batch_size: 2}",
+                        "train: {max_steps: 2, micro_batch_size 2")  # unclosed, and a missing colon
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, text))
+    msg = str(e.value)
+    line = text.splitlines().index("train: {max_steps: 2, micro_batch_size 2") + 1
+    assert msg.startswith(f"{tmp_path / 'r.yaml'}:") and "not valid YAML" in msg, msg
+    # noticed at the end of the file; the line where the unclosed mapping began is quoted
+    assert f"started at line {line}" in msg and f"\n  {line} | train: {{max_steps" in msg, msg
+    with pytest.raises(RecipeError, match=r"r.yaml:3:16: not valid YAML: .*\n  3 \| method: \[sft"):
+        load_recipe(write(tmp_path, "name: t\nseed: 1\nmethod: [sft: a: b]\n"))
+
+
+def test_check_inputs_names_each_missing_file(tmp_path):
+    from posttrain.config import check_inputs
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    text = GOOD.replace("{synthetic: {task: arithmetic, n: 10}}", "{path: d.jsonl}")
+    check_inputs(load_recipe(write(tmp_path, text)))  # present: fine
+    check_inputs(load_recipe(write(tmp_path, GOOD)))  # a generator reads no file
+    with pytest.raises(RecipeError) as e:
+        check_inputs(load_recipe(write(tmp_path, text), ["data.eval.path=held_out.jsonl",
+                                                         "model.adapter=runs/none"]))
+    msg = str(e.value)
+    assert f"data.eval.path: {tmp_path / 'held_out.jsonl'} does not exist" in msg
+    assert "model.adapter: runs/none does not exist" in msg and "data.train.path" not in msg

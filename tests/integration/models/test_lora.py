@@ -58,6 +58,18 @@ def test_lora_targets(tiny):
         apply_lora(fresh, targets=("no_such_proj",))
 
 
+def test_unmatched_lora_targets_list_the_linear_layers(tiny):
+    model, _ = tiny
+    with pytest.raises(ModelError) as e:
+        apply_lora(model, targets=("q_proj", "qkv_proj"))  # one real, one not: refused before peft
+    msg = str(e.value)
+    assert "model.lora.targets: 'qkv_proj' matches no module" in msg and "'q_proj'" not in msg
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert name in msg
+    assert not is_lora(model) and not any("lora_" in n for n, _ in model.named_modules())
+    assert is_lora(apply_lora(model, targets=("model.layers.0.self_attn.q_proj", "v_proj")))
+
+
 def test_reference_model_is_the_base(tiny):
     model, tok = tiny
     inputs = batch(tok)

@@ -161,3 +161,17 @@ def test_killed_mid_stage_resumes_to_what_a_whole_run_writes(tmp_path, monkeypat
             assert_same_samples(cut / "s" / f, whole / "s" / f)
         else:
             assert (cut / "s" / f).read_bytes() == (whole / "s" / f).read_bytes(), f
+
+
+def test_until_stops_after_the_stage_and_a_rerun_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_CACHE", str(tmp_path / "cache"))
+    _inputs(tmp_path)
+    _fake_teacher(monkeypatch)
+    recipe = _recipe(tmp_path)
+    stats = run_synth(recipe, progress=False, until="solutions")
+    assert list(stats) == ["seeds", "solutions"]
+    d = recipe.run_dir
+    assert (d / "solutions.jsonl").exists() and not (d / "filtered.jsonl").exists()
+    assert not (d / "report.md").exists()  # the report waits for the last stage
+    stats = run_synth(recipe, progress=False)
+    assert list(stats)[-1] == "decontam" and (d / "report.md").exists()

@@ -144,7 +144,7 @@ def test_bad_row_in_parquet_uses_row_index(tmp_path):
 def test_skip_invalid_rows_counts_reasons(tmp_path):
     p = write_jsonl(tmp_path / "x.jsonl", [ROWS[0], {"prompt": "q", "chosen": "z", "rejected": "z"},
                                            {"prompt": "q", "chosen": "", "rejected": "z"}, ROWS[1]])
-    got = load_records(p, "preference", on_invalid="skip")
+    got = load_records(p, "preference", on_invalid="skip", max_invalid_fraction=0.5)
     assert len(got) == 2 and [e.line for e in got.skipped] == [2, 3]
     reasons = got.skip_reasons()
     assert sum(reasons.values()) == 2 and any("identical" in r for r in reasons)
@@ -154,12 +154,12 @@ def test_not_an_object_and_unknown_format(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text("[1, 2]\n")
     assert "expected a JSON object per row, got list" in str(load_error(p))
-    q = write_jsonl(tmp_path / "y.jsonl", [{"text": "hello"}])
-    assert "cannot tell the format of sft data from fields ['text']" in str(load_error(q, "sft"))
+    q = write_jsonl(tmp_path / "y.jsonl", [{"body": "hello"}])
+    assert "cannot tell the format of sft data from fields ['body']" in str(load_error(q, "sft"))
     assert "format 'gsm8k' cannot make preference records" in str(load_error(q, fmt="gsm8k"))
     assert "unknown record kind" in str(load_error(q, "rl"))
-    t = tmp_path / "z.csv"
-    t.write_text("a,b\n")
+    t = tmp_path / "z.tsv"
+    t.write_text("a\tb\n")
     assert "unsupported file type" in str(load_error(t))
 
 
@@ -167,18 +167,21 @@ def test_real_datasets_save_to_disk_folder(tmp_path):
     datasets = pytest.importorskip("datasets")  # dev extra only; the reader itself never imports it
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"))
     assert [r for _, r in iter_rows(tmp_path / "ds")] == ROWS
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "dd"))
-    assert "DatasetDict folder with splits ['train']" in str(load_error(tmp_path / "dd"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS),
+                          "test": datasets.Dataset.from_list(ROWS[:1])}).save_to_disk(str(tmp_path / "dd"))
+    assert len(load_records(tmp_path / "dd", "preference")) == 2  # split train by default
+    assert len(load_records(tmp_path / "dd", "preference", split="test")) == 1
     assert len(load_records(tmp_path / "dd" / "train", "preference")) == 2
 
 
-def test_datasetdict_folder_asks_for_a_split(tmp_path):
+def test_datasetdict_folder_names_its_splits(tmp_path):
     root = tmp_path / "dd"
     root.mkdir()
-    write_arrow_folder(root / "train", ROWS)
-    (root / "dataset_dict.json").write_text('{"splits": ["train"]}')
-    assert "DatasetDict folder with splits ['train']" in str(load_error(root))
-    assert len(load_records(root / "train", "preference")) == 2
+    write_arrow_folder(root / "validation", ROWS)
+    (root / "dataset_dict.json").write_text('{"splits": ["validation"]}')
+    assert "no 'train' split; name one with split:; splits: validation" in str(load_error(root))
+    assert "no split 'dev'; splits: validation" in str(load_error(root, split="dev"))
+    assert len(load_records(root, "preference", split="validation")) == 2
 
 
 def test_read_jsonl_names_a_missing_stage_file_or_reads_it_as_empty(tmp_path):
