@@ -103,14 +103,13 @@ def cmd_train(args) -> int:
 
 def cmd_generate(args) -> int:
     from posttrain.generation.sampler import SamplingParams
-    from posttrain.models import load_model
     params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_new_tokens=args.max_new_tokens, stop=tuple(args.stop), seed=args.seed)
     if (args.prompt is None) == (args.data is None):
         raise PosttrainError("give either --prompt TEXT or --data PROMPTS.jsonl --out SAMPLES.jsonl")
     if args.data is not None and args.out is None:
         raise PosttrainError("--data needs --out (the samples file; rerun the same command to resume)")
-    model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model, tok = model_from_args(args)
     if args.prompt is not None:
         from posttrain.data.template import encode_prompt
         from posttrain.generation.sampler import sample
@@ -159,14 +158,15 @@ def cmd_rso(args) -> int:
     return 0
 
 
-def _model_to_evaluate(args):
-    """--run RUN (its latest checkpoint, as training built it), else --model with an optional --adapter."""
+def model_from_args(args):
+    """--run RUN (its latest checkpoint, as training built it), else --model with an optional --adapter
+    (`generate` and `eval`)."""
     if getattr(args, "run", None):
         from posttrain.export import load_run
         model, tok, *_ = load_run(args.run)
         return model, tok
     from posttrain.models import load_model
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, trust_remote_code=getattr(args, "trust_remote_code", False))
     if args.adapter:
         from posttrain.models.io import apply_saved_adapter
         from posttrain.models.start import adapter_folder
@@ -184,7 +184,7 @@ def cmd_eval(args) -> int:
     from posttrain.config import DataSource, NLUSource
     from posttrain.eval.nlu import nlu_eval
     from posttrain.tasks.sources import load_source
-    model, tok = _model_to_evaluate(args)
+    model, tok = model_from_args(args)
     rows = []
     for task in args.tasks:
         src = DataSource(nlu=NLUSource(task=task, split=args.split, limit=args.limit, shots=args.shots,
@@ -202,7 +202,7 @@ def cmd_eval(args) -> int:
 
 def cmd_eval_math(args) -> int:
     from posttrain.eval.math import evaluate, load_items, write_results
-    model, tok = _model_to_evaluate(args)
+    model, tok = model_from_args(args)
     for name in args.data or ["gsm8k"]:
         items = load_items(name, limit=args.limit)
         res = evaluate(model, tok, items, k=args.k, temperature=args.temperature,
@@ -238,7 +238,7 @@ def cmd_eval_tools(args) -> int:
             texts, _ = completions_for(examples, predictions, args.predictions)
         else:
             if model is None:
-                model, tok = _model_to_evaluate(args)
+                model, tok = model_from_args(args)
             texts = generate_completions(model, tok, examples, max_new_tokens=args.max_new_tokens,
                                          batch_size=args.batch_size, progress=not args.quiet)
         res = score(examples, texts)
@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sample from a model: one prompt, or a prompt file into a samples file")
     g.add_argument("--model", default="smollm2-135m-instruct",
                    help="a known model name (posttrain models), a local HF folder or a hub id")
+    g.add_argument("--run", default=None, help="a run folder: its latest checkpoint, as training built it")
+    g.add_argument("--adapter", default=None,
+                   help="a LoRA adapter folder on --model (e.g. runs/X/checkpoints/step-N/model)")
     g.add_argument("--prompt", default=None, help="one user message (prints the samples)")
     g.add_argument("--data", default=None, help="prompt records (JSONL etc.: {prompt, answer?, ...})")
     g.add_argument("--out", default=None, help="samples JSONL, written incrementally; rerun to resume")

@@ -19,13 +19,18 @@ class DataError(PosttrainError):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  field: str | None = None):
-        self.file, self.line, self.field = file, line, field
+        self.message, self.file, self.line, self.field = message, file, line, field
         where = []
         if file is not None:
             where.append(f"{file}:{line}" if line is not None else str(file))
         if field is not None:
             where.append(f"field '{field}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+    def under(self, key: str) -> "DataError":
+        """The same error with its field named as the recipe key it came from (`data.train` + `format`)."""
+        return DataError(self.message, file=self.file, line=self.line,
+                         field=f"{key}.{self.field}" if self.field else key)
 
 
 class TrainingError(PosttrainError):

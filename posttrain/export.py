@@ -114,7 +114,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, merge: bool = Fal
                           f"to the base model; export with --merge")
     base = base_model_source(recipe.model.name)
     state = ckpt / "state.json"
-    info = {"run": str(run.resolve()), "checkpoint": str(ckpt.resolve()),
+    # names, not this machine's absolute paths: the folder is made to be published
+    info = {"run": run.resolve().name, "checkpoint": ckpt.resolve().relative_to(run.resolve()).as_posix()
+            if ckpt.resolve().is_relative_to(run.resolve()) else ckpt.name,
             "step": json.loads(state.read_text()).get("step") if state.is_file() else None,
             "base_model": recipe.model.name, "base_model_id": base["id"], "dtype": recipe.model.dtype,
             "format": "peft-adapter" if lora and not merge else "model",
@@ -183,10 +185,22 @@ def card_facts(run: Path, recipe, ckpt: Path, t: int, info: dict) -> dict:
         if this and Path(this).resolve() == ckpt.resolve() else {}
     return {"base": {**base_model_source(recipe.model.name), "seed": recipe.model.seed},
             "format": info["format"], "lora": info["lora"] is not None, "method": recipe.method_name,
-            "recipe": recipe.model_dump(mode="json"), "step": info["step"], "iteration": t + 1,
+            "recipe": portable(recipe.model_dump(mode="json")), "step": info["step"], "iteration": t + 1,
             "iterations": recipe.pipeline.iterations,
             "metrics": _metrics_at(ckpt.parent.parent, info["step"]),
             "evaluation": evaluation, "version": posttrain_version()}
+
+
+def portable(value):
+    """`value` (a recipe as a dict) with every absolute path shortened to its last part: a model card is
+    published, and the training machine's folders are nobody's business (nor of use elsewhere)."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return Path(value).name
+    return value
 
 
 def _source(src: dict) -> str:

@@ -32,7 +32,8 @@ def eval_prompts(recipe: Recipe, train_questions: set[str]):
     data = recipe.data
     if recipe.generation_eval is None or data.eval is None:
         return None
-    records = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
+    records = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt,
+                          key="data.eval")
     records = [r for r in records if r.answer is not None and prompt_text(r) not in train_questions]
     return records[:recipe.generation_eval.n]
 
@@ -83,7 +84,7 @@ def train_stage(ctx, spec, params, inputs: tuple[str, ...] = ()):
         out: dict = {"data": built.stats}
         prompts = None
         if recipe.generation_eval is not None:
-            train_q = {prompt_text(r) for r in load_source(recipe.data.train, "prompt")} \
+            train_q = {prompt_text(r) for r in load_source(recipe.data.train, "prompt", key="data.train")} \
                 if recipe.data.train.synthetic is not None else set()
             prompts = eval_prompts(recipe, train_q)
         if prompts and recipe.generation_eval.at_start:

@@ -401,4 +401,4 @@ def detect_format(row: dict, kind: str, *, file: str | None = None, line: int | 
         return "pairs"
     known = sorted(f for k, f in FORMATS if k == kind)
     raise DataError(f"cannot tell the format of {kind} data from fields {sorted(map(str, keys))}; "
-                    f"pass fmt= one of {', '.join(known)}", file=file, line=line)
+                    f"name it with the source's `format:` (one of {', '.join(known)})", file=file, line=line)

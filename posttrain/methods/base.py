@@ -11,4 +11,4 @@ def recipe_records(recipe, split: str = "train", kind: str | None = None) -> lis
     from posttrain.tasks.sources import load_source
     data = recipe.data
     return load_source(getattr(data, split), kind or get_method(recipe.method_name).data_kind,
-                       instruction=data.instruction, system_prompt=data.system_prompt)
+                       instruction=data.instruction, system_prompt=data.system_prompt, key=f"data.{split}")

@@ -248,7 +248,7 @@ def _eval_fn(params: PPOParams, records, tokenizer, reward, max_prompt_length):
 def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = None) -> Built:
     data, cfg = recipe.data, recipe.train
     records = load_source(data.train, "prompt", instruction=data.instruction,
-                          system_prompt=data.system_prompt)
+                          system_prompt=data.system_prompt, key="data.train")
     world = distributed.world()
     minibatch = cfg.micro_batch_size * cfg.grad_accum * world
     if params.rollout_batch % minibatch:
@@ -267,7 +267,8 @@ def build(recipe, params: PPOParams, model, tokenizer, run: RunInfo | None = Non
                      data.max_prompt_length, reference)
     eval_fn = None
     if data.eval is not None:
-        ev = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt)
+        ev = load_source(data.eval, "prompt", instruction=data.instruction, system_prompt=data.system_prompt,
+                         key="data.eval")
         eval_fn = _eval_fn(params, ev, tokenizer, reward, data.max_prompt_length)
     return Built(objective, None, lambda f: pad_collate(f, tokenizer.pad_token_id), None,
                  rollout=rollouts, model=policy, eval_fn=eval_fn,

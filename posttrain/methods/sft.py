@@ -95,11 +95,13 @@ def encode_all(records, tokenizer, data) -> tuple[list[dict], dict]:
 def encode_splits(recipe, tokenizer) -> tuple[list[dict], list[dict] | None, dict]:
     """(train features, eval features or None, encoding stats) of an SFT-kind recipe's data."""
     data = recipe.data
-    train = load_source(data.train, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
+    train = load_source(data.train, "sft", instruction=data.instruction, system_prompt=data.system_prompt,
+                        key="data.train")
     feats, stats = encode_all(train, tokenizer, data)
     eval_feats = None
     if data.eval is not None:
-        ev = load_source(data.eval, "sft", instruction=data.instruction, system_prompt=data.system_prompt)
+        ev = load_source(data.eval, "sft", instruction=data.instruction, system_prompt=data.system_prompt,
+                         key="data.eval")
         eval_feats, _ = encode_all(ev, tokenizer, data)
     return feats, eval_feats, stats
 

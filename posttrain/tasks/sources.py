@@ -8,7 +8,7 @@ from posttrain.config import DataSource
 from posttrain.data.readers import RecordList, load_records
 from posttrain.data.records import Conversation, PreferencePair, PromptRecord, TextRecord, UnpairedPreference
 from posttrain.data.tool_records import ToolConversation
-from posttrain.errors import RecipeError
+from posttrain.errors import DataError, RecipeError
 from posttrain.tasks import synthetic
 from posttrain.tasks.synthetic_pairs import generate_pairs
 
@@ -62,13 +62,14 @@ def _member_name(src: DataSource) -> str:
 
 
 def load_mixture(src: DataSource, kind: str, *, instruction: str | None = None,
-                 system_prompt: str | None = None, seed: int = 0) -> RecordList:
+                 system_prompt: str | None = None, seed: int = 0, key: str | None = None) -> RecordList:
     """The records of every member, each member's part drawn without replacement by ``seed`` (a member with
     ``count: n`` gives n records; with shares, the mixture is the largest one each member can fill without
     repeating a record: N = min(len_i / share_i), member i gives round(share_i N)), then shuffled."""
     rng = random.Random(seed)
-    loaded = [load_source(m, kind, instruction=instruction, system_prompt=system_prompt)
-              for m in src.mixture]
+    loaded = [load_source(m, kind, instruction=instruction, system_prompt=system_prompt,
+                          key=None if key is None else f"{key}[{i}]")
+              for i, m in enumerate(src.mixture)]
     if src.mixture[0].count is not None:
         wants = [m.count for m in src.mixture]
     else:
@@ -85,14 +86,20 @@ def load_mixture(src: DataSource, kind: str, *, instruction: str | None = None,
     return out
 
 
+# a source's own settings, which an error names as the recipe key (`data.train.format`) when it knows it
+SOURCE_KEYS = ("format", "split", "hub")
+
+
 def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
-                system_prompt: str | None = None, seed: int | None = None) -> RecordList:
+                system_prompt: str | None = None, seed: int | None = None,
+                key: str | None = None) -> RecordList:
     """Records of `kind` ("sft", "preference", "prompt", "tool", "unpaired"), validated before any training
     starts. A mixture is drawn by its own `seed` (the recipe's, set by the recipe schema), else by `seed`,
-    else 0. The result says what was skipped as invalid (RecordList.skipped)."""
+    else 0. The result says what was skipped as invalid (RecordList.skipped). `key` is where the source
+    stands in the recipe (`data.train`): an error in its own settings (format, split, hub) names it."""
     if src.mixture is not None:
         records = load_mixture(src, kind, instruction=instruction, system_prompt=system_prompt,
-                               seed=next(s for s in (src.seed, seed, 0) if s is not None))
+                               seed=next(s for s in (src.seed, seed, 0) if s is not None), key=key)
         system_prompt = None  # the members have it already
     elif src.nlu is not None:
         cls = RECORD_TYPES[kind] if kind in RECORD_TYPES else None
@@ -107,9 +114,14 @@ def load_source(src: DataSource, kind: str, *, instruction: str | None = None,
                    for i, row in enumerate(synthetic_rows(src, kind, instruction))]
     else:
         limit = None if src.limit is None else src.skip + src.limit
-        records = load_records(src.path, kind, fmt=src.format, limit=limit, on_invalid=src.on_invalid,
-                               columns=src.columns or None, split=src.split, hub=src.hub,
-                               max_invalid_fraction=src.max_invalid_fraction)
+        try:
+            records = load_records(src.path, kind, fmt=src.format, limit=limit, on_invalid=src.on_invalid,
+                                   columns=src.columns or None, split=src.split, hub=src.hub,
+                                   max_invalid_fraction=src.max_invalid_fraction)
+        except DataError as e:
+            if key is None or e.field not in SOURCE_KEYS:
+                raise
+            raise e.under(key) from None
     skipped = getattr(records, "skipped", [])
     if src.skip or src.limit is not None:
         records = records[src.skip:None if src.limit is None else src.skip + src.limit]

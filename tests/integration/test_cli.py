@@ -49,6 +49,25 @@ def test_generate_prints_completions(capsys):
     assert out.startswith("[0] ") and "\n[1] " in out
 
 
+
+def test_generate_from_a_run_and_from_its_adapter(tmp_path, capsys):
+    """`generate --run RUN` and `--model BASE --adapter CHECKPOINT/model` sample the trained model: the same
+    greedy text, and not the base model's."""
+    from posttrain.checkpoints import latest_checkpoint
+    recipe = write_recipe(tmp_path)
+    assert main(["train", str(recipe), f"output_dir={tmp_path}/runs", "model.lora.r=4", "model.lora.alpha=8",
+                 "train.lr=0.05", "--quiet"]) == 0
+    run = tmp_path / "runs" / "cli-run"
+    prompt = ["--prompt", "What is 2 + 3?", "--max-new-tokens", "6"]
+    capsys.readouterr()
+    texts = []
+    adapter = str(latest_checkpoint(run) / "model")
+    for how in (["--run", str(run)], ["--model", "tiny-llama", "--adapter", adapter],
+                ["--model", "tiny-llama"]):
+        assert main(["generate", *how, *prompt]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and texts[0] != texts[2]
+
 RSO_RECIPE = """
 name: cli-rso
 method:

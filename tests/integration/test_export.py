@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -269,9 +270,16 @@ def test_export_cards_and_generation_configs(runs, tmp_path):
         gen = json.loads((folder / "generation_config.json").read_text())
         tok = AutoTokenizer.from_pretrained(folder)
         assert gen["pad_token_id"] == tok.pad_token_id and gen["eos_token_id"] == tok.eos_token_id
-    # the card's recipe is the run's recipe
+    # the card's recipe is the run's recipe, with this machine's folders cut to their names
+    from posttrain.export import portable
     recipe = yaml.safe_load(re.search(r"```yaml\n(.*?)```", front_matter(adapter)[1], re.S).group(1))
-    assert recipe == yaml.safe_load((runs["lora"] / "recipe.yaml").read_text())
+    written = yaml.safe_load((runs["lora"] / "recipe.yaml").read_text())
+    assert recipe == portable(written) and Path(written["output_dir"]).is_absolute()
+    machine = str(runs["lora"].resolve().parent)
+    for folder in (adapter,):
+        assert machine not in (folder / "README.md").read_text()
+        info = json.loads((folder / "export.json").read_text())
+        assert info["run"] == runs["lora"].name and info["checkpoint"].startswith("checkpoints/step-")
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # inside peft

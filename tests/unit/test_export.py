@@ -98,3 +98,13 @@ def test_data_sources():
     assert data_sources({"train": {"mixture": mixture}}) == data_sources({"train": mixture}) == [
         "train: a mixture of", "  - the file `a.jsonl` (format alpaca), share 0.25",
         "  - the Hub dataset `org/set`, split test, share 0.75"]
+
+
+def test_portable_cuts_absolute_paths_to_their_names():
+    from posttrain.export import portable
+    recipe = {"output_dir": "/home/me/runs", "data": {"train": {"mixture": [
+        {"path": "/srv/data/chat.jsonl", "share": 0.5}, {"path": "rel/docs.jsonl", "share": 0.5}]}},
+        "model": {"name": "smollm2-135m-instruct", "adapter": None}}
+    assert portable(recipe) == {"output_dir": "runs", "data": {"train": {"mixture": [
+        {"path": "chat.jsonl", "share": 0.5}, {"path": "rel/docs.jsonl", "share": 0.5}]}},
+        "model": {"name": "smollm2-135m-instruct", "adapter": None}}

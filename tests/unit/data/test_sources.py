@@ -132,3 +132,25 @@ def test_malformed_csv_row_names_its_line_and_can_be_skipped(tmp_path):
     assert "p.csv: malformed CSV row at line 6 of the file: expected 3 cells, got 2" in error_of(path)
     got = load_records(path, "preference", on_invalid="skip", max_invalid_fraction=0.25)
     assert len(got) == 4 and len(got.skipped) == 1
+
+
+def test_errors_in_a_source_setting_name_the_recipe_key(tmp_path):
+    from posttrain.config import DataSource
+    from posttrain.tasks.sources import load_source
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    with pytest.raises(DataError, match=r"field 'data\.train\.format'.*cannot make preference records"):
+        load_source(DataSource(path=str(chat), format="messages"), "preference", key="data.train")
+    with pytest.raises(DataError, match=r"field 'format'"):  # no key given: the source's own name
+        load_source(DataSource(path=str(chat), format="messages"), "preference")
+    folder = tmp_path / "dd"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "a"}])}).save_to_disk(str(folder))
+    with pytest.raises(DataError, match=r"field 'data\.eval\.split'.*splits: train"):
+        load_source(DataSource(path=str(folder), split="test"), "prompt", key="data.eval")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "hi", "chosen": "hello", "rejected": "go away"}) + "\n")
+    mixture = DataSource(mixture=[DataSource(path=str(pairs), share=0.5),
+                                  DataSource(path=str(chat), share=0.5, format="messages")], seed=0)
+    with pytest.raises(DataError, match=r"field 'data\.train\[1\]\.format'"):
+        load_source(mixture, "preference", key="data.train")
