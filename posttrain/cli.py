@@ -48,15 +48,12 @@ def check_formats(recipe) -> None:
     """Every `format` of `data.train` / `data.eval` (and of their mixture members) names a known reader
     format, else an error naming the key. Which formats fit which records depends on the method: the
     reader checks that when the data loads."""
+    from posttrain.config import recipe_sources
     from posttrain.data.converters import FORMATS
     from posttrain.errors import RecipeError
     known = sorted({"auto", *(f for _, f in FORMATS)})
-    sources = []
-    for key, src in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
-        members = getattr(src, "mixture", None) if src is not None else None
-        sources += [(f"{key}[{i}]", m) for i, m in enumerate(members)] if members else [(key, src)]
-    for key, src in sources:
-        if src is not None and src.path is not None and src.format not in known:
+    for key, src in recipe_sources(recipe):
+        if src.path is not None and src.format not in known:
             raise RecipeError(f"{key}.format: unknown format {src.format!r}; known: {', '.join(known)}")
 
 

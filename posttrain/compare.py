@@ -9,9 +9,9 @@ from typing import Sequence
 
 import yaml
 
+from posttrain.config import flat
 from posttrain.errors import PosttrainError
 from posttrain.eval.report import markdown_table, plot_curves
-from posttrain.pipeline import flat
 from posttrain.run_report import curves, final_values, read_metrics
 
 UNSET = "-"

@@ -318,6 +318,16 @@ def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
     return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}{quoted}"
 
 
+def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as `section.key` -> value (how stages, trackers and comparisons name settings)."""
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
 def read_recipe(path: str | Path, overrides: list[str] | None, schema: type[BaseModel]):
     """A YAML recipe file with `key.sub=value` overrides applied, validated against `schema`."""
     path = Path(path)
@@ -351,17 +361,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return recipe
 
 
+def recipe_sources(recipe: Recipe) -> list[tuple[str, DataSource]]:
+    """(recipe key, source) of every data source a recipe names: `data.train`, `data.eval`, and a mixture's
+    members in its place (`data.train[i]`)."""
+    out = []
+    for key, src in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        if src is not None and src.mixture:
+            out += [(f"{key}[{i}]", m) for i, m in enumerate(src.mixture)]
+        elif src is not None:
+            out.append((key, src))
+    return out
+
+
 def check_inputs(recipe: Recipe) -> None:
     """The files a recipe reads (`data.train.path`, `data.eval.path`, a mixture's `data.train[i].path`,
     `model.adapter`) exist: a missing one is reported as missing, naming its key, before any stage is
     resumed or its fingerprint compared."""
-    paths = [("model.adapter", recipe.model.adapter)]
-    for key, src in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
-        members = getattr(src, "mixture", None) if src is not None else None
-        if members:
-            paths += [(f"{key}[{i}].path", m.path) for i, m in enumerate(members)]
-        elif src is not None:
-            paths.append((f"{key}.path", src.path))
+    paths = [("model.adapter", recipe.model.adapter)] + [(f"{key}.path", src.path)
+                                                          for key, src in recipe_sources(recipe)]
     missing = [f"{key}: {value} does not exist" for key, value in paths
                if value is not None and not Path(value).exists()]
     if missing:

@@ -39,15 +39,6 @@ WATCH_KEYS = ("name", "output_dir", "pipeline.iterations", "train.save_every", "
 EXTEND_KEYS = ("train.max_steps",)
 
 
-def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict) and d:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def select(settings: dict[str, Any], prefixes: tuple[str, ...] | None = None,
            exclude: tuple[str, ...] = WATCH_KEYS) -> dict[str, Any]:
     """The keys of a flat recipe under `prefixes` (all when None), without `exclude`d ones."""
@@ -64,8 +55,8 @@ def stage_key(name: str, t: int) -> str:
 class PipelineState:
     def __init__(self, run_dir: Path):
         self.path = run_dir / STATE_FILE
-        self.stages: dict[str,
-                          dict] = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
+        stages = json.loads(self.path.read_text())["stages"] if self.path.exists() else {}
+        self.stages: dict[str, dict] = stages
 
     def save(self) -> None:
         if distributed.is_main():

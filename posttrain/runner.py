@@ -10,7 +10,7 @@ import yaml
 
 from posttrain import distributed, trackers
 from posttrain.checkpoints import iteration_dir, latest_checkpoint
-from posttrain.config import Recipe, check_inputs, validate_section
+from posttrain.config import Recipe, check_inputs, flat, validate_section
 from posttrain.contracts import RunInfo, StageDef
 from posttrain.engine import Engine, TrainResult
 from posttrain.errors import TrainingError
@@ -20,7 +20,7 @@ from posttrain.methods import get_method
 from posttrain.models import cache_dir
 from posttrain.models.fingerprint import weights_hash
 from posttrain.models.start import final_model, load_iteration
-from posttrain.pipeline import ALL, flat, run_stages, select, stage_key
+from posttrain.pipeline import ALL, run_stages, select, stage_key
 from posttrain.run_report import write_report
 from posttrain.schedule import lr_lambda
 from posttrain.seeding import seed_everything

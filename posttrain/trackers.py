@@ -23,6 +23,7 @@ from typing import Protocol, Sequence
 
 import yaml
 
+from posttrain.config import flat
 from posttrain.errors import RecipeError
 
 # tracker name -> (the module it needs, the posttrain extra that installs it)
@@ -67,16 +68,7 @@ def run_settings(run_dir: Path, fallback: dict) -> dict:
     `section.key` names), else `fallback` (the train settings of an engine used on its own)."""
     path = run_dir / "recipe.yaml"
     raw = yaml.safe_load(path.read_text()) if path.is_file() else {"train": fallback}
-    return flat_settings(raw or {})
-
-
-def flat_settings(d, prefix: str = "") -> dict:
-    if isinstance(d, dict) and d:
-        out: dict = {}
-        for k, v in d.items():
-            out.update(flat_settings(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
+    return flat(raw or {})
 
 
 def scalars(record: dict) -> dict[str, float]:

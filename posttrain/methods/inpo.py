@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from posttrain.config import Section
+from posttrain.config import Section, flat
 from posttrain.contracts import Built, MethodSpec, RunInfo, StageDef
 from posttrain.errors import DataError, RecipeError
 from posttrain.generation.knockout import knockout
@@ -37,7 +37,6 @@ from posttrain.methods.sampling import (
     samples_file,
     write_pairs,
 )
-from posttrain.pipeline import flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
 from posttrain.tasks.sources import prompt_text

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from posttrain.config import RewardSettings
+from posttrain.config import RewardSettings, flat
 from posttrain.contracts import Built, MethodSpec, RunInfo, StageDef
 from posttrain.errors import DataError
 from posttrain.generation.rso import PAIRINGS, SELECTIONS, pair_up, select
@@ -36,7 +36,6 @@ from posttrain.methods.sampling import (
     samples_file,
     write_pairs,
 )
-from posttrain.pipeline import flat
 from posttrain.pipeline import select as select_keys
 from posttrain.rewards import get_reward, score_checked
 from posttrain.tasks.sources import prompt_text

@@ -146,6 +146,7 @@ def run_worker(recipe: SynthRecipe, stage: str, i: int, n: int) -> None:
 # ---------------------------------------------------------------- the stages
 
 STAGE_SEEDS = {"solutions": 1, "questions": 2, "new_solutions": 3}  # each sampling stage its own streams
+LAST_STAGE = "decontam"  # every synthesis ends with it; the report is written after it
 
 
 def teacher(recipe: SynthRecipe, stage: str | None = None):
@@ -412,8 +413,9 @@ def write_report(recipe: SynthRecipe, stats: dict[str, dict]) -> dict:
 
 
 def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[str]):
+    from posttrain.config import flat
     from posttrain.contracts import StageDef
-    from posttrain.pipeline import flat, select
+    from posttrain.pipeline import select
     settings = flat(recipe.model_dump(mode="json"))
     d = recipe.run_dir
     removed: list[dict] = []
@@ -479,9 +481,6 @@ def stages(recipe: SynthRecipe, recipe_path: Path | None, ctx, overrides: list[s
                      ["synth.jsonl", "removed.jsonl"],
                      inputs=["filtered.jsonl"], uses_weights=False)]
     return out
-
-
-LAST_STAGE = "decontam"  # every synthesis ends with it; the report is written after it
 
 
 def run_synth(recipe: SynthRecipe, recipe_path: Path | None = None, *, overrides: list[str] | None = None,

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from posttrain import distributed
 from posttrain.checkpoints import latest_checkpoint
-from posttrain.config import RewardSettings, Section
+from posttrain.config import RewardSettings, Section, flat
 from posttrain.contracts import Built, MethodSpec, RunInfo, StageDef
 from posttrain.data.collate import pad_collate
 from posttrain.errors import DataError, RecipeError
@@ -36,7 +36,6 @@ from posttrain.losses.advantage import dapo_step_loss
 from posttrain.methods.base import recipe_records
 from posttrain.methods.dapo_step import data as dd
 from posttrain.methods.sampling import SAMPLE_KEYS, SamplingSettings, sample_candidates, samples_file
-from posttrain.pipeline import flat
 from posttrain.pipeline import select as select_keys
 
 CRITIC_DIR = "critic"
